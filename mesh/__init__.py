@@ -1,0 +1,1 @@
+"""The meshchat node: storage, the client protocol, configuration and the command line."""

@@ -1,0 +1,227 @@
+"""The `meshchat` command line."""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from mesh import runtime
+from mesh.config import NodeConfig
+from mesh.connection import NodeConnection, NodeError, parse_servers
+from mesh.identity import IdentityError
+from mesh.launcher import plan_mesh, run_mesh
+from mesh.logs import configure_logging
+from mesh.node import Node
+from mesh.protocol import StatusReply, StatusRequest
+from peers.membership import MembershipConfig
+from peers.transport import PortInUseError
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    sys.stderr.write(f"meshchat {command}: {message}\n")
+    return code
+
+
+def _add_membership_options(parser: argparse.ArgumentParser) -> None:
+    defaults = MembershipConfig()
+    group = parser.add_argument_group("membership timing")
+    group.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="S",
+        default=defaults.heartbeat_interval_s,
+        help="seconds between heartbeats (default %(default)s)",
+    )
+    group.add_argument(
+        "--suspect-after",
+        type=float,
+        metavar="S",
+        default=defaults.suspect_after_s,
+        help="silence before a peer is suspect (default %(default)s)",
+    )
+    group.add_argument(
+        "--dead-after",
+        type=float,
+        metavar="S",
+        default=defaults.dead_after_s,
+        help="silence before a peer is dead (default %(default)s)",
+    )
+
+
+def _membership_config(args: argparse.Namespace) -> MembershipConfig:
+    return MembershipConfig(
+        heartbeat_interval_s=args.heartbeat_interval,
+        suspect_after_s=args.suspect_after,
+        dead_after_s=args.dead_after,
+    )
+
+
+def _membership_arguments(args: argparse.Namespace) -> list[str]:
+    return [
+        "--heartbeat-interval",
+        str(args.heartbeat_interval),
+        "--suspect-after",
+        str(args.suspect_after),
+        "--dead-after",
+        str(args.dead_after),
+        "--log-level",
+        args.log_level,
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    node = commands.add_parser("node", help="run one node in the foreground")
+    node.add_argument("--id", required=True, help="this node's id, unique in the mesh")
+    node.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
+    node.add_argument("--peer-port", type=int, required=True, help="ZeroMQ port for peers")
+    node.add_argument("--client-port", type=int, required=True, help="TCP port for clients")
+    node.add_argument("--data", type=Path, required=True, help="this node's data directory")
+    node.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="HOST:PEER_PORT",
+        help="a node to join through (repeatable)",
+    )
+    node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    _add_membership_options(node)
+
+    up = commands.add_parser("up", help="run a local mesh in the foreground")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--base-port", type=int, default=7100)
+    up.add_argument("--data", type=Path, default=Path(".meshchat"))
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    _add_membership_options(up)
+
+    status = commands.add_parser("status", help="show the membership as one node sees it")
+    status.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
+    status.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
+        help="token or, without a cluster secret, user name",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        match args.command:
+            case "node":
+                return _run_node(args)
+            case "up":
+                return _run_up(args)
+            case "status":
+                return _run_status(args)
+    except ValueError as error:
+        return _fail(args.command, str(error), EXIT_USAGE)
+    raise AssertionError(args.command)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    configure_logging(args.id, args.log_level)
+    for seed in args.seed:
+        parse_servers(seed)  # raises ValueError for a malformed seed
+    config = NodeConfig(
+        node_id=args.id,
+        host=args.host,
+        peer_port=args.peer_port,
+        client_port=args.client_port,
+        data_dir=args.data,
+        seeds=tuple(args.seed),
+        membership=_membership_config(args),
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await Node(config).run(stop)
+
+    try:
+        runtime.run(serve())
+    except PortInUseError as error:
+        return _fail("node", error.strerror or str(error), EXIT_USAGE)
+    except IdentityError as error:
+        return _fail("node", str(error), EXIT_USAGE)
+    return 0
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    configure_logging("up", args.log_level)
+    _membership_config(args)  # validate before starting anything
+    mesh = plan_mesh(args.nodes, args.base_port, args.data, args.host)
+    return run_mesh(mesh, _membership_arguments(args), _out)
+
+
+async def fetch_status(servers: list[tuple[str, int]], token: str, timeout_s: float) -> StatusReply:
+    """The status of the first node in `servers` that answers."""
+    errors = []
+    for host, port in servers:
+        try:
+            connection = await NodeConnection.open(
+                host, port, token=token, client_name="meshchat-status", timeout_s=timeout_s
+            )
+        except (OSError, TimeoutError) as error:
+            errors.append(f"{host}:{port}: {error or type(error).__name__}")
+            continue
+        try:
+            reply = await connection.request(
+                lambda request_id: StatusRequest(request_id=request_id), timeout_s
+            )
+        finally:
+            await connection.close()
+        assert isinstance(reply, StatusReply)
+        return reply
+    raise ConnectionError("no node answered: " + "; ".join(errors))
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    servers = parse_servers(args.server)
+    try:
+        reply = runtime.run(fetch_status(servers, args.token, args.timeout))
+    except (ConnectionError, TimeoutError) as error:
+        return _fail("status", str(error), EXIT_UNAVAILABLE)
+    except NodeError as error:
+        return _fail("status", str(error), EXIT_UNAVAILABLE)
+    if args.json:
+        document = {
+            "node": reply.node,
+            "members": msgspec.to_builtins(reply.members),
+            "counters": reply.counters,
+        }
+        _out(json.dumps(document, indent=2))
+        return 0
+    _out(f"node {reply.node} sees {len(reply.members)} member(s)")
+    _out(f"{'ID':<12} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':>14} {'HEARD':>8} {'DROPPED':>8}")
+    for member in reply.members:
+        heard = "-" if member.last_heard_s is None else f"{member.last_heard_s:.1f}s"
+        _out(
+            f"{member.id:<12} {member.address:<22} {member.state:<8} "
+            f"{member.incarnation:>14} {heard:>8} {member.dropped:>8}"
+        )
+    return 0

@@ -1,0 +1,101 @@
+"""A client-side connection to one node: handshake, then requests and their replies.
+
+This is the base of the client library; it speaks the same framing and schema as the
+node's gateway, and raises NodeError carrying the node's error code.
+"""
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import Self
+
+from mesh import protocol
+from mesh.errors import ErrorCode
+from mesh.framing import encode_frame, read_frame
+from mesh.protocol import ErrorReply, Hello, NodeMessage, Welcome
+
+
+class NodeError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def parse_servers(text: str) -> list[tuple[str, int]]:
+    """'HOST:PORT[,HOST:PORT...]' as a list of (host, port)."""
+    servers = []
+    for item in text.split(","):
+        host, separator, port = item.strip().rpartition(":")
+        if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not HOST:PORT: {item!r}")
+        servers.append((host.strip("[]"), int(port)))
+    return servers
+
+
+class NodeConnection:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: Welcome
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.welcome = welcome
+        self._request_ids = itertools.count(1)
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        token: str,
+        client_name: str = "meshchat",
+        timeout_s: float = 5.0,
+    ) -> Self:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                hello = Hello(
+                    versions=[protocol.PROTOCOL_VERSION],
+                    minor=protocol.PROTOCOL_MINOR,
+                    client=client_name,
+                    token=token,
+                )
+                writer.write(encode_frame(protocol.encode(hello)))
+                reply = await _read_reply(reader)
+                if not isinstance(reply, Welcome):
+                    raise NodeError(ErrorCode.INTERNAL, f"expected welcome, got {reply!r}")
+            except BaseException:
+                writer.close()
+                raise
+        return cls(reader, writer, reply)
+
+    async def request(
+        self, build: Callable[[int], protocol.ClientMessage], timeout_s: float = 5.0
+    ) -> NodeMessage:
+        """Send the request that `build(request_id)` makes and return its reply."""
+        request_id = next(self._request_ids)
+        async with asyncio.timeout(timeout_s):
+            self._writer.write(encode_frame(protocol.encode(build(request_id))))
+            await self._writer.drain()
+            while True:
+                reply = await _read_reply(self._reader)
+                if getattr(reply, "request_id", None) == request_id:
+                    return reply
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> NodeMessage:
+    payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+    if payload is None:
+        raise ConnectionError("the node closed the connection")
+    reply = protocol.decode_node_message(payload)
+    if isinstance(reply, ErrorReply):
+        raise NodeError(reply.code, reply.message)
+    return reply

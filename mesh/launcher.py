@@ -1,0 +1,115 @@
+"""`meshchat up`: a local mesh of node processes in the foreground."""
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+# A node that exits this soon after start failed to start (a port in use, a bad data dir).
+STARTUP_GRACE_S = 2.0
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    node_id: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+
+
+def plan_mesh(nodes: int, base_port: int, data: Path, host: str) -> list[LocalNode]:
+    """Node i (1-based) is n<i>: client port BASE+i-1, peer port BASE+100+i-1, DATA/n<i>."""
+    if not 1 <= nodes <= 100:
+        raise ValueError("--nodes must be 1 to 100: peer ports sit 100 above client ports")
+    return [
+        LocalNode(f"n{i}", host, base_port + i - 1, base_port + 100 + i - 1, data / f"n{i}")
+        for i in range(1, nodes + 1)
+    ]
+
+
+def node_command(node: LocalNode, mesh: list[LocalNode], extra: list[str]) -> list[str]:
+    seeds = [f"{other.host}:{other.peer_port}" for other in mesh if other is not node]
+    command = [
+        sys.executable,
+        "-m",
+        "mesh",
+        "node",
+        "--id",
+        node.node_id,
+        "--host",
+        node.host,
+        "--peer-port",
+        str(node.peer_port),
+        "--client-port",
+        str(node.client_port),
+        "--data",
+        str(node.data_dir),
+    ]
+    for seed in seeds:
+        command += ["--seed", seed]
+    return command + extra
+
+
+def run_mesh(mesh: list[LocalNode], extra: list[str], out: Callable[[str], None]) -> int:
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    started_at = time.monotonic()
+    for node in mesh:
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        processes[node.node_id] = subprocess.Popen(node_command(node, mesh, extra))
+        out(
+            f"{node.node_id}  client {node.host}:{node.client_port}  "
+            f"peer {node.host}:{node.peer_port}  data {node.data_dir}"
+        )
+    out(f"mesh of {len(mesh)} node(s) running; Ctrl-C stops it")
+    exit_code = 0
+    running = dict(processes)
+    while running and not stopping:
+        time.sleep(0.2)
+        for node_id, process in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[node_id]
+            log.log(
+                logging.INFO if code == 0 else logging.WARNING,
+                "node %s exited with code %d",
+                node_id,
+                code,
+            )
+            if time.monotonic() - started_at < STARTUP_GRACE_S and code != 0:
+                exit_code = code
+                stopping = True
+    _stop_all(list(running.values()))
+    return exit_code
+
+
+def _stop_all(processes: list["subprocess.Popen[bytes]"]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop in %.0fs; killing it", process.pid, STOP_TIMEOUT_S)
+            process.kill()
+            process.wait()

@@ -1,0 +1,201 @@
+"""The node: composes the peer transport, membership and the client gateway on one event loop.
+
+The shell owns every clock read and every socket; the membership state machine only
+sees events and times, and answers with effects that this module carries out.
+"""
+
+import asyncio
+import contextlib
+import errno
+import logging
+import time
+
+from mesh.config import NodeConfig
+from mesh.gateway import Gateway
+from mesh.identity import next_incarnation
+from mesh.protocol import MemberStatus, StatusReply
+from peers.membership import (
+    Anomaly,
+    Effect,
+    Membership,
+    SeedUnanswered,
+    SendTo,
+    StateChanged,
+)
+from peers.records import MemberRecord
+from peers.transport import PeerTransport, PortInUseError
+from peers.wire import PeerDecodeError, decode_peer_message, encode_peer_message
+
+log = logging.getLogger(__name__)
+
+# Log the first rejected peer frames one by one, then only every Nth, so a flood of
+# garbage cannot flood the log as well.
+REJECTED_FRAME_LOG_EVERY = 1000
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.transport = PeerTransport(config.node_id, config.host, config.peer_port)
+        self.gateway = Gateway(config.node_id, config.client_limits, self.status)
+        self.membership: Membership | None = None
+        self.peer_frames_rejected = 0
+        self.anomalies = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then leave the mesh cleanly."""
+        config = self.config
+        self.transport.bind()
+        try:
+            server = await asyncio.start_server(
+                self.gateway.serve_connection, config.host, config.client_port
+            )
+        except OSError as error:
+            await self.transport.close()
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(config.host, config.client_port) from error
+            raise
+        incarnation = next_incarnation(config.data_dir, config.node_id, int(time.time() * 1000))
+        self.membership = Membership(
+            own=MemberRecord(config.node_id, config.peer_address, incarnation),
+            seeds=config.seeds,
+            config=config.membership,
+            now=time.monotonic(),
+        )
+        log.info(
+            "node up: peer %s, client %s:%d, incarnation %d, seeds %s",
+            config.peer_address,
+            config.host,
+            config.client_port,
+            incarnation,
+            ", ".join(config.seeds) or "none",
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                loops = [
+                    tasks.create_task(self._receive_loop(), name="peer-receive"),
+                    tasks.create_task(self._tick_loop(), name="membership-tick"),
+                    tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
+                ]
+                await stop.wait()
+                for loop in loops:
+                    loop.cancel()
+        finally:
+            server.close()
+            await self.gateway.close_sessions()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
+            self._apply(self.membership.leave(time.monotonic()))
+            await self.transport.close()
+            log.info("node stopped")
+
+    def status(self, request_id: int) -> StatusReply:
+        membership = self.membership
+        assert membership is not None
+        members = [
+            MemberStatus(
+                id=view.id,
+                address=view.address,
+                state=view.state.value,
+                incarnation=view.incarnation,
+                last_heard_s=None if view.last_heard_s is None else round(view.last_heard_s, 3),
+                dropped=self._dropped_towards(view.id, view.address),
+            )
+            for view in membership.members(time.monotonic())
+        ]
+        return StatusReply(
+            request_id=request_id,
+            node=self.config.node_id,
+            members=members,
+            counters=self.counters(),
+        )
+
+    def _dropped_towards(self, member_id: str, address: str) -> int:
+        return 0 if member_id == self.config.node_id else self.transport.dropped(address)
+
+    def counters(self) -> dict[str, int]:
+        assert self.membership is not None
+        transport, gateway, membership = (
+            self.transport.stats,
+            self.gateway.stats,
+            self.membership.stats,
+        )
+        counters = {
+            "peer_frames_received": transport.frames_received,
+            "peer_frames_sent": transport.frames_sent,
+            "peer_frames_dropped": transport.frames_dropped,
+            "peer_frames_rejected": self.peer_frames_rejected + transport.malformed_envelopes,
+            "peer_handshake_failures": transport.handshake_failures,
+            "heartbeats_sent": membership.heartbeats_sent,
+            "heartbeats_received": membership.heartbeats_received,
+            "refutations_sent": membership.refutations_sent,
+            "stale_peer_messages": membership.stale_messages,
+            "membership_anomalies": self.anomalies,
+            "client_sessions_open": self.gateway.session_count,
+            "client_sessions_opened": gateway.sessions_opened,
+            "client_sessions_refused": gateway.sessions_refused,
+            "client_requests": gateway.requests,
+        }
+        for code, count in sorted(gateway.errors_by_code.items()):
+            counters[f"client_errors_{code}"] = count
+        return counters
+
+    async def _receive_loop(self) -> None:
+        assert self.membership is not None
+        while True:
+            received = await self.transport.receive()
+            if received is None:
+                self._reject("an envelope that is not [routing id, frame]")
+                continue
+            sender_id, frame = received
+            try:
+                message = decode_peer_message(frame)
+            except PeerDecodeError as error:
+                self._reject(f"from {sender_id!r}: {error}")
+                continue
+            if message.sender.id != sender_id:
+                self._reject(f"routing id {sender_id!r} sent a message as {message.sender.id!r}")
+                continue
+            self._apply(self.membership.handle_message(message, time.monotonic()))
+
+    async def _tick_loop(self) -> None:
+        assert self.membership is not None
+        tick_interval_s = min(0.1, self.config.membership.heartbeat_interval_s / 2)
+        while True:
+            self._apply(self.membership.tick(time.monotonic()))
+            await asyncio.sleep(tick_interval_s)
+
+    def _reject(self, reason: str) -> None:
+        self.peer_frames_rejected += 1
+        count = self.peer_frames_rejected
+        if count <= 10 or count % REJECTED_FRAME_LOG_EVERY == 0:
+            log.warning("peer port: rejected frame #%d: %s", count, reason)
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case SendTo(address, message):
+                    self.transport.send(address, encode_peer_message(message))
+                case StateChanged() as change:
+                    if change.new_incarnation and change.before is not None:
+                        self.transport.forget(change.address)
+                    log.info(
+                        "member %s at %s incarnation %d: %s -> %s",
+                        change.member_id,
+                        change.address,
+                        change.incarnation,
+                        change.before.value if change.before else "new",
+                        change.after.value,
+                    )
+                case SeedUnanswered(address, attempts, retry_in_s) as unanswered:
+                    log.log(
+                        logging.WARNING if unanswered.worth_a_warning else logging.INFO,
+                        "seed %s has not answered %d attempt(s); retrying in %.1fs",
+                        address,
+                        attempts,
+                        retry_in_s,
+                    )
+                case Anomaly(reason):
+                    self.anomalies += 1
+                    log.warning("membership: %s", reason)

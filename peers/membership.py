@@ -1,0 +1,345 @@
+"""Membership: which nodes make up the mesh, and which of them are alive, as one node sees it.
+
+Theory of operation. Every node sends a heartbeat to every other known node each
+`heartbeat_interval_s`. A heartbeat carries the sender's own record and a rotating slice
+of its member table (gossip), so a node that knows one seed learns the whole mesh within
+a few rounds. Records merge as a semilattice (records.py): the newest incarnation of a
+node replaces every trace of its older starts, and `left` is final for an incarnation.
+
+Liveness is judged locally from direct heartbeats only (failure_detector.py): alive, then
+suspect after `suspect_after_s` of silence, then dead after `dead_after_s`. While a node
+suspects a peer, its heartbeats to that peer say so, and a live peer answers at once:
+that answer is the refutation, and it clears the suspicion without waiting a round.
+Dead peers still get heartbeats, so a paused or partitioned node is welcomed back the
+moment it is heard again, and a restarted node with no seeds of its own is found by the
+nodes that remember it. A node leaving cleanly sends `Leave`, and peers mark it `left`.
+
+This module is sans-IO: it takes messages and the current time, and returns effects
+(messages to send, state changes to report). It reads no clock and touches no socket.
+"""
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from peers.failure_detector import DetectorConfig, Liveness, judge
+from peers.limits import GOSSIP_RECORDS_MAX, MEMBERS_MAX, SEED_RETRY_DELAY_MAX_S
+from peers.records import MemberRecord, merge_record
+from peers.wire import Heartbeat, Leave, PeerMessage
+
+
+class MemberState(enum.StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipConfig:
+    heartbeat_interval_s: float = 0.5
+    suspect_after_s: float = 2.0
+    dead_after_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_s <= 0:
+            raise ValueError("heartbeat_interval_s must be positive")
+        if self.suspect_after_s <= self.heartbeat_interval_s:
+            raise ValueError("suspect_after_s must exceed heartbeat_interval_s")
+        DetectorConfig(self.suspect_after_s, self.dead_after_s)  # validates the pair
+
+    @property
+    def detector(self) -> DetectorConfig:
+        return DetectorConfig(self.suspect_after_s, self.dead_after_s)
+
+
+# Effects: what the shell must do or report after an event.
+
+
+@dataclass(frozen=True, slots=True)
+class SendTo:
+    address: str
+    message: PeerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    member_id: str
+    address: str
+    incarnation: int
+    before: MemberState | None  # None: first heard of
+    after: MemberState
+    new_incarnation: bool  # a new start of the node: drop anything held for the old one
+
+
+@dataclass(frozen=True, slots=True)
+class SeedUnanswered:
+    address: str
+    attempts: int
+    retry_in_s: float
+
+    @property
+    def worth_a_warning(self) -> bool:
+        # The first attempts fail routinely while the mesh starts together.
+        return self.attempts >= 3
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Input that was ignored on purpose; logged and counted by the shell."""
+
+    reason: str
+
+
+Effect = SendTo | StateChanged | SeedUnanswered | Anomaly
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One row of the membership as this node sees it."""
+
+    id: str
+    address: str
+    state: MemberState
+    incarnation: int
+    last_heard_s: float | None  # None: known only through gossip so far
+
+
+@dataclass(slots=True)
+class _Peer:
+    record: MemberRecord
+    liveness: Liveness
+    known_since: float
+    last_heard_at: float | None
+
+    @property
+    def state(self) -> MemberState:
+        return MemberState.LEFT if self.record.left else MemberState(self.liveness.value)
+
+    def silence_s(self, now: float) -> float:
+        heard = self.known_since if self.last_heard_at is None else self.last_heard_at
+        return now - heard
+
+
+@dataclass(slots=True)
+class _SeedProbe:
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+@dataclass(slots=True)
+class MembershipStatistics:
+    heartbeats_sent: int = 0
+    heartbeats_received: int = 0
+    refutations_sent: int = 0
+    stale_messages: int = 0
+    members_rejected: int = 0
+    state_changes: int = 0
+
+
+@dataclass
+class Membership:
+    """One node's membership state machine."""
+
+    own: MemberRecord
+    seeds: tuple[str, ...]
+    config: MembershipConfig
+    now: float  # the time of creation; every later event brings its own
+    _peers: dict[str, _Peer] = field(default_factory=dict, init=False)
+    _seed_probes: dict[str, _SeedProbe] = field(default_factory=dict, init=False)
+    _sequence: int = field(default=0, init=False)
+    _next_heartbeat_at: float = field(init=False)
+    _gossip_offset: int = field(default=0, init=False)
+    _leaving: bool = field(default=False, init=False)
+    stats: MembershipStatistics = field(default_factory=MembershipStatistics, init=False)
+
+    def __post_init__(self) -> None:
+        assert not self.own.left
+        self._next_heartbeat_at = self.now
+        for address in self.seeds:
+            if address != self.own.address:
+                self._seed_probes[address] = _SeedProbe(next_at=self.now)
+
+    # ---- events ----
+
+    def handle_message(self, message: PeerMessage, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if message.sender.id == self.own.id:
+            if message.sender.address != self.own.address:
+                effects.append(Anomaly(f"another node claims our id from {message.sender.address}"))
+            return effects
+        if isinstance(message, Leave):
+            self._learn(message.sender, now, direct=False, effects=effects)
+            return effects
+        self.stats.heartbeats_received += 1
+        if not self._learn(message.sender, now, direct=True, effects=effects):
+            self.stats.stale_messages += 1
+            return effects  # from an older start of the sender: its view is stale too
+        for record in message.gossip:
+            if record.id != self.own.id:
+                self._learn(record, now, direct=False, effects=effects)
+        if message.suspects_you and not self._leaving:
+            self.stats.refutations_sent += 1
+            self._send_heartbeat(message.sender.address, suspects_you=False, effects=effects)
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        """Advance time: judge silences, send heartbeats that are due, retry seeds."""
+        effects: list[Effect] = []
+        if self._leaving:
+            return effects
+        for peer in self._peers.values():
+            if peer.record.left:
+                continue
+            liveness = judge(peer.silence_s(now), self.config.detector)
+            if liveness != peer.liveness:
+                before = peer.state
+                peer.liveness = liveness
+                self._changed(peer, before, new_incarnation=False, effects=effects)
+        if now >= self._next_heartbeat_at:
+            self._next_heartbeat_at = now + self.config.heartbeat_interval_s
+            self._sequence += 1
+            for peer in self._peers.values():
+                if not peer.record.left:
+                    suspects = peer.liveness is not Liveness.ALIVE
+                    self._send_heartbeat(peer.record.address, suspects, effects)
+        self._probe_seeds(now, effects)
+        return effects
+
+    def leave(self, now: float) -> list[Effect]:
+        """Announce a clean departure to every peer; after this the node sends nothing."""
+        del now  # leaving is immediate; the parameter keeps every event's signature alike
+        self._leaving = True
+        self.own = MemberRecord(self.own.id, self.own.address, self.own.incarnation, left=True)
+        return [
+            SendTo(peer.record.address, Leave(sender=self.own))
+            for peer in self._peers.values()
+            if not peer.record.left
+        ]
+
+    # ---- queries ----
+
+    def members(self, now: float) -> list[MemberView]:
+        """Every member including this node, sorted by id."""
+        rows = [
+            MemberView(
+                id=self.own.id,
+                address=self.own.address,
+                state=MemberState.LEFT if self._leaving else MemberState.ALIVE,
+                incarnation=self.own.incarnation,
+                last_heard_s=0.0,
+            )
+        ]
+        for peer in self._peers.values():
+            heard = None if peer.last_heard_at is None else max(0.0, now - peer.last_heard_at)
+            rows.append(
+                MemberView(
+                    peer.record.id,
+                    peer.record.address,
+                    peer.state,
+                    peer.record.incarnation,
+                    heard,
+                )
+            )
+        return sorted(rows, key=lambda row: row.id)
+
+    def state_of(self, member_id: str) -> MemberState | None:
+        peer = self._peers.get(member_id)
+        return None if peer is None else peer.state
+
+    def records(self) -> list[MemberRecord]:
+        return [self.own, *(peer.record for peer in self._peers.values())]
+
+    # ---- internals ----
+
+    def _learn(
+        self, record: MemberRecord, now: float, *, direct: bool, effects: list[Effect]
+    ) -> bool:
+        """Fold one record in; False when it is about an older start than we know."""
+        peer = self._peers.get(record.id)
+        if peer is None:
+            if len(self._peers) + 1 >= MEMBERS_MAX:
+                self.stats.members_rejected += 1
+                effects.append(Anomaly(f"member table full ({MEMBERS_MAX}); ignored {record.id}"))
+                return True
+            peer = _Peer(record, Liveness.ALIVE, now, now if direct else None)
+            self._peers[record.id] = peer
+            self._changed(peer, None, new_incarnation=True, effects=effects)
+            return True
+        if record.incarnation < peer.record.incarnation:
+            return False
+        before = peer.state
+        merged = merge_record(peer.record, record)
+        if merged.incarnation > peer.record.incarnation:
+            # A new start of the node: forget everything about the old one.
+            self._peers[record.id] = _Peer(merged, Liveness.ALIVE, now, now if direct else None)
+            self._changed(self._peers[record.id], before, new_incarnation=True, effects=effects)
+            return True
+        peer.record = merged
+        if direct and not merged.left:
+            peer.last_heard_at = now
+            peer.liveness = Liveness.ALIVE
+        if peer.state != before:
+            self._changed(peer, before, new_incarnation=False, effects=effects)
+        return True
+
+    def _changed(
+        self,
+        peer: _Peer,
+        before: MemberState | None,
+        *,
+        new_incarnation: bool,
+        effects: list[Effect],
+    ) -> None:
+        self.stats.state_changes += 1
+        effects.append(
+            StateChanged(
+                peer.record.id,
+                peer.record.address,
+                peer.record.incarnation,
+                before,
+                peer.state,
+                new_incarnation,
+            )
+        )
+
+    def _send_heartbeat(self, address: str, suspects_you: bool, effects: list[Effect]) -> None:
+        self.stats.heartbeats_sent += 1
+        heartbeat = Heartbeat(self.own, self._sequence, self._gossip(), suspects_you)
+        effects.append(SendTo(address, heartbeat))
+
+    def _gossip(self) -> list[MemberRecord]:
+        """A rotating window of the table, so large tables spread over several rounds."""
+        records = [peer.record for peer in self._peers.values()]
+        if len(records) <= GOSSIP_RECORDS_MAX:
+            return records
+        start = self._gossip_offset % len(records)
+        self._gossip_offset = start + GOSSIP_RECORDS_MAX
+        window = records[start : start + GOSSIP_RECORDS_MAX]
+        return window + records[: GOSSIP_RECORDS_MAX - len(window)]
+
+    def _heard_addresses(self) -> Iterable[str]:
+        for peer in self._peers.values():
+            if peer.last_heard_at is not None and not peer.record.left:
+                yield peer.record.address
+
+    def _probe_seeds(self, now: float, effects: list[Effect]) -> None:
+        if not self._seed_probes:
+            return
+        answered = set(self._heard_addresses())
+        for address, probe in self._seed_probes.items():
+            if address in answered:
+                probe.attempts = 0
+                probe.next_at = now
+                continue
+            if now < probe.next_at:
+                continue
+            probe.attempts += 1
+            delay_s = min(
+                SEED_RETRY_DELAY_MAX_S,
+                self.config.heartbeat_interval_s * 2 ** min(probe.attempts - 1, 16),
+            )
+            probe.next_at = now + delay_s
+            self._send_heartbeat(address, suspects_you=False, effects=effects)
+            if probe.attempts > 1:
+                effects.append(SeedUnanswered(address, probe.attempts - 1, delay_s))
