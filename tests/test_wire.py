@@ -1,0 +1,103 @@
+"""Peer and client codecs: every message round-trips; arbitrary bytes never escape as a crash."""
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mesh import protocol
+from mesh.errors import ErrorCode, ProtocolError
+from peers.limits import GOSSIP_RECORDS_MAX, PEER_FRAME_BYTES_MAX
+from peers.records import MemberRecord
+from peers.wire import (
+    Heartbeat,
+    Leave,
+    PeerDecodeError,
+    decode_peer_message,
+    encode_peer_message,
+)
+from tests.strategies import member_records
+
+heartbeats = st.builds(
+    Heartbeat,
+    sender=member_records(),
+    sequence=st.integers(min_value=0, max_value=2**63 - 1),
+    gossip=st.lists(member_records(), max_size=GOSSIP_RECORDS_MAX),
+    suspects_you=st.booleans(),
+)
+leaves = st.builds(Leave, sender=member_records())
+
+
+@given(st.one_of(heartbeats, leaves))
+def test_peer_messages_round_trip(message: Heartbeat | Leave) -> None:
+    assert decode_peer_message(encode_peer_message(message)) == message
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_decode_or_raise_peer_decode_error(frame: bytes) -> None:
+    try:
+        message = decode_peer_message(frame)
+    except PeerDecodeError:
+        return
+    assert isinstance(message, Heartbeat | Leave)
+
+
+def test_oversize_gossip_is_rejected() -> None:
+    record = MemberRecord("n1", "127.0.0.1:1", 1)
+    too_many = msgspec.msgpack.encode(
+        {"type": "heartbeat", "sender": record, "sequence": 1, "gossip": [record] * 65}
+    )
+    with pytest.raises(PeerDecodeError, match="length"):
+        decode_peer_message(too_many)
+
+
+def test_oversize_frame_is_rejected_before_decoding() -> None:
+    with pytest.raises(PeerDecodeError, match="exceeds"):
+        decode_peer_message(b"\x00" * (PEER_FRAME_BYTES_MAX + 1))
+
+
+def test_a_wrong_message_type_is_rejected() -> None:
+    with pytest.raises(PeerDecodeError):
+        decode_peer_message(msgspec.msgpack.encode({"type": "launch-missiles"}))
+
+
+hellos = st.builds(
+    protocol.Hello,
+    versions=st.lists(st.integers(0, 100), min_size=1, max_size=16),
+    minor=st.integers(0, 100),
+    client=st.text(max_size=64),
+    token=st.text(max_size=200),
+)
+status_requests = st.builds(protocol.StatusRequest, request_id=st.integers(0, 2**63 - 1))
+
+
+@given(st.one_of(hellos, status_requests))
+def test_client_messages_round_trip(message: protocol.ClientMessage) -> None:
+    assert protocol.decode_client_message(protocol.encode(message)) == message
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_client_bytes_raise_protocol_error_only(payload: bytes) -> None:
+    try:
+        message = protocol.decode_client_message(payload)
+    except ProtocolError as error:
+        assert error.code is ErrorCode.BAD_REQUEST
+        return
+    assert isinstance(message, protocol.Hello | protocol.StatusRequest)
+
+
+def test_a_newer_client_with_unknown_fields_still_decodes() -> None:
+    payload = msgspec.msgpack.encode(
+        {"type": "hello", "versions": [1], "token": "ann", "compression": "zstd"}
+    )
+    hello = protocol.decode_client_message(payload)
+    assert isinstance(hello, protocol.Hello)
+    assert hello.token == "ann"
+
+
+def test_an_invalid_request_keeps_the_session_and_its_request_id() -> None:
+    payload = msgspec.msgpack.encode({"type": "status", "request_id": "seven"})
+    with pytest.raises(ProtocolError) as raised:
+        protocol.decode_client_message(payload)
+    assert not raised.value.close
+    assert protocol.request_id_of(msgspec.msgpack.encode({"type": "x", "request_id": 7})) == 7
