@@ -13,6 +13,7 @@ import time
 from mesh.config import NodeConfig
 from mesh.gateway import Gateway
 from mesh.identity import next_incarnation
+from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.protocol import MemberStatus, StatusReply
 from peers.membership import (
     Anomaly,
@@ -41,6 +42,7 @@ class Node:
         self.membership: Membership | None = None
         self.peer_frames_rejected = 0
         self.anomalies = 0
+        self._peer_book_dirty = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then leave the mesh cleanly."""
@@ -56,19 +58,21 @@ class Node:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
         incarnation = next_incarnation(config.data_dir, config.node_id, int(time.time() * 1000))
+        remembered = load_peer_addresses(config.data_dir)
         self.membership = Membership(
             own=MemberRecord(config.node_id, config.peer_address, incarnation),
-            seeds=config.seeds,
+            seeds=tuple(dict.fromkeys([*config.seeds, *remembered])),
             config=config.membership,
             now=time.monotonic(),
         )
         log.info(
-            "node up: peer %s, client %s:%d, incarnation %d, seeds %s",
+            "node up: peer %s, client %s:%d, incarnation %d, seeds %s, remembered peers %d",
             config.peer_address,
             config.host,
             config.client_port,
             incarnation,
             ", ".join(config.seeds) or "none",
+            len(remembered),
         )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -130,6 +134,7 @@ class Node:
             "heartbeats_sent": membership.heartbeats_sent,
             "heartbeats_received": membership.heartbeats_received,
             "refutations_sent": membership.refutations_sent,
+            "welcomes_sent": membership.welcomes_sent,
             "stale_peer_messages": membership.stale_messages,
             "membership_anomalies": self.anomalies,
             "client_sessions_open": self.gateway.session_count,
@@ -164,6 +169,9 @@ class Node:
         tick_interval_s = min(0.1, self.config.membership.heartbeat_interval_s / 2)
         while True:
             self._apply(self.membership.tick(time.monotonic()))
+            if self._peer_book_dirty:
+                self._peer_book_dirty = False
+                save_peer_addresses(self.config.data_dir, self.membership.peer_addresses())
             await asyncio.sleep(tick_interval_s)
 
     def _reject(self, reason: str) -> None:
@@ -178,8 +186,10 @@ class Node:
                 case SendTo(address, message):
                     self.transport.send(address, encode_peer_message(message))
                 case StateChanged() as change:
-                    if change.new_incarnation and change.before is not None:
-                        self.transport.forget(change.address)
+                    if change.new_incarnation:
+                        self._peer_book_dirty = True
+                        if change.before is not None:
+                            self.transport.forget(change.address)
                     log.info(
                         "member %s at %s incarnation %d: %s -> %s",
                         change.member_id,

@@ -15,5 +15,3 @@ GOSSIP_RECORDS_MAX: Final = 64
 PEER_FRAME_BYTES_MAX: Final = 4 * 1024 * 1024
 # Messages queued towards one peer before further sends to it are dropped and counted.
 PEER_OUTBOX_MESSAGES_MAX: Final = 1000
-# Seeds that do not answer are retried with a doubling delay up to this.
-SEED_RETRY_DELAY_MAX_S: Final = 30.0

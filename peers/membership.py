@@ -12,7 +12,9 @@ suspects a peer, its heartbeats to that peer say so, and a live peer answers at 
 that answer is the refutation, and it clears the suspicion without waiting a round.
 Dead peers still get heartbeats, so a paused or partitioned node is welcomed back the
 moment it is heard again, and a restarted node with no seeds of its own is found by the
-nodes that remember it. A node leaving cleanly sends `Leave`, and peers mark it `left`.
+nodes that remember it. A node first heard from (or heard in a new incarnation) is
+answered at once, so a joiner learns the mesh in one round trip rather than one round.
+A node leaving cleanly sends `Leave`, and peers mark it `left`.
 
 This module is sans-IO: it takes messages and the current time, and returns effects
 (messages to send, state changes to report). It reads no clock and touches no socket.
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from peers.failure_detector import DetectorConfig, Liveness, judge
-from peers.limits import GOSSIP_RECORDS_MAX, MEMBERS_MAX, SEED_RETRY_DELAY_MAX_S
+from peers.limits import GOSSIP_RECORDS_MAX, MEMBERS_MAX
 from peers.records import MemberRecord, merge_record
 from peers.wire import Heartbeat, Leave, PeerMessage
 
@@ -51,6 +53,13 @@ class MembershipConfig:
     @property
     def detector(self) -> DetectorConfig:
         return DetectorConfig(self.suspect_after_s, self.dead_after_s)
+
+
+_STATE_OF_LIVENESS = {
+    Liveness.ALIVE: MemberState.ALIVE,
+    Liveness.SUSPECT: MemberState.SUSPECT,
+    Liveness.DEAD: MemberState.DEAD,
+}
 
 
 # Effects: what the shell must do or report after an event.
@@ -114,11 +123,17 @@ class _Peer:
 
     @property
     def state(self) -> MemberState:
-        return MemberState.LEFT if self.record.left else MemberState(self.liveness.value)
+        return MemberState.LEFT if self.record.left else _STATE_OF_LIVENESS[self.liveness]
 
     def silence_s(self, now: float) -> float:
         heard = self.known_since if self.last_heard_at is None else self.last_heard_at
         return now - heard
+
+
+class _Learned(enum.Enum):
+    STALE = "about an older start than we know"
+    KNOWN = "a start we already knew"
+    NEW = "a node or start we had not known"
 
 
 @dataclass(slots=True)
@@ -132,6 +147,7 @@ class MembershipStatistics:
     heartbeats_sent: int = 0
     heartbeats_received: int = 0
     refutations_sent: int = 0
+    welcomes_sent: int = 0
     stale_messages: int = 0
     members_rejected: int = 0
     state_changes: int = 0
@@ -172,13 +188,19 @@ class Membership:
             self._learn(message.sender, now, direct=False, effects=effects)
             return effects
         self.stats.heartbeats_received += 1
-        if not self._learn(message.sender, now, direct=True, effects=effects):
+        learned = self._learn(message.sender, now, direct=True, effects=effects)
+        if learned is _Learned.STALE:
             self.stats.stale_messages += 1
             return effects  # from an older start of the sender: its view is stale too
         for record in message.gossip:
             if record.id != self.own.id:
                 self._learn(record, now, direct=False, effects=effects)
-        if message.suspects_you and not self._leaving:
+        if self._leaving:
+            return effects
+        if learned is _Learned.NEW:
+            self.stats.welcomes_sent += 1
+            self._send_heartbeat(message.sender.address, suspects_you=False, effects=effects)
+        elif message.suspects_you:
             self.stats.refutations_sent += 1
             self._send_heartbeat(message.sender.address, suspects_you=False, effects=effects)
         return effects
@@ -250,38 +272,42 @@ class Membership:
     def records(self) -> list[MemberRecord]:
         return [self.own, *(peer.record for peer in self._peers.values())]
 
+    def peer_addresses(self) -> list[str]:
+        """Where every known peer was last reached: seeds for this node's next start."""
+        return sorted({peer.record.address for peer in self._peers.values()})
+
     # ---- internals ----
 
     def _learn(
         self, record: MemberRecord, now: float, *, direct: bool, effects: list[Effect]
-    ) -> bool:
-        """Fold one record in; False when it is about an older start than we know."""
+    ) -> "_Learned":
+        """Fold one record into the table."""
         peer = self._peers.get(record.id)
         if peer is None:
             if len(self._peers) + 1 >= MEMBERS_MAX:
                 self.stats.members_rejected += 1
                 effects.append(Anomaly(f"member table full ({MEMBERS_MAX}); ignored {record.id}"))
-                return True
+                return _Learned.KNOWN
             peer = _Peer(record, Liveness.ALIVE, now, now if direct else None)
             self._peers[record.id] = peer
             self._changed(peer, None, new_incarnation=True, effects=effects)
-            return True
+            return _Learned.NEW
         if record.incarnation < peer.record.incarnation:
-            return False
+            return _Learned.STALE
         before = peer.state
         merged = merge_record(peer.record, record)
         if merged.incarnation > peer.record.incarnation:
             # A new start of the node: forget everything about the old one.
             self._peers[record.id] = _Peer(merged, Liveness.ALIVE, now, now if direct else None)
             self._changed(self._peers[record.id], before, new_incarnation=True, effects=effects)
-            return True
+            return _Learned.NEW
         peer.record = merged
         if direct and not merged.left:
             peer.last_heard_at = now
             peer.liveness = Liveness.ALIVE
         if peer.state != before:
             self._changed(peer, before, new_incarnation=False, effects=effects)
-        return True
+        return _Learned.KNOWN
 
     def _changed(
         self,
@@ -335,8 +361,10 @@ class Membership:
             if now < probe.next_at:
                 continue
             probe.attempts += 1
+            # Doubling from one heartbeat interval, capped at the dead window: a seed that
+            # comes back is noticed no later than a silent peer would be declared dead.
             delay_s = min(
-                SEED_RETRY_DELAY_MAX_S,
+                self.config.dead_after_s,
                 self.config.heartbeat_interval_s * 2 ** min(probe.attempts - 1, 16),
             )
             probe.next_at = now + delay_s

@@ -93,6 +93,17 @@ def test_a_paused_peer_heard_again_is_alive_with_the_same_incarnation() -> None:
     assert states(membership, 10.5)["n2"] == ("alive", 1)
 
 
+def test_a_new_member_is_answered_at_once_with_our_gossip() -> None:
+    membership = node("n1")
+    membership.handle_message(heartbeat(record("n3")), 0.0)
+    effects = membership.handle_message(heartbeat(record("n2")), 0.1)
+    (welcome,) = sends(effects)
+    assert welcome.address == "127.0.0.1:7202"
+    assert {r.id for r in welcome.message.gossip} == {"n2", "n3"}  # type: ignore[union-attr]
+    # Known members are not answered out of turn.
+    assert sends(membership.handle_message(heartbeat(record("n2")), 0.2)) == []
+
+
 def test_a_suspected_node_refutes_at_once() -> None:
     membership = node("n1")
     membership.handle_message(heartbeat(record("n2")), 0.0)
@@ -170,7 +181,8 @@ def test_an_unanswered_seed_is_retried_with_doubling_delays() -> None:
             sent_at.append(now)
         reported += [effect for effect in effects if isinstance(effect, SeedUnanswered)]
         now = round(now + 0.5, 1)
-    assert sent_at[:5] == [0.0, 1.0, 3.0, 7.0, 15.0]
+    # 1, 2, 4 seconds, then capped at the dead window (6 s).
+    assert sent_at[:6] == [0.0, 1.0, 3.0, 7.0, 13.0, 19.0]
     assert reported[0].attempts == 1 and reported[0].retry_in_s == 2.0
     # Once the seed answers, it is a member like any other and probing stops.
     membership.handle_message(heartbeat(record("n9")), 40.0)
