@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # Log the first rejected peer frames one by one, then only every Nth, so a flood of
 # garbage cannot flood the log as well.
 REJECTED_FRAME_LOG_EVERY = 1000
+# How long a stopping node keeps trying to reach peers whose connection is not up yet.
+LEAVE_ANNOUNCE_TIMEOUT_S = 0.5
 
 
 class Node:
@@ -90,9 +92,27 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await server.wait_closed()
-            self._apply(self.membership.leave(time.monotonic()))
+            save_peer_addresses(config.data_dir, self.membership.peer_addresses())
+            await self._announce_leave()
             await self.transport.close()
             log.info("node stopped")
+
+    async def _announce_leave(self) -> None:
+        """Tell every peer we are leaving, retrying briefly where no connection is up yet."""
+        assert self.membership is not None
+        pending = [
+            (effect.address, encode_peer_message(effect.message))
+            for effect in self.membership.leave(time.monotonic())
+            if isinstance(effect, SendTo)
+        ]
+        deadline = time.monotonic() + LEAVE_ANNOUNCE_TIMEOUT_S
+        while pending:
+            pending = [(a, frame) for a, frame in pending if not self.transport.send(a, frame)]
+            if not pending or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for address, _ in pending:
+            log.warning("could not tell %s that we are leaving; it will detect it", address)
 
     def status(self, request_id: int) -> StatusReply:
         membership = self.membership

@@ -1,0 +1,189 @@
+"""Helpers for tests that run real node processes on 127.0.0.1.
+
+Nodes are started through the `meshchat` command line, as an operator would; every
+process a test starts is stopped by the fixture that made it, whatever the outcome.
+"""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from mesh import runtime
+from mesh.cli import fetch_status
+from mesh.protocol import StatusReply
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+# Fast membership timing so detection tests take seconds, not minutes.
+FAST_TIMING = ["--heartbeat-interval", "0.1", "--suspect-after", "0.5", "--dead-after", "1.0"]
+DEAD_AFTER_S = 1.0
+
+
+def meshchat_command() -> list[str]:
+    """The installed console script next to this interpreter, else the module."""
+    script = Path(sys.executable).with_name("meshchat")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mesh"]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind((HOST, 0))
+            sockets.append(probe)
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout_s: float,
+    describe: Callable[[], str],
+    interval_s: float = 0.05,
+) -> T:
+    """Poll until `condition` returns something truthy; fail with what was seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s}s: {describe()}")
+        time.sleep(interval_s)
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    peer_port: int
+    client_port: int
+    data_dir: Path
+    log_path: Path
+    seeds: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=lambda: list(FAST_TIMING))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def peer_address(self) -> str:
+        return f"{HOST}:{self.peer_port}"
+
+    @property
+    def client_address(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+    def command(self) -> list[str]:
+        command = [
+            *meshchat_command(),
+            "node",
+            "--id",
+            self.node_id,
+            "--host",
+            HOST,
+            "--peer-port",
+            str(self.peer_port),
+            "--client-port",
+            str(self.client_port),
+            "--data",
+            str(self.data_dir),
+        ]
+        for seed in self.seeds:
+            command += ["--seed", seed]
+        return command + self.extra
+
+    def start(self) -> "NodeProcess":
+        assert self.process is None or self.process.poll() is not None
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
+            process.terminate()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def status(self) -> StatusReply | None:
+        try:
+            return runtime.run(fetch_status([(HOST, self.client_port)], "tester", 1.0))
+        except (OSError, TimeoutError):
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Cluster:
+    """A set of node processes in one temp dir; `close()` stops every one of them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: dict[str, NodeProcess] = {}
+
+    def add(self, node_id: str, seeds: list[str] | None = None, **extra: object) -> NodeProcess:
+        peer_port, client_port = free_ports(2)
+        node = NodeProcess(
+            node_id,
+            peer_port,
+            client_port,
+            data_dir=self.root / node_id,
+            log_path=self.root / f"{node_id}.log",
+            seeds=list(seeds or []),
+            **extra,  # type: ignore[arg-type]
+        )
+        self.nodes[node_id] = node
+        return node
+
+    def states(self, observer: str) -> dict[str, tuple[str, int]] | None:
+        """Each member's state and incarnation as `observer` sees it. A member known only
+        by gossip, never heard directly, shows as "hearsay" rather than "alive"."""
+        reply = self.nodes[observer].status()
+        if reply is None:
+            return None
+        return {
+            member.id: (
+                "hearsay"
+                if member.state == "alive" and member.last_heard_s is None
+                else member.state,
+                member.incarnation,
+            )
+            for member in reply.members
+        }
+
+    def describe(self) -> str:
+        lines = []
+        for node_id, node in self.nodes.items():
+            running = node.process is not None and node.process.poll() is None
+            lines.append(
+                f"{node_id} running={running} view={self.states(node_id) if running else '-'}"
+            )
+            lines.append("  log tail: " + " | ".join(node.log().splitlines()[-5:]))
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
