@@ -1,0 +1,1 @@
+"""Performance and timing measurements of meshchat."""
