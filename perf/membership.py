@@ -33,7 +33,8 @@ def _states(node: LocalNode) -> dict[str, str] | None:
     except (OSError, TimeoutError):
         return None
     return {
-        member.id: "heard" if member.state == "alive" and member.last_heard_s is not None
+        member.id: "heard"
+        if member.state == "alive" and member.last_heard_s is not None
         else member.state
         for member in reply.members
     }
@@ -43,8 +44,9 @@ def _wait(observers: list[LocalNode], wanted: dict[str, str]) -> float:
     started = time.monotonic()
     while time.monotonic() - started < PHASE_TIMEOUT_S:
         views = [_states(node) for node in observers]
-        if all(view is not None and all(view.get(i) == s for i, s in wanted.items())
-               for view in views):
+        if all(
+            view is not None and all(view.get(i) == s for i, s in wanted.items()) for view in views
+        ):
             return time.monotonic() - started
         time.sleep(POLL_INTERVAL_S)
     raise TimeoutError(f"mesh did not reach {wanted} in {PHASE_TIMEOUT_S}s")
@@ -84,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead-after", default="5.0")
     args = parser.parse_args(argv)
     timing = [
-        "--heartbeat-interval", args.heartbeat_interval,
-        "--suspect-after", args.suspect_after,
-        "--dead-after", args.dead_after,
+        "--heartbeat-interval",
+        args.heartbeat_interval,
+        "--suspect-after",
+        args.suspect_after,
+        "--dead-after",
+        args.dead_after,
     ]
     converge, detect = [], []
     for _ in range(args.runs):

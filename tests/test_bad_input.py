@@ -40,13 +40,19 @@ def decode_reply(data: bytes) -> dict[str, object]:
     return reply
 
 
+TRUNCATED_HELLO = encode_frame(
+    msgspec.msgpack.encode({"type": "hello", "versions": [1], "token": "x"})
+)[:-2]
+
+
 @pytest.fixture
 def two_nodes(cluster: Cluster) -> Cluster:
     first = cluster.add("n1").start()
     cluster.add("n2", seeds=[first.peer_address]).start()
     wait_for(
         lambda: (cluster.states("n1") or {}).get("n2", ("?",))[0] == "alive",
-        5.0, cluster.describe,
+        5.0,
+        cluster.describe,
     )
     return cluster
 
@@ -90,12 +96,12 @@ def test_garbage_on_the_peer_port_is_counted_and_harmless(two_nodes: Cluster) ->
         (encode_frame(b"\xc1\xc1\xc1"), "bad_request"),  # not msgpack
         (struct.pack(">I", CLIENT_FRAME_BYTES_MAX + 1) + b"x" * 100, "too_large"),
         (encode_frame(msgspec.msgpack.encode({"type": "status"})), "bad_request"),  # no hello
-        (encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [99]})),
-         "unsupported_version"),
-        (encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [1]})),
-         "unauthorized"),
-        (encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [1], "token": "x"}))[:-2],
-         None),  # truncated: the node hangs up without an answer
+        (
+            encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [99]})),
+            "unsupported_version",
+        ),
+        (encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [1]})), "unauthorized"),
+        (TRUNCATED_HELLO, None),  # the node hangs up without an answer
     ],
 )
 def test_garbage_on_the_client_port_gets_an_error_and_a_close(

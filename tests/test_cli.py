@@ -16,7 +16,11 @@ pytestmark = pytest.mark.processes
 def run_cli(*arguments: str, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*meshchat_command(), *arguments],
-        capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -28,8 +32,15 @@ def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path: Path, taken: str) -
     blocker.listen()
     try:
         result = run_cli(
-            "node", "--id", "n1", "--peer-port", str(peer_port),
-            "--client-port", str(client_port), "--data", str(tmp_path / "n1"),
+            "node",
+            "--id",
+            "n1",
+            "--peer-port",
+            str(peer_port),
+            "--client-port",
+            str(client_port),
+            "--data",
+            str(tmp_path / "n1"),
         )
     finally:
         blocker.close()
@@ -43,7 +54,7 @@ def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path: Path, taken: str) -
 def test_an_unreachable_seed_is_retried_while_the_node_serves_alone(cluster: Cluster) -> None:
     (nowhere,) = free_ports(1)
     node = cluster.add("n1", seeds=[f"{HOST}:{nowhere}"]).start()
-    wait_for(lambda: node.status(), 5.0, node.log)
+    wait_for(node.status, 5.0, node.log)
     wait_for(lambda: "has not answered 3 attempt(s)" in node.log(), 10.0, node.log)
     reply = node.status()
     assert reply is not None and [m.id for m in reply.members] == ["n1"]
@@ -53,7 +64,8 @@ def test_status_prints_the_membership_as_json_and_as_a_table(cluster: Cluster) -
     first = cluster.add("n1").start()
     cluster.add("n2", seeds=[first.peer_address]).start()
     wait_for(
-        lambda: (cluster.states("n1") or {}).get("n2", ("?",))[0] == "alive", 5.0,
+        lambda: (cluster.states("n1") or {}).get("n2", ("?",))[0] == "alive",
+        5.0,
         cluster.describe,
     )
     result = run_cli("status", "--server", first.client_address, "--json")
@@ -83,10 +95,25 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
     incarnations = []
     for _ in range(2):
         up = subprocess.Popen(
-            [*meshchat_command(), "up", "--nodes", "3", "--base-port", str(base_port),
-             "--data", str(data), "--heartbeat-interval", "0.1", "--suspect-after", "0.5",
-             "--dead-after", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                *meshchat_command(),
+                "up",
+                "--nodes",
+                "3",
+                "--base-port",
+                str(base_port),
+                "--data",
+                str(data),
+                "--heartbeat-interval",
+                "0.1",
+                "--suspect-after",
+                "0.5",
+                "--dead-after",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
             assert up.stdout is not None
