@@ -1,6 +1,7 @@
 """Garbage on either port is logged and counted; the node keeps serving everyone else."""
 
 import os
+import random
 import socket
 import struct
 
@@ -92,7 +93,7 @@ def test_garbage_on_the_peer_port_is_counted_and_harmless(two_nodes: Cluster) ->
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (os.urandom(64), None),  # random: a huge length or an undecodable payload
+        (random.Random(7).randbytes(64), None),  # a huge length or an undecodable payload
         (encode_frame(b"\xc1\xc1\xc1"), "bad_request"),  # not msgpack
         (struct.pack(">I", CLIENT_FRAME_BYTES_MAX + 1) + b"x" * 100, "too_large"),
         (encode_frame(msgspec.msgpack.encode({"type": "status"})), "bad_request"),  # no hello
@@ -103,6 +104,7 @@ def test_garbage_on_the_peer_port_is_counted_and_harmless(two_nodes: Cluster) ->
         (encode_frame(msgspec.msgpack.encode({"type": "hello", "versions": [1]})), "unauthorized"),
         (TRUNCATED_HELLO, None),  # the node hangs up without an answer
     ],
+    ids=["random", "not-msgpack", "oversize", "no-hello", "bad-version", "no-token", "truncated"],
 )
 def test_garbage_on_the_client_port_gets_an_error_and_a_close(
     two_nodes: Cluster, data: bytes, code: str | None
