@@ -20,6 +20,7 @@ from mesh.launcher import plan_mesh, run_mesh
 from mesh.logs import configure_logging
 from mesh.node import Node
 from mesh.protocol import StatusReply, StatusRequest
+from mesh.storage import StorageError
 from peers.membership import MembershipConfig
 from peers.transport import PortInUseError
 
@@ -165,7 +166,7 @@ def _run_node(args: argparse.Namespace) -> int:
         runtime.run(serve())
     except PortInUseError as error:
         return _fail("node", error.strerror or str(error), EXIT_USAGE)
-    except IdentityError as error:
+    except (IdentityError, StorageError) as error:
         return _fail("node", str(error), EXIT_USAGE)
     return 0
 

@@ -3,15 +3,56 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.protocol import CLIENT_FRAME_BYTES_MAX
 from peers.membership import MembershipConfig
 
 
 @dataclass(frozen=True, slots=True)
 class ClientLimits:
-    frame_bytes_max: int = 1024 * 1024
+    """What one client may ask of a node; every value is announced in the welcome."""
+
+    # A frame's payload, both directions.
+    frame_bytes_max: int = CLIENT_FRAME_BYTES_MAX
+    # A message body in UTF-8 bytes: a long chat message, not a file transfer.
+    body_bytes_max: int = 16 * 1024
+    rooms_per_session_max: int = 100
+    # Sends per second per session on average, and the burst allowed above it.
+    sends_per_s: float = 100.0
+    send_burst: int = 200
+    # Frames queued towards one client; a client that lets it fill is too slow and is cut off.
+    session_queue_max: int = 4096
+    # Sends of one session waiting for their commit; past it the node stops reading them.
+    send_window_max: int = 1024
     # Sessions beyond this are refused with `unavailable` rather than slowing everyone.
     sessions_max: int = 10_000
     handshake_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.frame_bytes_max <= CLIENT_FRAME_BYTES_MAX:
+            raise ValueError(f"frame_bytes_max must be 1024..{CLIENT_FRAME_BYTES_MAX}")
+        if not 1 <= self.body_bytes_max <= self.frame_bytes_max - 512:
+            raise ValueError("body_bytes_max must leave room for the frame's other fields")
+        for name in (
+            "rooms_per_session_max",
+            "send_burst",
+            "session_queue_max",
+            "send_window_max",
+            "sessions_max",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.sends_per_s <= 0:
+            raise ValueError("sends_per_s must be positive")
+
+    def announced(self) -> dict[str, float]:
+        return {
+            "frame_bytes_max": self.frame_bytes_max,
+            "body_bytes_max": self.body_bytes_max,
+            "rooms_per_session_max": self.rooms_per_session_max,
+            "sends_per_s": self.sends_per_s,
+            "send_burst": self.send_burst,
+            "session_queue_max": self.session_queue_max,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +65,7 @@ class NodeConfig:
     seeds: tuple[str, ...] = ()
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    secret: bytes | None = None
 
     @property
     def peer_address(self) -> str:

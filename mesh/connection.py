@@ -17,10 +17,13 @@ from mesh.protocol import ErrorReply, Hello, NodeMessage, Welcome
 
 
 class NodeError(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    """The node answered with an error; `code` is its stable error code."""
+
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 def parse_servers(text: str) -> list[tuple[str, int]]:

@@ -9,39 +9,92 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mesh import protocol
+from mesh.auth import Authenticator, AuthError
+from mesh.chat import ChatService, to_wire
 from mesh.config import ClientLimits
 from mesh.errors import ErrorCode, ProtocolError
 from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
-from mesh.protocol import ErrorReply, Hello, StatusReply, StatusRequest, Welcome
+from mesh.protocol import (
+    ErrorReply,
+    Hello,
+    History,
+    HistoryPage,
+    Join,
+    Joined,
+    LeaveRoom,
+    ListRooms,
+    Members,
+    Ok,
+    Ping,
+    Pong,
+    RoomList,
+    Send,
+    Sent,
+    StatusReply,
+    StatusRequest,
+    Typing,
+    Welcome,
+    Who,
+)
+from mesh.rate_limit import TokenBucket
+from mesh.session import Session
+from mesh.storage import SendResult, StorageError, StorageOverloadedError
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[int], StatusReply]
+# How long a closing session may take to flush its last frames (an error, say).
+CLOSE_FLUSH_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
 class GatewayStatistics:
     sessions_opened: int = 0
     sessions_refused: int = 0
+    sessions_cut_off: int = 0
     requests: int = 0
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
+def _frame(message: protocol.NodeMessage) -> bytes:
+    return encode_frame(protocol.encode(message))
+
+
 class Gateway:
-    def __init__(self, node_id: str, limits: ClientLimits, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        limits: ClientLimits,
+        chat: ChatService,
+        authenticator: Authenticator,
+        status: StatusProvider,
+    ) -> None:
         self.node_id = node_id
         self.limits = limits
+        self.chat = chat
+        self.authenticator = authenticator
         self.stats = GatewayStatistics()
         self._status = status
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def session_count(self) -> int:
-        return len(self._sessions)
+        return len(self._connections)
+
+    async def close_sessions(self) -> None:
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ---- one connection ----
 
     async def serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -49,84 +102,298 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
-        if len(self._sessions) >= self.limits.sessions_max:
+        if len(self._connections) >= self.limits.sessions_max:
             self.stats.sessions_refused += 1
-            await self._send_error(writer, ErrorCode.UNAVAILABLE, "node is at its session limit")
+            self._count(ErrorCode.UNAVAILABLE)
+            await self._write_now(writer, ErrorCode.UNAVAILABLE, "node is at its session limit")
             await _close(writer)
             return
-        self._sessions.add(task)
+        self._connections.add(task)
         self.stats.sessions_opened += 1
         try:
-            await self._run_session(reader, writer)
-        except ProtocolError as error:
-            self.stats.errors_by_code[error.code] += 1
-            log.warning("client %s: %s: %s", peer, error.code, error.message)
-            await self._send_error(writer, error.code, error.message)
+            session = await self._handshake(reader, writer, peer)
+            if session is not None:
+                await self._run_session(session, reader, writer, peer)
         except (ConnectionError, TimeoutError) as error:
             log.info("client %s: connection ended: %r", peer, error)
         finally:
-            self._sessions.discard(task)
+            self._connections.discard(task)
             await _close(writer)
 
-    async def close_sessions(self) -> None:
-        for task in list(self._sessions):
-            task.cancel()
-        for task in list(self._sessions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+    ) -> Session | None:
+        try:
+            async with asyncio.timeout(self.limits.handshake_timeout_s):
+                first = await self._read(reader)
+            if first is None:
+                return None
+            hello = protocol.decode_client_message(first)
+            if not isinstance(hello, Hello):
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, "the first frame must be hello", close=True
+                )
+            if protocol.PROTOCOL_VERSION not in hello.versions:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"this node speaks protocol version {protocol.PROTOCOL_VERSION}; "
+                    f"the client offered {hello.versions}",
+                    close=True,
+                )
+            try:
+                user = self.authenticator.user_of(hello.token, time.time())
+            except AuthError as error:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, str(error), close=True) from error
+        except ProtocolError as error:
+            self._count(error.code)
+            log.warning("client %s: handshake refused: %s: %s", peer, error.code, error.message)
+            await self._write_now(writer, error.code, error.message)
+            return None
+        welcome = Welcome(
+            version=protocol.PROTOCOL_VERSION,
+            minor=protocol.PROTOCOL_MINOR,
+            node=self.node_id,
+            user=user,
+            limits=self.limits.announced(),
+        )
+        writer.write(_frame(welcome))
+        await writer.drain()
+        return Session(user, self.limits.session_queue_max)
 
     async def _run_session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: object,
     ) -> None:
-        async with asyncio.timeout(self.limits.handshake_timeout_s):
-            first = await self._read(reader)
-        if first is None:
-            return
-        hello = protocol.decode_client_message(first)
-        if not isinstance(hello, Hello):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "the first frame must be hello", close=True)
-        user = self._handshake(hello)
-        await self._send(
-            writer,
-            Welcome(
-                version=protocol.PROTOCOL_VERSION,
-                minor=protocol.PROTOCOL_MINOR,
-                node=self.node_id,
-                user=user,
-            ),
+        bucket = TokenBucket(self.limits.sends_per_s, self.limits.send_burst)
+        writing = asyncio.create_task(
+            session.write_loop(writer), name=f"session-{session.session_id}-write"
         )
+        reading = asyncio.create_task(
+            self._read_loop(session, bucket, reader, peer),
+            name=f"session-{session.session_id}-read",
+        )
+        cut_off = asyncio.create_task(session.overflowed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {writing, reading, cut_off}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if cut_off in done:
+                self.stats.sessions_cut_off += 1
+                self._count(ErrorCode.UNAVAILABLE)
+                reading.cancel()
+                writing.cancel()
+                await _settle(reading, writing)
+                message = (
+                    f"too slow to read: {session.queue_max} frames were waiting; "
+                    "reconnect and resume from the last message id"
+                )
+                await self._write_now(writer, ErrorCode.UNAVAILABLE, message)
+            elif reading in done:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
+                        await session.wait_flushed()
+            for task in (reading, writing):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            session.closed = True
+            tasks: tuple[asyncio.Task[Any], ...] = (reading, writing, cut_off)
+            for task in tasks:
+                task.cancel()
+            await _settle(reading, writing, cut_off)
+            self.chat.disconnect(session)
+
+    async def _read_loop(
+        self,
+        session: Session,
+        bucket: TokenBucket,
+        reader: asyncio.StreamReader,
+        peer: object,
+    ) -> None:
         while True:
-            payload = await self._read(reader)
-            if payload is None:
-                return
-            self.stats.requests += 1
+            payload: bytes | None = None
             try:
+                payload = await self._read(reader)
+                if payload is None:
+                    return
+                self.stats.requests += 1
                 request = protocol.decode_client_message(payload)
             except ProtocolError as error:
+                self._count(error.code)
+                request_id = None
+                if payload is not None and not error.close:
+                    request_id = protocol.request_id_of(payload)
+                session.push(
+                    _frame(
+                        ErrorReply(code=error.code, message=error.message, request_id=request_id)
+                    )
+                )
                 if error.close:
-                    raise
-                self.stats.errors_by_code[error.code] += 1
-                request_id = protocol.request_id_of(payload)
-                await self._send_error(writer, error.code, error.message, request_id)
+                    log.warning("client %s: closing: %s: %s", peer, error.code, error.message)
+                    return
                 continue
-            if isinstance(request, StatusRequest):
-                await self._send(writer, self._status(request.request_id))
-            else:
-                await self._send_error(writer, ErrorCode.BAD_REQUEST, "hello was already sent")
+            try:
+                await self._handle(session, bucket, request)
+            except ProtocolError as error:
+                self._count(error.code)
+                session.push(
+                    _frame(
+                        ErrorReply(
+                            code=error.code,
+                            message=error.message,
+                            request_id=getattr(request, "request_id", None),
+                        )
+                    )
+                )
+            except StorageOverloadedError as error:
+                self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
+            except StorageError as error:
+                self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
 
-    def _handshake(self, hello: Hello) -> str:
-        if protocol.PROTOCOL_VERSION not in hello.versions:
+    # ---- requests ----
+
+    async def _handle(
+        self, session: Session, bucket: TokenBucket, request: protocol.ClientMessage
+    ) -> None:
+        match request:
+            case Send():
+                await self._send(session, bucket, request)
+            case Join(request_id=request_id, room=room, since=since):
+                await self._join(session, request_id, room, since)
+            case LeaveRoom(request_id=request_id, room=room):
+                if room not in session.rooms:
+                    raise ProtocolError(ErrorCode.NOT_FOUND, f"not in room {room}")
+                await self.chat.leave(session, room)
+                session.push(_frame(Ok(request_id=request_id)))
+            case History():
+                await self._history(session, request)
+            case ListRooms(request_id=request_id):
+                rooms = await self.chat.storage.rooms_of(session.user)
+                session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
+            case Who(request_id=request_id, room=room):
+                users = self.chat.hub.users(room)
+                session.push(_frame(Members(request_id=request_id, room=room, users=users)))
+            case Typing(request_id=request_id, room=room):
+                self._require_joined(session, room)
+                self.chat.typing(session, room)
+                session.push(_frame(Ok(request_id=request_id)))
+            case Ping(request_id=request_id):
+                session.push(_frame(Pong(request_id=request_id, time_ms=int(time.time() * 1000))))
+            case StatusRequest(request_id=request_id):
+                session.push(_frame(self._status(request_id)))
+            case Hello():
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "hello was already sent")
+
+    async def _send(self, session: Session, bucket: TokenBucket, request: Send) -> None:
+        self._require_joined(session, request.room)
+        size = len(request.body.encode())
+        if size > self.limits.body_bytes_max:
             raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"this node speaks protocol version {protocol.PROTOCOL_VERSION}; "
-                f"the client offered {hello.versions}",
-                close=True,
+                ErrorCode.TOO_LARGE,
+                f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
-        # Without a cluster secret (local development) the token is the user name.
+        wait_s = bucket.take(time.monotonic())
+        if wait_s > 0:
+            self._count(ErrorCode.RATE_LIMITED)
+            session.push(
+                _frame(
+                    ErrorReply(
+                        code=ErrorCode.RATE_LIMITED,
+                        message=f"more than {self.limits.sends_per_s:g} sends per second",
+                        request_id=request.request_id,
+                        retry_after_s=round(wait_s, 3),
+                    )
+                )
+            )
+            return
+        await session.wait_send_slot(self.limits.send_window_max)
         try:
-            return _user_from_plain_token(hello.token)
-        except ValueError as error:
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, str(error), close=True) from error
+            future = self.chat.send(session.user, request.room, request.client_msg_id, request.body)
+        except BaseException:
+            session.release_send_slot()
+            raise
+
+        def answer(done: "asyncio.Future[SendResult]") -> None:
+            session.release_send_slot()
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is None:
+                result = done.result()
+                session.push(
+                    _frame(
+                        Sent(
+                            request_id=request.request_id,
+                            id=result.message.id,
+                            time_ms=result.message.time_ms,
+                            duplicate=result.duplicate,
+                        )
+                    )
+                )
+            elif isinstance(error, StorageOverloadedError):
+                self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
+            else:
+                self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
+
+        future.add_done_callback(answer)
+
+    async def _join(self, session: Session, request_id: int, room: str, since: str | None) -> None:
+        if room in session.rooms:
+            users = self.chat.hub.users(room)
+            session.push(_frame(Joined(request_id=request_id, room=room, members=users)))
+            return
+        if len(session.rooms) >= self.limits.rooms_per_session_max:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"a session may be in at most {self.limits.rooms_per_session_max} rooms",
+            )
+        try:
+            users, head = await self.chat.join(session, room, since)
+        except BaseException:
+            self.chat.unsubscribe(session, room)
+            raise
+        session.push(_frame(Joined(request_id=request_id, room=room, members=users, head=head)))
+        if since is not None:
+            await self.chat.replay(session, room, since)
+
+    async def _history(self, session: Session, request: History) -> None:
+        if request.before is not None and request.after is not None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "give before or after, not both")
+        page, more = await self.chat.storage.history(
+            request.room, before=request.before, after=request.after, limit=request.limit
+        )
+        cursor = None
+        if more and page:
+            cursor = page[-1].id if request.after is not None else page[0].id
+        session.push(
+            _frame(
+                HistoryPage(
+                    request_id=request.request_id,
+                    room=request.room,
+                    messages=[to_wire(message) for message in page],
+                    cursor=cursor,
+                )
+            )
+        )
+
+    def _require_joined(self, session: Session, room: str) -> None:
+        if room not in session.rooms:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"join room {room} first")
+
+    # ---- plumbing ----
+
+    def _reply_error(
+        self, session: Session, request: protocol.ClientMessage, code: ErrorCode, message: str
+    ) -> None:
+        self._count(code)
+        request_id = getattr(request, "request_id", None)
+        session.push(_frame(ErrorReply(code=code, message=message, request_id=request_id)))
+
+    def _count(self, code: ErrorCode) -> None:
+        self.stats.errors_by_code[code.value] += 1
 
     async def _read(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -136,31 +403,26 @@ class Gateway:
         except TruncatedFrameError as error:
             raise ConnectionError(str(error)) from error
 
-    async def _send(self, writer: asyncio.StreamWriter, message: protocol.NodeMessage) -> None:
-        writer.write(encode_frame(protocol.encode(message)))
-        await writer.drain()
-
-    async def _send_error(
-        self,
-        writer: asyncio.StreamWriter,
-        code: ErrorCode,
-        message: str,
-        request_id: int | None = None,
-    ) -> None:
-        with contextlib.suppress(ConnectionError):
-            await self._send(writer, ErrorReply(code=code, message=message, request_id=request_id))
+    async def _write_now(self, writer: asyncio.StreamWriter, code: ErrorCode, message: str) -> None:
+        """Write an error outside any session queue (before one exists, or after it is cut)."""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            writer.write(_frame(ErrorReply(code=code, message=message)))
+            async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
+                await writer.drain()
 
 
-def _user_from_plain_token(token: str) -> str:
-    if not token:
-        raise ValueError("a token is required (the user name, when the node has no secret)")
-    if len(token) > 64 or any(character.isspace() or ord(character) < 32 for character in token):
-        raise ValueError("a user name is 1 to 64 characters without spaces or control characters")
-    return token
+async def _settle(*tasks: "asyncio.Task[object]") -> None:
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        async with asyncio.timeout(1.0):
+    try:
+        async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
             await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()  # a client that reads nothing cannot hold the socket open
+    except ConnectionError:
+        pass

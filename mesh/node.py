@@ -10,11 +10,14 @@ import errno
 import logging
 import time
 
+from mesh.auth import Authenticator
+from mesh.chat import ChatService
 from mesh.config import NodeConfig
 from mesh.gateway import Gateway
 from mesh.identity import next_incarnation
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.protocol import MemberStatus, StatusReply
+from mesh.storage import Storage
 from peers.membership import (
     Anomaly,
     Effect,
@@ -40,7 +43,15 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.transport = PeerTransport(config.node_id, config.host, config.peer_port)
-        self.gateway = Gateway(config.node_id, config.client_limits, self.status)
+        self.storage = Storage(config.data_dir)
+        self.chat = ChatService(config.node_id, self.storage, lambda: int(time.time() * 1000))
+        self.gateway = Gateway(
+            config.node_id,
+            config.client_limits,
+            self.chat,
+            Authenticator(config.secret),
+            self.status,
+        )
         self.membership: Membership | None = None
         self.peer_frames_rejected = 0
         self.anomalies = 0
@@ -51,12 +62,15 @@ class Node:
         config = self.config
         self.transport.bind()
         try:
+            await self.storage.open()
+            self.chat.start()
             server = await asyncio.start_server(
                 self.gateway.serve_connection, config.host, config.client_port
             )
-        except OSError as error:
+        except BaseException as error:
+            await self.storage.close()
             await self.transport.close()
-            if error.errno == errno.EADDRINUSE:
+            if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
         incarnation = next_incarnation(config.data_dir, config.node_id, int(time.time() * 1000))
@@ -95,6 +109,7 @@ class Node:
             save_peer_addresses(config.data_dir, self.membership.peer_addresses())
             await self._announce_leave()
             await self.transport.close()
+            await self.storage.close()
             log.info("node stopped")
 
     async def _announce_leave(self) -> None:
@@ -162,6 +177,18 @@ class Node:
             "client_sessions_refused": gateway.sessions_refused,
             "client_requests": gateway.requests,
         }
+        storage = self.storage.stats
+        counters.update(
+            {
+                "client_sessions_cut_off": gateway.sessions_cut_off,
+                "messages_stored": self.chat.messages_stored,
+                "messages_delivered": self.chat.messages_delivered,
+                "storage_commits": storage.commits,
+                "storage_writes": storage.writes,
+                "storage_duplicates": storage.duplicates,
+                "storage_failures": storage.failures,
+            }
+        )
         for code, count in sorted(gateway.errors_by_code.items()):
             counters[f"client_errors_{code}"] = count
         return counters

@@ -2,24 +2,36 @@
 
 docs/protocol.md is the specification; this module is its code. Structs that clients send
 ignore unknown fields on purpose: a newer client's optional additions must not break an
-older node. Every string and list a client sends has a length limit.
+older node. Every string and list a client sends has a length limit here; limits an
+operator can configure (body size, rooms per session) are checked by the gateway.
 """
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from mesh.errors import ErrorCode, ProtocolError
+from router.message_ids import MESSAGE_ID_PATTERN
 
 PROTOCOL_VERSION: Final = 1
+# Minor versions add optional fields and new message kinds only; a client of any minor
+# version of the same major is served.
 PROTOCOL_MINOR: Final = 0
-# A frame's payload on the client port, both directions; a status reply for a full
-# mesh of 256 members stays far below it.
+# The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
+HISTORY_LIMIT_MAX: Final = 200
+HISTORY_LIMIT_DEFAULT: Final = 50
 
 RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f]+$")]
+Room = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.#-]+$")]
+MessageIdText = Annotated[str, msgspec.Meta(max_length=82, pattern=MESSAGE_ID_PATTERN)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Body = Annotated[str, msgspec.Meta(max_length=CLIENT_FRAME_BYTES_MAX)]
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class _Request(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: RequestId
 
 
 # ---- client to node ----
@@ -34,14 +46,54 @@ class Hello(msgspec.Struct, frozen=True, kw_only=True, tag="hello"):
     token: Token = ""
 
 
-class StatusRequest(msgspec.Struct, frozen=True, kw_only=True, tag="status"):
-    request_id: RequestId
+class Join(_Request, frozen=True, kw_only=True, tag="join"):
+    room: Room
+    since: MessageIdText | None = None
 
 
-ClientMessage = Hello | StatusRequest
+class LeaveRoom(_Request, frozen=True, kw_only=True, tag="leave"):
+    room: Room
 
 
-# ---- node to client ----
+class Send(_Request, frozen=True, kw_only=True, tag="send"):
+    room: Room
+    client_msg_id: ClientMsgId
+    body: Body
+
+
+class History(_Request, frozen=True, kw_only=True, tag="history"):
+    room: Room
+    before: MessageIdText | None = None
+    after: MessageIdText | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=HISTORY_LIMIT_MAX)] = HISTORY_LIMIT_DEFAULT
+
+
+class ListRooms(_Request, frozen=True, kw_only=True, tag="rooms"):
+    pass
+
+
+class Who(_Request, frozen=True, kw_only=True, tag="who"):
+    room: Room
+
+
+class Typing(_Request, frozen=True, kw_only=True, tag="typing"):
+    room: Room
+
+
+class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
+    pass
+
+
+class StatusRequest(_Request, frozen=True, kw_only=True, tag="status"):
+    pass
+
+
+ClientMessage = (
+    Hello | Join | LeaveRoom | Send | History | ListRooms | Who | Typing | Ping | StatusRequest
+)
+
+
+# ---- node to client: replies ----
 
 
 class Welcome(msgspec.Struct, frozen=True, kw_only=True, tag="welcome"):
@@ -49,12 +101,60 @@ class Welcome(msgspec.Struct, frozen=True, kw_only=True, tag="welcome"):
     minor: int
     node: str
     user: str
+    limits: dict[str, float] = {}
 
 
 class ErrorReply(msgspec.Struct, frozen=True, kw_only=True, tag="error", omit_defaults=True):
     code: ErrorCode
     message: str
     request_id: RequestId | None = None
+    retry_after_s: float | None = None
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    room: str
+    sender: str
+    time_ms: int
+    body: str
+    client_msg_id: str = ""
+
+
+class Joined(_Request, frozen=True, kw_only=True, tag="joined"):
+    room: str
+    members: list[str]
+    # The newest message id in the room when the join took effect (null in an empty room):
+    # a client resumes from here if it has seen nothing newer.
+    head: str | None = None
+
+
+class Sent(_Request, frozen=True, kw_only=True, tag="sent"):
+    id: str
+    time_ms: int
+    duplicate: bool = False
+
+
+class HistoryPage(_Request, frozen=True, kw_only=True, tag="history"):
+    room: str
+    messages: list[Message]
+    cursor: str | None  # pass as `before` (or `after`, paging forward) for the next page
+
+
+class RoomList(_Request, frozen=True, kw_only=True, tag="rooms"):
+    rooms: list[str]
+
+
+class Members(_Request, frozen=True, kw_only=True, tag="members"):
+    room: str
+    users: list[str]
+
+
+class Ok(_Request, frozen=True, kw_only=True, tag="ok"):
+    pass
+
+
+class Pong(_Request, frozen=True, kw_only=True, tag="pong"):
+    time_ms: int
 
 
 class MemberStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,14 +166,58 @@ class MemberStatus(msgspec.Struct, frozen=True, kw_only=True):
     dropped: int
 
 
-class StatusReply(msgspec.Struct, frozen=True, kw_only=True, tag="status"):
-    request_id: RequestId
+class StatusReply(_Request, frozen=True, kw_only=True, tag="status"):
     node: str
     members: list[MemberStatus]
     counters: dict[str, int] = {}
 
 
-NodeMessage = Welcome | ErrorReply | StatusReply
+# ---- node to client: events (no request id) ----
+
+
+class MessageEvent(msgspec.Struct, frozen=True, kw_only=True, tag="message"):
+    message: Message
+
+
+class PresenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag="presence"):
+    room: str
+    user: str
+    state: Literal["joined", "left"]
+
+
+class TypingEvent(msgspec.Struct, frozen=True, kw_only=True, tag="typing"):
+    room: str
+    user: str
+
+
+Reply = (
+    Welcome
+    | ErrorReply
+    | Joined
+    | Sent
+    | HistoryPage
+    | RoomList
+    | Members
+    | Ok
+    | Pong
+    | StatusReply
+)
+Event = MessageEvent | PresenceEvent | TypingEvent
+NodeMessage = (
+    Welcome
+    | ErrorReply
+    | Joined
+    | Sent
+    | HistoryPage
+    | RoomList
+    | Members
+    | Ok
+    | Pong
+    | StatusReply
+    | MessageEvent
+    | PresenceEvent
+    | TypingEvent
+)
 
 
 # ---- codecs ----

@@ -1,0 +1,461 @@
+"""The asyncio client library: a list of nodes, failover, gap-free resume, safe retries.
+
+    async with ChatClient(parse_servers("127.0.0.1:7100,127.0.0.1:7101"), token="ann") as chat:
+        await chat.join("lobby")
+        await chat.send("lobby", "hello")
+        async for event in chat.events():
+            ...
+
+One task owns the connection. When it drops (or a node stops answering pings), the client
+connects to the next node in its list, with backoff once all were tried; rejoins every
+room from the last message id it saw there; and writes every request still unanswered
+again, in its original order. Sends carry a client message id, so a send retried through
+any node is stored once. Messages are de-duplicated by id before they reach `events()`,
+so the caller sees each message once and none of its sends twice.
+"""
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+from mesh import protocol
+from mesh.connection import NodeError
+from mesh.errors import ErrorCode
+from mesh.framing import encode_frame, read_frame
+from mesh.protocol import (
+    ErrorReply,
+    Hello,
+    History,
+    HistoryPage,
+    Join,
+    Joined,
+    LeaveRoom,
+    ListRooms,
+    Members,
+    MessageEvent,
+    Ping,
+    PresenceEvent,
+    Send,
+    Sent,
+    StatusReply,
+    StatusRequest,
+    Typing,
+    TypingEvent,
+    Welcome,
+    Who,
+)
+from router.message_ids import ORIGIN
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# Errors after which connecting again is pointless: the caller must change something.
+FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
+# Errors a request may simply be retried after (the node says when, or we back off).
+RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
+# Message ids remembered per room to drop duplicates from resumes and retries.
+SEEN_IDS_PER_ROOM_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """Not from the wire: the client's own news, delivered in `events()` like the rest."""
+
+    state: Literal["connected", "disconnected", "failed"]
+    node: str | None
+    address: str | None
+    reason: str = ""
+
+
+ClientEvent = MessageEvent | PresenceEvent | TypingEvent | ConnectionChanged
+
+
+@dataclass(slots=True)
+class _Pending:
+    build: Callable[[int], protocol.ClientMessage]
+    future: "asyncio.Future[protocol.NodeMessage]"
+
+
+@dataclass(slots=True)
+class _RoomCursor:
+    last_id: str | None = None
+    seen: "collections.OrderedDict[str, None]" = field(default_factory=collections.OrderedDict)
+
+    def is_new(self, message_id: str) -> bool:
+        return message_id not in self.seen
+
+    def record(self, message_id: str) -> None:
+        """Only once the message reached the caller: a resume then starts after it."""
+        self.seen[message_id] = None
+        if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
+            self.seen.popitem(last=False)
+        self.advance(message_id)
+
+    def advance(self, message_id: str | None) -> None:
+        if message_id is not None and (self.last_id is None or message_id > self.last_id):
+            self.last_id = message_id
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    client_name: str = "meshchat"
+    connect_timeout_s: float = 3.0
+    request_timeout_s: float = 30.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    # Ping an idle connection this often; no answer within the timeout means a hung node.
+    keepalive_interval_s: float = 2.0
+    keepalive_timeout_s: float = 3.0
+    events_max: int = 10_000
+
+
+class ChatClient:
+    def __init__(
+        self,
+        servers: list[tuple[str, int]],
+        token: str,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one server is needed")
+        self.servers = list(servers)
+        self.token = token
+        self.settings = settings or ClientSettings()
+        self.node: str | None = None
+        self.user: str | None = None
+        self.address: str | None = None
+        self.limits: dict[str, float] = {}
+        self.round_trip_s: float | None = None
+        self.reconnects = 0
+        self._request_ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._rooms: dict[str, _RoomCursor] = {}
+        self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._fatal: NodeError | None = None
+        self._closing = False
+        self._next_server = 0
+        self._runner: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self, timeout_s: float | None = None) -> None:
+        """Start the connection task and wait until a node has welcomed us."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="chat-client")
+        deadline = timeout_s if timeout_s is not None else self.settings.request_timeout_s
+        async with asyncio.timeout(deadline):
+            await self._wait_connected()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(ConnectionError("the client was closed"))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ---- requests ----
+
+    async def join(self, room: str, since: str | None = None) -> list[str]:
+        """Enter a room; with `since`, every stored message after it arrives as events first."""
+        cursor = self._rooms.setdefault(room, _RoomCursor())
+        cursor.advance(since)
+        start = cursor.last_id
+        reply = await self._request(lambda i: Join(request_id=i, room=room, since=start), Joined)
+        # Without a cursor yet, resume from the room's newest message at the time of joining
+        # (from its very start, if it was empty).
+        cursor.advance(reply.head or ORIGIN)
+        return reply.members
+
+    async def leave(self, room: str) -> None:
+        self._rooms.pop(room, None)
+        await self._request(lambda i: LeaveRoom(request_id=i, room=room))
+
+    async def send(self, room: str, body: str, client_msg_id: str | None = None) -> Sent:
+        """Store a message; retried (same client message id) until acknowledged or timed out."""
+        message_id = client_msg_id or uuid.uuid4().hex
+        return await self._request(
+            lambda i: Send(request_id=i, room=room, client_msg_id=message_id, body=body), Sent
+        )
+
+    async def history(
+        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+    ) -> HistoryPage:
+        return await self._request(
+            lambda i: History(request_id=i, room=room, before=before, after=after, limit=limit),
+            HistoryPage,
+        )
+
+    async def rooms(self) -> list[str]:
+        reply = await self._request(lambda i: ListRooms(request_id=i), protocol.RoomList)
+        return reply.rooms
+
+    async def who(self, room: str) -> list[str]:
+        return (await self._request(lambda i: Who(request_id=i, room=room), Members)).users
+
+    async def typing(self, room: str) -> None:
+        await self._request(lambda i: Typing(request_id=i, room=room))
+
+    async def ping(self) -> float:
+        started = time.monotonic()
+        await self._request(lambda i: Ping(request_id=i), protocol.Pong)
+        self.round_trip_s = time.monotonic() - started
+        return self.round_trip_s
+
+    async def status(self) -> StatusReply:
+        return await self._request(lambda i: StatusRequest(request_id=i), StatusReply)
+
+    def last_seen(self, room: str) -> str | None:
+        cursor = self._rooms.get(room)
+        return None if cursor is None else cursor.last_id
+
+    async def events(self) -> AsyncIterator[ClientEvent]:
+        while True:
+            if self._fatal is not None and self._events.empty():
+                raise self._fatal
+            yield await self._events.get()
+
+    async def _request(
+        self, build: Callable[[int], protocol.ClientMessage], expected: type[R] | None = None
+    ) -> R:
+        """Send a request and wait for its reply, across reconnects, retrying where safe."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        backoff_s = self.settings.backoff_initial_s
+        while True:
+            request_id = next(self._request_ids)
+            future: asyncio.Future[protocol.NodeMessage] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._pending[request_id] = _Pending(build, future)
+            if self._writer is not None:
+                self._write(build(request_id))
+            try:
+                async with asyncio.timeout_at(_loop_deadline(deadline)):
+                    reply = await future
+            except NodeError as error:
+                if error.code not in RETRYABLE_CODES or time.monotonic() >= deadline:
+                    raise
+                wait_s = error.retry_after_s if error.retry_after_s else backoff_s
+                backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
+                await asyncio.sleep(min(wait_s, max(0.0, deadline - time.monotonic())))
+                continue
+            finally:
+                self._pending.pop(request_id, None)
+            if expected is not None and not isinstance(reply, expected):
+                raise NodeError(ErrorCode.INTERNAL, f"expected {expected.__name__}, got {reply!r}")
+            return reply  # type: ignore[return-value]
+
+    # ---- the connection task ----
+
+    async def _wait_connected(self) -> None:
+        while not self._connected.is_set():
+            if self._fatal is not None:
+                raise self._fatal
+            waiter = asyncio.create_task(self._connected.wait())
+            runner = self._runner
+            assert runner is not None
+            done, _ = await asyncio.wait({waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if runner in done and self._fatal is not None:
+                raise self._fatal
+
+    async def _run(self) -> None:
+        backoff_s = self.settings.backoff_initial_s
+        while not self._closing:
+            opened = None if self._fatal is not None else await self._open_any()
+            if opened is None:
+                if self._fatal is not None:
+                    self._fail_all(self._fatal)
+                    await self._emit(ConnectionChanged("failed", None, None, str(self._fatal)))
+                    return
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
+                continue
+            backoff_s = self.settings.backoff_initial_s
+            reader, writer, address = opened
+            reason = "connection closed"
+            try:
+                self._writer = writer
+                self._connected.set()
+                await self._emit(ConnectionChanged("connected", self.node, address))
+                self._resume()
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._keepalive(writer))
+                    await self._read_loop(reader)
+                    raise ConnectionError("the node closed the connection")
+            except* (ConnectionError, TimeoutError, OSError) as group:
+                reason = str(group.exceptions[0])
+            except* NodeError as group:
+                error = group.exceptions[0]
+                assert isinstance(error, NodeError)
+                reason = str(error)
+                if error.code in FATAL_CODES:
+                    self._fatal = error
+            finally:
+                self._writer = None
+                self._connected.clear()
+                writer.close()
+            self.reconnects += 1
+            log.info("disconnected from %s: %s; reconnecting", address, reason)
+            await self._emit(ConnectionChanged("disconnected", self.node, address, reason))
+
+    async def _open_any(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
+        """Try each server once, starting after the last one used; None if none would do."""
+        for _ in range(len(self.servers)):
+            host, port = self.servers[self._next_server % len(self.servers)]
+            self._next_server += 1
+            address = f"{host}:{port}"
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    reader, writer = await asyncio.open_connection(host, port)
+                    try:
+                        welcome = await self._handshake(reader, writer)
+                    except BaseException:
+                        writer.close()
+                        raise
+            except NodeError as error:
+                log.warning("node %s refused us: %s", address, error)
+                if error.code in FATAL_CODES:
+                    self._fatal = error
+                    return None
+                continue
+            except (OSError, TimeoutError, ConnectionError) as error:
+                log.debug("cannot reach %s: %r", address, error)
+                continue
+            self.node, self.user, self.address = welcome.node, welcome.user, address
+            self.limits = dict(welcome.limits)
+            self._next_server -= 1  # stay with this node next time, if it comes back first
+            return reader, writer, address
+        return None
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Welcome:
+        hello = Hello(
+            versions=[protocol.PROTOCOL_VERSION],
+            minor=protocol.PROTOCOL_MINOR,
+            client=self.settings.client_name,
+            token=self.token,
+        )
+        writer.write(encode_frame(protocol.encode(hello)))
+        payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+        if payload is None:
+            raise ConnectionError("the node closed the connection during the handshake")
+        reply = protocol.decode_node_message(payload)
+        if isinstance(reply, ErrorReply):
+            raise NodeError(reply.code, reply.message)
+        if not isinstance(reply, Welcome):
+            raise ConnectionError(f"expected welcome, got {type(reply).__name__}")
+        return reply
+
+    def _resume(self) -> None:
+        """After (re)connecting: rejoin rooms from their last ids, then resend in order."""
+        for room, cursor in self._rooms.items():
+            since = cursor.last_id
+            request_id = next(self._request_ids)
+            self._write(Join(request_id=request_id, room=room, since=since))
+        for request_id in sorted(self._pending):
+            pending = self._pending[request_id]
+            if not pending.future.done():
+                self._write(pending.build(request_id))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+            if payload is None:
+                return
+            message = protocol.decode_node_message(payload)
+            match message:
+                case MessageEvent(message=body):
+                    cursor = self._rooms.get(body.room)
+                    if cursor is not None and cursor.is_new(body.id):
+                        await self._emit(message)
+                        cursor.record(body.id)
+                case PresenceEvent() | TypingEvent():
+                    if message.room in self._rooms:
+                        await self._emit(message)
+                case ErrorReply(request_id=None):
+                    # Said just before the node closes this session.
+                    raise NodeError(message.code, message.message)
+                case ErrorReply(request_id=request_id):
+                    pending = self._pending.get(request_id)  # type: ignore[arg-type]
+                    if pending is not None and not pending.future.done():
+                        pending.future.set_exception(
+                            NodeError(message.code, message.message, message.retry_after_s)
+                        )
+                case _:
+                    request_id = getattr(message, "request_id", None)
+                    pending = self._pending.get(request_id) if request_id is not None else None
+                    if pending is not None and not pending.future.done():
+                        pending.future.set_result(message)
+
+    async def _keepalive(self, writer: asyncio.StreamWriter) -> None:
+        """Notice a node that stopped answering (paused, cut off) while we are idle."""
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval_s)
+            request_id = next(self._request_ids)
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = _Pending(lambda i: Ping(request_id=i), future)
+            started = time.monotonic()
+            try:
+                self._write(Ping(request_id=request_id))
+                async with asyncio.timeout(self.settings.keepalive_timeout_s):
+                    await future
+                self.round_trip_s = time.monotonic() - started
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no answer to a ping in {self.settings.keepalive_timeout_s}s"
+                ) from None
+            finally:
+                self._pending.pop(request_id, None)
+
+    def _write(self, message: protocol.ClientMessage) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode_frame(protocol.encode(message)))
+
+    async def _emit(self, event: ClientEvent) -> None:
+        # A caller that stops reading events fills this queue; we then stop reading the
+        # socket, the node cuts us off as too slow, and we resume later: nothing is lost.
+        await self._events.put(event)
+
+    def _fail_all(self, error: Exception) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+
+def _loop_deadline(deadline_monotonic: float) -> float:
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline_monotonic - time.monotonic())

@@ -1,0 +1,343 @@
+"""Room logs and room membership in SQLite, in the node's data dir.
+
+Writes go through one writer thread that drains a bounded queue and commits whatever has
+gathered in one transaction (WAL, synchronous=FULL): a commit is an fsync, and a batch of
+sends shares it, so throughput is not one fsync per message while every acknowledged send
+is on disk. Reads use their own connection on their own thread; WAL lets them run while
+the writer commits. The schema has a version (PRAGMA user_version) and ordered migrations.
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+DATABASE_FILE: Final = "meshchat.sqlite3"
+
+# Each entry moves the schema from version i to i+1; never edit one that has shipped.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE messages (
+        room TEXT NOT NULL,
+        id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        client_msg_id TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (room, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX messages_by_client_msg_id ON messages (sender, client_msg_id);
+    CREATE TABLE room_members (
+        user TEXT NOT NULL,
+        room TEXT NOT NULL,
+        joined_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (user, room)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+# Writes gathered into one commit at most; bounds a transaction's size and latency.
+BATCH_WRITES_MAX: Final = 1024
+# Writes waiting for the writer; past it, sends are refused as `unavailable`.
+WRITE_QUEUE_MAX: Final = 20_000
+
+
+class StorageError(Exception):
+    """The disk or database failed; the write was not stored."""
+
+
+class StorageOverloadedError(StorageError):
+    """The write queue is full; nothing was queued."""
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    id: str
+    room: str
+    sender: str
+    client_msg_id: str
+    time_ms: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: StoredMessage
+    duplicate: bool  # the same sender and client_msg_id were stored before: this is that one
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    message: StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class _Membership:
+    user: str
+    room: str
+    joined: bool
+    time_ms: int
+
+
+_Write = _Append | _Membership
+
+
+@dataclass(slots=True)
+class StorageStatistics:
+    commits: int = 0
+    writes: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    last_batch_size: int = 0
+    commit_seconds_total: float = 0.0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    (found,) = connection.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise StorageError(
+            f"database schema version {found} is newer than this meshchat ({SCHEMA_VERSION})"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        # One script, one transaction: a migration and its version number land together.
+        script = (
+            f"BEGIN IMMEDIATE;{MIGRATIONS[version]};PRAGMA user_version = {version + 1};COMMIT;"
+        )
+        try:
+            connection.executescript(script)
+        except sqlite3.Error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    return int(found)
+
+
+class Storage:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / DATABASE_FILE
+        self.stats = StorageStatistics()
+        self._writes: queue.Queue[tuple[_Write, asyncio.Future[Any]] | None] = queue.Queue(
+            WRITE_QUEUE_MAX
+        )
+        self._writer: threading.Thread | None = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="storage-reader"
+        )
+        self._reader_local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.highest_id = ""
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(self.path)
+        try:
+            migrate(connection)
+            row = connection.execute("SELECT value FROM meta WHERE key = 'highest_id'").fetchone()
+            self.highest_id = row[0] if row else ""
+        except sqlite3.Error as error:
+            raise StorageError(f"{self.path}: {error}") from error
+        finally:
+            connection.close()
+        self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writes.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
+        self._reader.shutdown(wait=True)
+
+    def _close_reader(self) -> None:
+        connection = getattr(self._reader_local, "connection", None)
+        if connection is not None:
+            connection.close()
+
+    # ---- writes ----
+
+    def append(self, message: StoredMessage) -> "asyncio.Future[SendResult]":
+        """Queue a message; the future resolves once it is committed (or was already)."""
+        return self._submit(_Append(message))
+
+    def set_membership(
+        self, user: str, room: str, *, joined: bool, time_ms: int
+    ) -> "asyncio.Future[None]":
+        return self._submit(_Membership(user, room, joined, time_ms))
+
+    def _submit(self, write: _Write) -> "asyncio.Future[Any]":
+        assert self._loop is not None and self._writer is not None, "storage is not open"
+        future: asyncio.Future[Any] = self._loop.create_future()
+        try:
+            self._writes.put_nowait((write, future))
+        except queue.Full:
+            raise StorageOverloadedError(f"{WRITE_QUEUE_MAX} writes are waiting") from None
+        return future
+
+    def _write_loop(self) -> None:
+        connection = _connect(self.path)
+        try:
+            while True:
+                first = self._writes.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < BATCH_WRITES_MAX:
+                    try:
+                        item = self._writes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._writes.put(None)  # stop after this batch
+                        break
+                    batch.append(item)
+                self._commit(connection, batch)
+        finally:
+            connection.close()
+
+    def _commit(
+        self, connection: sqlite3.Connection, batch: list[tuple[_Write, "asyncio.Future[Any]"]]
+    ) -> None:
+        started = time.perf_counter()
+        results: list[Any] = []
+        highest = self.highest_id
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for write, _ in batch:
+                match write:
+                    case _Append(message):
+                        results.append(self._append_in(connection, message))
+                        highest = max(highest, message.id)
+                    case _Membership(user, room, joined, time_ms):
+                        if joined:
+                            connection.execute(
+                                "INSERT OR IGNORE INTO room_members VALUES (?, ?, ?)",
+                                (user, room, time_ms),
+                            )
+                        else:
+                            connection.execute(
+                                "DELETE FROM room_members WHERE user = ? AND room = ?",
+                                (user, room),
+                            )
+                        results.append(None)
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('highest_id', ?)", (highest,))
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self.stats.failures += 1
+            log.error("storage: commit of %d writes failed: %s", len(batch), error)
+            failure = StorageError(str(error))
+            self._resolve(batch, [failure] * len(batch))
+            return
+        self.highest_id = highest
+        stats = self.stats
+        stats.commits += 1
+        stats.writes += len(batch)
+        stats.last_batch_size = len(batch)
+        stats.commit_seconds_total += time.perf_counter() - started
+        self._resolve(batch, results)
+
+    def _append_in(self, connection: sqlite3.Connection, message: StoredMessage) -> SendResult:
+        row = connection.execute(
+            "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
+            "WHERE sender = ? AND client_msg_id = ?",
+            (message.sender, message.client_msg_id),
+        ).fetchone()
+        if row is not None:
+            self.stats.duplicates += 1
+            return SendResult(StoredMessage(*row), duplicate=True)
+        connection.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                message.room,
+                message.id,
+                message.sender,
+                message.client_msg_id,
+                message.time_ms,
+                message.body,
+            ),
+        )
+        return SendResult(message, duplicate=False)
+
+    def _resolve(
+        self, batch: list[tuple[_Write, "asyncio.Future[Any]"]], results: list[Any]
+    ) -> None:
+        assert self._loop is not None
+        futures = [future for _, future in batch]
+        self._loop.call_soon_threadsafe(_settle, futures, results)
+
+    # ---- reads ----
+
+    async def history(
+        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+    ) -> tuple[list[StoredMessage], bool]:
+        """A page oldest first, and whether more lie beyond it in the paging direction."""
+        assert before is None or after is None
+        columns = "id, room, sender, client_msg_id, time_ms, body"
+        if after is not None:
+            sql = f"SELECT {columns} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?"
+            rows = await self._read(sql, (room, after, limit + 1))
+            more = len(rows) > limit
+            return [StoredMessage(*row) for row in rows[:limit]], more
+        if before is not None:
+            sql = (
+                f"SELECT {columns} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"
+            )
+            rows = await self._read(sql, (room, before, limit + 1))
+        else:
+            sql = f"SELECT {columns} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?"
+            rows = await self._read(sql, (room, limit + 1))
+        more = len(rows) > limit
+        return [StoredMessage(*row) for row in reversed(rows[:limit])], more
+
+    async def rooms_of(self, user: str) -> list[str]:
+        rows = await self._read(
+            "SELECT room FROM room_members WHERE user = ? ORDER BY room", (user,)
+        )
+        return [row[0] for row in rows]
+
+    async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader, self._read_in_thread, sql, parameters)
+        except sqlite3.Error as error:
+            raise StorageError(str(error)) from error
+
+    def _read_in_thread(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        connection = getattr(self._reader_local, "connection", None)
+        if connection is None:
+            connection = _connect(self.path)
+            self._reader_local.connection = connection
+        return connection.execute(sql, parameters).fetchall()
+
+
+def _settle(futures: list["asyncio.Future[Any]"], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        if future.done():
+            continue  # the waiter went away (its session closed)
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -1,0 +1,1 @@
+"""Where rooms live and how writes reach them: message ids, placement, replication."""
