@@ -12,8 +12,9 @@ from pathlib import Path
 
 import msgspec
 
-from mesh import runtime
-from mesh.config import NodeConfig
+from mesh import cli_chat, runtime
+from mesh.auth import load_secret
+from mesh.config import ClientLimits, NodeConfig
 from mesh.connection import NodeConnection, NodeError, parse_servers
 from mesh.identity import IdentityError
 from mesh.launcher import plan_mesh, run_mesh
@@ -63,6 +64,42 @@ def _add_membership_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_LIMIT_OPTIONS = (
+    # (option, field, type, help)
+    ("--frame-bytes-max", "frame_bytes_max", int, "largest client frame"),
+    ("--body-bytes-max", "body_bytes_max", int, "largest message body in bytes"),
+    ("--rooms-per-session-max", "rooms_per_session_max", int, "rooms one session may join"),
+    ("--sends-per-s", "sends_per_s", float, "sends per second per session"),
+    ("--send-burst", "send_burst", int, "sends allowed at once above that rate"),
+    ("--session-queue-max", "session_queue_max", int, "frames queued to one client"),
+    ("--sessions-max", "sessions_max", int, "sessions at once"),
+)
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    _add_membership_options(parser)
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="cluster secret: clients then need signed tokens (meshchat token)",
+    )
+    defaults = ClientLimits()
+    group = parser.add_argument_group("client limits")
+    for option, name, kind, text in _LIMIT_OPTIONS:
+        group.add_argument(
+            option,
+            type=kind,
+            default=getattr(defaults, name),
+            metavar="N",
+            help=f"{text} (default %(default)s)",
+        )
+
+
+def _client_limits(args: argparse.Namespace) -> ClientLimits:
+    return ClientLimits(**{name: getattr(args, name) for _, name, _, _ in _LIMIT_OPTIONS})
+
+
 def _membership_config(args: argparse.Namespace) -> MembershipConfig:
     return MembershipConfig(
         heartbeat_interval_s=args.heartbeat_interval,
@@ -71,17 +108,19 @@ def _membership_config(args: argparse.Namespace) -> MembershipConfig:
     )
 
 
-def _membership_arguments(args: argparse.Namespace) -> list[str]:
-    return [
-        "--heartbeat-interval",
-        str(args.heartbeat_interval),
-        "--suspect-after",
-        str(args.suspect_after),
-        "--dead-after",
-        str(args.dead_after),
-        "--log-level",
-        args.log_level,
+def _node_arguments(args: argparse.Namespace) -> list[str]:
+    """The node options of `up`, to pass on to each node it starts."""
+    arguments = [
+        *("--heartbeat-interval", str(args.heartbeat_interval)),
+        *("--suspect-after", str(args.suspect_after)),
+        *("--dead-after", str(args.dead_after)),
+        *("--log-level", args.log_level),
     ]
+    for option, name, _, _ in _LIMIT_OPTIONS:
+        arguments += [option, str(getattr(args, name))]
+    if args.secret_file is not None:
+        arguments += ["--secret-file", str(args.secret_file.resolve())]
+    return arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a node to join through (repeatable)",
     )
     node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    _add_membership_options(node)
+    _add_node_options(node)
 
     up = commands.add_parser("up", help="run a local mesh in the foreground")
     up.add_argument("--nodes", type=int, default=3)
@@ -112,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", type=Path, default=Path(".meshchat"))
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    _add_membership_options(up)
+    _add_node_options(up)
 
     status = commands.add_parser("status", help="show the membership as one node sees it")
     status.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
@@ -123,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--timeout", type=float, default=5.0, metavar="S")
+
+    cli_chat.add_chat_commands(commands)
     return parser
 
 
@@ -136,7 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_up(args)
             case "status":
                 return _run_status(args)
+            case "token":
+                return cli_chat.run_token(args)
+            case "send" | "history" | "tail":
+                return _run_client_command(args)
     except ValueError as error:
+        return _fail(args.command, str(error), EXIT_USAGE)
+    except OSError as error:
         return _fail(args.command, str(error), EXIT_USAGE)
     raise AssertionError(args.command)
 
@@ -153,7 +200,11 @@ def _run_node(args: argparse.Namespace) -> int:
         data_dir=args.data,
         seeds=tuple(args.seed),
         membership=_membership_config(args),
+        client_limits=_client_limits(args),
+        secret=None if args.secret_file is None else load_secret(args.secret_file),
     )
+    # A write past a file size limit must fail as an error, not kill the node.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -171,11 +222,34 @@ def _run_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_client_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commands = {
+        "send": cli_chat.run_send,
+        "history": cli_chat.run_history,
+        "tail": cli_chat.run_tail,
+    }
+    try:
+        return runtime.run(commands[args.command](args))
+    except KeyboardInterrupt:
+        return 0
+    except NodeError as error:
+        sys.stderr.write(cli_chat.report_node_error(args.command, error) + "\n")
+        return EXIT_UNAVAILABLE
+    except (ConnectionError, TimeoutError) as error:
+        return _fail(
+            args.command, f"no node answered: {error or type(error).__name__}", EXIT_UNAVAILABLE
+        )
+
+
 def _run_up(args: argparse.Namespace) -> int:
     configure_logging("up", args.log_level)
     _membership_config(args)  # validate before starting anything
+    _client_limits(args)
+    if args.secret_file is not None:
+        load_secret(args.secret_file)
     mesh = plan_mesh(args.nodes, args.base_port, args.data, args.host)
-    return run_mesh(mesh, _membership_arguments(args), _out)
+    return run_mesh(mesh, _node_arguments(args), _out)
 
 
 async def fetch_status(servers: list[tuple[str, int]], token: str, timeout_s: float) -> StatusReply:

@@ -52,6 +52,7 @@ from mesh.protocol import (
     Welcome,
     Who,
 )
+from mesh.rate_limit import TokenBucket
 from router.message_ids import ORIGIN
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
 # Message ids remembered per room to drop duplicates from resumes and retries.
 SEEN_IDS_PER_ROOM_MAX = 10_000
+# The share of the node's announced send rate the client paces itself to, leaving room
+# for the two clocks to disagree a little.
+PACE_SHARE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,8 @@ class ChatClient:
         self._closing = False
         self._next_server = 0
         self._runner: asyncio.Task[None] | None = None
+        self._send_order = asyncio.Lock()
+        self._send_bucket: TokenBucket | None = None
 
     # ---- lifecycle ----
 
@@ -202,11 +208,31 @@ class ChatClient:
         await self._request(lambda i: LeaveRoom(request_id=i, room=room))
 
     async def send(self, room: str, body: str, client_msg_id: str | None = None) -> Sent:
-        """Store a message; retried (same client message id) until acknowledged or timed out."""
+        """Store a message; retried (same client message id) until acknowledged or timed out.
+
+        Concurrent sends are written in call order, paced to the rate the node announced,
+        so the node stores them in that order and rarely has to refuse one as too fast.
+        """
         message_id = client_msg_id or uuid.uuid4().hex
-        return await self._request(
-            lambda i: Send(request_id=i, room=room, client_msg_id=message_id, body=body), Sent
-        )
+        async with self._send_order:
+            await self._pace()
+            reply = self._request(
+                lambda i: Send(request_id=i, room=room, client_msg_id=message_id, body=body), Sent
+            )
+            # Start the request (and so write its frame) before the next send may.
+            task = asyncio.ensure_future(reply)
+            await asyncio.sleep(0)
+        return await task
+
+    async def _pace(self) -> None:
+        rate = self.limits.get("sends_per_s")
+        burst = self.limits.get("send_burst")
+        if not rate or not burst:
+            return
+        if self._send_bucket is None or self._send_bucket.rate_per_s != rate * PACE_SHARE:
+            self._send_bucket = TokenBucket(rate * PACE_SHARE, max(1.0, burst * PACE_SHARE))
+        while (wait_s := self._send_bucket.take(time.monotonic())) > 0:
+            await asyncio.sleep(wait_s)
 
     async def history(
         self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
@@ -251,8 +277,9 @@ class ChatClient:
         """Send a request and wait for its reply, across reconnects, retrying where safe."""
         deadline = time.monotonic() + self.settings.request_timeout_s
         backoff_s = self.settings.backoff_initial_s
+        # One request id across retries, so a resend after reconnecting keeps its place.
+        request_id = next(self._request_ids)
         while True:
-            request_id = next(self._request_ids)
             future: asyncio.Future[protocol.NodeMessage] = (
                 asyncio.get_running_loop().create_future()
             )
@@ -262,6 +289,11 @@ class ChatClient:
             try:
                 async with asyncio.timeout_at(_loop_deadline(deadline)):
                     reply = await future
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no reply within {self.settings.request_timeout_s:g}s "
+                    f"(connected to {self.address if self.connected else 'no node'})"
+                ) from None
             except NodeError as error:
                 if error.code not in RETRYABLE_CODES or time.monotonic() >= deadline:
                     raise

@@ -288,7 +288,7 @@ class Gateway:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello was already sent")
 
     async def _send(self, session: Session, bucket: TokenBucket, request: Send) -> None:
-        self._require_joined(session, request.room)
+        # Posting needs no join: a bot or a one-off `meshchat send` need not take the stream.
         size = len(request.body.encode())
         if size > self.limits.body_bytes_max:
             raise ProtocolError(

@@ -1,0 +1,163 @@
+"""The chat commands of the `meshchat` command line: token, send, history, tail."""
+
+import argparse
+import asyncio
+import collections
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mesh.auth import issue_token, load_secret, parse_duration
+from mesh.client import ChatClient, ClientSettings
+from mesh.connection import NodeError, parse_servers
+from mesh.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
+
+# Sends from stdin in flight at once: enough to fill the node's commit batches.
+SEND_WINDOW = 512
+
+
+def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    token = commands.add_parser("token", help="issue a signed token for a user")
+    token.add_argument("--secret-file", type=Path, required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", default="1d", help="lifetime: 90s, 15m, 12h, 1d (default 1d)")
+
+    send = commands.add_parser("send", help="send a message, or each line of stdin with -")
+    _add_client_options(send)
+    send.add_argument("room")
+    send.add_argument("text", help="the message, or - to send each line of stdin")
+
+    history = commands.add_parser("history", help="print a room's messages, oldest first")
+    _add_client_options(history)
+    history.add_argument("room")
+    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    position = history.add_mutually_exclusive_group()
+    position.add_argument("--before", metavar="ID", help="only messages before this id")
+    position.add_argument("--after", metavar="ID", help="only messages after this id")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    tail = commands.add_parser("tail", help="print a room's messages live, until interrupted")
+    _add_client_options(tail)
+    tail.add_argument("room")
+    tail.add_argument("--since", metavar="ID", help="first every message after this id")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="nodes to use, in order of preference",
+    )
+    parser.add_argument("--user", required=True, help="who you are")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN"),
+        help="a signed token (default $MESHCHAT_TOKEN; without a cluster "
+        "secret the user name is enough)",
+    )
+
+
+def _client(args: argparse.Namespace) -> ChatClient:
+    return ChatClient(
+        parse_servers(args.server),
+        token=args.token or args.user,
+        settings=ClientSettings(client_name=f"meshchat-{args.command}"),
+    )
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def format_time(time_ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(time_ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_message(message: Message, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "id": message.id,
+                "room": message.room,
+                "sender": message.sender,
+                "time": format_time(message.time_ms),
+                "body": message.body,
+            },
+            ensure_ascii=False,
+        )
+    moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} {message.sender}: {message.body}"
+
+
+def run_token(args: argparse.Namespace) -> int:
+    token = issue_token(
+        load_secret(args.secret_file), args.user, parse_duration(args.ttl), time.time()
+    )
+    _write(token)
+    return 0
+
+
+async def run_send(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        if args.text != "-":
+            sent = await client.send(args.room, args.text)
+            _write(sent.id)
+            return 0
+        window: collections.deque[asyncio.Task[object]] = collections.deque()
+        try:
+            for line in sys.stdin:
+                text = line.rstrip("\n")
+                if not text:
+                    continue
+                window.append(asyncio.ensure_future(client.send(args.room, text)))
+                while len(window) >= SEND_WINDOW or (window and window[0].done()):
+                    _write((await window.popleft()).id)  # type: ignore[attr-defined]
+            while window:
+                _write((await window.popleft()).id)  # type: ignore[attr-defined]
+        finally:
+            for task in window:
+                task.cancel()
+    return 0
+
+
+async def run_history(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    async with _client(args) as client:
+        collected: list[Message] = []
+        before, after = args.before, args.after
+        # Pages of at most the protocol's limit, walked until enough messages are in hand.
+        while len(collected) < args.limit:
+            want = min(HISTORY_LIMIT_MAX, args.limit - len(collected))
+            page = await client.history(args.room, before=before, after=after, limit=want)
+            if after is not None:
+                collected.extend(page.messages)
+                after = page.cursor
+            else:
+                collected[:0] = page.messages
+                before = page.cursor
+            if page.cursor is None:
+                break
+    for message in collected:
+        _write(format_message(message, args.json))
+    return 0
+
+
+async def run_tail(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.join(args.room, since=args.since)
+        async for event in client.events():
+            if isinstance(event, MessageEvent):
+                _write(format_message(event.message, args.json))
+                sys.stdout.flush()
+    return 0
+
+
+def report_node_error(command: str, error: NodeError) -> str:
+    return f"meshchat {command}: {error.code}: {error.message}"
