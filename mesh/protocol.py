@@ -16,7 +16,7 @@ from router.message_ids import MESSAGE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 0
+PROTOCOL_MINOR: Final = 1
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200

@@ -4,15 +4,16 @@ Nodes are started through the `meshchat` command line, as an operator would; eve
 process a test starts is stopped by the fixture that made it, whatever the outcome.
 """
 
+import asyncio
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mesh import runtime
 from mesh.cli import fetch_status
@@ -72,6 +73,7 @@ class NodeProcess:
     seeds: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=lambda: list(FAST_TIMING))
     process: subprocess.Popen[bytes] | None = None
+    preexec: Callable[[], None] | None = None  # runs in the child before exec (rlimits)
 
     @property
     def peer_address(self) -> str:
@@ -104,7 +106,11 @@ class NodeProcess:
         assert self.process is None or self.process.poll() is not None
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=self.preexec,  # noqa: PLW1509 - only sets resource limits
         )
         log.close()
         return self
@@ -133,8 +139,25 @@ class NodeProcess:
         except (OSError, TimeoutError):
             return None
 
+    def accepts_clients(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.client_port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def run_async(scenario: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
+    """Run a test's async scenario with a deadline."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout_s):
+            return await scenario
+
+    return asyncio.run(bounded())
 
 
 class Cluster:
@@ -144,7 +167,13 @@ class Cluster:
         self.root = root
         self.nodes: dict[str, NodeProcess] = {}
 
-    def add(self, node_id: str, seeds: list[str] | None = None, **extra: object) -> NodeProcess:
+    def add(
+        self,
+        node_id: str,
+        seeds: list[str] | None = None,
+        options: list[str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> NodeProcess:
         peer_port, client_port = free_ports(2)
         node = NodeProcess(
             node_id,
@@ -153,7 +182,8 @@ class Cluster:
             data_dir=self.root / node_id,
             log_path=self.root / f"{node_id}.log",
             seeds=list(seeds or []),
-            **extra,  # type: ignore[arg-type]
+            extra=[*FAST_TIMING, *(options or [])],
+            preexec=preexec,
         )
         self.nodes[node_id] = node
         return node

@@ -16,6 +16,7 @@ from peers.wire import (
     decode_peer_message,
     encode_peer_message,
 )
+from router.message_ids import MessageId
 from tests.strategies import member_records
 
 heartbeats = st.builds(
@@ -61,6 +62,15 @@ def test_a_wrong_message_type_is_rejected() -> None:
         decode_peer_message(msgspec.msgpack.encode({"type": "launch-missiles"}))
 
 
+rooms = st.from_regex(r"\A[A-Za-z0-9_.#-]{1,64}\Z")
+message_ids = st.builds(
+    lambda t, c, n: str(MessageId(t, c, n)),
+    st.integers(0, 2**48 - 1),
+    st.integers(0, 2**16 - 1),
+    st.from_regex(r"\A[a-z0-9]{1,8}\Z"),
+)
+request_ids = st.integers(0, 2**63 - 1)
+texts = st.text(max_size=100)
 hellos = st.builds(
     protocol.Hello,
     versions=st.lists(st.integers(0, 100), min_size=1, max_size=16),
@@ -68,12 +78,97 @@ hellos = st.builds(
     client=st.text(max_size=64),
     token=st.text(max_size=200),
 )
-status_requests = st.builds(protocol.StatusRequest, request_id=st.integers(0, 2**63 - 1))
+client_messages = st.one_of(
+    hellos,
+    st.builds(protocol.Join, request_id=request_ids, room=rooms, since=st.none() | message_ids),
+    st.builds(protocol.LeaveRoom, request_id=request_ids, room=rooms),
+    st.builds(
+        protocol.Send,
+        request_id=request_ids,
+        room=rooms,
+        client_msg_id=st.text(min_size=1, max_size=64),
+        body=texts,
+    ),
+    st.builds(
+        protocol.History,
+        request_id=request_ids,
+        room=rooms,
+        before=st.none() | message_ids,
+        after=st.none() | message_ids,
+        limit=st.integers(1, protocol.HISTORY_LIMIT_MAX),
+    ),
+    st.builds(protocol.ListRooms, request_id=request_ids),
+    st.builds(protocol.Who, request_id=request_ids, room=rooms),
+    st.builds(protocol.Typing, request_id=request_ids, room=rooms),
+    st.builds(protocol.Ping, request_id=request_ids),
+    st.builds(protocol.StatusRequest, request_id=request_ids),
+)
+wire_messages = st.builds(
+    protocol.Message,
+    id=message_ids,
+    room=rooms,
+    sender=texts,
+    time_ms=st.integers(0, 2**48),
+    body=texts,
+    client_msg_id=texts,
+)
+node_messages = st.one_of(
+    st.builds(
+        protocol.Welcome,
+        version=st.integers(0, 9),
+        minor=st.integers(0, 9),
+        node=texts,
+        user=texts,
+        limits=st.dictionaries(texts, st.floats(allow_nan=False)),
+    ),
+    st.builds(
+        protocol.ErrorReply,
+        code=st.sampled_from(ErrorCode),
+        message=texts,
+        request_id=st.none() | request_ids,
+        retry_after_s=st.none() | st.floats(0, 100),
+    ),
+    st.builds(
+        protocol.Joined,
+        request_id=request_ids,
+        room=rooms,
+        members=st.lists(texts),
+        head=st.none() | message_ids,
+    ),
+    st.builds(
+        protocol.Sent,
+        request_id=request_ids,
+        id=message_ids,
+        time_ms=st.integers(0, 2**63 - 1),
+        duplicate=st.booleans(),
+    ),
+    st.builds(
+        protocol.HistoryPage,
+        request_id=request_ids,
+        room=rooms,
+        messages=st.lists(wire_messages, max_size=5),
+        cursor=st.none() | message_ids,
+    ),
+    st.builds(protocol.RoomList, request_id=request_ids, rooms=st.lists(rooms)),
+    st.builds(protocol.Members, request_id=request_ids, room=rooms, users=st.lists(texts)),
+    st.builds(protocol.Ok, request_id=request_ids),
+    st.builds(protocol.Pong, request_id=request_ids, time_ms=st.integers(0)),
+    st.builds(protocol.MessageEvent, message=wire_messages),
+    st.builds(
+        protocol.PresenceEvent, room=rooms, user=texts, state=st.sampled_from(["joined", "left"])
+    ),
+    st.builds(protocol.TypingEvent, room=rooms, user=texts),
+)
 
 
-@given(st.one_of(hellos, status_requests))
+@given(client_messages)
 def test_client_messages_round_trip(message: protocol.ClientMessage) -> None:
     assert protocol.decode_client_message(protocol.encode(message)) == message
+
+
+@given(node_messages)
+def test_node_messages_round_trip(message: protocol.NodeMessage) -> None:
+    assert protocol.decode_node_message(protocol.encode(message)) == message
 
 
 @given(st.binary(max_size=512))
@@ -83,7 +178,19 @@ def test_arbitrary_client_bytes_raise_protocol_error_only(payload: bytes) -> Non
     except ProtocolError as error:
         assert error.code is ErrorCode.BAD_REQUEST
         return
-    assert isinstance(message, protocol.Hello | protocol.StatusRequest)
+    assert isinstance(
+        message,
+        protocol.Hello
+        | protocol.Join
+        | protocol.LeaveRoom
+        | protocol.Send
+        | protocol.History
+        | protocol.ListRooms
+        | protocol.Who
+        | protocol.Typing
+        | protocol.Ping
+        | protocol.StatusRequest,
+    )
 
 
 def test_a_newer_client_with_unknown_fields_still_decodes() -> None:

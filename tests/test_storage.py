@@ -1,0 +1,160 @@
+"""SQLite room logs: migrations, batched durable commits, idempotency, paging."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mesh.storage import (
+    DATABASE_FILE,
+    SCHEMA_VERSION,
+    Storage,
+    StorageError,
+    StoredMessage,
+    migrate,
+)
+from router.message_ids import HybridClock
+
+
+def message(clock: HybridClock, room: str, n: int, sender: str = "ann") -> StoredMessage:
+    message_id = clock.next_id(1_000_000 + n)
+    return StoredMessage(str(message_id), room, sender, f"c{n}", message_id.time_ms, f"body {n}")
+
+
+async def opened(path: Path) -> Storage:
+    storage = Storage(path)
+    await storage.open()
+    return storage
+
+
+def test_a_new_database_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "db")
+    assert migrate(connection) == 0
+    assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert migrate(connection) == SCHEMA_VERSION  # a second run has nothing to do
+
+
+def test_a_database_from_a_newer_meshchat_is_refused(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / DATABASE_FILE)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+
+    async def scenario() -> None:
+        with pytest.raises(StorageError, match="newer"):
+            await opened(tmp_path)
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_sends_share_commits_and_keep_their_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1")
+        try:
+            written = [message(clock, "lobby", n) for n in range(2000)]
+            results = await asyncio.gather(*(storage.append(m) for m in written))
+            assert [r.message for r in results] == written
+            assert storage.stats.commits < len(written) / 10  # batched, not one per message
+            page, more = await storage.history("lobby", limit=200)
+            assert [m.id for m in page] == [m.id for m in written[-200:]]
+            assert more
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_same_sender_and_client_msg_id_store_one_message(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1")
+        try:
+            first = message(clock, "lobby", 1)
+            retry = StoredMessage(
+                str(clock.next_id(2_000_000)),
+                "lobby",
+                "ann",
+                first.client_msg_id,
+                2_000_000,
+                first.body,
+            )
+            # In one batch and across batches.
+            together = await asyncio.gather(storage.append(first), storage.append(retry))
+            later = await storage.append(retry)
+            assert [r.duplicate for r in together] == [False, True]
+            assert later.duplicate and later.message == first
+            assert together[1].message == first
+            other_user = StoredMessage(
+                str(clock.next_id(3_000_000)), "lobby", "bob", first.client_msg_id, 3_000_000, "x"
+            )
+            assert not (await storage.append(other_user)).duplicate
+            page, _ = await storage.history("lobby")
+            assert [m.sender for m in page] == ["ann", "bob"]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_pages_walk_back_and_forth_without_gaps(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1")
+        try:
+            written = [message(clock, "lobby", n) for n in range(123)]
+            written += [message(clock, "other", n) for n in range(5)]
+            await asyncio.gather(*(storage.append(m) for m in written))
+            lobby = [m.id for m in written if m.room == "lobby"]
+            seen: list[str] = []
+            before = None
+            while True:
+                page, more = await storage.history("lobby", before=before, limit=50)
+                seen[:0] = [m.id for m in page]
+                if not more:
+                    break
+                before = page[0].id
+            assert seen == lobby
+            forward: list[str] = []
+            after = lobby[9]
+            while True:
+                page, more = await storage.history("lobby", after=after, limit=50)
+                forward += [m.id for m in page]
+                if not more:
+                    break
+                after = page[-1].id
+            assert forward == lobby[10:]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_ids_continue_after_a_restart(tmp_path: Path) -> None:
+    async def scenario() -> str:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1", time_ms=9_000_000_000_000)  # a clock far ahead
+        try:
+            await storage.append(message(clock, "lobby", 1))
+        finally:
+            await storage.close()
+        reopened = await opened(tmp_path)
+        await reopened.close()
+        return reopened.highest_id
+
+    assert asyncio.run(scenario()).startswith(f"{9_000_000_000_000:012x}")
+
+
+def test_membership_is_kept(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            await storage.set_membership("ann", "b", joined=True, time_ms=1)
+            await storage.set_membership("ann", "a", joined=True, time_ms=2)
+            await storage.set_membership("ann", "b", joined=False, time_ms=3)
+            await storage.set_membership("bob", "c", joined=True, time_ms=4)
+            assert await storage.rooms_of("ann") == ["a"]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
