@@ -100,5 +100,5 @@ async def _read_reply(reader: asyncio.StreamReader) -> NodeMessage:
         raise ConnectionError("the node closed the connection")
     reply = protocol.decode_node_message(payload)
     if isinstance(reply, ErrorReply):
-        raise NodeError(reply.code, reply.message)
+        raise NodeError(reply.code, reply.message, reply.retry_after_s)
     return reply
