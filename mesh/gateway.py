@@ -116,6 +116,10 @@ class Gateway:
                 await self._run_session(session, reader, writer, peer)
         except (ConnectionError, TimeoutError) as error:
             log.info("client %s: connection ended: %r", peer, error)
+        except asyncio.CancelledError:
+            # Only close_sessions() cancels a session, at shutdown; asyncio's stream server
+            # would report a cancelled handler as an error, so end it as a normal return.
+            log.debug("client %s: session closed by shutdown", peer)
         finally:
             self._connections.discard(task)
             await _close(writer)
