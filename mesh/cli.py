@@ -38,30 +38,25 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
+_TIMING_OPTIONS = (
+    # (option, field, help)
+    ("--heartbeat-interval", "heartbeat_interval_s", "seconds between heartbeats"),
+    ("--suspect-after", "suspect_after_s", "silence before a peer is suspect"),
+    ("--dead-after", "dead_after_s", "silence before a peer is dead"),
+)
+
+
 def _add_membership_options(parser: argparse.ArgumentParser) -> None:
     defaults = MembershipConfig()
     group = parser.add_argument_group("membership timing")
-    group.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        metavar="S",
-        default=defaults.heartbeat_interval_s,
-        help="seconds between heartbeats (default %(default)s)",
-    )
-    group.add_argument(
-        "--suspect-after",
-        type=float,
-        metavar="S",
-        default=defaults.suspect_after_s,
-        help="silence before a peer is suspect (default %(default)s)",
-    )
-    group.add_argument(
-        "--dead-after",
-        type=float,
-        metavar="S",
-        default=defaults.dead_after_s,
-        help="silence before a peer is dead (default %(default)s)",
-    )
+    for option, name, text in _TIMING_OPTIONS:
+        group.add_argument(
+            option,
+            type=float,
+            metavar="S",
+            default=getattr(defaults, name),
+            help=f"{text} (default %(default)s)",
+        )
 
 
 _LIMIT_OPTIONS = (

@@ -203,21 +203,7 @@ Reply = (
     | StatusReply
 )
 Event = MessageEvent | PresenceEvent | TypingEvent
-NodeMessage = (
-    Welcome
-    | ErrorReply
-    | Joined
-    | Sent
-    | HistoryPage
-    | RoomList
-    | Members
-    | Ok
-    | Pong
-    | StatusReply
-    | MessageEvent
-    | PresenceEvent
-    | TypingEvent
-)
+NodeMessage = Reply | Event
 
 
 # ---- codecs ----

@@ -69,5 +69,4 @@ class HybridClock:
 
     def observe(self, seen: MessageId) -> None:
         """Move past an id made elsewhere or earlier, so every later id sorts after it."""
-        if (seen.time_ms, seen.counter) > (self.time_ms, self.counter):
-            self.time_ms, self.counter = seen.time_ms, seen.counter
+        self.time_ms, self.counter = max((self.time_ms, self.counter), (seen.time_ms, seen.counter))

@@ -204,6 +204,13 @@ class Cluster:
             for member in reply.members
         }
 
+    def wait_sees(self, observer: str, member: str, state: str, timeout_s: float = 5.0) -> None:
+        wait_for(
+            lambda: (self.states(observer) or {}).get(member, ("?",))[0] == state,
+            timeout_s,
+            self.describe,
+        )
+
     def describe(self) -> str:
         lines = []
         for node_id, node in self.nodes.items():

@@ -50,11 +50,7 @@ TRUNCATED_HELLO = encode_frame(
 def two_nodes(cluster: Cluster) -> Cluster:
     first = cluster.add("n1").start()
     cluster.add("n2", seeds=[first.peer_address]).start()
-    wait_for(
-        lambda: (cluster.states("n1") or {}).get("n2", ("?",))[0] == "alive",
-        5.0,
-        cluster.describe,
-    )
+    cluster.wait_sees("n1", "n2", "alive")
     return cluster
 
 

@@ -63,11 +63,7 @@ def test_an_unreachable_seed_is_retried_while_the_node_serves_alone(cluster: Clu
 def test_status_prints_the_membership_as_json_and_as_a_table(cluster: Cluster) -> None:
     first = cluster.add("n1").start()
     cluster.add("n2", seeds=[first.peer_address]).start()
-    wait_for(
-        lambda: (cluster.states("n1") or {}).get("n2", ("?",))[0] == "alive",
-        5.0,
-        cluster.describe,
-    )
+    cluster.wait_sees("n1", "n2", "alive")
     result = run_cli("status", "--server", first.client_address, "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
