@@ -204,7 +204,7 @@ class Node:
             try:
                 message = decode_peer_message(frame)
             except PeerDecodeError as error:
-                self._reject(f"from {sender_id!r}: {error}")
+                self._reject(f"from {sender_id[:64]!r}: {error}")
                 continue
             if message.sender.id != sender_id:
                 self._reject(f"routing id {sender_id!r} sent a message as {message.sender.id!r}")
