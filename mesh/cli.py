@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_chat.run_token(args)
             case "send" | "history" | "tail":
                 return _run_client_command(args)
+            case "chat":
+                logging.basicConfig(level=logging.CRITICAL)  # the screen is the chat's
+                return cli_chat.run_chat(args)
     except ValueError as error:
         return _fail(args.command, str(error), EXIT_USAGE)
     except OSError as error:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from mesh import runtime
 from mesh.auth import issue_token, load_secret, parse_duration
 from mesh.client import ChatClient, ClientSettings
 from mesh.connection import NodeError, parse_servers
@@ -44,6 +45,21 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     tail.add_argument("room")
     tail.add_argument("--since", metavar="ID", help="first every message after this id")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    chat = commands.add_parser("chat", help="the terminal chat tool")
+    _add_client_options(chat)
+    chat.add_argument(
+        "--room",
+        action="append",
+        default=[],
+        metavar="ROOM",
+        help="a room to join at start (repeatable; default lobby)",
+    )
+    chat.add_argument(
+        "--plain",
+        action="store_true",
+        help="line mode: stdin lines are sent, messages printed one per line",
+    )
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +172,18 @@ async def run_tail(args: argparse.Namespace) -> int:
             if isinstance(event, MessageEvent):
                 _write(format_message(event.message, args.json))
                 sys.stdout.flush()
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    rooms = args.room or ["lobby"]
+    if args.plain:
+        from tools.chat_plain import run_plain  # noqa: PLC0415 - only the chat tool needs it
+
+        return runtime.run(run_plain(_client(args), rooms))
+    from tools.chat_app import ChatApp  # noqa: PLC0415 - Textual loads only for the chat tool
+
+    ChatApp(_client(args), args.user, rooms).run()
     return 0
 
 

@@ -1,0 +1,183 @@
+"""The full-screen chat tool, driven headless through Textual's pilot against a real node."""
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.chat_helpers import client_for
+from tests.processes import Cluster, NodeProcess, run_async, wait_for
+from tools.chat_app import ChatApp, ChatInput, MessagePane
+from tools.chat_state import Delivery
+
+pytestmark = pytest.mark.processes
+
+FAST_SENDS = ["--sends-per-s", "100000", "--send-burst", "100000"]
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> NodeProcess:
+    node = cluster.add("n1", options=FAST_SENDS).start()
+    wait_for(node.accepts_clients, 10.0, node.log)
+    return node
+
+
+async def until(
+    pilot: Pilot[None], condition: Callable[[], object], timeout_s: float = 10.0, what: str = ""
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            app = pilot.app
+            assert isinstance(app, ChatApp)
+            raise AssertionError(f"not within {timeout_s}s: {what}\nscreen:\n{app.shown_text}")
+        await pilot.pause(0.05)
+
+
+async def type_line(pilot: Pilot[None], text: str) -> None:
+    chat_input = pilot.app.query_one(ChatInput)
+    chat_input.value = text
+    chat_input.cursor_position = len(text)
+    await pilot.press("enter")
+
+
+def joined(app: ChatApp, room: str) -> bool:
+    view = app.state.rooms.get(room)
+    return view is not None and bool(view.members)
+
+
+def app_for(node: NodeProcess, rooms: list[str]) -> ChatApp:
+    return ChatApp(client_for(node, user="ann"), "ann", rooms)
+
+
+def test_join_send_receive_and_unread_counts(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        app = app_for(node, ["lobby", "random"])
+        async with app.run_test(size=(110, 30)) as pilot, client_for(node, user="bob") as bob:
+            await until(
+                pilot,
+                lambda: (
+                    app.client.connected
+                    and "random" in app.state.rooms
+                    and app.state.rooms["random"].members
+                ),
+                what="joined both rooms",
+            )
+            await type_line(pilot, "hello from ann")
+            await until(
+                pilot,
+                lambda: "ann: hello from ann" in app.shown_text and "sending" not in app.shown_text,
+                what="own message confirmed",
+            )
+            await bob.send("lobby", "hi ann")
+            await until(pilot, lambda: "bob: hi ann" in app.shown_text, what="bob's message")
+            await bob.send("random", "over here")
+            await until(pilot, lambda: app.state.rooms["random"].unread == 1, what="unread")
+            assert "random (1)" in str(app.query_one("#rooms").render())
+            await pilot.press("ctrl+n")
+            assert app.state.current == "random"
+            assert "bob: over here" in app.shown_text
+            assert app.state.rooms["random"].unread == 0
+            await pilot.press("alt+1")
+            assert app.state.current == "lobby"
+
+    run_async(scenario())
+
+
+def test_scrolling_to_the_top_loads_older_pages_without_jumping(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        async with client_for(node, user="bob") as bob:
+            for n in range(130):
+                await bob.send("lobby", f"old {n:03d}")
+        app = app_for(node, ["lobby"])
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: "old 129" in app.shown_text, what="the newest page")
+            assert "old 079" not in app.shown_text  # only the newest 50 at first
+            pane = app.query_one(MessagePane)
+            pane.scroll_home(animate=False)
+            await until(pilot, lambda: "old 079" in app.shown_text, what="an older page")
+            # The view moved down by what was added above it: still reading the same lines.
+            await until(pilot, lambda: pane.scroll_y > 10, what="scroll kept in place")
+            pane.scroll_home(animate=False)
+            await until(pilot, lambda: "old 000" in app.shown_text, what="the room's start")
+            await until(pilot, lambda: app.state.rooms["lobby"].history_exhausted)
+            assert app.shown_text.count("old 050") == 1
+
+    run_async(scenario())
+
+
+def test_commands_completion_and_recall(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        app = app_for(node, ["lobby"])
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: joined(app, "lobby"), what="joined")
+            chat_input = app.query_one(ChatInput)
+            chat_input.value = "/wh"
+            await pilot.press("tab")
+            assert chat_input.value == "/who "
+            await pilot.press("enter")
+            await until(pilot, lambda: "in lobby: ann" in app.shown_text, what="/who output")
+            await type_line(pilot, "/join kitchen")
+            await until(
+                pilot,
+                lambda: app.state.current == "kitchen" and joined(app, "kitchen"),
+                what="/join",
+            )
+            await type_line(pilot, "/me waves")
+            await until(pilot, lambda: "* ann waves" in app.shown_text, what="/me")
+            await type_line(pilot, "/rooms")
+            await until(pilot, lambda: "your rooms: kitchen, lobby" in app.shown_text)
+            await type_line(pilot, "/help")
+            await until(pilot, lambda: "/history N" in app.shown_text, what="/help")
+            await type_line(pilot, "/nonsense")
+            await until(pilot, lambda: "not a command: /nonsense" in app.shown_text)
+            await pilot.press("up")
+            assert chat_input.value == "/me waves"
+            await type_line(pilot, "/leave")
+            await until(pilot, lambda: "kitchen" not in app.state.rooms, what="/leave")
+            assert app.state.current == "lobby"
+
+    run_async(scenario())
+
+
+def test_a_node_killed_and_restarted_under_the_app_loses_and_doubles_nothing(
+    node: NodeProcess,
+) -> None:
+    async def scenario() -> None:
+        app = app_for(node, ["lobby"])
+        bob = client_for(node, user="bob")
+        async with app.run_test(size=(100, 40)) as pilot, bob:
+            await until(pilot, lambda: app.client.connected and joined(app, "lobby"))
+            for n in range(5):
+                await bob.send("lobby", f"bob before {n}")
+            node.signal(signal.SIGKILL)
+            await until(pilot, lambda: app.connection == "disconnected", what="noticed the kill")
+            # Typed while the node is down: shown as pending.
+            await type_line(pilot, "ann during the outage")
+            assert any(
+                line.delivery is Delivery.PENDING
+                for line in app.state.rooms["lobby"].lines.values()
+            )
+            node.process.wait(timeout=5)  # type: ignore[union-attr]
+            node.start()
+            for n in range(5):
+                await bob.send("lobby", f"bob after {n}")
+            expected = [f"bob before {n}" for n in range(5)] + [f"bob after {n}" for n in range(5)]
+            await until(
+                pilot,
+                lambda: (
+                    all(body in app.shown_text for body in expected)
+                    and "ann: ann during the outage" in app.shown_text
+                    and "sending" not in app.shown_text
+                ),
+                timeout_s=20,
+                what="everything after the restart",
+            )
+            for body in [*expected, "ann during the outage"]:
+                assert app.shown_text.count(f": {body}") == 1, body
+            assert "resumed" in app.shown_text
+
+    run_async(scenario(), timeout_s=60)

@@ -1,0 +1,128 @@
+"""The chat tool's state, driven directly: ordering, unread counts, pending sends, completion."""
+
+from mesh.protocol import Message
+from tools.chat_render import NEW_MESSAGES_MARKER, room_text
+from tools.chat_state import ChatState, Command, Delivery, colour_of, parse_command
+
+
+def message(n: int, room: str = "lobby", sender: str = "bob", client_msg_id: str = "") -> Message:
+    return Message(
+        id=f"{n:016x}.n1",
+        room=room,
+        sender=sender,
+        time_ms=n,
+        body=f"m{n}",
+        client_msg_id=client_msg_id or f"c{n}",
+    )
+
+
+def bodies(state: ChatState, room: str = "lobby") -> list[str]:
+    return [line.body for line in state.rooms[room].lines.values()]
+
+
+def test_messages_are_shown_in_id_order_once() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    for n in (3, 1, 2, 3, 1):
+        state.add_message(message(n))
+    assert bodies(state) == ["m1", "m2", "m3"]
+
+
+def test_unread_counts_grow_elsewhere_and_clear_on_switch_with_a_marker() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.open_room("random")
+    state.add_message(message(1, room="random"))
+    state.add_message(message(2, room="random"))
+    state.add_message(message(3, room="lobby"))
+    assert (state.rooms["random"].unread, state.rooms["lobby"].unread) == (2, 0)
+    state.leave_view()
+    state.switch_to("random")
+    assert state.rooms["random"].unread == 0
+    shown = room_text(state.rooms["random"]).plain.splitlines()
+    assert shown[0] == NEW_MESSAGES_MARKER
+    # Our own messages never count as unread.
+    state.add_message(message(4, room="lobby", sender="ann"))
+    assert state.rooms["lobby"].unread == 0
+
+
+def test_a_pending_send_is_replaced_by_its_stored_message() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.add_pending("lobby", "c9", "hello", now_ms=100)
+    (pending,) = state.rooms["lobby"].lines.values()
+    assert pending.delivery is Delivery.PENDING
+    # The echo may come before or after the acknowledgement; either way, one line.
+    state.add_message(message(9, sender="ann", client_msg_id="c9"))
+    state.confirm("c9", message(9, sender="ann", client_msg_id="c9"))
+    assert [line.delivery for line in state.rooms["lobby"].lines.values()] == [Delivery.CONFIRMED]
+
+
+def test_a_failed_send_stays_visible_with_its_error() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.add_pending("lobby", "c1", "too long", now_ms=1)
+    state.fail("c1", "too_large: body of 20000 bytes")
+    (line,) = state.rooms["lobby"].lines.values()
+    assert line.delivery is Delivery.FAILED and "too_large" in line.error
+    assert "not sent: too_large" in room_text(state.rooms["lobby"]).plain
+
+
+def test_history_pages_prepend_and_know_when_the_room_begins() -> None:
+    state = ChatState("ann")
+    state.add_message(message(10))
+    assert state.add_history("lobby", [message(8), message(9)], more=True) == 2
+    assert state.rooms["lobby"].oldest_loaded == message(8).id
+    assert state.add_history("lobby", [message(7)], more=False) == 1
+    assert state.rooms["lobby"].history_exhausted
+    assert bodies(state) == ["m7", "m8", "m9", "m10"]
+
+
+def test_rooms_switch_forward_backward_and_by_number() -> None:
+    state = ChatState("ann")
+    for name in ("a", "b", "c"):
+        state.open_room(name)
+    assert state.current == "a"
+    assert state.step(1) == "b" and state.step(1) == "c" and state.step(1) == "a"
+    assert state.step(-1) == "c"
+    assert state.jump(2) == "b" and state.jump(9) is None
+    state.close_room("b")
+    assert state.current == "c"
+
+
+def test_tab_completes_commands_rooms_and_members() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.open_room("lounge")
+    state.set_members("lobby", ["ann", "bob", "bernard"])
+    assert state.complete("/jo") == "/join "
+    assert state.complete("/join lou") == "/join lounge "
+    assert state.complete("/join lo") == "/join lo"  # ambiguous: lobby, lounge
+    assert state.complete("/h") == "/h"  # help and history share only "h"
+    assert state.complete("/he") == "/help "
+    assert state.complete("bo") == "bob: "
+    assert state.complete("hi be") == "hi bernard "
+    assert state.complete("b") == "b"  # bob and bernard
+
+
+def test_typing_shows_for_a_while_and_never_for_ourselves() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.typing("lobby", "bob", now_s=10.0)
+    state.typing("lobby", "ann", now_s=10.0)
+    assert state.typing_line(11.0) == "bob is typing…"
+    state.typing("lobby", "cy", now_s=11.0)
+    assert state.typing_line(12.0) == "bob and cy are typing…"
+    assert state.typing_line(20.0) == ""
+
+
+def test_commands_parse_and_double_slash_escapes() -> None:
+    assert parse_command("/join lobby") == Command("join", "lobby")
+    assert parse_command("/ME  waves ") == Command("me", "waves")
+    assert parse_command("hello") is None
+    assert parse_command("//not a command") is None
+
+
+def test_a_user_has_the_same_colour_everywhere() -> None:
+    assert colour_of("ann") == colour_of("ann")
+    assert len({colour_of(name) for name in ("ann", "bob", "cy", "dee", "eve", "fay")}) > 1

@@ -1,0 +1,1 @@
+"""Tools built on the client library: the terminal chat tool."""

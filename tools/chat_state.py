@@ -1,0 +1,310 @@
+"""What the chat tool shows, as plain data: rooms, their messages, unread counts, pending sends.
+
+The Textual app (chat_app.py) and the line mode (chat_plain.py) both render this state;
+neither decides anything about it. It takes events (a message arrived, a send was
+acknowledged, the user switched rooms) and the current time, and is tested without a
+terminal.
+"""
+
+import enum
+import zlib
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+from mesh.protocol import Message
+
+# Messages kept per room in memory; older ones are dropped from view (history reloads them).
+ROOM_MESSAGES_MAX = 5000
+# How long "x is typing" shows after the last typing event.
+TYPING_SHOWN_S = 4.0
+ACTION_PREFIX = "/me "
+
+USER_COLOURS = (
+    "bright_cyan",
+    "bright_green",
+    "bright_magenta",
+    "bright_yellow",
+    "bright_blue",
+    "bright_red",
+    "cyan",
+    "green",
+    "magenta",
+    "yellow",
+    "blue",
+    "red",
+)
+
+
+def colour_of(user: str) -> str:
+    """A colour per user, the same in every session and on every machine."""
+    return USER_COLOURS[zlib.crc32(user.encode()) % len(USER_COLOURS)]
+
+
+class Delivery(enum.Enum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of a room's view: a message, one of our sends, or a notice."""
+
+    key: str  # a message id; "~<client_msg_id>" for a pending send; "!<n>" for a notice
+    sender: str
+    time_ms: int
+    body: str
+    delivery: Delivery = Delivery.CONFIRMED
+    error: str = ""
+    notice: bool = False
+
+    @property
+    def is_action(self) -> bool:
+        return self.body.startswith(ACTION_PREFIX)
+
+
+@dataclass
+class RoomView:
+    name: str
+    lines: "SortedDict[str, Line]" = field(default_factory=SortedDict)
+    unread: int = 0
+    first_unread: str | None = None  # where the "new messages" marker goes
+    members: list[str] = field(default_factory=list)
+    typing: dict[str, float] = field(default_factory=dict)  # user -> shown until
+    oldest_loaded: str | None = None
+    history_exhausted: bool = False
+
+
+class ChatState:
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.rooms: dict[str, RoomView] = {}
+        self.current: str | None = None
+        self._pending: dict[str, tuple[str, str]] = {}  # client_msg_id -> (room, line key)
+        self._notices = 0
+        self.sent_lines: list[str] = []  # what the user typed, for Up/Down recall
+
+    # ---- rooms ----
+
+    def open_room(self, name: str) -> RoomView:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = RoomView(name)
+        if self.current is None:
+            self.current = name
+        return room
+
+    def close_room(self, name: str) -> None:
+        names = list(self.rooms)
+        if name not in self.rooms:
+            return
+        index = names.index(name)
+        del self.rooms[name]
+        if self.current == name:
+            rest = list(self.rooms)
+            self.current = rest[min(index, len(rest) - 1)] if rest else None
+
+    def switch_to(self, name: str) -> None:
+        assert name in self.rooms, name
+        self.current = name
+        room = self.rooms[name]
+        room.unread = 0
+        # The marker stays until the user leaves the room again; it is cleared on arrival
+        # elsewhere so the next visit starts fresh.
+
+    def leave_view(self) -> None:
+        """The user looks away from the current room: unread counting starts from now."""
+        if self.current is not None:
+            self.rooms[self.current].first_unread = None
+
+    def step(self, offset: int) -> str | None:
+        names = list(self.rooms)
+        if not names:
+            return None
+        index = names.index(self.current) if self.current in names else 0
+        target = names[(index + offset) % len(names)]
+        self.leave_view()
+        self.switch_to(target)
+        return target
+
+    def jump(self, position: int) -> str | None:
+        names = list(self.rooms)
+        if not 1 <= position <= len(names):
+            return None
+        self.leave_view()
+        self.switch_to(names[position - 1])
+        return names[position - 1]
+
+    # ---- messages ----
+
+    def add_message(self, message: Message) -> bool:
+        """A stored message arrived (live, replayed or from history); False if already shown."""
+        room = self.open_room(message.room)
+        if message.id in room.lines:
+            return False
+        pending = (
+            self._pending.pop(message.client_msg_id, None) if message.sender == self.user else None
+        )
+        if pending is not None:
+            room.lines.pop(pending[1], None)
+        room.lines[message.id] = Line(message.id, message.sender, message.time_ms, message.body)
+        if message.sender != self.user and message.room != self.current and pending is None:
+            room.unread += 1
+            if room.first_unread is None or message.id < room.first_unread:
+                room.first_unread = message.id
+        if room.oldest_loaded is None or message.id < room.oldest_loaded:
+            room.oldest_loaded = message.id
+        self._trim(room)
+        return True
+
+    def add_history(self, room_name: str, messages: list[Message], more: bool) -> int:
+        """An older page arrived; returns how many lines it added above the view."""
+        room = self.open_room(room_name)
+        added = 0
+        for message in messages:
+            if message.id not in room.lines:
+                room.lines[message.id] = Line(
+                    message.id, message.sender, message.time_ms, message.body
+                )
+                added += 1
+            if room.oldest_loaded is None or message.id < room.oldest_loaded:
+                room.oldest_loaded = message.id
+        if not more:
+            room.history_exhausted = True
+        return added
+
+    def add_pending(self, room_name: str, client_msg_id: str, body: str, now_ms: int) -> None:
+        room = self.open_room(room_name)
+        # Sorts after every stored id ("~" > hex digits), so pending lines sit at the bottom.
+        key = f"~{now_ms:016d}{client_msg_id}"
+        room.lines[key] = Line(key, self.user, now_ms, body, Delivery.PENDING)
+        self._pending[client_msg_id] = (room_name, key)
+        self.sent_lines.append(body)
+
+    def confirm(self, client_msg_id: str, message: Message) -> None:
+        """Our send was acknowledged: its line becomes the stored message."""
+        self.add_message(message)
+        self._pending.pop(client_msg_id, None)
+
+    def fail(self, client_msg_id: str, error: str) -> None:
+        pending = self._pending.pop(client_msg_id, None)
+        if pending is None:
+            return
+        room_name, key = pending
+        line = self.rooms[room_name].lines.get(key) if room_name in self.rooms else None
+        if line is not None:
+            line.delivery = Delivery.FAILED
+            line.error = error
+
+    def notice(self, room_name: str | None, text: str, now_ms: int) -> None:
+        """A line from the tool itself (joins, errors, command output)."""
+        target = room_name or self.current
+        if target is None:
+            return
+        room = self.open_room(target)
+        self._notices += 1
+        key = self._notice_key(room)
+        room.lines[key] = Line(key, "", now_ms, text, notice=True)
+        self._trim(room)
+
+    def _notice_key(self, room: RoomView) -> str:
+        # Right after the newest stored message, before pending sends.
+        stored = [k for k in reversed(room.lines.keys()) if not k.startswith("~")]
+        base = stored[0] if stored else ""
+        return f"{base}!{self._notices:08d}"
+
+    def _trim(self, room: RoomView) -> None:
+        while len(room.lines) > ROOM_MESSAGES_MAX:
+            room.lines.popitem(0)
+            room.history_exhausted = False
+        if room.lines:
+            first = room.lines.keys()[0]
+            room.oldest_loaded = first if not first.startswith(("~", "!")) else room.oldest_loaded
+
+    # ---- presence and typing ----
+
+    def set_members(self, room_name: str, members: list[str]) -> None:
+        self.open_room(room_name).members = sorted(set(members))
+
+    def presence(self, room_name: str, user: str, joined: bool, now_ms: int) -> None:
+        room = self.open_room(room_name)
+        members = set(room.members)
+        (members.add if joined else members.discard)(user)
+        room.members = sorted(members)
+        room.typing.pop(user, None)
+        self.notice(room_name, f"{user} {'joined' if joined else 'left'}", now_ms)
+
+    def typing(self, room_name: str, user: str, now_s: float) -> None:
+        if user != self.user:
+            self.open_room(room_name).typing[user] = now_s + TYPING_SHOWN_S
+
+    def typing_line(self, now_s: float) -> str:
+        if self.current is None:
+            return ""
+        room = self.rooms[self.current]
+        typists = sorted(user for user, until in room.typing.items() if until > now_s)
+        if not typists:
+            return ""
+        if len(typists) == 1:
+            return f"{typists[0]} is typing…"
+        if len(typists) <= 3:
+            return f"{', '.join(typists[:-1])} and {typists[-1]} are typing…"
+        return "several people are typing…"
+
+    # ---- completion ----
+
+    def complete(self, text: str) -> str:
+        """Tab: complete the last word of `text` as a command, a room or a member."""
+        head, _, word = text.rpartition(" ")
+        if not word:
+            return text
+        if not head and word.startswith("/"):
+            candidates = [f"/{name}" for name in COMMANDS]
+        elif head in ("/join", "/leave"):
+            candidates = list(self.rooms)
+        else:
+            room = self.rooms.get(self.current or "")
+            candidates = room.members if room else []
+        matches = sorted(c for c in candidates if c.startswith(word) and c != word)
+        if not matches:
+            return text
+        completed = _common_prefix(matches) if len(matches) > 1 else matches[0]
+        suffix = " " if len(matches) == 1 else ""
+        if not head and len(matches) == 1 and not word.startswith("/"):
+            suffix = ": "  # a name at the start of a line addresses that person
+        return (f"{head} " if head else "") + completed + suffix
+
+
+def _common_prefix(words: list[str]) -> str:
+    first, last = min(words), max(words)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+COMMANDS = {
+    "join": "/join ROOM: enter a room",
+    "leave": "/leave [ROOM]: leave this or another room",
+    "me": "/me TEXT: say what you are doing",
+    "who": "/who: who is in this room",
+    "history": "/history N: load N older messages",
+    "rooms": "/rooms: your rooms",
+    "help": "/help: this list",
+    "quit": "/quit: leave the chat",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    argument: str
+
+
+def parse_command(text: str) -> Command | None:
+    """'/join lobby' as Command('join', 'lobby'); None for a plain message."""
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    name, _, argument = text[1:].partition(" ")
+    return Command(name.lower(), argument.strip())
