@@ -1,0 +1,161 @@
+"""The chat tool as a person and a script use it: in a real terminal (tmux), and through a pipe."""
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.processes import Cluster, NodeProcess, meshchat_command, wait_for
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> NodeProcess:
+    node = cluster.add("n1").start()
+    wait_for(node.accepts_clients, 10.0, node.log)
+    return node
+
+
+class Terminal:
+    """A tmux server of our own (its own socket), with one window running a command."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.socket = f"meshchat-test-{os.getpid()}-{time.monotonic_ns()}"
+        self._tmux("new-session", "-d", "-s", "chat", "-x", "110", "-y", "30", " ".join(command))
+
+    def _tmux(self, *arguments: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *arguments],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-t", "chat", "-p")
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "chat", "-l", text)
+        self._tmux("send-keys", "-t", "chat", "Enter")
+
+    def alive(self) -> bool:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, "has-session", "-t", "chat"],
+            capture_output=True,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def terminal(node: NodeProcess) -> Iterator[Terminal]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    session = Terminal(
+        [
+            *meshchat_command(),
+            "chat",
+            "--server",
+            node.client_address,
+            "--user",
+            "ann",
+            "--room",
+            "lobby",
+        ]
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def test_the_chat_tool_in_a_real_terminal(terminal: Terminal, node: NodeProcess) -> None:
+    wait_for(
+        lambda: "ann @ n1" in terminal.screen() and "connected" in terminal.screen(),
+        15.0,
+        terminal.screen,
+    )
+    terminal.type("hello from a real terminal")
+    wait_for(
+        lambda: (
+            "ann: hello from a real terminal" in terminal.screen()
+            and "sending" not in terminal.screen()
+        ),
+        10.0,
+        terminal.screen,
+    )
+    subprocess.run(
+        [
+            *meshchat_command(),
+            "send",
+            "--server",
+            node.client_address,
+            "--user",
+            "bob",
+            "lobby",
+            "hi ann, from the shell",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=20,
+    )
+    wait_for(lambda: "bob: hi ann, from the shell" in terminal.screen(), 10.0, terminal.screen)
+    terminal.type("/me waves")
+    wait_for(lambda: "* ann waves" in terminal.screen(), 10.0, terminal.screen)
+    terminal.type("/quit")
+    wait_for(lambda: not terminal.alive(), 10.0, terminal.screen)
+
+
+def test_plain_mode_through_a_pipe(node: NodeProcess) -> None:
+    subprocess.run(
+        [
+            *meshchat_command(),
+            "send",
+            "--server",
+            node.client_address,
+            "--user",
+            "bob",
+            "lobby",
+            "already here",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=20,
+    )
+    result = subprocess.run(
+        [
+            *meshchat_command(),
+            "chat",
+            "--plain",
+            "--server",
+            node.client_address,
+            "--user",
+            "ann",
+            "--room",
+            "lobby",
+        ],
+        input="hello\n/me waves\n/who\n//slash at the start\n/bogus\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "-- joined lobby"
+    shown = [line.split(" ", 2)[-1] if line.startswith("[lobby] ") else line for line in lines]
+    assert "bob: already here" in shown
+    assert "ann: hello" in shown
+    assert "* ann waves" in shown
+    assert "ann: /slash at the start" in shown
+    assert "-- in lobby: ann" in lines
+    assert any(line.startswith("! not a command: /bogus") for line in lines)
+    assert shown.count("ann: hello") == 1
