@@ -72,6 +72,13 @@ def test_join_send_receive_and_unread_counts(node: NodeProcess) -> None:
                 lambda: "ann: hello from ann" in app.shown_text and "sending" not in app.shown_text,
                 what="own message confirmed",
             )
+            await bob.join("lobby")
+            await until(pilot, lambda: "bob joined" in app.shown_text, what="join notice")
+            await bob.typing("lobby")
+            typing_line = app.query_one("#typing")
+            await until(
+                pilot, lambda: "bob is typing" in str(typing_line.render()), what="typing indicator"
+            )
             await bob.send("lobby", "hi ann")
             await until(pilot, lambda: "bob: hi ann" in app.shown_text, what="bob's message")
             await bob.send("random", "over here")
