@@ -79,9 +79,16 @@ class ChatService:
         self.messages_stored += 1
         message = result.message
         frame = _frame(protocol.MessageEvent(message=to_wire(message)))
-        for session in self.hub.sessions(message.room):
+        sessions = self.hub.sessions(message.room)
+        for session in sessions:
             session.deliver(message.room, frame, message.id)
-            self.messages_delivered += 1
+        self.messages_delivered += len(sessions)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "message stored and fanned out to %d session(s)",
+                len(sessions),
+                extra={"trace_id": message.id, "room": message.room, "sender": message.sender},
+            )
 
     # ---- rooms ----
 

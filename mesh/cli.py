@@ -74,6 +74,12 @@ _LIMIT_OPTIONS = (
 def _add_node_options(parser: argparse.ArgumentParser) -> None:
     _add_membership_options(parser)
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each (default text)",
+    )
+    parser.add_argument(
         "--secret-file",
         type=Path,
         metavar="FILE",
@@ -110,6 +116,7 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--suspect-after", str(args.suspect_after)),
         *("--dead-after", str(args.dead_after)),
         *("--log-level", args.log_level),
+        *("--log-format", args.log_format),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -137,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PEER_PORT",
         help="a node to join through (repeatable)",
     )
+    node.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP API)")
     node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     _add_node_options(node)
 
@@ -187,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
-    configure_logging(args.id, args.log_level)
+    configure_logging(args.id, args.log_level, args.log_format)
     for seed in args.seed:
         parse_servers(seed)  # raises ValueError for a malformed seed
     config = NodeConfig(
@@ -200,6 +208,7 @@ def _run_node(args: argparse.Namespace) -> int:
         membership=_membership_config(args),
         client_limits=_client_limits(args),
         secret=None if args.secret_file is None else load_secret(args.secret_file),
+        http_port=args.http_port,
     )
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -66,6 +66,7 @@ class NodeConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     secret: bytes | None = None
+    http_port: int | None = None  # None: no HTTP API
 
     @property
     def peer_address(self) -> str:

@@ -49,6 +49,7 @@ from mesh.storage import SendResult, StorageError, StorageOverloadedError
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[int], StatusReply]
+AckObserver = Callable[[float], None]  # seconds from receiving a send to acknowledging it
 # How long a closing session may take to flush its last frames (an error, say).
 CLOSE_FLUSH_TIMEOUT_S = 1.0
 
@@ -74,8 +75,11 @@ class Gateway:
         chat: ChatService,
         authenticator: Authenticator,
         status: StatusProvider,
+        *,
+        on_ack: AckObserver | None = None,
     ) -> None:
         self.node_id = node_id
+        self._on_ack = on_ack
         self.limits = limits
         self.chat = chat
         self.authenticator = authenticator
@@ -314,6 +318,7 @@ class Gateway:
             )
             return
         await session.wait_send_slot(self.limits.send_window_max)
+        received_at = time.perf_counter()
         try:
             future = self.chat.send(session.user, request.room, request.client_msg_id, request.body)
         except BaseException:
@@ -327,6 +332,8 @@ class Gateway:
             error = done.exception()
             if error is None:
                 result = done.result()
+                if self._on_ack is not None:
+                    self._on_ack(time.perf_counter() - received_at)
                 session.push(
                     _frame(
                         Sent(

@@ -24,14 +24,23 @@ class LocalNode:
     client_port: int
     peer_port: int
     data_dir: Path
+    http_port: int | None = None
 
 
 def plan_mesh(nodes: int, base_port: int, data: Path, host: str) -> list[LocalNode]:
-    """Node i (1-based) is n<i>: client port BASE+i-1, peer port BASE+100+i-1, DATA/n<i>."""
+    """Node i (1-based) is n<i>: client port BASE+i-1, peer port BASE+100+i-1, HTTP port
+    BASE+200+i-1, data dir DATA/n<i>."""
     if not 1 <= nodes <= 100:
         raise ValueError("--nodes must be 1 to 100: peer ports sit 100 above client ports")
     return [
-        LocalNode(f"n{i}", host, base_port + i - 1, base_port + 100 + i - 1, data / f"n{i}")
+        LocalNode(
+            f"n{i}",
+            host,
+            base_port + i - 1,
+            base_port + 100 + i - 1,
+            data / f"n{i}",
+            http_port=base_port + 200 + i - 1,
+        )
         for i in range(1, nodes + 1)
     ]
 
@@ -56,6 +65,8 @@ def node_command(node: LocalNode, mesh: list[LocalNode], extra: list[str]) -> li
     ]
     for seed in seeds:
         command += ["--seed", seed]
+    if node.http_port is not None:
+        command += ["--http-port", str(node.http_port)]
     return command + extra
 
 
@@ -76,7 +87,8 @@ def run_mesh(mesh: list[LocalNode], extra: list[str], out: Callable[[str], None]
         processes[node.node_id] = subprocess.Popen(node_command(node, mesh, extra))
         out(
             f"{node.node_id}  client {node.host}:{node.client_port}  "
-            f"peer {node.host}:{node.peer_port}  data {node.data_dir}"
+            f"peer {node.host}:{node.peer_port}  http http://{node.host}:{node.http_port}  "
+            f"data {node.data_dir}"
         )
     out(f"mesh of {len(mesh)} node(s) running; Ctrl-C stops it")
     exit_code = 0

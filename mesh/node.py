@@ -8,13 +8,16 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 import time
 
 from mesh.auth import Authenticator
 from mesh.chat import ChatService
 from mesh.config import NodeConfig
 from mesh.gateway import Gateway
+from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.identity import next_incarnation
+from mesh.metrics import NodeMetrics
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.protocol import MemberStatus, StatusReply
 from mesh.storage import Storage
@@ -43,14 +46,17 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.transport = PeerTransport(config.node_id, config.host, config.peer_port)
-        self.storage = Storage(config.data_dir)
+        self.metrics = NodeMetrics(lambda: self.status(0))
+        self.storage = Storage(config.data_dir, on_commit=self.metrics.observe_commit)
         self.chat = ChatService(config.node_id, self.storage, lambda: int(time.time() * 1000))
+        self.authenticator = Authenticator(config.secret)
         self.gateway = Gateway(
             config.node_id,
             config.client_limits,
             self.chat,
-            Authenticator(config.secret),
+            self.authenticator,
             self.status,
+            on_ack=self.metrics.observe_ack,
         )
         self.membership: Membership | None = None
         self.peer_frames_rejected = 0
@@ -61,15 +67,22 @@ class Node:
         """Serve until `stop` is set, then leave the mesh cleanly."""
         config = self.config
         self.transport.bind()
+        http_listener = None
         try:
+            if config.http_port is not None:
+                http_listener = _bind(config.host, config.http_port)
             await self.storage.open()
             self.chat.start()
             server = await asyncio.start_server(
                 self.gateway.serve_connection, config.host, config.client_port
             )
         except BaseException as error:
+            if http_listener is not None:
+                http_listener.close()
             await self.storage.close()
             await self.transport.close()
+            if isinstance(error, PortInUseError):
+                raise
             if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
@@ -97,9 +110,25 @@ class Node:
                     tasks.create_task(self._tick_loop(), name="membership-tick"),
                     tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
                 ]
+                http_stop = asyncio.Event()
+                if http_listener is not None:
+                    app = build_app(
+                        HttpBackend(
+                            config.node_id,
+                            self.chat,
+                            self.authenticator,
+                            config.client_limits,
+                            lambda: self.status(0),
+                            self.metrics,
+                        )
+                    )
+                    http = tasks.create_task(serve_http(app, http_listener, http_stop), name="http")
                 await stop.wait()
                 for loop in loops:
                     loop.cancel()
+                http_stop.set()
+                if http_listener is not None:
+                    await http
         finally:
             server.close()
             await self.gateway.close_sessions()
@@ -256,3 +285,13 @@ class Node:
                 case Anomaly(reason):
                     self.anomalies += 1
                     log.warning("membership: %s", reason)
+
+
+def _bind(host: str, port: int) -> "socket.socket":
+    """The HTTP API's listening socket, bound before anything starts (a taken port fails early)."""
+    try:
+        return bind_http_socket(host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from error
+        raise

@@ -1,7 +1,5 @@
 """The rooms' live side on this node: which sessions are in which room, and who is present."""
 
-from collections.abc import Iterable
-
 from mesh.session import Session
 
 
@@ -26,7 +24,7 @@ class RoomHub:
             del self._sessions[room]
         return all(other.user != session.user for other in sessions)
 
-    def sessions(self, room: str) -> Iterable[Session]:
+    def sessions(self, room: str) -> tuple[Session, ...]:
         return tuple(self._sessions.get(room, ()))
 
     def users(self, room: str) -> list[str]:

@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -132,10 +133,15 @@ def migrate(connection: sqlite3.Connection) -> int:
     return int(found)
 
 
+CommitObserver = Callable[[float, int], None]  # (seconds, writes in the batch)
+
+
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, on_commit: CommitObserver | None = None) -> None:
         self.path = data_dir / DATABASE_FILE
         self.stats = StorageStatistics()
+        # Called on the writer thread after each commit: keep it quick and thread-safe.
+        self._on_commit = on_commit
         self._writes: queue.Queue[tuple[_Write, asyncio.Future[Any]] | None] = queue.Queue(
             WRITE_QUEUE_MAX
         )
@@ -252,11 +258,14 @@ class Storage:
             self._resolve(batch, [failure] * len(batch))
             return
         self.highest_id = highest
+        elapsed_s = time.perf_counter() - started
         stats = self.stats
         stats.commits += 1
         stats.writes += len(batch)
         stats.last_batch_size = len(batch)
-        stats.commit_seconds_total += time.perf_counter() - started
+        stats.commit_seconds_total += elapsed_s
+        if self._on_commit is not None:
+            self._on_commit(elapsed_s, len(batch))
         self._resolve(batch, results)
 
     def _append_in(self, connection: sqlite3.Connection, message: StoredMessage) -> SendResult:

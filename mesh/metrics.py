@@ -1,0 +1,127 @@
+"""Prometheus metrics of one node.
+
+Counters the node already keeps (sessions, messages, errors, storage, peers) are read at
+scrape time by a collector, so the hot paths carry no metrics code; the two latencies a
+counter cannot express are histograms fed by hooks (send-to-ack in the gateway, commit
+time and batch size in the storage writer). Every name has the `meshchat_` prefix and its
+unit; counters end in `_total`.
+"""
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mesh.protocol import StatusReply
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PEER_STATES = ("alive", "suspect", "dead", "left")
+
+
+class NodeMetrics:
+    def __init__(self, status: Callable[[], StatusReply]) -> None:
+        # No auto-describe: the node collector can only be read once the node runs.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.send_ack_seconds = Histogram(
+            "meshchat_send_ack_seconds",
+            "Time from receiving a send to acknowledging it (stored on disk).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "meshchat_storage_commit_seconds",
+            "Time to commit one batch of writes to SQLite, fsync included.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.commit_batch_writes = Histogram(
+            "meshchat_storage_commit_batch_writes",
+            "Writes carried by one commit.",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1024),
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(status))
+
+    def observe_ack(self, seconds: float) -> None:
+        self.send_ack_seconds.observe(seconds)
+
+    def observe_commit(self, seconds: float, writes: int) -> None:
+        self.commit_seconds.observe(seconds)
+        self.commit_batch_writes.observe(writes)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# counter name in status -> (metric name, help)
+_COUNTERS = {
+    "messages_stored": ("meshchat_messages_accepted_total", "Messages stored by this node."),
+    "messages_delivered": (
+        "meshchat_messages_delivered_total",
+        "Messages pushed to this node's sessions.",
+    ),
+    "client_sessions_opened": ("meshchat_client_sessions_opened_total", "Client sessions opened."),
+    "client_sessions_cut_off": (
+        "meshchat_client_sessions_cut_off_total",
+        "Sessions closed for reading too slowly.",
+    ),
+    "client_requests": ("meshchat_client_requests_total", "Requests received from clients."),
+    "storage_commits": ("meshchat_storage_commits_total", "SQLite commits."),
+    "storage_failures": ("meshchat_storage_failures_total", "Commits that failed."),
+    "storage_duplicates": (
+        "meshchat_storage_duplicates_total",
+        "Sends recognised as retries and not stored again.",
+    ),
+    "peer_frames_rejected": (
+        "meshchat_peer_frames_rejected_total",
+        "Peer frames rejected as malformed.",
+    ),
+    "peer_handshake_failures": (
+        "meshchat_peer_handshake_failures_total",
+        "Connections to the peer port that failed.",
+    ),
+    "heartbeats_sent": ("meshchat_heartbeats_sent_total", "Heartbeats sent to peers."),
+    "heartbeats_received": ("meshchat_heartbeats_received_total", "Heartbeats received."),
+}
+
+
+class _NodeCollector(Collector):
+    def __init__(self, status: Callable[[], StatusReply]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        counters = status.counters
+        for key, (name, text) in _COUNTERS.items():
+            family = CounterMetricFamily(name.removesuffix("_total"), text)
+            family.add_metric([], counters.get(key, 0))
+            yield family
+        errors = CounterMetricFamily(
+            "meshchat_client_errors", "Errors answered to clients, by code.", labels=["code"]
+        )
+        for key, value in sorted(counters.items()):
+            if key.startswith("client_errors_"):
+                errors.add_metric([key.removeprefix("client_errors_")], value)
+        yield errors
+        sessions = GaugeMetricFamily("meshchat_client_sessions", "Client sessions open now.")
+        sessions.add_metric([], counters.get("client_sessions_open", 0))
+        yield sessions
+        states = GaugeMetricFamily(
+            "meshchat_peer_state",
+            "1 for each peer's current state as this node sees it.",
+            labels=["peer", "state"],
+        )
+        dropped = CounterMetricFamily(
+            "meshchat_peer_messages_dropped",
+            "Messages to a peer dropped because it was gone or too slow.",
+            labels=["peer"],
+        )
+        for member in status.members:
+            if member.id == status.node:
+                continue
+            for state in PEER_STATES:
+                states.add_metric([member.id, state], 1.0 if member.state == state else 0.0)
+            dropped.add_metric([member.id], member.dropped)
+        yield states
+        yield dropped
