@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,9 @@ from mesh.logs import configure_logging
 from mesh.node import Node
 from mesh.protocol import StatusReply, StatusRequest
 from mesh.storage import StorageError
+from peers.limits import NODE_ID_LENGTH_MAX
 from peers.membership import MembershipConfig
+from peers.records import NODE_ID_PATTERN
 from peers.transport import PortInUseError
 
 EXIT_USAGE = 2
@@ -195,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    if not re.match(NODE_ID_PATTERN, args.id) or len(args.id) > NODE_ID_LENGTH_MAX:
+        raise ValueError(f"--id must be 1-{NODE_ID_LENGTH_MAX} of A-Z a-z 0-9 _ . -")
     configure_logging(args.id, args.log_level, args.log_format)
     for seed in args.seed:
         parse_servers(seed)  # raises ValueError for a malformed seed

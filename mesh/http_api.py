@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import msgspec
 import uvicorn
@@ -40,6 +41,7 @@ from router.message_ids import MESSAGE_ID_PATTERN
 
 API_VERSION = "1"
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9_.#-]{1,64}$")
+MESSAGES_PATH = re.compile(r"^/v1/rooms/[^/]+/messages/?$")
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 # Users whose send rates are tracked at once; the least recent is forgotten first.
 RATE_BUCKETS_MAX = 10_000
@@ -178,6 +180,38 @@ def _message_out(message: StoredMessage) -> MessageOut:
     return MessageOut(message.id, message.room, message.sender, stamp, message.body)
 
 
+RoomParameter = Annotated[
+    str,
+    Parameter(
+        pattern=ROOM_PATTERN.pattern,
+        min_length=1,
+        max_length=64,
+        description="a room name: 1-64 of A-Z a-z 0-9 _ . # -",
+    ),
+]
+
+
+def with_links(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI links: a posted message leads to the pages around it and to the room's members."""
+    posted = schema["paths"]["/v1/rooms/{room}/messages"]["post"]["responses"]
+    room = {"room": "$request.path.room"}
+    links = {
+        "MessagesBeforeIt": {
+            "operationId": "V1RoomsMessagesListMessages",
+            "parameters": {**room, "before": "$response.body#/id"},
+        },
+        "MessagesAfterIt": {
+            "operationId": "V1RoomsMessagesListMessages",
+            "parameters": {**room, "after": "$response.body#/id"},
+        },
+        "RoomMembers": {"operationId": "V1RoomsMembersListMembers", "parameters": room},
+    }
+    for status in ("200", "201"):
+        if status in posted:
+            posted[status]["links"] = links
+    return schema
+
+
 MESSAGE_EXAMPLE = MessageOut(
     "01a213ba8e9d0003.n1", "lobby", "ann", "2026-11-25T17:22:03.037Z", "hello, bob"
 )
@@ -244,8 +278,8 @@ def build_app(backend: HttpBackend) -> Litestar:
             )
 
     def page_path(room: str, limit: int, **cursor: str) -> str:
-        ((name, value),) = cursor.items()
-        return f"/v1/rooms/{room}/messages?{name}={value}&limit={limit}"
+        query = "&".join(f"{name}={value}" for name, value in cursor.items())
+        return f"/v1/rooms/{quote(room, safe='')}/messages?{query}&limit={limit}"
 
     @get(
         "/v1/rooms/{room:str}/messages",
@@ -259,19 +293,27 @@ def build_app(backend: HttpBackend) -> Litestar:
     )
     async def list_messages(
         request: Request[Any, Any, Any],
-        room: str,
+        room: RoomParameter,
         limit: Annotated[
             int, Parameter(ge=1, le=HISTORY_LIMIT_MAX, description="page size")
         ] = HISTORY_LIMIT_DEFAULT,
-        before: Annotated[str | None, Parameter(description="a message id")] = None,
-        after: Annotated[str | None, Parameter(description="a message id")] = None,
+        before: Annotated[
+            str | None,
+            Parameter(pattern=MESSAGE_ID_PATTERN, description="only messages older than this id"),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Parameter(
+                pattern=MESSAGE_ID_PATTERN,
+                description="only messages newer than this id; with `before` too, the "
+                "messages between the two, paging forward",
+            ),
+        ] = None,
     ) -> MessagePage:
         user_of(request)
         check_room(room)
         check_cursor("before", before)
         check_cursor("after", after)
-        if before is not None and after is not None:
-            raise ApiError(ErrorCode.BAD_REQUEST, "give before or after, not both")
         page, more = await storage.history(room, before=before, after=after, limit=limit)
         if not page and before is None and after is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
@@ -279,7 +321,10 @@ def build_app(backend: HttpBackend) -> Litestar:
             older = page[0].id if page else after
             has_older = bool((await storage.history(room, before=older, limit=1))[0])
             prev = page_path(room, limit, before=older) if has_older else None
-            next_ = page_path(room, limit, after=page[-1].id) if more else None
+            next_ = None
+            if more:
+                bound = {} if before is None else {"before": before}
+                next_ = page_path(room, limit, after=page[-1].id, **bound)
         else:
             prev = page_path(room, limit, before=page[0].id) if more and page else None
             next_ = None
@@ -322,7 +367,7 @@ def build_app(backend: HttpBackend) -> Litestar:
     )
     async def post_message(
         request: Request[Any, Any, Any],
-        room: str,
+        room: RoomParameter,
         data: NewMessage,
         idempotency_key: Annotated[
             str | None,
@@ -365,7 +410,7 @@ def build_app(backend: HttpBackend) -> Litestar:
         tags=["rooms"],
         responses={**BAD_REQUEST, **UNAUTHORIZED},
     )
-    async def list_members(request: Request[Any, Any, Any], room: str) -> MembersOut:
+    async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
         user_of(request)
         check_room(room)
         return MembersOut(room, backend.chat.hub.users(room))
@@ -393,7 +438,7 @@ def build_app(backend: HttpBackend) -> Litestar:
         media_type=MediaType.JSON,
     )
     async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        return request.app.openapi_schema.to_schema()
+        return with_links(request.app.openapi_schema.to_schema())
 
     @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE)
     async def metrics() -> Response[bytes]:
@@ -425,7 +470,19 @@ def build_app(backend: HttpBackend) -> Litestar:
         request.logger.exception("HTTP %s %s failed", request.method, request.url.path)
         return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
 
+    async def correct_allow_header(message: Any, scope: Any) -> None:
+        # Litestar answers OPTIONS with the methods of the first handler registered for a
+        # path; the messages path has GET and POST.
+        if (
+            message["type"] == "http.response.start"
+            and scope.get("method") == "OPTIONS"
+            and MESSAGES_PATH.match(scope.get("path", ""))
+        ):
+            headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
+            message["headers"] = [*headers, (b"allow", b"GET, OPTIONS, POST")]
+
     return Litestar(
+        before_send=[correct_allow_header],
         route_handlers=[
             list_messages,
             post_message,
@@ -448,6 +505,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             description="Rooms, messages and node status over HTTP. See docs/api.md.",
             path="/v1/schema",
             render_plugins=[],
+            enabled_endpoints={"openapi.json"},
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(

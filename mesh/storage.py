@@ -302,12 +302,21 @@ class Storage:
     async def history(
         self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
     ) -> tuple[list[StoredMessage], bool]:
-        """A page oldest first, and whether more lie beyond it in the paging direction."""
-        assert before is None or after is None
+        """A page oldest first, and whether more lie beyond it in the paging direction.
+
+        With `after` (and optionally `before` as an upper bound) the page runs forward from
+        `after`; with `before` alone it ends just before `before`; with neither it is the
+        newest page.
+        """
         columns = "id, room, sender, client_msg_id, time_ms, body"
         if after is not None:
-            sql = f"SELECT {columns} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?"
-            rows = await self._read(sql, (room, after, limit + 1))
+            upper = "" if before is None else " AND id < ?"
+            sql = (
+                f"SELECT {columns} FROM messages WHERE room = ? AND id > ?{upper} "
+                "ORDER BY id LIMIT ?"
+            )
+            bounds = (after,) if before is None else (after, before)
+            rows = await self._read(sql, (room, *bounds, limit + 1))
             more = len(rows) > limit
             return [StoredMessage(*row) for row in rows[:limit]], more
         if before is not None:

@@ -21,7 +21,10 @@ import msgspec
 
 from peers.limits import ADDRESS_LENGTH_MAX, NODE_ID_LENGTH_MAX
 
-NodeId = Annotated[str, msgspec.Meta(min_length=1, max_length=NODE_ID_LENGTH_MAX)]
+NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+NodeId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=NODE_ID_LENGTH_MAX, pattern=NODE_ID_PATTERN)
+]
 PeerAddress = Annotated[str, msgspec.Meta(min_length=3, max_length=ADDRESS_LENGTH_MAX)]
 Incarnation = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
