@@ -74,6 +74,12 @@ class NodeProcess:
     extra: list[str] = field(default_factory=lambda: list(FAST_TIMING))
     process: subprocess.Popen[bytes] | None = None
     preexec: Callable[[], None] | None = None  # runs in the child before exec (rlimits)
+    http_port: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        assert self.http_port is not None, "started without --http-port"
+        return f"http://{HOST}:{self.http_port}"
 
     @property
     def peer_address(self) -> str:
@@ -173,8 +179,11 @@ class Cluster:
         seeds: list[str] | None = None,
         options: list[str] | None = None,
         preexec: Callable[[], None] | None = None,
+        http: bool = False,
     ) -> NodeProcess:
-        peer_port, client_port = free_ports(2)
+        peer_port, client_port, http_port = free_ports(3)
+        if http:
+            options = [*(options or []), "--http-port", str(http_port)]
         node = NodeProcess(
             node_id,
             peer_port,
@@ -184,6 +193,7 @@ class Cluster:
             seeds=list(seeds or []),
             extra=[*FAST_TIMING, *(options or [])],
             preexec=preexec,
+            http_port=http_port if http else None,
         )
         self.nodes[node_id] = node
         return node

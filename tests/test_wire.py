@@ -152,7 +152,7 @@ node_messages = st.one_of(
     st.builds(protocol.RoomList, request_id=request_ids, rooms=st.lists(rooms)),
     st.builds(protocol.Members, request_id=request_ids, room=rooms, users=st.lists(texts)),
     st.builds(protocol.Ok, request_id=request_ids),
-    st.builds(protocol.Pong, request_id=request_ids, time_ms=st.integers(0)),
+    st.builds(protocol.Pong, request_id=request_ids, time_ms=st.integers(0, 2**63 - 1)),
     st.builds(protocol.MessageEvent, message=wire_messages),
     st.builds(
         protocol.PresenceEvent, room=rooms, user=texts, state=st.sampled_from(["joined", "left"])
