@@ -273,6 +273,7 @@ class Node:
                         change.incarnation,
                         change.before.value if change.before else "new",
                         change.after.value,
+                        extra={"member": change.member_id, "state": change.after.value},
                     )
                 case SeedUnanswered(address, attempts, retry_in_s) as unanswered:
                     log.log(
