@@ -55,6 +55,11 @@ class Terminal:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
 
 
+def send_as_bob(node: NodeProcess, text: str) -> None:
+    command = ["send", "--server", node.client_address, "--user", "bob", "lobby", text]
+    subprocess.run([*meshchat_command(), *command], check=True, capture_output=True, timeout=20)
+
+
 @pytest.fixture
 def terminal(node: NodeProcess) -> Iterator[Terminal]:
     if shutil.which("tmux") is None:
@@ -92,21 +97,7 @@ def test_the_chat_tool_in_a_real_terminal(terminal: Terminal, node: NodeProcess)
         10.0,
         terminal.screen,
     )
-    subprocess.run(
-        [
-            *meshchat_command(),
-            "send",
-            "--server",
-            node.client_address,
-            "--user",
-            "bob",
-            "lobby",
-            "hi ann, from the shell",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=20,
-    )
+    send_as_bob(node, "hi ann, from the shell")
     wait_for(lambda: "bob: hi ann, from the shell" in terminal.screen(), 10.0, terminal.screen)
     terminal.type("/me waves")
     wait_for(lambda: "* ann waves" in terminal.screen(), 10.0, terminal.screen)
@@ -115,21 +106,7 @@ def test_the_chat_tool_in_a_real_terminal(terminal: Terminal, node: NodeProcess)
 
 
 def test_plain_mode_through_a_pipe(node: NodeProcess) -> None:
-    subprocess.run(
-        [
-            *meshchat_command(),
-            "send",
-            "--server",
-            node.client_address,
-            "--user",
-            "bob",
-            "lobby",
-            "already here",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=20,
-    )
+    send_as_bob(node, "already here")
     result = subprocess.run(
         [
             *meshchat_command(),
