@@ -29,7 +29,7 @@ def _percentile(sorted_values: list[float], share: float) -> float:
 
 
 async def run(
-    url: str, kind: str, rate: float, duration_s: float, token: str, room: str
+    url: str, *, kind: str, rate: float, duration_s: float, token: str, room: str
 ) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -98,7 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="loadtest")
     parser.add_argument("--room", default="load")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.url, args.kind, args.rate, args.duration, args.token, args.room))
+    result = asyncio.run(
+        run(
+            args.url,
+            kind=args.kind,
+            rate=args.rate,
+            duration_s=args.duration,
+            token=args.token,
+            room=args.room,
+        )
+    )
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
