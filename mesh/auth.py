@@ -18,7 +18,7 @@ SECRET_BYTES_MIN: Final = 32
 
 
 class AuthError(Exception):
-    pass
+    """A token that names no user: missing, malformed, forged or expired."""
 
 
 def load_secret(path: Path) -> bytes:

@@ -334,6 +334,16 @@ class Gateway:
                 result = done.result()
                 if self._on_ack is not None:
                     self._on_ack(time.perf_counter() - received_at)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "send acknowledged to session %d",
+                        session.session_id,
+                        extra={
+                            "trace_id": result.message.id,
+                            "room": result.message.room,
+                            "duplicate": result.duplicate,
+                        },
+                    )
                 session.push(
                     _frame(
                         Sent(
@@ -436,4 +446,4 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     except TimeoutError:
         writer.transport.abort()  # a client that reads nothing cannot hold the socket open
     except ConnectionError:
-        pass
+        log.debug("client connection was already gone at close")

@@ -8,7 +8,7 @@ IDENTITY_FILE = "node.json"
 
 
 class IdentityError(Exception):
-    pass
+    """The data dir belongs to another node, or its identity file is damaged."""
 
 
 def next_incarnation(data_dir: Path, node_id: str, wall_clock_ms: int) -> int:

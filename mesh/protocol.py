@@ -69,7 +69,7 @@ class History(_Request, frozen=True, kw_only=True, tag="history"):
 
 
 class ListRooms(_Request, frozen=True, kw_only=True, tag="rooms"):
-    pass
+    """The user's rooms."""
 
 
 class Who(_Request, frozen=True, kw_only=True, tag="who"):
@@ -81,11 +81,11 @@ class Typing(_Request, frozen=True, kw_only=True, tag="typing"):
 
 
 class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
-    pass
+    """Is the node there? Answered with pong."""
 
 
 class StatusRequest(_Request, frozen=True, kw_only=True, tag="status"):
-    pass
+    """The mesh as this node sees it."""
 
 
 ClientMessage = (
@@ -150,7 +150,7 @@ class Members(_Request, frozen=True, kw_only=True, tag="members"):
 
 
 class Ok(_Request, frozen=True, kw_only=True, tag="ok"):
-    pass
+    """The request was carried out; there is nothing more to say."""
 
 
 class Pong(_Request, frozen=True, kw_only=True, tag="pong"):

@@ -38,7 +38,7 @@ class MessagePane(VerticalScroll):
     """The current room's lines; scrolling to the top asks for older history."""
 
     class ReachedTop(TextualMessage):
-        pass
+        """The user scrolled to the top: time to load older messages."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="messages-text")

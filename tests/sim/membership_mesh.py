@@ -27,7 +27,7 @@ CONFIG = MembershipConfig(heartbeat_interval_s=0.5, suspect_after_s=2.0, dead_af
 
 
 class InvariantViolation(AssertionError):
-    pass
+    """A simulated run broke a promise; the message tells the seed and the story."""
 
 
 @dataclass
