@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -21,7 +21,14 @@ from mesh.identity import IdentityError
 from mesh.launcher import plan_mesh, run_mesh
 from mesh.logs import configure_logging
 from mesh.node import Node
-from mesh.protocol import StatusReply, StatusRequest
+from mesh.protocol import (
+    ClientMessage,
+    NodeMessage,
+    Placement,
+    StatusReply,
+    StatusRequest,
+    Where,
+)
 from mesh.storage import StorageError
 from peers.limits import NODE_ID_LENGTH_MAX
 from peers.membership import MembershipConfig
@@ -83,6 +90,13 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         help="log lines as text or one JSON object each (default text)",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=3,
+        metavar="N",
+        help="nodes that hold each room (default %(default)s)",
+    )
+    parser.add_argument(
         "--secret-file",
         type=Path,
         metavar="FILE",
@@ -120,6 +134,7 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--dead-after", str(args.dead_after)),
         *("--log-level", args.log_level),
         *("--log-format", args.log_format),
+        *("--replicas", str(args.replicas)),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -169,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--timeout", type=float, default=5.0, metavar="S")
 
+    where = commands.add_parser("where", help="which nodes hold a room, and which are alive")
+    where.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
+    where.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
+        help="token or, without a cluster secret, user name",
+    )
+    where.add_argument("room")
+    where.add_argument("--json", action="store_true", help="print JSON")
+    where.add_argument("--timeout", type=float, default=5.0, metavar="S")
+
     cli_chat.add_chat_commands(commands)
     return parser
 
@@ -183,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_up(args)
             case "status":
                 return _run_status(args)
+            case "where":
+                return _run_where(args)
             case "token":
                 return cli_chat.run_token(args)
             case "send" | "history" | "tail":
@@ -214,6 +242,7 @@ def _run_node(args: argparse.Namespace) -> int:
         client_limits=_client_limits(args),
         secret=None if args.secret_file is None else load_secret(args.secret_file),
         http_port=args.http_port,
+        replicas=args.replicas,
     )
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -266,24 +295,61 @@ def _run_up(args: argparse.Namespace) -> int:
 
 async def fetch_status(servers: list[tuple[str, int]], token: str, timeout_s: float) -> StatusReply:
     """The status of the first node in `servers` that answers."""
+    reply = await _ask_first(servers, token, timeout_s, lambda i: StatusRequest(request_id=i))
+    assert isinstance(reply, StatusReply)
+    return reply
+
+
+async def _ask_first(
+    servers: list[tuple[str, int]],
+    token: str,
+    timeout_s: float,
+    build: Callable[[int], ClientMessage],
+) -> NodeMessage:
+    """One request, answered by the first node in `servers` that can be reached."""
     errors = []
     for host, port in servers:
         try:
             connection = await NodeConnection.open(
-                host, port, token=token, client_name="meshchat-status", timeout_s=timeout_s
+                host, port, token=token, client_name="meshchat-cli", timeout_s=timeout_s
             )
         except (OSError, TimeoutError) as error:
             errors.append(f"{host}:{port}: {error or type(error).__name__}")
             continue
         try:
-            reply = await connection.request(
-                lambda request_id: StatusRequest(request_id=request_id), timeout_s
-            )
+            return await connection.request(build, timeout_s)
         finally:
             await connection.close()
-        assert isinstance(reply, StatusReply)
-        return reply
     raise ConnectionError("no node answered: " + "; ".join(errors))
+
+
+def _run_where(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    servers = parse_servers(args.server)
+    room = args.room
+    try:
+        reply = runtime.run(
+            _ask_first(servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room))
+        )
+    except (ConnectionError, TimeoutError, NodeError) as error:
+        return _fail("where", str(error), EXIT_UNAVAILABLE)
+    assert isinstance(reply, Placement)
+    if args.json:
+        document = {
+            "room": reply.room,
+            "replicas_wanted": reply.replicas_wanted,
+            "coordinator": reply.coordinator,
+            "replicas": msgspec.to_builtins(reply.replicas),
+        }
+        _out(json.dumps(document, indent=2))
+        return 0
+    _out(
+        f"room {reply.room}: {len(reply.replicas)} of {reply.replicas_wanted} replicas, "
+        f"coordinator {reply.coordinator or 'none alive'}"
+    )
+    for position, replica in enumerate(reply.replicas, start=1):
+        _out(f"  {position}. {replica.id:<12} {replica.state}")
+    return 0
 
 
 def _run_status(args: argparse.Namespace) -> int:

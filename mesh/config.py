@@ -67,6 +67,7 @@ class NodeConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     secret: bytes | None = None
     http_port: int | None = None  # None: no HTTP API
+    replicas: int = 3  # N: how many nodes hold each room
 
     @property
     def peer_address(self) -> str:

@@ -32,6 +32,7 @@ from mesh.protocol import (
     Members,
     Ok,
     Ping,
+    Placement,
     Pong,
     RoomList,
     Send,
@@ -40,6 +41,7 @@ from mesh.protocol import (
     StatusRequest,
     Typing,
     Welcome,
+    Where,
     Who,
 )
 from mesh.rate_limit import TokenBucket
@@ -49,6 +51,7 @@ from mesh.storage import SendResult, StorageError, StorageOverloadedError
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[int], StatusReply]
+PlacementProvider = Callable[[int, str], Placement]
 AckObserver = Callable[[float], None]  # seconds from receiving a send to acknowledging it
 # How long a closing session may take to flush its last frames (an error, say).
 CLOSE_FLUSH_TIMEOUT_S = 1.0
@@ -76,8 +79,10 @@ class Gateway:
         authenticator: Authenticator,
         status: StatusProvider,
         *,
+        placement: PlacementProvider,
         on_ack: AckObserver | None = None,
     ) -> None:
+        self._placement = placement
         self.node_id = node_id
         self._on_ack = on_ack
         self.limits = limits
@@ -292,6 +297,8 @@ class Gateway:
                 session.push(_frame(Pong(request_id=request_id, time_ms=int(time.time() * 1000))))
             case StatusRequest(request_id=request_id):
                 session.push(_frame(self._status(request_id)))
+            case Where(request_id=request_id, room=room):
+                session.push(_frame(self._placement(request_id, room)))
             case Hello():
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello was already sent")
 

@@ -19,12 +19,13 @@ from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.identity import next_incarnation
 from mesh.metrics import NodeMetrics
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
-from mesh.protocol import MemberStatus, StatusReply
+from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
 from mesh.storage import Storage
 from peers.membership import (
     Anomaly,
     Effect,
     Membership,
+    MemberState,
     SeedUnanswered,
     SendTo,
     StateChanged,
@@ -32,6 +33,7 @@ from peers.membership import (
 from peers.records import MemberRecord
 from peers.transport import PeerTransport, PortInUseError
 from peers.wire import PeerDecodeError, decode_peer_message, encode_peer_message
+from router.ring import HashRing
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,11 @@ class Node:
             self.chat,
             self.authenticator,
             self.status,
+            placement=self.placement,
             on_ack=self.metrics.observe_ack,
         )
         self.membership: Membership | None = None
+        self.ring = HashRing([config.node_id])
         self.peer_frames_rejected = 0
         self.anomalies = 0
         self._peer_book_dirty = False
@@ -179,6 +183,24 @@ class Node:
             counters=self.counters(),
         )
 
+    def placement(self, request_id: int, room: str) -> Placement:
+        """A room's preference list on this node's ring, with each replica's state."""
+        membership = self.membership
+        assert membership is not None
+        states = {view.id: view.state.value for view in membership.members(time.monotonic())}
+        replicas = [
+            Replica(id=node, state=states.get(node, "unknown"))
+            for node in self.ring.preference_list(room, self.config.replicas)
+        ]
+        alive = [replica.id for replica in replicas if replica.state == "alive"]
+        return Placement(
+            request_id=request_id,
+            room=room,
+            replicas_wanted=self.config.replicas,
+            replicas=replicas,
+            coordinator=alive[0] if alive else None,
+        )
+
     def _dropped_towards(self, member_id: str, address: str) -> int:
         return 0 if member_id == self.config.node_id else self.transport.dropped(address)
 
@@ -262,6 +284,10 @@ class Node:
                 case SendTo(address, message):
                     self.transport.send(address, encode_peer_message(message))
                 case StateChanged() as change:
+                    if change.after is MemberState.LEFT:
+                        self.ring.remove(change.member_id)
+                    else:
+                        self.ring.add(change.member_id)
                     if change.new_incarnation:
                         self._peer_book_dirty = True
                         if change.before is not None:

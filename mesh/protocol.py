@@ -16,7 +16,7 @@ from router.message_ids import MESSAGE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 1
+PROTOCOL_MINOR: Final = 2
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200
@@ -84,12 +84,28 @@ class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
     """Is the node there? Answered with pong."""
 
 
+class Where(_Request, frozen=True, kw_only=True, tag="where"):
+    """Which nodes hold a room, and which of them are alive (since 1.2)."""
+
+    room: Room
+
+
 class StatusRequest(_Request, frozen=True, kw_only=True, tag="status"):
     """The mesh as this node sees it."""
 
 
 ClientMessage = (
-    Hello | Join | LeaveRoom | Send | History | ListRooms | Who | Typing | Ping | StatusRequest
+    Hello
+    | Join
+    | LeaveRoom
+    | Send
+    | History
+    | ListRooms
+    | Who
+    | Typing
+    | Ping
+    | StatusRequest
+    | Where
 )
 
 
@@ -172,6 +188,20 @@ class StatusReply(_Request, frozen=True, kw_only=True, tag="status"):
     counters: dict[str, int] = {}
 
 
+class Replica(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    state: str  # alive, suspect, dead or left, as the answering node sees it
+
+
+class Placement(_Request, frozen=True, kw_only=True, tag="placement"):
+    """The answer to `where` (since 1.2): the room's preference list, in order."""
+
+    room: str
+    replicas_wanted: int  # N, the replication factor
+    replicas: list[Replica]
+    coordinator: str | None  # the first alive replica; null if none is alive
+
+
 # ---- node to client: events (no request id) ----
 
 
@@ -201,6 +231,7 @@ Reply = (
     | Ok
     | Pong
     | StatusReply
+    | Placement
 )
 Event = MessageEvent | PresenceEvent | TypingEvent
 NodeMessage = Reply | Event

@@ -102,6 +102,7 @@ client_messages = st.one_of(
     st.builds(protocol.Typing, request_id=request_ids, room=rooms),
     st.builds(protocol.Ping, request_id=request_ids),
     st.builds(protocol.StatusRequest, request_id=request_ids),
+    st.builds(protocol.Where, request_id=request_ids, room=rooms),
 )
 wire_messages = st.builds(
     protocol.Message,
@@ -153,6 +154,14 @@ node_messages = st.one_of(
     st.builds(protocol.Members, request_id=request_ids, room=rooms, users=st.lists(texts)),
     st.builds(protocol.Ok, request_id=request_ids),
     st.builds(protocol.Pong, request_id=request_ids, time_ms=st.integers(0, 2**63 - 1)),
+    st.builds(
+        protocol.Placement,
+        request_id=request_ids,
+        room=rooms,
+        replicas_wanted=st.integers(1, 9),
+        replicas=st.lists(st.builds(protocol.Replica, id=texts, state=texts), max_size=5),
+        coordinator=st.none() | texts,
+    ),
     st.builds(protocol.MessageEvent, message=wire_messages),
     st.builds(
         protocol.PresenceEvent, room=rooms, user=texts, state=st.sampled_from(["joined", "left"])
@@ -189,7 +198,8 @@ def test_arbitrary_client_bytes_raise_protocol_error_only(payload: bytes) -> Non
         | protocol.Who
         | protocol.Typing
         | protocol.Ping
-        | protocol.StatusRequest,
+        | protocol.StatusRequest
+        | protocol.Where,
     )
 
 
