@@ -196,7 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--timeout", type=float, default=5.0, metavar="S")
 
     cli_chat.add_chat_commands(commands)
+    _add_perf_commands(commands)
     return parser
+
+
+def _add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    try:
+        from perf.cli import add_perf_commands  # noqa: PLC0415 - needs the `perf` extra
+    except ImportError:
+        perf = commands.add_parser("perf", help="measure meshchat (needs meshchat[perf])")
+        perf.set_defaults(perf_missing=True)
+        return
+    add_perf_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,6 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_chat.run_token(args)
             case "send" | "history" | "tail":
                 return _run_client_command(args)
+            case "perf":
+                if getattr(args, "perf_missing", False):
+                    return _fail(
+                        "perf", "install the perf extra: pip install 'meshchat[perf]'", EXIT_USAGE
+                    )
+                from perf.cli import run_perf  # noqa: PLC0415
+
+                return run_perf(args)
             case "chat":
                 logging.basicConfig(level=logging.CRITICAL)  # the screen is the chat's
                 return cli_chat.run_chat(args)

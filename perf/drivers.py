@@ -1,0 +1,134 @@
+"""One connection per simulated user, the same three calls for every target.
+
+`publish` returns when the target has taken the message: for meshchat when it is on disk
+(acknowledged), for Redis when PUBLISH answered, for NATS when the client library has
+buffered it (core NATS has no acknowledgement; its delivery latency is the fair figure).
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import nats
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg as NatsMessage
+
+from mesh.client import ChatClient, ClientSettings
+from mesh.connection import parse_servers
+from mesh.protocol import MessageEvent
+
+OnPayload = Callable[[str], None]
+
+
+class Driver(Protocol):
+    async def connect(self) -> None: ...
+    async def subscribe(self, room: str, on_payload: OnPayload) -> None: ...
+    async def publish(self, room: str, body: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class MeshchatDriver:
+    def __init__(self, endpoints: list[str], user: str) -> None:
+        settings = ClientSettings(
+            client_name="meshchat-perf",
+            request_timeout_s=60.0,
+            events_max=100_000,
+            backoff_max_s=0.5,
+        )
+        self.client = ChatClient(parse_servers(",".join(endpoints)), token=user, settings=settings)
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.client.connect(timeout_s=30.0)
+
+    async def subscribe(self, room: str, on_payload: OnPayload) -> None:
+        await self.client.join(room)
+
+        async def read() -> None:
+            async for event in self.client.events():
+                if isinstance(event, MessageEvent):
+                    on_payload(event.message.body)
+
+        self._reader = asyncio.create_task(read())
+
+    async def publish(self, room: str, body: str) -> None:
+        await self.client.send(room, body)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.client.close()
+
+
+class RedisDriver:
+    def __init__(self, endpoint: str) -> None:
+        host, port = endpoint.rsplit(":", 1)
+        self.publisher = aioredis.Redis(host=host, port=int(port))
+        self.subscriber = aioredis.Redis(host=host, port=int(port))
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.publisher.ping()
+
+    async def subscribe(self, room: str, on_payload: OnPayload) -> None:
+        pubsub = self.subscriber.pubsub()
+        await pubsub.subscribe(room)
+
+        async def read() -> None:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    on_payload(message["data"].decode())
+
+        self._reader = asyncio.create_task(read())
+
+    async def publish(self, room: str, body: str) -> None:
+        await self.publisher.publish(room, body)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.publisher.aclose()
+        await self.subscriber.aclose()
+
+
+class NatsDriver:
+    def __init__(self, endpoint: str) -> None:
+        self.url = f"nats://{endpoint}"
+        self.connection: NatsClient | None = None
+
+    async def connect(self) -> None:
+        self.connection = await nats.connect(self.url, max_reconnect_attempts=5)
+
+    async def subscribe(self, room: str, on_payload: OnPayload) -> None:
+        assert self.connection is not None
+
+        async def received(message: NatsMessage) -> None:
+            on_payload(message.data.decode())
+
+        await self.connection.subscribe(room, cb=received)
+        await self.connection.flush()
+
+    async def publish(self, room: str, body: str) -> None:
+        assert self.connection is not None
+        await self.connection.publish(room, body.encode())
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.drain()
+
+
+def driver_for(target: str, endpoints: list[str], client: int) -> Driver:
+    # Spread users over the endpoints; meshchat clients keep the rest for failover.
+    first = client % len(endpoints)
+    ordered = endpoints[first:] + endpoints[:first]
+    if target == "meshchat":
+        return MeshchatDriver(ordered, f"perf{client}")
+    if target == "redis":
+        return RedisDriver(ordered[0])
+    return NatsDriver(ordered[0])

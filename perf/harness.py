@@ -1,0 +1,179 @@
+"""`meshchat perf run`: start the target, spread users over worker processes, inject faults,
+show progress, and write the report."""
+
+import multiprocessing
+import os
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from perf.report import summarize, table_rows, write
+from perf.targets import ExternalMesh, LocalMesh, OsServer, Target
+from perf.worker import WorkerPlan, worker_main
+from perf.workload import Workload
+
+READY_TIMEOUT_S = 90.0
+# Time the run may take beyond its schedule: answers, late deliveries, slow exits.
+OVERRUN_S = 120.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    nodes: int = 1
+    servers: list[str] | None = None
+    workers: int | None = None
+    kill_node_at_s: float | None = None
+    restart_at_s: float | None = None
+    out_dir: Path = Path("perf-results")
+    live: bool = True
+
+
+def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[str, Any]]:
+    if workload.target == "meshchat":
+        if options.servers:
+            return ExternalMesh(options.servers), {
+                "name": "meshchat",
+                "servers": options.servers,
+                "description": f"meshchat at {', '.join(options.servers)}",
+            }
+        return LocalMesh(options.nodes), {
+            "name": "meshchat",
+            "nodes": options.nodes,
+            "description": f"meshchat, {options.nodes} local node(s), acks durable (fsync)",
+        }
+    server = OsServer(workload.target)
+    kind = "pub/sub" if workload.target == "redis" else "core subjects"
+    return server, {
+        "name": workload.target,
+        "description": f"{workload.target} {kind}, in memory, not durable",
+    }
+
+
+def run(workload: Workload, options: RunOptions, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    target, description = make_target(workload, options)
+    worker_count = options.workers or max(1, min(workload.clients, (os.cpu_count() or 2)))
+    shares = [list(range(i, workload.clients, worker_count)) for i in range(worker_count)]
+    shares = [share for share in shares if share]
+    context = multiprocessing.get_context("spawn")
+    results: Any = context.Queue()
+    start_at = context.Value("q", 0)
+    go = context.Event()
+    processes = []
+    target.start()
+    try:
+        endpoints = target.endpoints
+        for index, clients in enumerate(shares):
+            plan = WorkerPlan(index, clients, msgspec.json.encode(workload), endpoints)
+            process = context.Process(
+                target=worker_main, args=(plan, start_at, go, results), daemon=True
+            )
+            process.start()
+            processes.append(process)
+        _wait_ready(results, len(processes))
+        start_ns = time.monotonic_ns() + 200_000_000
+        start_at.value = start_ns
+        go.set()
+        faults, finished = _follow(
+            workload, options, target, results, len(processes), start_ns, console
+        )
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+        target.stop()
+    summary = summarize(workload, description, finished, faults)
+    summary["out"] = {
+        "results": str(options.out_dir / "results.json"),
+        "plot": str(options.out_dir / "plot.png"),
+    }
+    write(summary, options.out_dir)
+    return summary
+
+
+def _wait_ready(results: Any, expected: int) -> None:
+    ready = 0
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while ready < expected:
+        try:
+            kind, _, _ = results.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"{expected - ready} worker(s) never connected") from None
+        ready += kind == "ready"
+
+
+def _follow(  # noqa: PLR0917 - the run's parts, each used once
+    workload: Workload,
+    options: RunOptions,
+    target: Target,
+    results: Any,
+    workers: int,
+    start_ns: int,
+    console: Console,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Collect progress and results, firing the faults on time."""
+    measure_from = start_ns + workload.warmup_s * 1e9
+    pending_faults = []
+    if options.kill_node_at_s is not None:
+        pending_faults.append((options.kill_node_at_s, "kill"))
+    if options.restart_at_s is not None:
+        pending_faults.append((options.restart_at_s, "restart"))
+    pending_faults.sort()
+    faults: list[dict[str, Any]] = []
+    progress: dict[int, dict[str, int]] = {}
+    finished: list[dict[str, Any]] = []
+    deadline = time.monotonic() + workload.warmup_s + workload.duration_s + OVERRUN_S
+    with Live(
+        _progress_table(progress, 0.0),
+        console=console,
+        refresh_per_second=2,
+        transient=True,
+        auto_refresh=options.live,
+    ) as live:
+        while len(finished) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the run took too long; workers did not finish")
+            elapsed = (time.monotonic_ns() - measure_from) / 1e9
+            while pending_faults and elapsed >= pending_faults[0][0]:
+                at, action = pending_faults.pop(0)
+                node = target.kill_node() if action == "kill" else target.restart_node()
+                faults.append({"second": at, "event": f"{action} {node}"})
+            try:
+                kind, index, payload = results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if kind == "progress":
+                progress[index] = payload
+            elif kind == "done":
+                finished.append(payload)
+            if options.live:
+                live.update(_progress_table(progress, max(0.0, elapsed)))
+    return faults, finished
+
+
+def _progress_table(progress: dict[int, dict[str, int]], elapsed: float) -> Table:
+    table = Table(title=f"meshchat perf: {elapsed:.0f}s")
+    for column in ("acknowledged", "delivered", "errors"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *(f"{sum(p[key] for p in progress.values()):,}" for key in ("acks", "deliveries", "errors"))
+    )
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    table = Table(title="meshchat perf run")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in table_rows(summary):
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"results: {summary['out']['results']}  plot: {summary['out']['plot']}")

@@ -1,0 +1,177 @@
+"""The servers a run talks to: a local meshchat mesh it starts, or Redis or NATS from the
+OS packages, each on a free loopback port and stopped afterwards."""
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mesh.launcher import LocalNode, node_command
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 15.0
+# Raised so the node's per-session rate limit never brakes a benchmark.
+UNLIMITED = [
+    "--sends-per-s",
+    "10000000",
+    "--send-burst",
+    "10000000",
+    "--session-queue-max",
+    "65536",
+    "--log-level",
+    "WARNING",
+]
+
+
+class TargetUnavailableError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_listening(port: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TargetUnavailableError(f"nothing listens on {LOOPBACK}:{port} after {timeout_s}s")
+
+
+class LocalMesh:
+    """K meshchat nodes in a temp dir; can kill -9 and restart one of them."""
+
+    name = "meshchat"
+
+    def __init__(self, nodes: int) -> None:
+        self._data = tempfile.TemporaryDirectory(prefix="meshchat-perf-")
+        root = Path(self._data.name)
+        self.nodes = [
+            LocalNode(f"n{i}", LOOPBACK, free_port(), free_port(), root / f"n{i}")
+            for i in range(1, nodes + 1)
+        ]
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"{node.host}:{node.client_port}" for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            self._start(node)
+        for node in self.nodes:
+            wait_listening(node.client_port)
+
+    def _start(self, node: LocalNode) -> None:
+        command = node_command(node, self.nodes, UNLIMITED)
+        command[0:3] = [sys.executable, "-m", "mesh"]
+        self._processes[node.node_id] = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+
+    def kill_node(self) -> str:
+        victim = self.nodes[-1]
+        process = self._processes[victim.node_id]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return victim.node_id
+
+    def restart_node(self) -> str:
+        victim = self.nodes[-1]
+        self._start(victim)
+        return victim.node_id
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._data.cleanup()
+
+
+class ExternalMesh:
+    """A mesh someone else runs (`--servers`); faults cannot be injected into it."""
+
+    name = "meshchat"
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def kill_node(self) -> str:
+        raise TargetUnavailableError("--kill-node-at needs a mesh started by the harness (--nodes)")
+
+    def restart_node(self) -> str:
+        raise TargetUnavailableError("--restart-at needs a mesh started by the harness (--nodes)")
+
+
+class OsServer:
+    """redis-server or nats-server from the OS packages, on a free loopback port."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        binary = "redis-server" if name == "redis" else "nats-server"
+        path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+        if path is None:
+            raise TargetUnavailableError(
+                f"{binary} is not installed; install it with: apt-get install {binary}"
+            )
+        self.port = free_port()
+        if name == "redis":
+            self.command = [
+                path,
+                "--port",
+                str(self.port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ]
+        else:
+            self.command = [path, "-a", LOOPBACK, "-p", str(self.port)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"{LOOPBACK}:{self.port}"]
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_listening(self.port)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def kill_node(self) -> str:
+        raise TargetUnavailableError(f"faults are injected into meshchat only, not {self.name}")
+
+    restart_node = kill_node
+
+
+Target = LocalMesh | ExternalMesh | OsServer
