@@ -196,7 +196,7 @@ def _compare(args: argparse.Namespace, console: Console, out: Console) -> None:
         base_p99 = base["delivery_latency_ms"]["p99"]
         ratio = f"{p99 / base_p99:.2f}x" if p99 and base_p99 else "-"
         row = [
-            summary["target"]["description"],
+            summary["target"]["label"],
             f"{summary['totals']['acknowledged_per_s']:,}",
             f"{summary['totals']['deliveries_per_s']:,}",
             str(summary["delivery_latency_ms"]["p50"]),

@@ -40,11 +40,13 @@ def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[s
         if options.servers:
             return ExternalMesh(options.servers), {
                 "name": "meshchat",
+                "label": "meshchat (external)",
                 "servers": options.servers,
                 "description": f"meshchat at {', '.join(options.servers)}",
             }
         return LocalMesh(options.nodes), {
             "name": "meshchat",
+            "label": f"meshchat x{options.nodes} (durable)",
             "nodes": options.nodes,
             "description": f"meshchat, {options.nodes} local node(s), acks durable (fsync)",
         }
@@ -52,6 +54,7 @@ def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[s
     kind = "pub/sub" if workload.target == "redis" else "core subjects"
     return server, {
         "name": workload.target,
+        "label": f"{workload.target} (in memory)",
         "description": f"{workload.target} {kind}, in memory, not durable",
     }
 
