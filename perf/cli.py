@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ def _options(args: argparse.Namespace, out: Path, **extra: Any) -> RunOptions:
 
 def run_perf(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    out = Console()
+    # Piped into a file, keep the tables one row per line.
+    out = Console(width=None if sys.stdout.isatty() else 160)
     try:
         match args.perf_command:
             case "run":

@@ -1,0 +1,75 @@
+"""The performance harness, run briefly: figures produced, consistent, files written.
+Timings are never asserted here; docs/benchmarks.md has the measurements."""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf.harness import RunOptions, run
+from perf.workload import TargetName, Workload, decode_payload, encode_payload
+
+pytestmark = pytest.mark.processes
+
+
+def short(target: TargetName = "meshchat") -> Workload:
+    return Workload(
+        target=target, clients=4, rooms=2, rate=100, duration_s=2.0, warmup_s=0.5, body_size=64
+    )
+
+
+def check_consistent(summary: dict[str, Any], out: Path, workload: Workload) -> None:
+    totals = summary["totals"]
+    members_per_room = workload.clients // workload.rooms
+    assert totals["acknowledged"] == int(workload.rate * (workload.duration_s + workload.warmup_s))
+    assert totals["expected_deliveries"] == totals["acknowledged"] * members_per_room
+    assert totals["delivered"] == totals["expected_deliveries"]
+    assert totals["lost"] == 0 and totals["duplicated"] == 0
+    assert summary["delivery_latency_ms"]["p50"] is not None
+    assert summary["timeline"]
+    assert (out / "results.json").stat().st_size > 0
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_run_against_one_node_is_consistent(tmp_path: Path) -> None:
+    workload = short()
+    summary = run(workload, RunOptions(nodes=1, workers=1, out_dir=tmp_path, live=False))
+    check_consistent(summary, tmp_path, workload)
+    assert summary["machine"]["cores"] >= 1
+    assert summary["workload"]["rate"] == 100
+
+
+def test_a_node_killed_and_restarted_during_a_run_loses_nothing(tmp_path: Path) -> None:
+    workload = Workload(clients=4, rooms=2, rate=100, duration_s=4.0, warmup_s=0.5, body_size=64)
+    options = RunOptions(
+        nodes=1, workers=1, out_dir=tmp_path, live=False, kill_node_at_s=1.0, restart_at_s=2.0
+    )
+    summary = run(workload, options)
+    check_consistent(summary, tmp_path, workload)
+    assert [fault["event"] for fault in summary["faults"]] == ["kill n1", "restart n1"]
+
+
+@pytest.mark.parametrize("target", ["redis", "nats"])
+def test_the_same_workload_runs_against_redis_and_nats(tmp_path: Path, target: TargetName) -> None:
+    binary = "redis-server" if target == "redis" else "nats-server"
+    if shutil.which(binary) is None and shutil.which(binary, path="/usr/sbin") is None:
+        pytest.skip(f"{binary} is not installed (apt-get install {binary})")
+    workload = short(target)
+    summary = run(workload, RunOptions(workers=1, out_dir=tmp_path, live=False))
+    check_consistent(summary, tmp_path, workload)
+
+
+def test_payloads_carry_sender_sequence_and_due_time() -> None:
+    text = encode_payload(7, 42, 123456789, 64)
+    assert len(text) == 64
+    assert decode_payload(text) == (7, 42, 123456789)
+    with pytest.raises(ValueError):
+        decode_payload("not ours")
+
+
+def test_nonsense_workloads_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Workload(clients=2, rooms=3)
+    with pytest.raises(ValueError):
+        Workload(body_size=10)
