@@ -210,29 +210,16 @@ def _compare(args: argparse.Namespace, console: Console, out: Console) -> None:
         rows.append(row)
     out.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(
-        json.dumps(
-            {
-                "workload": msgspec.to_builtins(_workload(args, "meshchat")),
-                "rows": [
-                    dict(
-                        zip(
-                            [
-                                "target",
-                                "acks_per_s",
-                                "deliveries_per_s",
-                                "delivery_p50_ms",
-                                "delivery_p99_ms",
-                                "lost",
-                                "p99_ratio",
-                            ],
-                            row,
-                            strict=True,
-                        )
-                    )
-                    for row in rows
-                ],
-            },
-            indent=2,
-        )
-    )
+    figures = [
+        {
+            "target": summary["target"]["label"],
+            "acknowledged_per_s": summary["totals"]["acknowledged_per_s"],
+            "deliveries_per_s": summary["totals"]["deliveries_per_s"],
+            "delivery_latency_ms": summary["delivery_latency_ms"],
+            "lost": summary["totals"]["lost"],
+            "duplicated": summary["totals"]["duplicated"],
+        }
+        for summary in summaries
+    ]
+    document = {"workload": msgspec.to_builtins(_workload(args, "meshchat")), "rows": figures}
+    (args.out / "compare.json").write_text(json.dumps(document, indent=2))

@@ -147,7 +147,10 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot  # noqa: PLC0415
 
-    rows = [row for row in summary["timeline"] if row["second"] >= 0]
+    # Whole seconds of the measured window only: the warm-up and the partial last second
+    # would draw misleading dips.
+    duration = summary["workload"]["duration_s"]
+    rows = [row for row in summary["timeline"] if 0 <= row["second"] < int(duration)]
     seconds = [row["second"] for row in rows]
     figure, (rate, latency) = pyplot.subplots(2, 1, figsize=(10, 7), sharex=True)
     rate.plot(seconds, [row["acks"] for row in rows], label="acknowledged sends/s")
