@@ -64,5 +64,7 @@ def configure_logging(node_id: str, level: str = "INFO", log_format: LogFormat =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # The HTTP server's own access log would repeat every request; errors still show.
+    # The HTTP server's access log would repeat every request, and its "uvicorn.error"
+    # logger announces start and stop at INFO; the node logs those itself.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

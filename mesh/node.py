@@ -127,6 +127,7 @@ class Node:
                         )
                     )
                     http = tasks.create_task(serve_http(app, http_listener, http_stop), name="http")
+                    log.info("HTTP API on http://%s:%d/v1", config.host, config.http_port)
                 await stop.wait()
                 for loop in loops:
                     loop.cancel()
