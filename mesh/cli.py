@@ -143,6 +143,18 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
     return arguments
 
 
+def _add_operator_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that ask one node a question (status, where)."""
+    parser.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
+        help="token or, without a cluster secret, user name",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
@@ -175,25 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_options(up)
 
     status = commands.add_parser("status", help="show the membership as one node sees it")
-    status.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
-    status.add_argument(
-        "--token",
-        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
-        help="token or, without a cluster secret, user name",
-    )
-    status.add_argument("--json", action="store_true", help="print JSON")
-    status.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    _add_operator_options(status)
 
     where = commands.add_parser("where", help="which nodes hold a room, and which are alive")
-    where.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
-    where.add_argument(
-        "--token",
-        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
-        help="token or, without a cluster secret, user name",
-    )
     where.add_argument("room")
-    where.add_argument("--json", action="store_true", help="print JSON")
-    where.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    _add_operator_options(where)
 
     cli_chat.add_chat_commands(commands)
     _add_perf_commands(commands)

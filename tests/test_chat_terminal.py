@@ -55,6 +55,20 @@ class Terminal:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
 
 
+def chat_command(node: NodeProcess) -> list[str]:
+    """`meshchat chat` for ann in the lobby of `node`."""
+    return [
+        *meshchat_command(),
+        "chat",
+        "--server",
+        node.client_address,
+        "--user",
+        "ann",
+        "--room",
+        "lobby",
+    ]
+
+
 def send_as_bob(node: NodeProcess, text: str) -> None:
     command = ["send", "--server", node.client_address, "--user", "bob", "lobby", text]
     subprocess.run([*meshchat_command(), *command], check=True, capture_output=True, timeout=20)
@@ -64,18 +78,7 @@ def send_as_bob(node: NodeProcess, text: str) -> None:
 def terminal(node: NodeProcess) -> Iterator[Terminal]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
-    session = Terminal(
-        [
-            *meshchat_command(),
-            "chat",
-            "--server",
-            node.client_address,
-            "--user",
-            "ann",
-            "--room",
-            "lobby",
-        ]
-    )
+    session = Terminal(chat_command(node))
     try:
         yield session
     finally:
@@ -108,17 +111,7 @@ def test_the_chat_tool_in_a_real_terminal(terminal: Terminal, node: NodeProcess)
 def test_plain_mode_through_a_pipe(node: NodeProcess) -> None:
     send_as_bob(node, "already here")
     result = subprocess.run(
-        [
-            *meshchat_command(),
-            "chat",
-            "--plain",
-            "--server",
-            node.client_address,
-            "--user",
-            "ann",
-            "--room",
-            "lobby",
-        ],
+        [*chat_command(node), "--plain"],
         input="hello\n/me waves\n/who\n//slash at the start\n/bogus\n",
         capture_output=True,
         text=True,
