@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from perf.harness import RunOptions, run
+from perf.targets import TargetUnavailableError
 from perf.workload import TargetName, Workload, decode_payload, encode_payload
 
 pytestmark = pytest.mark.processes
@@ -58,6 +59,11 @@ def test_the_same_workload_runs_against_redis_and_nats(tmp_path: Path, target: T
     workload = short(target)
     summary = run(workload, RunOptions(workers=1, out_dir=tmp_path, live=False))
     check_consistent(summary, tmp_path, workload)
+
+
+def test_a_multi_node_mesh_is_refused_until_rooms_are_shared(tmp_path: Path) -> None:
+    with pytest.raises(TargetUnavailableError, match="--nodes 1"):
+        run(short(), RunOptions(nodes=3, out_dir=tmp_path, live=False))
 
 
 def test_payloads_carry_sender_sequence_and_due_time() -> None:
