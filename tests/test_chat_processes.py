@@ -284,3 +284,24 @@ def test_connection_changes_are_reported_as_events(node: NodeProcess) -> None:
             assert isinstance(lost, ConnectionChanged) and lost.state == "disconnected"
 
     run_async(scenario())
+
+
+def test_the_client_fails_over_to_the_next_node_in_its_list(cluster: Cluster) -> None:
+    first = started(cluster.add("n1", options=FAST_SENDS))
+    second = started(cluster.add("n2", seeds=[first.peer_address], options=FAST_SENDS))
+
+    async def scenario() -> None:
+        async with client_for(first, second, user="ann") as ann:
+            assert ann.node == "n1"
+            connected = await next_event(ann, ConnectionChanged)
+            assert isinstance(connected, ConnectionChanged) and connected.node == "n1"
+            first.signal(signal.SIGKILL)
+            lost = await next_event(ann, ConnectionChanged)
+            assert isinstance(lost, ConnectionChanged) and lost.state == "disconnected"
+            moved = await next_event(ann, ConnectionChanged, timeout_s=10.0)
+            assert isinstance(moved, ConnectionChanged)
+            assert (moved.state, moved.node) == ("connected", "n2")
+            sent = await ann.send("lobby", "through the second node")
+            assert sent.id.endswith(".n2")
+
+    run_async(scenario())
