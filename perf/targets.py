@@ -28,7 +28,8 @@ UNLIMITED = [
 
 
 class TargetUnavailableError(RuntimeError):
-    pass
+    """The target cannot be run here: its server is not installed, or it cannot do what
+    was asked (faults in a server the harness did not start)."""
 
 
 def free_port() -> int:
