@@ -1,0 +1,44 @@
+"""How rooms are replicated and served; the same for every node of a mesh."""
+
+from dataclasses import dataclass
+
+from router.ring import VNODES_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    replicas: int = 3  # N: nodes holding each room
+    write_quorum: int = 2  # W: copies on disk before a send is acknowledged
+    read_quorum: int = 1  # R: replicas asked for each history page
+    vnodes: int = VNODES_DEFAULT
+    # A send not on W disks by then fails with `unavailable` (retrying it is safe).
+    write_timeout_s: float = 2.0
+    # Unanswered forwards and replications are sent again this often.
+    retry_interval_s: float = 0.5
+    read_timeout_s: float = 1.0
+    # Interest registrations are renewed this often and lapse when not renewed in time.
+    interest_refresh_s: float = 2.0
+    interest_lapse_s: float = 7.0
+    push_retry_s: float = 0.5
+    # Pushes a coordinator holds unacknowledged for one node before it gives up on that
+    # node's interest (the node catches up from history when it registers again).
+    push_unacked_max: int = 20_000
+    # A node that may have missed pushes re-reads the room from this far before the last
+    # message it delivered: ids of messages acknowledged by a failed coordinator can lie
+    # a little behind those of its successor.
+    catch_up_margin_ms: int = 10_000
+    # Ids remembered per room so that no message reaches a node's sessions twice.
+    recent_ids_per_room: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas (N) must be at least 1")
+        if not 1 <= self.write_quorum <= self.replicas:
+            raise ValueError("write quorum (W) must be between 1 and N")
+        if not 1 <= self.read_quorum <= self.replicas:
+            raise ValueError("read quorum (R) must be between 1 and N")
+        for name in ("write_timeout_s", "retry_interval_s", "read_timeout_s", "push_retry_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.interest_lapse_s <= 2 * self.interest_refresh_s:
+            raise ValueError("interest_lapse_s must exceed two refresh intervals")

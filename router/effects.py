@@ -1,0 +1,99 @@
+"""What the room engine asks its shell to do, and what it reports back for a request.
+
+The engine never touches a socket or a disk: it returns these, and the shell (the node,
+or the simulator) carries them out and reports completions back by token.
+"""
+
+from dataclasses import dataclass
+
+from router.records import RoomMessage
+from router.wire import PresenceChanged, RouterMessage, TypingNotice
+
+
+@dataclass(frozen=True, slots=True)
+class SendPeer:
+    node: str
+    message: RouterMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Write a copy durably; report with RoomEngine.stored(token, kept)."""
+
+    token: int
+    message: RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Read a page of this node's copy of a room; report with RoomEngine.loaded(token, ...)."""
+
+    token: int
+    room: str
+    before: str | None
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverMessage:
+    """A new message for this node's sessions in its room (each id once)."""
+
+    message: RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverEvent:
+    """A presence or typing event for this node's sessions in its room."""
+
+    event: PresenceChanged | TypingNotice
+
+
+@dataclass(frozen=True, slots=True)
+class Warn:
+    """Something an operator should see in the log."""
+
+    text: str
+
+
+# ---- outcomes of requests made by the shell (completed with `Complete`) ----
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    message: RoomMessage
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    code: str  # a client protocol error code: "unavailable", "internal"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[RoomMessage]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Users:
+    users: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Interest in a room is registered with its coordinator: live pushes will arrive."""
+
+
+Outcome = Acked | Refused | Page | Users | Ready
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    ticket: int
+    outcome: Outcome
+
+
+Effect = SendPeer | Store | Load | DeliverMessage | DeliverEvent | Warn | Complete

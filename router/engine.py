@@ -1,0 +1,848 @@
+"""One node's part in serving rooms across the mesh, as a deterministic state machine.
+
+The engine is every role a node plays for a room:
+- gateway: hands a client's send to the room's coordinator (the first live node of its
+  preference list), reads history from R replicas, asks the mesh who is in a room;
+- coordinator: assigns the id, stores, replicates to the other live replicas, answers
+  once W copies are on disk, then pushes the message to every interested node, in id order;
+- replica: stores copies, answers reads, holds the interest registrations of other nodes;
+- subscriber: registers interest for rooms with local sessions and hands pushed events on.
+
+It takes events (client requests from the shell, peer messages, storage completions, the
+membership view, ticks) with the time passed in, and returns effects. Its only clock is
+the `now` it is given; ids use that time plus a fixed offset to the wall clock.
+"""
+
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from router.channel import InboundStream, OutboundStream
+from router.config import RouterConfig
+from router.effects import (
+    Acked,
+    Complete,
+    DeliverEvent,
+    DeliverMessage,
+    Effect,
+    Load,
+    Outcome,
+    Page,
+    Ready,
+    Refused,
+    SendPeer,
+    Store,
+    Users,
+    Warn,
+)
+from router.interest import InterestTable
+from router.message_ids import ORIGIN, HybridClock, MessageId, is_message_id
+from router.reads import ReplicaPage, merge_pages
+from router.records import RoomMessage
+from router.ring import HashRing
+from router.wire import (
+    INTEREST_ROOMS_MAX,
+    Announce,
+    Forward,
+    ForwardReply,
+    Interest,
+    InterestAck,
+    Posted,
+    PresenceChanged,
+    Push,
+    PushAck,
+    ReadReply,
+    ReadRequest,
+    ReplicaAck,
+    Replicate,
+    RoomEvent,
+    RouterMessage,
+    TypingNotice,
+    WhoReply,
+    WhoRequest,
+)
+from router.writes import Forward as PendingForward
+from router.writes import LocalOrigin, Origin, RemoteOrigin, SendRequest, Write
+
+# Retransmitted pushes per peer per tick: a returning peer is refilled at a bounded pace.
+PUSH_RETRIES_PER_TICK = 256
+# Messages read per page when a node catches a room up after it may have missed pushes.
+CATCH_UP_PAGE = 500
+
+
+@dataclass(slots=True)
+class _Read:
+    ticket: int
+    room: str
+    before: str | None
+    after: str | None
+    limit: int
+    deadline: float
+    waiting: set[str]
+    pages: dict[str, ReplicaPage] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Who:
+    ticket: int
+    deadline: float
+    waiting: set[str]
+    users: set[str]
+
+
+@dataclass(slots=True)
+class _LocalRoom:
+    """A room with sessions on this node."""
+
+    subscribed_wall_ms: int
+    ready: bool = False
+    tickets: list[int] = field(default_factory=list)
+    registration: int | None = None  # request id awaiting the coordinator's ack
+    awaiting: str | None = None  # the coordinator asked
+    deadline: float = 0.0
+    recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+    newest_delivered: str = ""
+
+
+# What a storage token was issued for.
+@dataclass(frozen=True, slots=True)
+class _ForWrite:
+    write_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ForReplica:
+    node: str
+    write_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ForRepair:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _ForPeerRead:
+    node: str
+    read_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ForOwnRead:
+    read_id: int
+
+
+@dataclass(slots=True)
+class EngineStatistics:
+    writes_coordinated: int = 0
+    writes_acknowledged: int = 0
+    writes_failed: int = 0
+    forwards_sent: int = 0
+    copies_stored: int = 0
+    reads_served: int = 0
+    read_repairs: int = 0
+    pushes_sent: int = 0
+    push_retransmits: int = 0
+    events_delivered: int = 0
+    catch_ups: int = 0
+    interest_dropped: int = 0
+
+
+class RoomEngine:
+    def __init__(
+        self,
+        node_id: str,
+        config: RouterConfig,
+        *,
+        epoch: int,
+        wall_offset_ms: int,
+        local_users: Callable[[str], list[str]],
+    ) -> None:
+        """`epoch` must grow with every start of the node (its incarnation does);
+        `wall_offset_ms` turns the `now` passed in into wall-clock milliseconds for ids;
+        `local_users` answers who has sessions in a room on this node."""
+        self.node_id = node_id
+        self.config = config
+        self.stats = EngineStatistics()
+        self._epoch = epoch
+        self._wall_offset_ms = wall_offset_ms
+        self._local_users = local_users
+        self._clock = HybridClock(node_id)
+        self._ring = HashRing([node_id], vnodes=config.vnodes)
+        self._alive: set[str] = {node_id}
+        self._numbers = itertools.count(1)
+        self._internal = itertools.count(-1, -1)  # tickets of the engine's own reads
+        self._forwards: dict[int, PendingForward] = {}
+        self._writes: dict[int, Write] = {}
+        self._write_by_key: dict[tuple[str, str], int] = {}
+        self._room_order: dict[str, deque[int]] = {}
+        self._tokens: dict[
+            int, _ForWrite | _ForReplica | _ForRepair | _ForPeerRead | _ForOwnRead
+        ] = {}
+        self._reads: dict[int, _Read] = {}
+        self._catch_ups: dict[int, str] = {}  # internal ticket -> room
+        self._whos: dict[int, _Who] = {}
+        self._local: dict[str, _LocalRoom] = {}
+        self._interest = InterestTable(config.interest_lapse_s)
+        self._outbound: dict[str, OutboundStream] = {}
+        self._inbound: dict[str, InboundStream] = {}
+        self._streams_opened = 0
+        self._next_refresh = 0.0
+
+    # ---- the view of the mesh ----
+
+    def observe(self, message_id: str) -> None:
+        """Move the id clock past an id stored earlier (at start) or seen from a peer."""
+        if is_message_id(message_id):
+            self._clock.observe(MessageId.parse(message_id))
+
+    def set_members(self, members: Mapping[str, bool], now: float) -> list[Effect]:
+        """The membership view: every node not departed, and whether it is alive."""
+        before = {room: self.coordinator(room) for room in self._local}
+        for node in self._ring.nodes - set(members) - {self.node_id}:
+            self._ring.remove(node)
+        for node in members:
+            self._ring.add(node)
+        alive = {node for node, is_alive in members.items() if is_alive} | {self.node_id}
+        gone, returned = self._alive - alive, alive - self._alive
+        self._alive = alive
+        effects: list[Effect] = []
+        for node in gone:
+            self._interest.drop_node(node)
+            self._outbound.pop(node, None)
+            self._inbound.pop(node, None)
+        for room, local in self._local.items():
+            coordinator = self.coordinator(room)
+            replicas = set(self.live_replicas(room))
+            if coordinator != before[room] or replicas & returned:
+                effects += self._register(room, local, now, renewal=local.ready)
+                if local.ready and coordinator != before[room]:
+                    # The new coordinator may never have had pushes the old one owed us.
+                    effects += self._catch_up(room, now)
+        return effects
+
+    def preference_list(self, room: str) -> list[str]:
+        return self._ring.preference_list(room, self.config.replicas)
+
+    def live_replicas(self, room: str) -> list[str]:
+        return [node for node in self.preference_list(room) if node in self._alive]
+
+    def coordinator(self, room: str) -> str | None:
+        live = self.live_replicas(room)
+        return live[0] if live else None
+
+    def _wall_ms(self, now: float) -> int:
+        return int(now * 1000) + self._wall_offset_ms
+
+    # ---- requests from this node's clients ----
+
+    def send(self, ticket: int, request: SendRequest, now: float) -> list[Effect]:
+        coordinator = self.coordinator(request.room)
+        if coordinator is None:
+            return [Complete(ticket, Refused("unavailable", "no replica of the room is alive"))]
+        if coordinator == self.node_id:
+            return self._coordinate(LocalOrigin(ticket), request, now)
+        forward_id = next(self._numbers)
+        deadline = now + self.config.write_timeout_s + 2 * self.config.retry_interval_s
+        self._forwards[forward_id] = PendingForward(ticket, request, deadline, coordinator, now)
+        self.stats.forwards_sent += 1
+        return [SendPeer(coordinator, _forward_message(forward_id, request))]
+
+    def read(
+        self,
+        ticket: int,
+        room: str,
+        *,
+        before: str | None,
+        after: str | None,
+        limit: int,
+        now: float,
+    ) -> list[Effect]:
+        """A page of the room from R replicas (this node first when it is one), merged."""
+        live = self.live_replicas(room)
+        if self.node_id in live:
+            live.remove(self.node_id)
+            live.insert(0, self.node_id)
+        targets = live[: self.config.read_quorum]
+        if not targets:
+            refused = Refused("unavailable", "no replica of the room is alive")
+            return self._complete(ticket, refused, now)
+        read_id = next(self._numbers)
+        self._reads[read_id] = _Read(
+            ticket, room, before, after, limit, now + self.config.read_timeout_s, set(targets)
+        )
+        effects: list[Effect] = []
+        for target in targets:
+            if target == self.node_id:
+                token = next(self._numbers)
+                self._tokens[token] = _ForOwnRead(read_id)
+                effects.append(Load(token, room, before, after, limit))
+            else:
+                request = ReadRequest(read_id, room, before=before, after=after, limit=limit)
+                effects.append(SendPeer(target, request))
+        return effects
+
+    def subscribe(self, ticket: int, room: str, now: float) -> list[Effect]:
+        """This node has (or now gets) sessions in the room: register for its pushes.
+        Completes with Ready once the coordinator has the registration."""
+        local = self._local.get(room)
+        if local is None:
+            local = self._local[room] = _LocalRoom(subscribed_wall_ms=self._wall_ms(now))
+        if local.ready:
+            return [Complete(ticket, Ready())]
+        local.tickets.append(ticket)
+        if local.registration is not None or local.awaiting is not None:
+            return []
+        return self._register(room, local, now, renewal=False)
+
+    def unsubscribe(self, room: str, now: float) -> list[Effect]:
+        """No session on this node is in the room any more."""
+        local = self._local.pop(room, None)
+        if local is None:
+            return []
+        effects: list[Effect] = [
+            Complete(ticket, Refused("unavailable", "left the room")) for ticket in local.tickets
+        ]
+        for node in self.live_replicas(room):
+            if node == self.node_id:
+                self._interest.withdraw(node, [room])
+            else:
+                effects.append(SendPeer(node, Interest(0, withdrawn=[room])))
+        return effects
+
+    def announce(self, event: PresenceChanged | TypingNotice, now: float) -> list[Effect]:
+        """A presence or typing event of a local session: to the room's other nodes (this
+        node's own sessions are the shell's to tell)."""
+        coordinator = self.coordinator(event.room)
+        if coordinator is None:
+            return []
+        if coordinator == self.node_id:
+            return self._fan_out(event, event.room, now)
+        return [SendPeer(coordinator, Announce(event))]
+
+    def who(self, ticket: int, room: str, now: float) -> list[Effect]:
+        """Everyone with a session in the room, on any live node."""
+        users = set(self._local_users(room))
+        others = self._alive - {self.node_id}
+        if not others:
+            return [Complete(ticket, Users(sorted(users)))]
+        request_id = next(self._numbers)
+        self._whos[request_id] = _Who(ticket, now + self.config.read_timeout_s, set(others), users)
+        return [SendPeer(node, WhoRequest(request_id, room)) for node in sorted(others)]
+
+    # ---- storage completions ----
+
+    def stored(
+        self, token: int, kept: RoomMessage | None, duplicate: bool, now: float
+    ) -> list[Effect]:
+        """A Store finished: `kept` is the copy on disk (None if the write failed)."""
+        purpose = self._tokens.pop(token, None)
+        if kept is not None:
+            self.observe(kept.id)
+        match purpose:
+            case _ForWrite(write_id):
+                write = self._writes.get(write_id)
+                if write is None:
+                    return []
+                write.record(self.node_id, None if kept is None else kept.id)
+                write.duplicate = write.duplicate or duplicate
+                return self._progress(write, now)
+            case _ForReplica(node, write_id):
+                if kept is not None:
+                    self.stats.copies_stored += 1
+                return [SendPeer(node, ReplicaAck(write_id, "" if kept is None else kept.id))]
+            case _:
+                return []
+
+    def loaded(
+        self, token: int, messages: list[RoomMessage] | None, more: bool, now: float
+    ) -> list[Effect]:
+        """A Load finished (None: the read failed)."""
+        purpose = self._tokens.pop(token, None)
+        match purpose:
+            case _ForPeerRead(node, read_id):
+                self.stats.reads_served += 1
+                if messages is None:
+                    return [SendPeer(node, ReadReply(read_id, ok=False))]
+                return [SendPeer(node, ReadReply(read_id, messages, more))]
+            case _ForOwnRead(read_id):
+                page = None if messages is None else ReplicaPage(messages, more)
+                return self._read_answered(read_id, self.node_id, page, now)
+            case _:
+                return []
+
+    # ---- peer messages ----
+
+    def handle(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
+        match message:
+            case Forward(forward_id, room, user, client_msg_id, body):
+                request = SendRequest(room, user, client_msg_id, body)
+                return self._coordinate(RemoteOrigin(sender, forward_id), request, now)
+            case ForwardReply(forward_id, stored, duplicate, error, reason):
+                forward = self._forwards.pop(forward_id, None)
+                if forward is None:
+                    return []
+                outcome: Outcome
+                if stored is not None:
+                    self.observe(stored.id)
+                    outcome = Acked(stored, duplicate)
+                else:
+                    outcome = Refused(error or "unavailable", reason)
+                return self._complete(forward.ticket, outcome, now)
+            case Replicate(write_id, copy):
+                self.observe(copy.id)
+                token = next(self._numbers)
+                self._tokens[token] = _ForReplica(sender, write_id) if write_id else _ForRepair()
+                return [Store(token, copy)]
+            case ReplicaAck(write_id, kept_id):
+                write = self._writes.get(write_id)
+                if write is None or sender not in write.targets:
+                    return []
+                write.record(sender, kept_id or None)
+                return self._progress(write, now)
+            case ReadRequest(read_id, room, before, after, limit):
+                token = next(self._numbers)
+                self._tokens[token] = _ForPeerRead(sender, read_id)
+                return [Load(token, room, before, after, limit)]
+            case ReadReply(read_id, messages, more, ok):
+                page = ReplicaPage(messages, more) if ok else None
+                return self._read_answered(read_id, sender, page, now)
+            case Interest(request_id, rooms, withdrawn):
+                fresh = self._interest.register(sender, rooms, now)
+                self._interest.withdraw(sender, withdrawn)
+                if not rooms:
+                    return []
+                return [SendPeer(sender, InterestAck(request_id, fresh))]
+            case InterestAck(request_id, fresh):
+                return self._interest_acknowledged(sender, request_id, fresh, now)
+            case Push():
+                return self._pushed(sender, message)
+            case PushAck(epoch, through):
+                stream = self._outbound.get(sender)
+                if stream is not None:
+                    stream.acknowledge(epoch, through)
+                return []
+            case Announce(event):
+                return self._fan_out(event, event.room, now)
+            case WhoRequest(request_id, room):
+                users = self._local_users(room)
+                return [SendPeer(sender, WhoReply(request_id, users))]
+            case WhoReply(request_id, users):
+                who = self._whos.get(request_id)
+                if who is None:
+                    return []
+                who.users.update(users)
+                who.waiting.discard(sender)
+                if who.waiting:
+                    return []
+                del self._whos[request_id]
+                return [Complete(who.ticket, Users(sorted(who.users)))]
+        return []
+
+    # ---- time ----
+
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        effects += self._tick_forwards(now)
+        effects += self._tick_writes(now)
+        for read_id in [key for key, read in self._reads.items() if now >= read.deadline]:
+            effects += self._finish_read(read_id, now)
+        for request_id in [key for key, who in self._whos.items() if now >= who.deadline]:
+            who = self._whos.pop(request_id)
+            effects.append(Complete(who.ticket, Users(sorted(who.users))))
+        effects += self._tick_interest(now)
+        effects += self._tick_streams(now)
+        return effects
+
+    def _tick_forwards(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        retry_s = self.config.retry_interval_s
+        for forward_id, forward in list(self._forwards.items()):
+            if now >= forward.deadline:
+                del self._forwards[forward_id]
+                reason = f"the room's coordinator {forward.target} did not answer in time"
+                effects.append(Complete(forward.ticket, Refused("unavailable", reason)))
+                continue
+            if now - forward.sent_at < retry_s:
+                continue
+            coordinator = self.coordinator(forward.request.room)
+            if coordinator == self.node_id:
+                # The coordinator failed and this node is next: carry the write out here.
+                del self._forwards[forward_id]
+                effects += self._coordinate(LocalOrigin(forward.ticket), forward.request, now)
+                continue
+            if coordinator is not None:
+                forward.target, forward.sent_at = coordinator, now
+                effects.append(SendPeer(coordinator, _forward_message(forward_id, forward.request)))
+        return effects
+
+    def _tick_writes(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for write in list(self._writes.values()):
+            if now >= write.deadline:
+                if write.outcome is None:
+                    missing = write.wanted - len(write.kept)
+                    effects += self._settle(
+                        write,
+                        write.give_up(f"{missing} more replica(s) needed did not store it in time"),
+                        now,
+                    )
+                self._forget(write)
+            elif now - write.sent_at >= self.config.retry_interval_s:
+                write.sent_at = now
+                for node in write.waiting_on:
+                    effects.append(SendPeer(node, Replicate(write.write_id, write.message)))
+        return effects
+
+    def _tick_interest(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        self._interest.expire(now)
+        for room, local in list(self._local.items()):
+            if local.awaiting is not None and now >= local.deadline:
+                effects += self._register(room, local, now, renewal=local.ready)
+                if not local.ready:
+                    tickets, local.tickets = local.tickets, []
+                    reason = f"the room's coordinator {local.awaiting} did not answer"
+                    effects += [Complete(t, Refused("unavailable", reason)) for t in tickets]
+        if now < self._next_refresh:
+            return effects
+        self._next_refresh = now + self.config.interest_refresh_s
+        by_node: dict[str, list[str]] = {}
+        for room, local in self._local.items():
+            if not local.ready:
+                continue
+            for node in self.live_replicas(room):
+                if node == self.node_id:
+                    self._interest.register(node, [room], now)
+                else:
+                    by_node.setdefault(node, []).append(room)
+        for node, rooms in sorted(by_node.items()):
+            for start in range(0, len(rooms), INTEREST_ROOMS_MAX):
+                chunk = rooms[start : start + INTEREST_ROOMS_MAX]
+                effects.append(SendPeer(node, Interest(0, rooms=chunk)))
+        return effects
+
+    def _tick_streams(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for node, inbound in self._inbound.items():
+            if inbound.ack_due:
+                inbound.ack_due = False
+                effects.append(SendPeer(node, PushAck(inbound.epoch, inbound.through)))
+        for node, outbound in self._outbound.items():
+            again = outbound.due(now, self.config.push_retry_s, PUSH_RETRIES_PER_TICK)
+            self.stats.push_retransmits += len(again)
+            effects += [SendPeer(node, push) for push in again]
+        return effects
+
+    # ---- coordinating writes ----
+
+    def _coordinate(self, origin: Origin, request: SendRequest, now: float) -> list[Effect]:
+        room = request.room
+        write_id = self._write_by_key.get((request.sender, request.client_msg_id))
+        if write_id is not None:
+            write = self._writes[write_id]
+            if write.attach(origin) and write.outcome is not None:
+                return self._answer(origin, write.outcome, now)
+            return []
+        replicas = self.preference_list(room)
+        targets = [node for node in replicas if node in self._alive and node != self.node_id]
+        wanted = min(self.config.write_quorum, len(replicas))
+        if len(targets) + 1 < wanted:
+            reason = f"{len(targets) + 1} of the {wanted} replicas needed are alive"
+            return self._answer(origin, Refused("unavailable", reason), now)
+        message_id = self._clock.next_id(self._wall_ms(now))
+        message = RoomMessage(
+            id=str(message_id),
+            room=room,
+            sender=request.sender,
+            client_msg_id=request.client_msg_id,
+            time_ms=message_id.time_ms,
+            body=request.body,
+        )
+        write_id = next(self._numbers)
+        write = Write(
+            write_id,
+            message,
+            targets,
+            wanted,
+            deadline=now + self.config.write_timeout_s,
+            origins=[origin],
+            sent_at=now,
+        )
+        self._writes[write_id] = write
+        self._write_by_key[message.key] = write_id
+        self._room_order.setdefault(room, deque()).append(write_id)
+        self.stats.writes_coordinated += 1
+        token = next(self._numbers)
+        self._tokens[token] = _ForWrite(write_id)
+        effects: list[Effect] = [Store(token, message)]
+        effects += [SendPeer(node, Replicate(write_id, message)) for node in targets]
+        return effects
+
+    def _progress(self, write: Write, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if write.outcome is None:
+            if write.quorum_reached:
+                outcome = write.settle()
+                effects += self._settle(write, outcome, now)
+                # Replicas that stored an older id's twin get the winner (smallest id).
+                for node, kept_id in write.kept.items():
+                    if kept_id != outcome.message.id:
+                        effects += self._repair(node, [outcome.message])
+            elif write.hopeless:
+                effects += self._settle(write, write.give_up("replicas failed to store it"), now)
+        if write.finished and write.drained:
+            self._forget(write)
+        return effects
+
+    def _settle(self, write: Write, outcome: Outcome, now: float) -> list[Effect]:
+        if isinstance(outcome, Acked):
+            self.stats.writes_acknowledged += 1
+        else:
+            self.stats.writes_failed += 1
+        effects: list[Effect] = []
+        for origin in write.origins:
+            effects += self._answer(origin, outcome, now)
+        return effects + self._fan_out_in_order(write.message.room, now)
+
+    def _answer(self, origin: Origin, outcome: Outcome, now: float) -> list[Effect]:
+        if isinstance(origin, LocalOrigin):
+            return self._complete(origin.ticket, outcome, now)
+        if isinstance(outcome, Acked):
+            reply = ForwardReply(origin.forward_id, outcome.message, outcome.duplicate)
+        elif isinstance(outcome, Refused):
+            reply = ForwardReply(origin.forward_id, error=outcome.code, reason=outcome.reason[:512])
+        else:
+            return []
+        return [SendPeer(origin.node, reply)]
+
+    def _forget(self, write: Write) -> None:
+        self._writes.pop(write.write_id, None)
+        if self._write_by_key.get(write.message.key) == write.write_id:
+            del self._write_by_key[write.message.key]
+
+    def _fan_out_in_order(self, room: str, now: float) -> list[Effect]:
+        """Push the room's settled writes in the order their ids were assigned; only
+        acknowledged ones (a failed send is retried by its client and pushed then)."""
+        order = self._room_order.get(room)
+        effects: list[Effect] = []
+        while order:
+            write = self._writes.get(order[0])
+            if write is not None and write.outcome is None:
+                break
+            order.popleft()
+            if write is None:
+                continue
+            write.drained = True
+            if isinstance(write.outcome, Acked):
+                effects += self._fan_out(Posted(write.outcome.message), room, now)
+        if order is not None and not order:
+            del self._room_order[room]
+        return effects
+
+    # ---- fan-out ----
+
+    def _fan_out(self, event: RoomEvent, room: str, now: float) -> list[Effect]:
+        origin = "" if isinstance(event, Posted) else event.origin
+        effects: list[Effect] = []
+        for node in self._interest.nodes(room):
+            if node in (self.node_id, origin) or node not in self._alive:
+                continue
+            stream = self._outbound.get(node)
+            if stream is None:
+                self._streams_opened += 1
+                stream = OutboundStream(epoch=self._epoch * 1024 + self._streams_opened % 1024)
+                self._outbound[node] = stream
+            if len(stream.unacked) >= self.config.push_unacked_max:
+                # The node stopped acknowledging: stop pushing; it catches up when it
+                # registers again and learns it was dropped.
+                del self._outbound[node]
+                self._interest.drop_node(node)
+                self.stats.interest_dropped += 1
+                effects.append(Warn(f"{node} left {len(stream.unacked)} pushes unacknowledged"))
+                continue
+            effects.append(SendPeer(node, stream.push(event, now)))
+            self.stats.pushes_sent += 1
+        if origin != self.node_id:
+            effects += self._deliver_here(event)
+        return effects
+
+    def _pushed(self, sender: str, push: Push) -> list[Effect]:
+        inbound = self._inbound.get(sender)
+        if inbound is None or push.epoch > inbound.epoch:
+            inbound = self._inbound[sender] = InboundStream.starting_at(push)
+        elif push.epoch < inbound.epoch:
+            return []  # a straggler from the sender's previous stream
+        effects: list[Effect] = []
+        for event in inbound.receive(push):
+            effects += self._deliver_here(event)
+        return effects
+
+    def _deliver_here(self, event: RoomEvent) -> list[Effect]:
+        local = self._local.get(event.room)
+        if isinstance(event, Posted):
+            self.observe(event.message.id)
+            if local is None or not self._first_time(local, event.message.id):
+                return []
+            self.stats.events_delivered += 1
+            return [DeliverMessage(event.message)]
+        if local is None:
+            return []
+        return [DeliverEvent(event)]
+
+    def _first_time(self, local: _LocalRoom, message_id: str) -> bool:
+        if message_id in local.recent:
+            return False
+        local.recent[message_id] = None
+        if len(local.recent) > self.config.recent_ids_per_room:
+            local.recent.popitem(last=False)
+        local.newest_delivered = max(local.newest_delivered, message_id)
+        return True
+
+    # ---- interest ----
+
+    def _register(self, room: str, local: _LocalRoom, now: float, *, renewal: bool) -> list[Effect]:
+        """Register with every live replica; the coordinator's ack makes the room ready."""
+        live = self.live_replicas(room)
+        if not live:
+            local.registration = local.awaiting = None
+            return []
+        request_id = next(self._numbers)
+        effects: list[Effect] = []
+        for node in live:
+            if node == self.node_id:
+                self._interest.register(node, [room], now)
+            else:
+                effects.append(SendPeer(node, Interest(request_id, rooms=[room])))
+        if live[0] == self.node_id:
+            local.registration = local.awaiting = None
+            return effects + self._ready(room, local, now)
+        local.registration, local.awaiting = request_id, live[0]
+        local.deadline = now + self.config.read_timeout_s
+        return effects
+
+    def _interest_acknowledged(
+        self, sender: str, request_id: int, fresh: list[str], now: float
+    ) -> list[Effect]:
+        effects: list[Effect] = []
+        readied = set()
+        for room, local in self._local.items():
+            if local.registration == request_id and local.awaiting == sender:
+                local.registration = local.awaiting = None
+                if not local.ready:
+                    readied.add(room)
+                    effects += self._ready(room, local, now)
+        for room in fresh:
+            known = self._local.get(room)
+            if (
+                known is not None
+                and known.ready
+                and room not in readied
+                and self.coordinator(room) == sender
+            ):
+                # The coordinator did not have us: pushes may have been missed.
+                effects += self._catch_up(room, now)
+        return effects
+
+    def _ready(self, room: str, local: _LocalRoom, now: float) -> list[Effect]:
+        local.ready = True
+        tickets, local.tickets = local.tickets, []
+        effects: list[Effect] = []
+        for ticket in tickets:
+            effects += self._complete(ticket, Ready(), now)
+        return effects
+
+    def _catch_up(self, room: str, now: float, after: str | None = None) -> list[Effect]:
+        """Re-read the room from a little before the newest delivered message, so that
+        whatever pushes were lost reach the sessions (repeats are filtered by id)."""
+        local = self._local.get(room)
+        if local is None:
+            return []
+        if after is None:
+            newest = local.newest_delivered
+            reference_ms = (
+                MessageId.parse(newest).time_ms
+                if is_message_id(newest)
+                else local.subscribed_wall_ms
+            )
+            start_ms = max(0, reference_ms - self.config.catch_up_margin_ms)
+            after = max(ORIGIN, f"{start_ms:012x}0000.")
+        self.stats.catch_ups += 1
+        ticket = next(self._internal)
+        self._catch_ups[ticket] = room
+        return self.read(ticket, room, before=None, after=after, limit=CATCH_UP_PAGE, now=now)
+
+    # ---- reads ----
+
+    def _read_answered(
+        self, read_id: int, replica: str, page: ReplicaPage | None, now: float
+    ) -> list[Effect]:
+        read = self._reads.get(read_id)
+        if read is None or replica not in read.waiting:
+            return []
+        read.waiting.discard(replica)
+        if page is not None:
+            read.pages[replica] = page
+        if read.waiting:
+            return []
+        return self._finish_read(read_id, now)
+
+    def _finish_read(self, read_id: int, now: float) -> list[Effect]:
+        read = self._reads.pop(read_id)
+        if not read.pages:
+            refused = Refused("unavailable", "no replica of the room answered the read")
+            return self._complete(read.ticket, refused, now)
+        merged = merge_pages(read.pages, forward=read.after is not None, limit=read.limit)
+        effects: list[Effect] = []
+        for replica, missing in merged.repairs.items():
+            self.stats.read_repairs += len(missing)
+            effects += self._repair(replica, missing)
+        return effects + self._complete(read.ticket, Page(merged.messages, merged.more), now)
+
+    def _repair(self, node: str, messages: Iterable[RoomMessage]) -> list[Effect]:
+        effects: list[Effect] = []
+        for message in messages:
+            if node == self.node_id:
+                token = next(self._numbers)
+                self._tokens[token] = _ForRepair()
+                effects.append(Store(token, message))
+            else:
+                effects.append(SendPeer(node, Replicate(0, message)))
+        return effects
+
+    # ---- completions ----
+
+    def _complete(self, ticket: int, outcome: Outcome, now: float) -> list[Effect]:
+        if ticket >= 0:
+            return [Complete(ticket, outcome)]
+        room = self._catch_ups.pop(ticket, None)
+        if room is None or not isinstance(outcome, Page):
+            return []
+        effects: list[Effect] = []
+        for message in outcome.messages:
+            effects += self._deliver_here(Posted(message))
+        if outcome.more and outcome.messages:
+            effects += self._catch_up(room, now, after=outcome.messages[-1].id)
+        return effects
+
+    # ---- what the shell shows ----
+
+    @property
+    def writes_in_flight(self) -> int:
+        return len(self._writes)
+
+    @property
+    def forwards_in_flight(self) -> int:
+        return len(self._forwards)
+
+    @property
+    def interest_registrations(self) -> int:
+        return self._interest.registrations
+
+    def pushes_unacknowledged(self) -> int:
+        return sum(len(stream.unacked) for stream in self._outbound.values())
+
+
+def _forward_message(forward_id: int, request: SendRequest) -> Forward:
+    return Forward(forward_id, request.room, request.sender, request.client_msg_id, request.body)

@@ -1,0 +1,57 @@
+"""Merging what several replicas returned for one page, and finding what each one lacks.
+
+Each replica answers the same query (a page forward from `after`, backward from `before`,
+or the newest page). The merged page is the union ordered by id, cut to the limit on the
+side the query pages towards. A replica lacks a message when the message lies inside the
+range that replica's answer covers yet is not in its answer; those are read-repaired.
+"""
+
+from dataclasses import dataclass
+
+from router.records import RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPage:
+    messages: list[RoomMessage]  # oldest first
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MergedPage:
+    messages: list[RoomMessage]
+    more: bool
+    repairs: dict[str, list[RoomMessage]]  # replica -> messages it is missing
+
+
+def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> MergedPage:
+    """Merge replica answers to one query. `forward` is true for queries with `after`."""
+    union: dict[str, RoomMessage] = {}
+    for page in pages.values():
+        for message in page.messages:
+            union.setdefault(message.id, message)
+    ordered = [union[key] for key in sorted(union)]
+    chosen = ordered[:limit] if forward else ordered[-limit:]
+    more = len(ordered) > limit or any(page.more for page in pages.values())
+    repairs: dict[str, list[RoomMessage]] = {}
+    for replica, page in pages.items():
+        held = {message.id for message in page.messages}
+        missing = [
+            message
+            for message in chosen
+            if message.id not in held and _covers(page, message.id, forward=forward)
+        ]
+        if missing:
+            repairs[replica] = missing
+    return MergedPage(chosen, more, repairs)
+
+
+def _covers(page: ReplicaPage, message_id: str, *, forward: bool) -> bool:
+    """Whether a replica's answer speaks for this id: had it held it, it would have said so."""
+    if not page.more:
+        return True  # the answer reached the end of the queried range
+    if not page.messages:
+        return False
+    if forward:
+        return message_id < page.messages[-1].id
+    return message_id > page.messages[0].id

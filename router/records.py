@@ -1,0 +1,35 @@
+"""A chat message as every replica stores it and every node passes it on."""
+
+from typing import Annotated, Final
+
+import msgspec
+
+# Bounds a peer accepts for one message's fields; the client protocol's own limits are
+# smaller, so anything a gateway let in passes between nodes.
+ROOM_NAME_MAX: Final = 128
+USER_NAME_MAX: Final = 128
+CLIENT_MSG_ID_MAX: Final = 128
+BODY_CHARS_MAX: Final = 64 * 1024
+MESSAGE_ID_MAX: Final = 17 + 64
+
+RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_MAX)]
+UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_NAME_MAX)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=CLIENT_MSG_ID_MAX)]
+Body = Annotated[str, msgspec.Meta(max_length=BODY_CHARS_MAX)]
+MessageIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=MESSAGE_ID_MAX)]
+
+
+class RoomMessage(msgspec.Struct, frozen=True):
+    """One message of a room. (sender, client_msg_id) names it for the client: a retry with
+    the same pair is the same message, whichever coordinator assigned its id."""
+
+    id: MessageIdText
+    room: RoomName
+    sender: UserName
+    client_msg_id: ClientMsgId
+    time_ms: Annotated[int, msgspec.Meta(ge=0)]
+    body: Body
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sender, self.client_msg_id)

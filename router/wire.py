@@ -1,0 +1,165 @@
+"""The messages nodes send each other about rooms: writes, reads, interest and fan-out.
+
+Every message is a tagged msgspec Struct with bounded fields. They travel on the peer
+transport next to the membership messages; the node decodes both with one union.
+"""
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from router.records import MessageIdText, RoomMessage, RoomName, UserName
+
+# Messages per read reply: a history page is at most a few hundred.
+READ_MESSAGES_MAX: Final = 1000
+# Rooms named in one interest registration; more are sent in several.
+INTEREST_ROOMS_MAX: Final = 512
+# Users in one answer to `who`.
+USERS_MAX: Final = 10_000
+
+RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class Forward(msgspec.Struct, frozen=True, tag="forward"):
+    """Gateway to coordinator: store this send in the room and tell me its fate."""
+
+    forward_id: RequestId
+    room: RoomName
+    sender: UserName
+    client_msg_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    body: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+
+
+class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
+    """Coordinator to gateway: the stored message, or why W copies were not made."""
+
+    forward_id: RequestId
+    message: RoomMessage | None = None
+    duplicate: bool = False
+    error: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
+
+
+class Replicate(msgspec.Struct, frozen=True, tag="replicate"):
+    """Store a copy. write_id 0 is a repair: no acknowledgement wanted."""
+
+    write_id: RequestId
+    message: RoomMessage
+
+
+class ReplicaAck(msgspec.Struct, frozen=True, tag="replica_ack"):
+    """A copy is on disk; kept_id is the id it is stored under (an older id of the same
+    sender and client message id wins), empty when storing failed."""
+
+    write_id: RequestId
+    kept_id: Annotated[str, msgspec.Meta(max_length=81)] = ""
+
+
+class ReadRequest(msgspec.Struct, frozen=True, tag="read"):
+    read_id: RequestId
+    room: RoomName
+    before: MessageIdText | None = None
+    after: MessageIdText | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=READ_MESSAGES_MAX)] = 50
+
+
+class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
+    read_id: RequestId
+    messages: Annotated[list[RoomMessage], msgspec.Meta(max_length=READ_MESSAGES_MAX + 1)] = []
+    more: bool = False
+    ok: bool = True
+
+
+class Interest(msgspec.Struct, frozen=True, tag="interest"):
+    """The sender has sessions in these rooms (or no longer has, for `withdrawn`): push
+    their new messages and events to it. A registration lapses unless renewed."""
+
+    request_id: RequestId
+    rooms: Annotated[list[RoomName], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
+    withdrawn: Annotated[list[RoomName], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
+
+
+class InterestAck(msgspec.Struct, frozen=True, tag="interest_ack"):
+    """`fresh` lists rooms the replica did not have the sender registered for: pushes may
+    have been missed, so the sender catches those rooms up from history."""
+
+    request_id: RequestId
+    fresh: Annotated[list[RoomName], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
+
+
+class Posted(msgspec.Struct, frozen=True, tag="posted"):
+    message: RoomMessage
+
+    @property
+    def room(self) -> str:
+        return self.message.room
+
+
+class PresenceChanged(msgspec.Struct, frozen=True, tag="presence"):
+    room: RoomName
+    user: UserName
+    state: Literal["joined", "left"]
+    origin: Annotated[str, msgspec.Meta(max_length=64)]  # the node whose session changed
+
+
+class TypingNotice(msgspec.Struct, frozen=True, tag="typing"):
+    room: RoomName
+    user: UserName
+    origin: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+RoomEvent = Posted | PresenceChanged | TypingNotice
+
+
+class Push(msgspec.Struct, frozen=True, tag="push"):
+    """One event on a coordinator's ordered, acknowledged stream to an interested node.
+
+    `epoch` names the stream (the sender's incarnation); `base` is the oldest sequence
+    number the sender still holds unacknowledged, where a receiver new to the stream starts.
+    """
+
+    epoch: Count
+    seq: Count
+    base: Count
+    event: RoomEvent
+
+
+class PushAck(msgspec.Struct, frozen=True, tag="push_ack"):
+    """Every push up to `through` arrived (cumulative)."""
+
+    epoch: Count
+    through: Count
+
+
+class Announce(msgspec.Struct, frozen=True, tag="announce"):
+    """Gateway to coordinator: fan this presence or typing event out to the room."""
+
+    event: PresenceChanged | TypingNotice
+
+
+class WhoRequest(msgspec.Struct, frozen=True, tag="who"):
+    request_id: RequestId
+    room: RoomName
+
+
+class WhoReply(msgspec.Struct, frozen=True, tag="who_reply"):
+    request_id: RequestId
+    users: Annotated[list[UserName], msgspec.Meta(max_length=USERS_MAX)] = []
+
+
+RouterMessage = (
+    Forward
+    | ForwardReply
+    | Replicate
+    | ReplicaAck
+    | ReadRequest
+    | ReadReply
+    | Interest
+    | InterestAck
+    | Push
+    | PushAck
+    | Announce
+    | WhoRequest
+    | WhoReply
+)

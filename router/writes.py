@@ -1,0 +1,115 @@
+"""The bookkeeping of one send: at the gateway (a forward) and at the coordinator (a write).
+
+A write collects acknowledgements from its replicas; once W copies are on disk it is
+acknowledged to everyone who asked for it. Each replica reports the id it stored the
+message under: a retry that reached another coordinator may have met an older copy of the
+same (sender, client message id), and the smallest id wins everywhere, so a send never
+becomes two messages.
+"""
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from router.effects import Acked, Outcome, Refused
+from router.message_ids import MessageId
+from router.records import RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOrigin:
+    ticket: int  # a request of this node's own shell
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOrigin:
+    node: str  # a gateway that forwarded the send
+    forward_id: int
+
+
+Origin = LocalOrigin | RemoteOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A client's send, as it enters the mesh."""
+
+    room: str
+    sender: str
+    client_msg_id: str
+    body: str
+
+
+@dataclass(slots=True)
+class Forward:
+    """A send this node, as gateway, handed to the room's coordinator."""
+
+    ticket: int
+    request: SendRequest
+    deadline: float
+    target: str
+    sent_at: float
+
+
+@dataclass(slots=True)
+class Write:
+    write_id: int
+    message: RoomMessage  # as assigned by this coordinator
+    targets: list[str]  # the other replicas written to
+    wanted: int  # W for this room and mesh size
+    deadline: float
+    origins: list[Origin]
+    sent_at: float
+    kept: dict[str, str] = field(default_factory=dict)  # replica -> id stored under
+    failed: set[str] = field(default_factory=set)  # replicas whose store failed
+    duplicate: bool = False  # this coordinator already held the message
+    outcome: Outcome | None = None
+    drained: bool = False  # its turn in the room's fan-out order has come
+
+    def attach(self, origin: Origin) -> bool:
+        """Add someone waiting for this write; False when they were already waiting."""
+        if origin in self.origins:
+            return False
+        self.origins.append(origin)
+        return True
+
+    def record(self, replica: str, kept_id: str | None) -> None:
+        if kept_id:
+            self.kept[replica] = kept_id
+        else:
+            self.failed.add(replica)
+
+    @property
+    def quorum_reached(self) -> bool:
+        return len(self.kept) >= self.wanted
+
+    @property
+    def hopeless(self) -> bool:
+        """Too many replicas failed to store it for W copies ever to exist."""
+        return len(self.failed) > len(self.targets) + 1 - self.wanted
+
+    @property
+    def waiting_on(self) -> list[str]:
+        return [node for node in self.targets if node not in self.kept and node not in self.failed]
+
+    def settle(self) -> Acked:
+        """The acknowledged message: under the smallest id any replica stored it as."""
+        smallest = min(self.kept.values())
+        message = self.message
+        if smallest != message.id:
+            message = msgspec.structs.replace(
+                message, id=smallest, time_ms=MessageId.parse(smallest).time_ms
+            )
+        outcome = Acked(message, self.duplicate or smallest != self.message.id)
+        self.outcome = outcome
+        return outcome
+
+    def give_up(self, reason: str) -> Refused:
+        outcome = Refused("unavailable", reason)
+        self.outcome = outcome
+        return outcome
+
+    @property
+    def finished(self) -> bool:
+        """Nothing left to do: settled and every target answered."""
+        return self.outcome is not None and not self.waiting_on
