@@ -1,4 +1,10 @@
-"""Rooms on one node: assigning ids, storing, fanning out to sessions, presence and typing."""
+"""Rooms as this node's clients see them: sends, joins, replays, presence and typing.
+
+The mesh does the work (mesh/room_router.py drives the room engine): a send goes to the
+room's coordinator and is acknowledged once W replicas hold it; history comes from the
+room's replicas. This module ties that to the node's sessions: who is in which room here,
+and handing each pushed message or event to them.
+"""
 
 import asyncio
 import logging
@@ -6,14 +12,16 @@ from collections.abc import Callable
 
 from mesh import protocol
 from mesh.framing import encode_frame
+from mesh.room_router import RoomRouter
 from mesh.rooms import RoomHub
 from mesh.session import Session
 from mesh.storage import SendResult, Storage, StoredMessage
-from router.message_ids import HybridClock, MessageId, is_message_id
+from router.records import RoomMessage
+from router.wire import PresenceChanged, TypingNotice
 
 log = logging.getLogger(__name__)
 
-# Messages read from storage per query while replaying a backlog.
+# Messages read per query while replaying a backlog.
 REPLAY_PAGE_SIZE = 500
 
 
@@ -33,51 +41,38 @@ def _frame(event: protocol.NodeMessage) -> bytes:
 
 
 class ChatService:
-    def __init__(self, node_id: str, storage: Storage, wall_clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self, node_id: str, storage: Storage, router: RoomRouter, wall_clock_ms: Callable[[], int]
+    ) -> None:
         self.node_id = node_id
-        self.storage = storage
+        self.storage = storage  # this node's own data: room membership of its users
+        self.router = router
         self.hub = RoomHub()
         self._wall_clock_ms = wall_clock_ms
-        self._clock = HybridClock(node_id)
-        self.messages_stored = 0
         self.messages_delivered = 0
-
-    def start(self) -> None:
-        """Call once storage is open: ids continue after everything already stored."""
-        if is_message_id(self.storage.highest_id):
-            self._clock.observe(MessageId.parse(self.storage.highest_id))
+        router.attach(self)
 
     # ---- writes ----
 
     def send(
         self, user: str, room: str, client_msg_id: str, body: str
     ) -> "asyncio.Future[SendResult]":
-        """Assign an id and queue the message; the future resolves once it is on disk.
+        """Resolves once W replicas hold the message; never blocks the caller."""
+        return self.router.send(room, user, client_msg_id, body)
 
-        Ids are assigned here, in arrival order, and the writer commits in that order, so
-        a sender's messages keep their order and live delivery follows id order.
-        """
-        message_id = self._clock.next_id(self._wall_clock_ms())
-        message = StoredMessage(
-            id=str(message_id),
-            room=room,
-            sender=user,
-            client_msg_id=client_msg_id,
-            time_ms=message_id.time_ms,
-            body=body,
-        )
-        future = self.storage.append(message)
-        future.add_done_callback(self._committed)
-        return future
+    # ---- reads ----
 
-    def _committed(self, future: "asyncio.Future[SendResult]") -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        result = future.result()
-        if result.duplicate:
-            return
-        self.messages_stored += 1
-        message = result.message
+    async def history(
+        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+    ) -> tuple[list[RoomMessage], bool]:
+        return await self.router.read(room, before=before, after=after, limit=limit)
+
+    async def who(self, room: str) -> list[str]:
+        return sorted(set(await self.router.who(room)) | set(self.hub.users(room)))
+
+    # ---- deliveries from the mesh ----
+
+    def deliver_message(self, message: RoomMessage) -> None:
         frame = _frame(protocol.MessageEvent(message=to_wire(message)))
         sessions = self.hub.sessions(message.room)
         for session in sessions:
@@ -85,10 +80,23 @@ class ChatService:
         self.messages_delivered += len(sessions)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "message stored and fanned out to %d session(s)",
+                "message delivered to %d session(s)",
                 len(sessions),
                 extra={"trace_id": message.id, "room": message.room, "sender": message.sender},
             )
+
+    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None:
+        if isinstance(event, PresenceChanged):
+            frame = _frame(
+                protocol.PresenceEvent(room=event.room, user=event.user, state=event.state)
+            )
+            for session in self.hub.sessions(event.room):
+                session.push(frame)
+            return
+        frame = _frame(protocol.TypingEvent(room=event.room, user=event.user))
+        for session in self.hub.sessions(event.room):
+            if session.user != event.user:
+                session.push_if_room(frame)
 
     # ---- rooms ----
 
@@ -97,19 +105,21 @@ class ChatService:
     ) -> tuple[list[str], str | None]:
         """Enter a room: live delivery, presence, persisted membership.
 
-        Returns who is present and the room's head: the newest id stored once delivery to
-        this session had begun, so nothing after the head can be missed by a resume.
+        Returns who is present and the room's head: the newest id stored once pushes to
+        this node had begun, so nothing after the head can be missed by a resume.
         """
         session.rooms.add(room)
         if since is not None:
             session.begin_catch_up(room)
-        if self.hub.subscribe(room, session):
+        newly_present = self.hub.subscribe(room, session)
+        await self.router.subscribe(room)
+        if newly_present:
             self._presence(room, session, "joined")
         await self.storage.set_membership(
             session.user, room, joined=True, time_ms=self._wall_clock_ms()
         )
-        newest, _ = await self.storage.history(room, limit=1)
-        return self.hub.users(room), newest[-1].id if newest else None
+        newest, _ = await self.router.read(room, limit=1)
+        return await self.who(room), newest[-1].id if newest else None
 
     async def replay(self, session: Session, room: str, since: str) -> int:
         """Push every stored message after `since`, then release the held live ones."""
@@ -117,7 +127,7 @@ class ChatService:
         replayed = 0
         try:
             while True:
-                page, more = await self.storage.history(room, after=cursor, limit=REPLAY_PAGE_SIZE)
+                page, more = await self.router.read(room, after=cursor, limit=REPLAY_PAGE_SIZE)
                 for message in page:
                     await session.push_waiting(
                         _frame(protocol.MessageEvent(message=to_wire(message)))
@@ -149,12 +159,15 @@ class ChatService:
         session.abandon_catch_up(room)
         if self.hub.unsubscribe(room, session):
             self._presence(room, session, "left")
+        if not self.hub.sessions(room):
+            self.router.unsubscribe(room)
 
     def typing(self, session: Session, room: str) -> None:
         frame = _frame(protocol.TypingEvent(room=room, user=session.user))
         for other in self.hub.sessions(room):
             if other.user != session.user:
                 other.push_if_room(frame)
+        self.router.announce(TypingNotice(room=room, user=session.user, origin=self.node_id))
 
     def _presence(self, room: str, session: Session, state: str) -> None:
         event = protocol.PresenceEvent(room=room, user=session.user, state=state)  # type: ignore[arg-type]
@@ -162,3 +175,6 @@ class ChatService:
         for other in self.hub.sessions(room):
             if other is not session:
                 other.push(frame)
+        self.router.announce(
+            PresenceChanged(room=room, user=session.user, state=state, origin=self.node_id)  # type: ignore[arg-type]
+        )

@@ -34,6 +34,7 @@ from peers.limits import NODE_ID_LENGTH_MAX
 from peers.membership import MembershipConfig
 from peers.records import NODE_ID_PATTERN
 from peers.transport import PortInUseError
+from router.config import RouterConfig
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -97,6 +98,20 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         help="nodes that hold each room (default %(default)s)",
     )
     parser.add_argument(
+        "--write-quorum",
+        type=int,
+        default=2,
+        metavar="W",
+        help="copies on disk before a send is acknowledged (default %(default)s)",
+    )
+    parser.add_argument(
+        "--read-quorum",
+        type=int,
+        default=1,
+        metavar="R",
+        help="replicas asked for each history page (default %(default)s)",
+    )
+    parser.add_argument(
         "--secret-file",
         type=Path,
         metavar="FILE",
@@ -135,6 +150,8 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--log-level", args.log_level),
         *("--log-format", args.log_format),
         *("--replicas", str(args.replicas)),
+        *("--write-quorum", str(args.write_quorum)),
+        *("--read-quorum", str(args.read_quorum)),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -259,7 +276,9 @@ def _run_node(args: argparse.Namespace) -> int:
         client_limits=_client_limits(args),
         secret=None if args.secret_file is None else load_secret(args.secret_file),
         http_port=args.http_port,
-        replicas=args.replicas,
+        router=RouterConfig(
+            replicas=args.replicas, write_quorum=args.write_quorum, read_quorum=args.read_quorum
+        ),
     )
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from mesh.protocol import CLIENT_FRAME_BYTES_MAX
 from peers.membership import MembershipConfig
+from router.config import RouterConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class NodeConfig:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     secret: bytes | None = None
     http_port: int | None = None  # None: no HTTP API
-    replicas: int = 3  # N: how many nodes hold each room
+    router: RouterConfig = field(default_factory=RouterConfig)  # N, W, R and timeouts
 
     @property
     def peer_address(self) -> str:

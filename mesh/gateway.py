@@ -45,6 +45,7 @@ from mesh.protocol import (
     Who,
 )
 from mesh.rate_limit import TokenBucket
+from mesh.room_router import RoomUnavailableError
 from mesh.session import Session
 from mesh.storage import SendResult, StorageError, StorageOverloadedError
 
@@ -265,6 +266,8 @@ class Gateway:
                 self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
             except StorageError as error:
                 self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
+            except RoomUnavailableError as error:
+                self._reply_error(session, request, _code_of(error), str(error))
 
     # ---- requests ----
 
@@ -287,7 +290,7 @@ class Gateway:
                 rooms = await self.chat.storage.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
             case Who(request_id=request_id, room=room):
-                users = self.chat.hub.users(room)
+                users = await self.chat.who(room)
                 session.push(_frame(Members(request_id=request_id, room=room, users=users)))
             case Typing(request_id=request_id, room=room):
                 self._require_joined(session, room)
@@ -361,6 +364,8 @@ class Gateway:
                         )
                     )
                 )
+            elif isinstance(error, RoomUnavailableError):
+                self._reply_error(session, request, _code_of(error), str(error))
             elif isinstance(error, StorageOverloadedError):
                 self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
             else:
@@ -370,7 +375,7 @@ class Gateway:
 
     async def _join(self, session: Session, request_id: int, room: str, since: str | None) -> None:
         if room in session.rooms:
-            users = self.chat.hub.users(room)
+            users = await self.chat.who(room)
             session.push(_frame(Joined(request_id=request_id, room=room, members=users)))
             return
         if len(session.rooms) >= self.limits.rooms_per_session_max:
@@ -390,7 +395,7 @@ class Gateway:
     async def _history(self, session: Session, request: History) -> None:
         if request.before is not None and request.after is not None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "give before or after, not both")
-        page, more = await self.chat.storage.history(
+        page, more = await self.chat.history(
             request.room, before=request.before, after=request.after, limit=request.limit
         )
         cursor = None
@@ -454,3 +459,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()  # a client that reads nothing cannot hold the socket open
     except ConnectionError:
         log.debug("client connection was already gone at close")
+
+
+def _code_of(error: RoomUnavailableError) -> ErrorCode:
+    return ErrorCode.INTERNAL if error.code == ErrorCode.INTERNAL else ErrorCode.UNAVAILABLE

@@ -36,7 +36,8 @@ from mesh.errors import ErrorCode
 from mesh.metrics import CONTENT_TYPE, NodeMetrics
 from mesh.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
 from mesh.rate_limit import TokenBucket
-from mesh.storage import StorageError, StorageOverloadedError, StoredMessage
+from mesh.room_router import RoomUnavailableError
+from mesh.storage import StorageError, StoredMessage
 from router.message_ids import MESSAGE_ID_PATTERN
 
 API_VERSION = "1"
@@ -230,6 +231,7 @@ class HttpBackend:
 def build_app(backend: HttpBackend) -> Litestar:
     buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
     storage = backend.chat.storage
+    history = backend.chat.history
 
     def user_of(request: Request[Any, Any, Any]) -> str:
         header = request.headers.get("authorization", "")
@@ -314,12 +316,12 @@ def build_app(backend: HttpBackend) -> Litestar:
         check_room(room)
         check_cursor("before", before)
         check_cursor("after", after)
-        page, more = await storage.history(room, before=before, after=after, limit=limit)
+        page, more = await history(room, before=before, after=after, limit=limit)
         if not page and before is None and after is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
         if after is not None:
             older = page[0].id if page else after
-            has_older = bool((await storage.history(room, before=older, limit=1))[0])
+            has_older = bool((await history(room, before=older, limit=1))[0])
             prev = page_path(room, limit, before=older) if has_older else None
             next_ = None
             if more:
@@ -330,7 +332,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             next_ = None
             if before is not None:
                 newer = page[-1].id if page else before
-                if (await storage.history(room, after=newer, limit=1))[0]:
+                if (await history(room, after=newer, limit=1))[0]:
                     next_ = page_path(room, limit, after=newer)
         return MessagePage([_message_out(m) for m in page], prev, next_)
 
@@ -393,8 +395,6 @@ def build_app(backend: HttpBackend) -> Litestar:
             result = await backend.chat.send(
                 user, room, idempotency_key or uuid.uuid4().hex, data.body
             )
-        except StorageOverloadedError as error:
-            raise ApiError(ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"}) from error
         except StorageError as error:
             raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
         backend.metrics.observe_ack(time.perf_counter() - started)
@@ -413,7 +413,7 @@ def build_app(backend: HttpBackend) -> Litestar:
     async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
         user_of(request)
         check_room(room)
-        return MembersOut(room, backend.chat.hub.users(room))
+        return MembersOut(room, await backend.chat.who(room))
 
     @get(
         "/v1/status",
@@ -466,6 +466,14 @@ def build_app(backend: HttpBackend) -> Litestar:
             message = f"{message}: {extra}"
         return _error_response(status_code, code, message, dict(error.headers or {}))
 
+    def handle_unavailable(
+        request: Request[Any, Any, Any], error: RoomUnavailableError
+    ) -> Response[ErrorOut]:
+        del request
+        if error.code == ErrorCode.INTERNAL:
+            return _error_response(500, ErrorCode.INTERNAL, str(error))
+        return _error_response(503, ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"})
+
     def handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
         request.logger.exception("HTTP %s %s failed", request.method, request.url.path)
         return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
@@ -495,6 +503,7 @@ def build_app(backend: HttpBackend) -> Litestar:
         ],
         exception_handlers={
             ApiError: handle_api_error,
+            RoomUnavailableError: handle_unavailable,
             HTTPException: handle_http_error,
             Exception: handle_crash,
         },

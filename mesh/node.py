@@ -19,7 +19,9 @@ from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.identity import next_incarnation
 from mesh.metrics import NodeMetrics
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
+from mesh.peer_codec import decode_node_message, encode_node_message
 from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
+from mesh.room_router import RoomRouter
 from mesh.storage import Storage
 from peers.membership import (
     Anomaly,
@@ -32,14 +34,17 @@ from peers.membership import (
 )
 from peers.records import MemberRecord
 from peers.transport import PeerTransport, PortInUseError
-from peers.wire import PeerDecodeError, decode_peer_message, encode_peer_message
-from router.ring import HashRing
+from peers.wire import Heartbeat, Leave, PeerDecodeError
+from router.engine import RoomEngine
+from router.wire import RouterMessage
 
 log = logging.getLogger(__name__)
 
 # Log the first rejected peer frames one by one, then only every Nth, so a flood of
 # garbage cannot flood the log as well.
 REJECTED_FRAME_LOG_EVERY = 1000
+# How often the room engine checks its timers: retransmissions, timeouts, acks of pushes.
+ROOM_TICK_INTERVAL_S = 0.05
 # How long a stopping node keeps trying to reach peers whose connection is not up yet.
 LEAVE_ANNOUNCE_TIMEOUT_S = 0.5
 
@@ -50,7 +55,20 @@ class Node:
         self.transport = PeerTransport(config.node_id, config.host, config.peer_port)
         self.metrics = NodeMetrics(lambda: self.status(0))
         self.storage = Storage(config.data_dir, on_commit=self.metrics.observe_commit)
-        self.chat = ChatService(config.node_id, self.storage, lambda: int(time.time() * 1000))
+        self.incarnation = next_incarnation(
+            config.data_dir, config.node_id, int(time.time() * 1000)
+        )
+        self.engine = RoomEngine(
+            config.node_id,
+            config.router,
+            epoch=self.incarnation,
+            wall_offset_ms=int(time.time() * 1000 - time.monotonic() * 1000),
+            local_users=self._local_users,
+        )
+        self.rooms = RoomRouter(self.engine, self.storage, self._send_to_node)
+        self.chat = ChatService(
+            config.node_id, self.storage, self.rooms, lambda: int(time.time() * 1000)
+        )
         self.authenticator = Authenticator(config.secret)
         self.gateway = Gateway(
             config.node_id,
@@ -62,7 +80,7 @@ class Node:
             on_ack=self.metrics.observe_ack,
         )
         self.membership: Membership | None = None
-        self.ring = HashRing([config.node_id])
+        self._addresses: dict[str, str] = {}  # node id -> peer address, from membership
         self.peer_frames_rejected = 0
         self.anomalies = 0
         self._peer_book_dirty = False
@@ -76,7 +94,7 @@ class Node:
             if config.http_port is not None:
                 http_listener = _bind(config.host, config.http_port)
             await self.storage.open()
-            self.chat.start()
+            self.engine.observe(self.storage.highest_id)
             server = await asyncio.start_server(
                 self.gateway.serve_connection, config.host, config.client_port
             )
@@ -90,7 +108,7 @@ class Node:
             if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
-        incarnation = next_incarnation(config.data_dir, config.node_id, int(time.time() * 1000))
+        incarnation = self.incarnation
         remembered = load_peer_addresses(config.data_dir)
         self.membership = Membership(
             own=MemberRecord(config.node_id, config.peer_address, incarnation),
@@ -141,6 +159,7 @@ class Node:
                 async with asyncio.timeout(2.0):
                     await server.wait_closed()
             save_peer_addresses(config.data_dir, self.membership.peer_addresses())
+            await self.rooms.close()
             await self._announce_leave()
             await self.transport.close()
             await self.storage.close()
@@ -150,7 +169,7 @@ class Node:
         """Tell every peer we are leaving, retrying briefly where no connection is up yet."""
         assert self.membership is not None
         pending = [
-            (effect.address, encode_peer_message(effect.message))
+            (effect.address, encode_node_message(effect.message))
             for effect in self.membership.leave(time.monotonic())
             if isinstance(effect, SendTo)
         ]
@@ -191,13 +210,13 @@ class Node:
         states = {view.id: view.state.value for view in membership.members(time.monotonic())}
         replicas = [
             Replica(id=node, state=states.get(node, "unknown"))
-            for node in self.ring.preference_list(room, self.config.replicas)
+            for node in self.engine.preference_list(room)
         ]
         alive = [replica.id for replica in replicas if replica.state == "alive"]
         return Placement(
             request_id=request_id,
             room=room,
-            replicas_wanted=self.config.replicas,
+            replicas_wanted=self.config.router.replicas,
             replicas=replicas,
             coordinator=alive[0] if alive else None,
         )
@@ -233,12 +252,30 @@ class Node:
         counters.update(
             {
                 "client_sessions_cut_off": gateway.sessions_cut_off,
-                "messages_stored": self.chat.messages_stored,
+                "messages_stored": self.rooms.copies_stored,
                 "messages_delivered": self.chat.messages_delivered,
                 "storage_commits": storage.commits,
                 "storage_writes": storage.writes,
                 "storage_duplicates": storage.duplicates,
                 "storage_failures": storage.failures,
+            }
+        )
+        engine = self.engine.stats
+        counters.update(
+            {
+                "writes_coordinated": engine.writes_coordinated,
+                "writes_acknowledged": engine.writes_acknowledged,
+                "writes_failed": engine.writes_failed,
+                "writes_in_flight": self.engine.writes_in_flight,
+                "forwards_sent": engine.forwards_sent,
+                "reads_served": engine.reads_served,
+                "read_repairs": engine.read_repairs,
+                "pushes_sent": engine.pushes_sent,
+                "push_retransmits": engine.push_retransmits,
+                "pushes_unacknowledged": self.engine.pushes_unacknowledged(),
+                "room_catch_ups": engine.catch_ups,
+                "interest_registrations": self.engine.interest_registrations,
+                "interest_dropped": engine.interest_dropped,
             }
         )
         for code, count in sorted(gateway.errors_by_code.items()):
@@ -254,9 +291,15 @@ class Node:
                 continue
             sender_id, frame = received
             try:
-                message = decode_peer_message(frame)
+                message = decode_node_message(frame)
             except PeerDecodeError as error:
                 self._reject(f"from {sender_id[:64]!r}: {error}")
+                continue
+            if not isinstance(message, Heartbeat | Leave):
+                if sender_id in self._addresses:
+                    self.rooms.handle(sender_id, message)
+                else:
+                    self._reject(f"a room message from {sender_id[:64]!r}, not a member")
                 continue
             if message.sender.id != sender_id:
                 self._reject(f"routing id {sender_id!r} sent a message as {message.sender.id!r}")
@@ -265,9 +308,10 @@ class Node:
 
     async def _tick_loop(self) -> None:
         assert self.membership is not None
-        tick_interval_s = min(0.1, self.config.membership.heartbeat_interval_s / 2)
+        tick_interval_s = min(ROOM_TICK_INTERVAL_S, self.config.membership.heartbeat_interval_s / 2)
         while True:
             self._apply(self.membership.tick(time.monotonic()))
+            self.rooms.tick()
             if self._peer_book_dirty:
                 self._peer_book_dirty = False
                 save_peer_addresses(self.config.data_dir, self.membership.peer_addresses())
@@ -279,16 +323,32 @@ class Node:
         if count <= 10 or count % REJECTED_FRAME_LOG_EVERY == 0:
             log.warning("peer port: rejected frame #%d: %s", count, reason)
 
+    def _local_users(self, room: str) -> list[str]:
+        return self.chat.hub.users(room)
+
+    def _send_to_node(self, node: str, message: RouterMessage) -> None:
+        address = self._addresses.get(node)
+        if address is not None:
+            self.transport.send(address, encode_node_message(message))
+
+    def _members_changed(self) -> None:
+        """Tell the room engine who is alive; it re-places rooms and re-registers interest."""
+        assert self.membership is not None
+        views = self.membership.members(time.monotonic())
+        current = [view for view in views if view.state is not MemberState.LEFT]
+        self._addresses = {
+            view.id: view.address for view in current if view.id != self.config.node_id
+        }
+        self.rooms.set_members({view.id: view.state is MemberState.ALIVE for view in current})
+
     def _apply(self, effects: list[Effect]) -> None:
+        members_changed = False
         for effect in effects:
             match effect:
                 case SendTo(address, message):
-                    self.transport.send(address, encode_peer_message(message))
+                    self.transport.send(address, encode_node_message(message))
                 case StateChanged() as change:
-                    if change.after is MemberState.LEFT:
-                        self.ring.remove(change.member_id)
-                    else:
-                        self.ring.add(change.member_id)
+                    members_changed = True
                     if change.new_incarnation:
                         self._peer_book_dirty = True
                         if change.before is not None:
@@ -313,6 +373,8 @@ class Node:
                 case Anomaly(reason):
                     self.anomalies += 1
                     log.warning("membership: %s", reason)
+        if members_changed:
+            self._members_changed()
 
 
 def _bind(host: str, port: int) -> "socket.socket":

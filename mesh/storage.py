@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
+from router.records import RoomMessage
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,15 @@ class StorageOverloadedError(StorageError):
     """The write queue is full; nothing was queued."""
 
 
-class StoredMessage(msgspec.Struct, frozen=True):
-    id: str
-    room: str
-    sender: str
-    client_msg_id: str
-    time_ms: int
-    body: str
+# Every replica stores the message exactly as the coordinator made it.
+StoredMessage = RoomMessage
 
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
     message: StoredMessage
     duplicate: bool  # the same sender and client_msg_id were stored before: this is that one
+    replaced: str | None = None  # the id of a twin this copy replaced (it had a larger id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +265,24 @@ class Storage:
         self._resolve(batch, results)
 
     def _append_in(self, connection: sqlite3.Connection, message: StoredMessage) -> SendResult:
+        """Store a copy once. A twin (same sender and client_msg_id, other id: a retry that
+        reached another coordinator) is resolved the same way on every replica: the
+        smaller id stays, so replicas converge on one message."""
         row = connection.execute(
             "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
             "WHERE sender = ? AND client_msg_id = ?",
             (message.sender, message.client_msg_id),
         ).fetchone()
+        replaced = None
         if row is not None:
-            self.stats.duplicates += 1
-            return SendResult(StoredMessage(*row), duplicate=True)
+            held = StoredMessage(*row)
+            if held.id <= message.id:
+                self.stats.duplicates += 1
+                return SendResult(held, duplicate=True)
+            connection.execute(
+                "DELETE FROM messages WHERE room = ? AND id = ?", (held.room, held.id)
+            )
+            replaced = held.id
         connection.execute(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -288,7 +294,7 @@ class Storage:
                 message.body,
             ),
         )
-        return SendResult(message, duplicate=False)
+        return SendResult(message, duplicate=False, replaced=replaced)
 
     def _resolve(
         self, batch: list[tuple[_Write, "asyncio.Future[Any]"]], results: list[Any]

@@ -591,7 +591,9 @@ class RoomEngine:
                     if kept_id != outcome.message.id:
                         effects += self._repair(node, [outcome.message])
             elif write.hopeless:
-                effects += self._settle(write, write.give_up("replicas failed to store it"), now)
+                # Disks failed (not the network): an internal error, not a wait.
+                failed = write.give_up("replicas failed to store it on disk", "internal")
+                effects += self._settle(write, failed, now)
         if write.finished and write.drained:
             self._forget(write)
         return effects

@@ -104,8 +104,8 @@ class Write:
         self.outcome = outcome
         return outcome
 
-    def give_up(self, reason: str) -> Refused:
-        outcome = Refused("unavailable", reason)
+    def give_up(self, reason: str, code: str = "unavailable") -> Refused:
+        outcome = Refused(code, reason)
         self.outcome = outcome
         return outcome
 

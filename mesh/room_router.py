@@ -1,0 +1,235 @@
+"""The asyncio shell around the room engine: it carries out the engine's effects.
+
+Peer messages go out on the transport, copies go to storage, pages come back from it,
+and requests of this node's clients become futures that the engine's completions resolve.
+The engine decides; this module only moves bytes and waits on the disk.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from mesh.storage import SendResult, Storage, StorageError
+from router.effects import (
+    Acked,
+    Complete,
+    DeliverEvent,
+    DeliverMessage,
+    Effect,
+    Load,
+    Outcome,
+    Page,
+    Ready,
+    Refused,
+    SendPeer,
+    Store,
+    Users,
+    Warn,
+)
+from router.engine import RoomEngine
+from router.records import RoomMessage
+from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.writes import SendRequest
+
+log = logging.getLogger(__name__)
+
+
+class RoomUnavailableError(Exception):
+    """The mesh could not serve the request now (too few replicas); retrying is safe."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class LocalRooms(Protocol):
+    """Where the engine's deliveries go: this node's sessions."""
+
+    def deliver_message(self, message: RoomMessage) -> None: ...
+
+    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None: ...
+
+
+class RoomRouter:
+    def __init__(
+        self,
+        engine: RoomEngine,
+        storage: Storage,
+        send_to_node: Callable[[str, RouterMessage], None],
+    ) -> None:
+        self.engine = engine
+        self.storage = storage
+        self._send_to_node = send_to_node
+        self._local: LocalRooms | None = None
+        self._tickets = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self._loads: set[asyncio.Task[None]] = set()
+        self.copies_stored = 0
+
+    def attach(self, local: LocalRooms) -> None:
+        self._local = local
+
+    # ---- requests ----
+
+    def send(
+        self, room: str, sender: str, client_msg_id: str, body: str
+    ) -> "asyncio.Future[SendResult]":
+        """The future resolves once W replicas hold the message (or fails with
+        RoomUnavailableError); it never blocks the caller."""
+        ticket, outcome = self._open()
+        result: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+
+        def settle(done: "asyncio.Future[Outcome]") -> None:
+            if result.done():
+                return
+            if done.cancelled():
+                result.cancel()
+                return
+            answer = done.result()
+            if isinstance(answer, Acked):
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "send acknowledged by the room's replicas", extra=_trace(answer.message)
+                    )
+                result.set_result(SendResult(answer.message, answer.duplicate))
+            else:
+                result.set_exception(_error(answer))
+
+        outcome.add_done_callback(settle)
+        request = SendRequest(room, sender, client_msg_id, body)
+        self.apply(self.engine.send(ticket, request, time.monotonic()))
+        return result
+
+    async def read(
+        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+    ) -> tuple[list[RoomMessage], bool]:
+        ticket, outcome = self._open()
+        self.apply(
+            self.engine.read(
+                ticket, room, before=before, after=after, limit=limit, now=time.monotonic()
+            )
+        )
+        answer = await outcome
+        if not isinstance(answer, Page):
+            raise _error(answer)
+        return answer.messages, answer.more
+
+    async def subscribe(self, room: str) -> None:
+        ticket, outcome = self._open()
+        self.apply(self.engine.subscribe(ticket, room, time.monotonic()))
+        answer = await outcome
+        if not isinstance(answer, Ready):
+            raise _error(answer)
+
+    def unsubscribe(self, room: str) -> None:
+        self.apply(self.engine.unsubscribe(room, time.monotonic()))
+
+    def announce(self, event: PresenceChanged | TypingNotice) -> None:
+        self.apply(self.engine.announce(event, time.monotonic()))
+
+    async def who(self, room: str) -> list[str]:
+        ticket, outcome = self._open()
+        self.apply(self.engine.who(ticket, room, time.monotonic()))
+        answer = await outcome
+        return answer.users if isinstance(answer, Users) else []
+
+    def _open(self) -> tuple[int, "asyncio.Future[Outcome]"]:
+        ticket = next(self._tickets)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[ticket] = future
+        return ticket, future
+
+    # ---- events from the node ----
+
+    def handle(self, sender: str, message: RouterMessage) -> None:
+        self.apply(self.engine.handle(sender, message, time.monotonic()))
+
+    def tick(self) -> None:
+        self.apply(self.engine.tick(time.monotonic()))
+
+    def set_members(self, members: dict[str, bool]) -> None:
+        self.apply(self.engine.set_members(members, time.monotonic()))
+
+    async def close(self) -> None:
+        for task in list(self._loads):
+            task.cancel()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(Refused("unavailable", "the node is stopping"))
+        self._waiting.clear()
+
+    # ---- effects ----
+
+    def apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case SendPeer(node, message):
+                    self._send_to_node(node, message)
+                case Store(token, message):
+                    self._store(token, message)
+                case Load(token, room, before, after, limit):
+                    task = asyncio.create_task(self._load(token, room, before, after, limit))
+                    self._loads.add(task)
+                    task.add_done_callback(self._loads.discard)
+                case DeliverMessage(message):
+                    if self._local is not None:
+                        self._local.deliver_message(message)
+                case DeliverEvent(event):
+                    if self._local is not None:
+                        self._local.deliver_event(event)
+                case Complete(ticket, outcome):
+                    future = self._waiting.pop(ticket, None)
+                    if future is not None and not future.done():
+                        future.set_result(outcome)
+                case Warn(text):
+                    log.warning("rooms: %s", text)
+
+    def _store(self, token: int, message: RoomMessage) -> None:
+        try:
+            future = self.storage.append(message)
+        except StorageError as error:
+            log.warning("rooms: could not queue a copy of %s: %s", message.id, error)
+            self.apply(self.engine.stored(token, None, False, time.monotonic()))
+            return
+
+        def stored(done: "asyncio.Future[SendResult]") -> None:
+            if done.cancelled():
+                return
+            if done.exception() is not None:
+                self.apply(self.engine.stored(token, None, False, time.monotonic()))
+                return
+            result = done.result()
+            if not result.duplicate:
+                self.copies_stored += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("copy stored", extra=_trace(result.message))
+            now = time.monotonic()
+            self.apply(self.engine.stored(token, result.message, result.duplicate, now))
+
+        future.add_done_callback(stored)
+
+    async def _load(
+        self, token: int, room: str, before: str | None, after: str | None, limit: int
+    ) -> None:
+        try:
+            messages, more = await self.storage.history(
+                room, before=before, after=after, limit=limit
+            )
+        except StorageError as error:
+            log.warning("rooms: a read of %s failed: %s", room, error)
+            self.apply(self.engine.loaded(token, None, False, time.monotonic()))
+            return
+        self.apply(self.engine.loaded(token, messages, more, time.monotonic()))
+
+
+def _error(outcome: Outcome) -> RoomUnavailableError:
+    if isinstance(outcome, Refused):
+        return RoomUnavailableError(outcome.code, outcome.reason)
+    return RoomUnavailableError("internal", f"unexpected outcome {outcome!r}")
+
+
+def _trace(message: RoomMessage) -> dict[str, str]:
+    return {"trace_id": message.id, "room": message.room, "sender": message.sender}
