@@ -184,8 +184,8 @@ def test_kill_9_of_the_coordinator_while_clients_send(
             delivered = await next_messages(reader, total, timeout_s=30.0)
             ids = [message.id for message in delivered]
             assert len(ids) == len(set(ids)), f"reader on {node} got repeats"
-            keys = {(message.sender, message.client_msg_id) for message in delivered}
-            assert set(acked) <= keys, f"reader on {node} missed messages"
+            received = {(message.sender, message.client_msg_id) for message in delivered}
+            assert set(acked) <= received, f"reader on {node} missed messages"
         for each in (*readers.values(), *senders.values()):
             await each.close()
 
