@@ -127,7 +127,9 @@ class ChatService:
         replayed = 0
         try:
             while True:
-                page, more = await self.router.read(room, after=cursor, limit=REPLAY_PAGE_SIZE)
+                page, more = await self.router.read(
+                    room, after=cursor, limit=REPLAY_PAGE_SIZE, resume=True
+                )
                 for message in page:
                     await session.push_waiting(
                         _frame(protocol.MessageEvent(message=to_wire(message)))

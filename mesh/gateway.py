@@ -200,7 +200,7 @@ class Gateway:
                 reading.cancel()
                 writing.cancel()
                 await _settle(reading, writing)
-                message = (
+                message = session.cut_off_reason or (
                     f"too slow to read: {session.queue_max} frames were waiting; "
                     "reconnect and resume from the last message id"
                 )
@@ -390,7 +390,12 @@ class Gateway:
             raise
         session.push(_frame(Joined(request_id=request_id, room=room, members=users, head=head)))
         if since is not None:
-            await self.chat.replay(session, room, since)
+            try:
+                await self.chat.replay(session, room, since)
+            except RoomUnavailableError as error:
+                # Joined is already said and live messages would pass the gap: end the
+                # session instead, and the client resumes from what it really got.
+                session.cut_off(f"the room's backlog could not be read ({error}); resume later")
 
     async def _history(self, session: Session, request: History) -> None:
         if request.before is not None and request.after is not None:

@@ -110,6 +110,7 @@ class Node:
             raise
         incarnation = self.incarnation
         remembered = load_peer_addresses(config.data_dir)
+        self.engine.expect_peers(bool(config.seeds or remembered))
         self.membership = Membership(
             own=MemberRecord(config.node_id, config.peer_address, incarnation),
             seeds=tuple(dict.fromkeys([*config.seeds, *remembered])),

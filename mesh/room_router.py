@@ -104,12 +104,22 @@ class RoomRouter:
         return result
 
     async def read(
-        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        resume: bool = False,
     ) -> tuple[list[RoomMessage], bool]:
+        """A page of history from R replicas; `resume` reads enough replicas to overlap
+        every write quorum, for replays that must miss nothing."""
         ticket, outcome = self._open()
+        quorum = self.engine.config.resume_quorum if resume else None
+        now = time.monotonic()
         self.apply(
             self.engine.read(
-                ticket, room, before=before, after=after, limit=limit, now=time.monotonic()
+                ticket, room, before=before, after=after, limit=limit, now=now, quorum=quorum
             )
         )
         answer = await outcome

@@ -25,11 +25,18 @@ class Session:
         self.queue_max = queue_max
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_max)
         self._catching_up: dict[str, list[tuple[str, bytes]]] = {}
-        self.overflowed = asyncio.Event()
+        self.overflowed = asyncio.Event()  # set: the session must end (see cut_off_reason)
+        self.cut_off_reason = ""
         self.closed = False
         self.sends_in_flight = 0
         self._send_slot_free = asyncio.Event()
         self.events_dropped = 0
+
+    def cut_off(self, reason: str) -> None:
+        """End the session with `unavailable`: the client reconnects and resumes."""
+        if not self.overflowed.is_set():
+            self.cut_off_reason = reason
+            self.overflowed.set()
 
     # ---- pushing frames ----
 

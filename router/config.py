@@ -30,6 +30,13 @@ class RouterConfig:
     # Ids remembered per room so that no message reaches a node's sessions twice.
     recent_ids_per_room: int = 4096
 
+    @property
+    def resume_quorum(self) -> int:
+        """Replicas a resume or catch-up reads: just enough to overlap every write quorum
+        (R + W > N), so no acknowledged message is missed even when one replica is
+        behind (back from a crash, say), while N - W replicas may be down."""
+        return self.replicas - self.write_quorum + 1
+
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise ValueError("replicas (N) must be at least 1")

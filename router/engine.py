@@ -69,6 +69,8 @@ from router.writes import LocalOrigin, Origin, RemoteOrigin, SendRequest, Write
 PUSH_RETRIES_PER_TICK = 256
 # Messages read per page when a node catches a room up after it may have missed pushes.
 CATCH_UP_PAGE = 500
+# Pushes held per room while a catch-up runs; past it they are handed on regardless.
+HELD_PUSHES_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class _Read:
     limit: int
     deadline: float
     waiting: set[str]
+    needed: int  # answers without which the page could miss acknowledged messages
     pages: dict[str, ReplicaPage] = field(default_factory=dict)
 
 
@@ -103,6 +106,13 @@ class _LocalRoom:
     deadline: float = 0.0
     recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
     newest_delivered: str = ""
+    held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
+    catch_ups_running: int = 0
+    # The coordinator's registration of this node, as last acknowledged.
+    registration_at: tuple[str, int] | None = None
+    # A catch-up that failed (too few replicas answered), to try again from where it was.
+    catch_up_after: str | None = None
+    catch_up_retry_at: float = 0.0
 
 
 # What a storage token was issued for.
@@ -158,10 +168,16 @@ class RoomEngine:
         epoch: int,
         wall_offset_ms: int,
         local_users: Callable[[str], list[str]],
+        alone: bool = False,
     ) -> None:
         """`epoch` must grow with every start of the node (its incarnation does);
         `wall_offset_ms` turns the `now` passed in into wall-clock milliseconds for ids;
-        `local_users` answers who has sessions in a room on this node."""
+        `local_users` answers who has sessions in a room on this node; `alone` says no
+        peers are expected (no seeds, none remembered): a mesh of one, ready at once.
+
+        A node that expects peers serves nothing until it has heard from one: until then
+        it would see itself as the whole mesh and acknowledge writes with a single copy.
+        """
         self.node_id = node_id
         self.config = config
         self.stats = EngineStatistics()
@@ -181,14 +197,16 @@ class RoomEngine:
             int, _ForWrite | _ForReplica | _ForRepair | _ForPeerRead | _ForOwnRead
         ] = {}
         self._reads: dict[int, _Read] = {}
-        self._catch_ups: dict[int, str] = {}  # internal ticket -> room
+        self._catch_ups: dict[int, tuple[str, str]] = {}  # internal ticket -> (room, after)
         self._whos: dict[int, _Who] = {}
         self._local: dict[str, _LocalRoom] = {}
-        self._interest = InterestTable(config.interest_lapse_s)
+        # Registration numbers of one start stay below the next start's (epochs grow).
+        self._interest = InterestTable(config.interest_lapse_s, first_number=epoch * 1_000_000)
         self._outbound: dict[str, OutboundStream] = {}
         self._inbound: dict[str, InboundStream] = {}
         self._streams_opened = 0
         self._next_refresh = 0.0
+        self._joined = alone
 
     # ---- the view of the mesh ----
 
@@ -205,6 +223,7 @@ class RoomEngine:
         for node in members:
             self._ring.add(node)
         alive = {node for node, is_alive in members.items() if is_alive} | {self.node_id}
+        self._joined = self._joined or len(alive) > 1
         gone, returned = self._alive - alive, alive - self._alive
         self._alive = alive
         effects: list[Effect] = []
@@ -230,7 +249,20 @@ class RoomEngine:
 
     def coordinator(self, room: str) -> str | None:
         live = self.live_replicas(room)
-        return live[0] if live else None
+        return live[0] if live and self._joined else None
+
+    @property
+    def joined(self) -> bool:
+        return self._joined
+
+    def expect_peers(self, expected: bool) -> None:
+        """Set once the shell knows whether the node has seeds or remembered peers."""
+        self._joined = self._joined or not expected
+
+    def _why_no_replica(self) -> str:
+        if not self._joined:
+            return "this node is still joining the mesh"
+        return "no replica of the room is alive"
 
     def _wall_ms(self, now: float) -> int:
         return int(now * 1000) + self._wall_offset_ms
@@ -240,7 +272,7 @@ class RoomEngine:
     def send(self, ticket: int, request: SendRequest, now: float) -> list[Effect]:
         coordinator = self.coordinator(request.room)
         if coordinator is None:
-            return [Complete(ticket, Refused("unavailable", "no replica of the room is alive"))]
+            return [Complete(ticket, Refused("unavailable", self._why_no_replica()))]
         if coordinator == self.node_id:
             return self._coordinate(LocalOrigin(ticket), request, now)
         forward_id = next(self._numbers)
@@ -258,19 +290,26 @@ class RoomEngine:
         after: str | None,
         limit: int,
         now: float,
+        quorum: int | None = None,
     ) -> list[Effect]:
-        """A page of the room from R replicas (this node first when it is one), merged."""
+        """A page of the room from R replicas (this node first when it is one), merged.
+        `quorum` asks more (or fewer) replicas than R: a sweep that repairs a whole room
+        reads from all of them."""
         live = self.live_replicas(room)
         if self.node_id in live:
             live.remove(self.node_id)
             live.insert(0, self.node_id)
-        targets = live[: self.config.read_quorum]
-        if not targets:
-            refused = Refused("unavailable", "no replica of the room is alive")
-            return self._complete(ticket, refused, now)
+        wanted = min(quorum or self.config.read_quorum, len(self.preference_list(room)))
+        targets = live[:wanted] if self._joined else []
+        if not targets or len(targets) < wanted:
+            reason = self._why_no_replica()
+            if targets:
+                reason = f"{len(targets)} of the {wanted} replicas this read needs are alive"
+            return self._complete(ticket, Refused("unavailable", reason), now)
         read_id = next(self._numbers)
+        deadline = now + self.config.read_timeout_s
         self._reads[read_id] = _Read(
-            ticket, room, before, after, limit, now + self.config.read_timeout_s, set(targets)
+            ticket, room, before, after, limit, deadline, set(targets), needed=wanted
         )
         effects: list[Effect] = []
         for target in targets:
@@ -409,13 +448,14 @@ class RoomEngine:
                 page = ReplicaPage(messages, more) if ok else None
                 return self._read_answered(read_id, sender, page, now)
             case Interest(request_id, rooms, withdrawn):
-                fresh = self._interest.register(sender, rooms, now)
+                numbers = self._interest.register(sender, rooms, now)
                 self._interest.withdraw(sender, withdrawn)
                 if not rooms:
                     return []
-                return [SendPeer(sender, InterestAck(request_id, fresh))]
-            case InterestAck(request_id, fresh):
-                return self._interest_acknowledged(sender, request_id, fresh, now)
+                return [SendPeer(sender, InterestAck(request_id, rooms, numbers))]
+            case InterestAck(request_id, rooms, numbers):
+                registrations = dict(zip(rooms, numbers, strict=False))
+                return self._interest_acknowledged(sender, request_id, registrations, now)
             case Push():
                 return self._pushed(sender, message)
             case PushAck(epoch, through):
@@ -505,6 +545,10 @@ class RoomEngine:
                     tickets, local.tickets = local.tickets, []
                     reason = f"the room's coordinator {local.awaiting} did not answer"
                     effects += [Complete(t, Refused("unavailable", reason)) for t in tickets]
+        for room, local in self._local.items():
+            if local.catch_up_after is not None and now >= local.catch_up_retry_at:
+                after, local.catch_up_after = local.catch_up_after, None
+                effects += self._catch_up(room, now, after=after)
         if now < self._next_refresh:
             return effects
         self._next_refresh = now + self.config.interest_refresh_s
@@ -539,6 +583,8 @@ class RoomEngine:
 
     def _coordinate(self, origin: Origin, request: SendRequest, now: float) -> list[Effect]:
         room = request.room
+        if not self._joined:
+            return self._answer(origin, Refused("unavailable", self._why_no_replica()), now)
         write_id = self._write_by_key.get((request.sender, request.client_msg_id))
         if write_id is not None:
             write = self._writes[write_id]
@@ -625,8 +671,10 @@ class RoomEngine:
             del self._write_by_key[write.message.key]
 
     def _fan_out_in_order(self, room: str, now: float) -> list[Effect]:
-        """Push the room's settled writes in the order their ids were assigned; only
-        acknowledged ones (a failed send is retried by its client and pushed then)."""
+        """Push the room's settled writes in the order their ids were assigned: the
+        acknowledged ones, and failed ones this node stored, since history shows them and
+        a retry would acknowledge them under that same, by then older, id. Were they
+        not pushed, members would pass them by and never resume from before them."""
         order = self._room_order.get(room)
         effects: list[Effect] = []
         while order:
@@ -637,8 +685,9 @@ class RoomEngine:
             if write is None:
                 continue
             write.drained = True
-            if isinstance(write.outcome, Acked):
-                effects += self._fan_out(Posted(write.outcome.message), room, now)
+            visible = write.visible_copy(self.node_id)
+            if visible is not None:
+                effects += self._fan_out(Posted(visible), room, now)
         if order is not None and not order:
             del self._room_order[room]
         return effects
@@ -681,17 +730,36 @@ class RoomEngine:
             effects += self._deliver_here(event)
         return effects
 
-    def _deliver_here(self, event: RoomEvent) -> list[Effect]:
+    def _deliver_here(self, event: RoomEvent, *, caught_up: bool = False) -> list[Effect]:
         local = self._local.get(event.room)
         if isinstance(event, Posted):
             self.observe(event.message.id)
-            if local is None or not self._first_time(local, event.message.id):
+            if local is None:
+                return []
+            if local.held is not None and not caught_up:
+                # A catch-up is filling a gap: newer pushes wait, so that sessions (and
+                # the resume points of their clients) never pass an undelivered message.
+                local.held.append(event.message)
+                if len(local.held) <= HELD_PUSHES_MAX:
+                    return []
+                return [Warn(f"{event.room}: catch-up too slow, pushes passed it")] + (
+                    self._release(local)
+                )
+            if not self._first_time(local, event.message.id):
                 return []
             self.stats.events_delivered += 1
             return [DeliverMessage(event.message)]
         if local is None:
             return []
         return [DeliverEvent(event)]
+
+    def _release(self, local: _LocalRoom) -> list[Effect]:
+        """The gap is filled: hand on the pushes that waited, in id order."""
+        held, local.held = local.held or [], None
+        effects: list[Effect] = []
+        for message in sorted(held, key=lambda message: message.id):
+            effects += self._deliver_here(Posted(message))
+        return effects
 
     def _first_time(self, local: _LocalRoom, message_id: str) -> bool:
         if message_id in local.recent:
@@ -725,7 +793,7 @@ class RoomEngine:
         return effects
 
     def _interest_acknowledged(
-        self, sender: str, request_id: int, fresh: list[str], now: float
+        self, sender: str, request_id: int, registrations: dict[str, int], now: float
     ) -> list[Effect]:
         effects: list[Effect] = []
         readied = set()
@@ -735,15 +803,13 @@ class RoomEngine:
                 if not local.ready:
                     readied.add(room)
                     effects += self._ready(room, local, now)
-        for room in fresh:
+        for room, number in registrations.items():
             known = self._local.get(room)
-            if (
-                known is not None
-                and known.ready
-                and room not in readied
-                and self.coordinator(room) == sender
-            ):
-                # The coordinator did not have us: pushes may have been missed.
+            if known is None or self.coordinator(room) != sender:
+                continue
+            before, known.registration_at = known.registration_at, (sender, number)
+            if known.ready and room not in readied and before != (sender, number):
+                # The coordinator holds a new registration: pushes may have been missed.
                 effects += self._catch_up(room, now)
         return effects
 
@@ -772,8 +838,19 @@ class RoomEngine:
             after = max(ORIGIN, f"{start_ms:012x}0000.")
         self.stats.catch_ups += 1
         ticket = next(self._internal)
-        self._catch_ups[ticket] = room
-        return self.read(ticket, room, before=None, after=after, limit=CATCH_UP_PAGE, now=now)
+        self._catch_ups[ticket] = (room, after)
+        local.catch_ups_running += 1
+        if local.held is None:
+            local.held = []
+        return self.read(
+            ticket,
+            room,
+            before=None,
+            after=after,
+            limit=CATCH_UP_PAGE,
+            now=now,
+            quorum=self.config.resume_quorum,
+        )
 
     # ---- reads ----
 
@@ -792,9 +869,9 @@ class RoomEngine:
 
     def _finish_read(self, read_id: int, now: float) -> list[Effect]:
         read = self._reads.pop(read_id)
-        if not read.pages:
-            refused = Refused("unavailable", "no replica of the room answered the read")
-            return self._complete(read.ticket, refused, now)
+        if len(read.pages) < read.needed:
+            reason = f"{len(read.pages)} of the {read.needed} replicas asked answered the read"
+            return self._complete(read.ticket, Refused("unavailable", reason), now)
         merged = merge_pages(read.pages, forward=read.after is not None, limit=read.limit)
         effects: list[Effect] = []
         for replica, missing in merged.repairs.items():
@@ -818,14 +895,27 @@ class RoomEngine:
     def _complete(self, ticket: int, outcome: Outcome, now: float) -> list[Effect]:
         if ticket >= 0:
             return [Complete(ticket, outcome)]
-        room = self._catch_ups.pop(ticket, None)
-        if room is None or not isinstance(outcome, Page):
+        caught = self._catch_ups.pop(ticket, None)
+        if caught is None:
+            return []
+        room, after = caught
+        local = self._local.get(room)
+        if local is None:
+            return []
+        local.catch_ups_running -= 1
+        if not isinstance(outcome, Page):
+            # Keep the earliest start: the gap is still there until a read succeeds.
+            pending = local.catch_up_after
+            local.catch_up_after = after if pending is None else min(pending, after)
+            local.catch_up_retry_at = now + self.config.retry_interval_s
             return []
         effects: list[Effect] = []
         for message in outcome.messages:
-            effects += self._deliver_here(Posted(message))
+            effects += self._deliver_here(Posted(message), caught_up=True)
         if outcome.more and outcome.messages:
             effects += self._catch_up(room, now, after=outcome.messages[-1].id)
+        elif local.catch_ups_running == 0 and local.catch_up_after is None:
+            effects += self._release(local)
         return effects
 
     # ---- what the shell shows ----

@@ -5,24 +5,31 @@ registration; one not renewed in time lapses, and a dead node's are dropped at o
 no coordinator keeps pushing to a node that left.
 """
 
+import itertools
 from collections.abc import Iterable
 
 
 class InterestTable:
-    def __init__(self, lapse_s: float) -> None:
+    def __init__(self, lapse_s: float, first_number: int = 1) -> None:
+        """`first_number` must exceed every number an earlier start of the node gave out,
+        so that a registration made after a restart never looks like the old one."""
         self.lapse_s = lapse_s
-        self._rooms: dict[str, dict[str, float]] = {}  # room -> node -> expires at
+        # room -> node -> (expires at, registration number)
+        self._rooms: dict[str, dict[str, tuple[float, int]]] = {}
+        self._numbers = itertools.count(first_number)
 
-    def register(self, node: str, rooms: Iterable[str], now: float) -> list[str]:
-        """Record or renew; returns the rooms the node was not registered for."""
-        fresh = []
+    def register(self, node: str, rooms: Iterable[str], now: float) -> list[int]:
+        """Record or renew; returns each room's registration number, new when the
+        registration is."""
+        numbers = []
         expires = now + self.lapse_s
         for room in rooms:
             nodes = self._rooms.setdefault(room, {})
-            if node not in nodes:
-                fresh.append(room)
-            nodes[node] = expires
-        return fresh
+            held = nodes.get(node)
+            number = next(self._numbers) if held is None else held[1]
+            nodes[node] = (expires, number)
+            numbers.append(number)
+        return numbers
 
     def withdraw(self, node: str, rooms: Iterable[str]) -> None:
         for room in rooms:
@@ -38,7 +45,7 @@ class InterestTable:
 
     def expire(self, now: float) -> None:
         for room, nodes in list(self._rooms.items()):
-            for node in [node for node, expires in nodes.items() if expires <= now]:
+            for node in [node for node, (expires, _) in nodes.items() if expires <= now]:
                 del nodes[node]
             if not nodes:
                 del self._rooms[room]

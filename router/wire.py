@@ -81,11 +81,15 @@ class Interest(msgspec.Struct, frozen=True, tag="interest"):
 
 
 class InterestAck(msgspec.Struct, frozen=True, tag="interest_ack"):
-    """`fresh` lists rooms the replica did not have the sender registered for: pushes may
-    have been missed, so the sender catches those rooms up from history."""
+    """Names each registration (room, then its number at this replica, parallel lists).
+    A number the sender has not seen from this replica means the registration was made
+    anew (the replica restarted or let it lapse): pushes may have been missed, so the
+    sender catches that room up from history. Every renewal repeats the numbers, so a
+    lost ack cannot hide the change."""
 
     request_id: RequestId
-    fresh: Annotated[list[RoomName], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
+    rooms: Annotated[list[RoomName], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
+    registrations: Annotated[list[Count], msgspec.Meta(max_length=INTEREST_ROOMS_MAX)] = []
 
 
 class Posted(msgspec.Struct, frozen=True, tag="posted"):

@@ -95,14 +95,25 @@ class Write:
     def settle(self) -> Acked:
         """The acknowledged message: under the smallest id any replica stored it as."""
         smallest = min(self.kept.values())
-        message = self.message
-        if smallest != message.id:
-            message = msgspec.structs.replace(
-                message, id=smallest, time_ms=MessageId.parse(smallest).time_ms
-            )
+        message = self.under(smallest)
         outcome = Acked(message, self.duplicate or smallest != self.message.id)
         self.outcome = outcome
         return outcome
+
+    def under(self, message_id: str) -> RoomMessage:
+        """The message as stored under `message_id` (an older twin's id, perhaps)."""
+        if message_id == self.message.id:
+            return self.message
+        time_ms = MessageId.parse(message_id).time_ms
+        return msgspec.structs.replace(self.message, id=message_id, time_ms=time_ms)
+
+    def visible_copy(self, node: str) -> RoomMessage | None:
+        """What history shows of this write: the acknowledged message, or for a failed
+        one the copy `node` itself stored (it is in that node's history all the same)."""
+        if isinstance(self.outcome, Acked):
+            return self.outcome.message
+        kept = self.kept.get(node)
+        return None if kept is None else self.under(kept)
 
     def give_up(self, reason: str, code: str = "unavailable") -> Refused:
         outcome = Refused(code, reason)

@@ -1,0 +1,44 @@
+"""A node's disk in the simulator: the storage rules of mesh/storage.py, in memory.
+
+It survives a simulated crash (it is the disk); writes land when their simulated commit
+completes, so a crash before that loses them, as on a real node.
+"""
+
+from router.records import RoomMessage
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[str, RoomMessage]] = {}
+        self.by_key: dict[tuple[str, str], RoomMessage] = {}
+
+    def store(self, message: RoomMessage) -> tuple[RoomMessage, bool]:
+        """(the copy kept, whether it was already held); a twin with a smaller id wins."""
+        held = self.by_key.get(message.key)
+        if held is not None:
+            if held.id <= message.id:
+                return held, True
+            del self.rooms[held.room][held.id]
+        self.rooms.setdefault(message.room, {})[message.id] = message
+        self.by_key[message.key] = message
+        return message, False
+
+    def history(
+        self, room: str, before: str | None, after: str | None, limit: int
+    ) -> tuple[list[RoomMessage], bool]:
+        ids = sorted(self.rooms.get(room, {}))
+        if after is not None:
+            chosen = [i for i in ids if i > after and (before is None or i < before)]
+            page, more = chosen[:limit], len(chosen) > limit
+        else:
+            chosen = [i for i in ids if before is None or i < before]
+            page, more = chosen[-limit:], len(chosen) > limit
+        messages = self.rooms.get(room, {})
+        return [messages[i] for i in page], more
+
+    def ids(self, room: str) -> list[str]:
+        return sorted(self.rooms.get(room, {}))
+
+    @property
+    def highest_id(self) -> str:
+        return max((i for room in self.rooms.values() for i in room), default="")

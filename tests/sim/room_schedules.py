@@ -1,0 +1,145 @@
+"""Seeded runs of the whole-node simulator: a plan of sends and faults, then healing.
+
+A plan is plain data, so a failing plan can be shrunk: faults are dropped one at a time
+while the run still fails, leaving the shortest history that shows the problem.
+"""
+
+import random
+from dataclasses import dataclass
+
+from tests.sim.rooms_mesh import SimulatedRooms
+
+SIZE = 5
+ROOMS = 4
+MEMBERS_PER_ROOM = 2
+SENDS_PER_S = 15.0
+FAULT_PHASE_S = 12.0
+SETTLE_S = 8.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float
+    action: str  # crash, restart, pause, resume, partition, heal, loss
+    nodes: tuple[str, ...] = ()
+    loss: float = 0.0
+    duplication: float = 0.0
+
+    def __str__(self) -> str:
+        detail = ",".join(self.nodes) or f"{self.loss:.2f}/{self.duplication:.2f}"
+        return f"{self.at:6.2f}s {self.action} {detail}"
+
+
+def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) -> list[Fault]:
+    """Faults from the menu at random moments: "crash" (and restart), "pause" (and
+    resume), "partition" (and heal), "loss" (and duplication)."""
+    rng = random.Random(seed * 7919 + 1)
+    ids = [f"n{i}" for i in range(1, SIZE + 1)]
+    plan: list[Fault] = []
+    at = 0.0
+    down: set[str] = set()
+    paused: set[str] = set()
+    while True:
+        at += rng.uniform(0.3, 2.0)
+        if at >= FAULT_PHASE_S:
+            return plan
+        up = [i for i in ids if i not in down and i not in paused]
+        choice = rng.random()
+        if choice < 0.2 and len(up) > 3 and "crash" in menu:
+            victim = rng.choice(up)
+            down.add(victim)
+            plan.append(Fault(at, "crash", (victim,)))
+        elif choice < 0.35 and down:
+            back = rng.choice(sorted(down))
+            down.discard(back)
+            plan.append(Fault(at, "restart", (back,)))
+        elif choice < 0.45 and len(up) > 3 and "pause" in menu:
+            victim = rng.choice(up)
+            paused.add(victim)
+            plan.append(Fault(at, "pause", (victim,)))
+        elif choice < 0.55 and paused:
+            back = rng.choice(sorted(paused))
+            paused.discard(back)
+            plan.append(Fault(at, "resume", (back,)))
+        elif choice < 0.7 and "partition" in menu:
+            side = tuple(sorted(rng.sample(ids, rng.randint(1, 2))))
+            plan.append(Fault(at, "partition", side))
+        elif choice < 0.8 and "partition" in menu:
+            plan.append(Fault(at, "heal"))
+        elif "loss" in menu:
+            loss = rng.choice([0.0, 0.05, 0.1, 0.2])
+            plan.append(Fault(at, "loss", loss=loss, duplication=rng.choice([0.0, 0.05])))
+
+
+def run(seed: int, plan: list[Fault]) -> SimulatedRooms:
+    """Start, seat members, send while the plan's faults strike, heal everything, settle,
+    sweep the rooms; the returned simulation is ready for `problems()`."""
+    sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS)
+    ids = list(sim.nodes)
+    for node_id in ids:
+        sim.start(node_id)
+        sim.run_until(sim.now + sim.rng.uniform(0, 0.2))
+    sim.run_until(sim.now + 3.0)
+    for room in sim.rooms:
+        for index in range(MEMBERS_PER_ROOM):
+            sim.add_member(f"{room}-member{index}", room, sim.rng.choice(ids))
+    sim.run_until(sim.now + 1.0)
+    begin = sim.now
+    pending = sorted(plan, key=lambda fault: fault.at)
+    counter = 0
+    while sim.now < begin + FAULT_PHASE_S:
+        sim.run_until(sim.now + sim.rng.expovariate(SENDS_PER_S))
+        while pending and pending[0].at <= sim.now - begin:
+            _strike(sim, pending.pop(0))
+        room = sim.rng.choice(sim.rooms)
+        counter += 1
+        sim.send(f"writer{counter % 3}", room, f"{room}/{counter}")
+    for fault in pending:
+        _strike(sim, fault)
+    for node in sim.nodes.values():
+        if node.paused:
+            sim.resume(node.node_id)
+        if not node.up:
+            sim.start(node.node_id)
+    sim.heal()
+    sim.set_loss(0.0)
+    sim.run_until(sim.now + SETTLE_S)
+    sim.sweep(sim.live_nodes()[0].node_id)
+    sim.run_until(sim.now + 2.0)
+    return sim
+
+
+def _strike(sim: SimulatedRooms, fault: Fault) -> None:
+    nodes = fault.nodes
+    match fault.action:
+        case "crash" if sim.nodes[nodes[0]].up:
+            sim.crash(nodes[0])
+        case "restart" if not sim.nodes[nodes[0]].up:
+            sim.start(nodes[0])
+        case "pause" if sim.nodes[nodes[0]].up:
+            sim.pause(nodes[0])
+        case "resume" if sim.nodes[nodes[0]].paused:
+            sim.resume(nodes[0])
+        case "partition":
+            sim.partition(set(nodes), set(sim.nodes) - set(nodes))
+        case "heal":
+            sim.heal()
+        case "loss":
+            sim.set_loss(fault.loss, fault.duplication)
+
+
+def check(seed: int, plan: list[Fault]) -> list[str]:
+    return run(seed, plan).problems()
+
+
+def shortest_failing_plan(seed: int, plan: list[Fault]) -> list[Fault]:
+    """Drop faults one at a time while the run still fails."""
+    shortest = list(plan)
+    index = 0
+    while index < len(shortest):
+        candidate = shortest[:index] + shortest[index + 1 :]
+        if check(seed, candidate):
+            shortest = candidate
+        else:
+            index += 1
+    return shortest

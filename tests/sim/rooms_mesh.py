@@ -1,0 +1,503 @@
+"""A deterministic simulator of whole nodes: membership, placement, writes, reads, fan-out.
+
+Each node is the real `Membership` and the real `RoomEngine`, talking through the real
+peer codec over a simulated network (delay, loss, duplication, reordering, partitions),
+with a simulated disk (tests/sim/memory_store.py) whose commits take simulated time. Clients
+are simulated too: writers send with client message ids and retry refused sends; members
+sit in rooms on nodes, take live deliveries, and when their node restarts rejoin from the
+last id they saw, as the client library does. One seed decides everything.
+"""
+
+import hashlib
+import heapq
+import itertools
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh.peer_codec import decode_node_message, encode_node_message
+from peers.membership import Membership, MembershipConfig, MemberState, SendTo, StateChanged
+from peers.membership import Effect as MembershipEffect
+from peers.records import MemberRecord
+from peers.wire import Heartbeat, Leave
+from router.config import RouterConfig
+from router.effects import (
+    Acked,
+    Complete,
+    DeliverMessage,
+    Effect,
+    Load,
+    Page,
+    Ready,
+    Refused,
+    SendPeer,
+    Store,
+)
+from router.engine import RoomEngine
+from router.writes import SendRequest
+from tests.sim.memory_store import MemoryStore
+
+TICK_INTERVAL_S = 0.05
+DELAY_MIN_S = 0.001
+DELAY_MAX_S = 0.020
+COMMIT_MIN_S = 0.0005
+COMMIT_MAX_S = 0.005
+MEMBERSHIP = MembershipConfig(heartbeat_interval_s=0.2, suspect_after_s=1.0, dead_after_s=2.0)
+RETRY_AFTER_S = 1.0  # a refused send is retried by its writer this much later
+PAGE = 100
+
+
+class InvariantViolation(AssertionError):
+    """A simulated run broke a promise; the message tells the seed and the story."""
+
+
+@dataclass
+class Member:
+    """A user with a session in a room on a node (it follows the node's restarts)."""
+
+    user: str
+    room: str
+    node: str
+    seen: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)
+    cursor: str = ""
+    # While a rejoin replays the backlog, live messages wait (as in a real session).
+    catching_up: bool = False
+    held: list[tuple[str, tuple[str, str]]] = field(default_factory=list)
+    disconnected: bool = False  # between a failed replay and the next join
+
+    def live(self, message_id: str, key: tuple[str, str]) -> None:
+        if self.disconnected:
+            return
+        if self.catching_up:
+            self.held.append((message_id, key))
+        else:
+            self.receive(message_id, key)
+
+    def caught_up(self) -> None:
+        self.catching_up = False
+        held, self.held = self.held, []
+        for message_id, key in held:
+            self.receive(message_id, key)
+
+    def abandon(self) -> None:
+        """The replay failed: the session ends, and the client rejoins from its cursor."""
+        self.catching_up = False
+        self.disconnected = True
+        self.held.clear()
+
+    def receive(self, message_id: str, key: tuple[str, str]) -> None:
+        if message_id in self.seen:
+            return  # the client library drops repeats by id
+        self.seen.add(message_id)
+        self.keys.add(key)
+        self.cursor = max(self.cursor, message_id)
+
+
+@dataclass
+class SimNode:
+    node_id: str
+    address: str
+    seeds: tuple[str, ...]
+    store: MemoryStore = field(default_factory=MemoryStore)
+    incarnation: int = 0
+    membership: Membership | None = None
+    engine: RoomEngine | None = None
+    paused: bool = False
+    held: list[tuple[str, str, object]] = field(default_factory=list)
+    remembered: tuple[str, ...] = ()
+    deliveries: Counter[str] = field(default_factory=Counter)  # id -> live deliveries, this start
+
+    @property
+    def up(self) -> bool:
+        return self.engine is not None
+
+
+@dataclass(order=True)
+class _Event:
+    at: float
+    order: int
+    kind: str = field(compare=False)
+    target: str = field(compare=False)
+    incarnation: int = field(compare=False, default=0)
+    payload: object = field(compare=False, default=None)
+
+
+class SimulatedRooms:
+    def __init__(
+        self, seed: int, size: int = 5, rooms: int = 4, config: RouterConfig | None = None
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config or RouterConfig(
+            read_quorum=self.rng.choice([1, 2, 3]), write_timeout_s=1.5, retry_interval_s=0.3
+        )
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self._by_address: dict[str, str] = {}
+        self._queue: list[_Event] = []
+        self._order = itertools.count()
+        self._tickets = itertools.count(1)
+        self.loss = 0.0
+        self.duplication = 0.0
+        self._groups: dict[str, int] | None = None
+        self.trace: list[str] = []
+        self._digest = hashlib.sha256()
+        self.rooms = [f"room{i}" for i in range(rooms)]
+        self.members: list[Member] = []
+        # What clients know: acknowledged sends (key -> id), sends still to be retried.
+        self.acked: dict[tuple[str, str], str] = {}
+        self._sending: dict[int, tuple[str, SendRequest]] = {}  # ticket -> (node, request)
+        self._joining: dict[int, Member] = {}
+        self._replaying: dict[int, Member] = {}
+        self._sweeps: dict[int, str] = {}
+        self.refusals = 0
+        ids = [f"n{i}" for i in range(1, size + 1)]
+        for index, node_id in enumerate(ids):
+            address = f"10.0.0.{index + 1}:7200"
+            seeds = () if index == 0 else (f"10.0.0.1:7200",)
+            self.nodes[node_id] = SimNode(node_id, address, seeds)
+            self._by_address[address] = node_id
+
+    # ---- the world ----
+
+    def start(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        assert not node.up, f"{node_id} is running"
+        node.incarnation += 1
+        node.paused = False
+        node.held.clear()
+        node.deliveries = Counter()
+        node.membership = Membership(
+            own=MemberRecord(node_id, node.address, node.incarnation),
+            seeds=tuple(dict.fromkeys(node.seeds + node.remembered)),
+            config=MEMBERSHIP,
+            now=self.now,
+        )
+        engine = RoomEngine(
+            node_id,
+            self.config,
+            epoch=node.incarnation,
+            wall_offset_ms=1_000_000,
+            local_users=lambda room: sorted(
+                {m.user for m in self.members if m.node == node_id and m.room == room}
+            ),
+            alone=not (node.seeds or node.remembered),
+        )
+        engine.observe(node.store.highest_id)
+        node.engine = engine
+        self._note(f"start {node_id} incarnation {node.incarnation}")
+        self._schedule(self.now + self.rng.uniform(0, TICK_INTERVAL_S), "tick", node)
+        for member in self.members:
+            if member.node == node_id:
+                self._join(member)
+
+    def crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.membership is not None:
+            node.remembered = tuple(node.membership.peer_addresses())
+        node.membership = None
+        node.engine = None
+        node.paused = False
+        node.held.clear()
+        self._note(f"crash {node_id}")
+
+    def pause(self, node_id: str) -> None:
+        self.nodes[node_id].paused = True
+        self._note(f"pause {node_id}")
+
+    def resume(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        node.paused = False
+        self._note(f"resume {node_id}")
+        held, node.held = node.held, []
+        for kind, sender, payload in held:  # what queued up while stopped happens at once
+            self._happen(node, kind, sender, payload)
+
+    def partition(self, *sides: set[str]) -> None:
+        self._groups = {node_id: index for index, side in enumerate(sides) for node_id in side}
+        self._note("partition " + " | ".join(",".join(sorted(side)) for side in sides))
+
+    def heal(self) -> None:
+        self._groups = None
+        self._note("heal")
+
+    def set_loss(self, loss: float, duplication: float = 0.0) -> None:
+        self.loss, self.duplication = loss, duplication
+        self._note(f"loss {loss:.2f} duplication {duplication:.2f}")
+
+    # ---- clients ----
+
+    def add_member(self, user: str, room: str, node_id: str) -> Member:
+        member = Member(user, room, node_id)
+        self.members.append(member)
+        if self.nodes[node_id].up:
+            self._join(member)
+        return member
+
+    def send(self, user: str, room: str, client_msg_id: str, node_id: str | None = None) -> None:
+        """A writer sends through a live node (a random one unless named)."""
+        live = [n for n in self.nodes.values() if n.up and not n.paused]
+        if not live:
+            return
+        node = self.nodes[node_id] if node_id else self.rng.choice(live)
+        request = SendRequest(room, user, client_msg_id, f"{user} says {client_msg_id}")
+        ticket = next(self._tickets)
+        self._sending[ticket] = (node.node_id, request)
+        self._run_engine(node, lambda engine: engine.send(ticket, request, self.now))
+
+    def _join(self, member: Member) -> None:
+        member.held.clear()
+        member.disconnected = False
+        member.catching_up = True
+        node = self.nodes[member.node]
+        ticket = next(self._tickets)
+        self._joining[ticket] = member
+        self._run_engine(node, lambda engine: engine.subscribe(ticket, member.room, self.now))
+
+    def _replay(self, member: Member, after: str) -> None:
+        node = self.nodes[member.node]
+        ticket = next(self._tickets)
+        self._replaying[ticket] = member
+        self._run_engine(
+            node,
+            lambda engine: engine.read(
+                ticket,
+                member.room,
+                before=None,
+                after=after,
+                limit=PAGE,
+                now=self.now,
+                quorum=self.config.resume_quorum,
+            ),
+        )
+
+    def sweep(self, node_id: str) -> None:
+        """Read every room whole from all its replicas: read repair evens them out."""
+        for room in self.rooms:
+            self._sweep_page(self.nodes[node_id], room, "0")
+
+    def _sweep_page(self, node: SimNode, room: str, after: str) -> None:
+        ticket = next(self._tickets)
+        self._sweeps[ticket] = room
+        quorum = self.config.replicas
+        self._run_engine(
+            node,
+            lambda engine: engine.read(
+                ticket, room, before=None, after=after, limit=1000, now=self.now, quorum=quorum
+            ),
+        )
+
+    def _completed(self, node: SimNode, effect: Complete) -> None:
+        ticket, outcome = effect.ticket, effect.outcome
+        if ticket in self._sending:
+            _, request = self._sending.pop(ticket)
+            key = (request.sender, request.client_msg_id)
+            if isinstance(outcome, Acked):
+                if key in self.acked and self.acked[key] != outcome.message.id:
+                    # Both ids were acknowledged: legal only if the later is the older twin.
+                    self._note(f"{key} acknowledged as {self.acked[key]} and {outcome.message.id}")
+                self.acked[key] = min(self.acked.get(key, outcome.message.id), outcome.message.id)
+            else:
+                self.refusals += 1
+                self._schedule(self.now + RETRY_AFTER_S, "retry", node, payload=request)
+        elif ticket in self._joining:
+            member = self._joining.pop(ticket)
+            if isinstance(outcome, Ready):
+                self._replay(member, member.cursor or "0")
+            elif member.node == node.node_id and node.up:
+                member.abandon()
+                self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
+        elif ticket in self._replaying:
+            member = self._replaying.pop(ticket)
+            if isinstance(outcome, Page):
+                for message in outcome.messages:
+                    member.receive(message.id, message.key)
+                if outcome.more and outcome.messages:
+                    self._replay(member, outcome.messages[-1].id)
+                else:
+                    member.caught_up()
+            elif isinstance(outcome, Refused) and node.up:
+                member.abandon()
+                self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
+        elif ticket in self._sweeps:
+            room = self._sweeps.pop(ticket)
+            if not isinstance(outcome, Page):
+                self._note(f"sweep of {room} refused: {outcome}")
+            elif outcome.more and outcome.messages:
+                self._sweep_page(node, room, outcome.messages[-1].id)
+
+    # ---- running ----
+
+    def run_until(self, deadline: float) -> None:
+        while self._queue and self._queue[0].at <= deadline:
+            event = heapq.heappop(self._queue)
+            self.now = event.at
+            node = self.nodes[event.target]
+            if not node.up or node.incarnation != event.incarnation:
+                if event.kind == "retry":
+                    self._retry(event.payload)
+                continue  # an event of a crashed start
+            if event.kind == "tick":
+                self._schedule(self.now + TICK_INTERVAL_S, "tick", node)
+            if node.paused and event.kind != "retry":
+                if event.kind != "tick":
+                    node.held.append((event.kind, "", event.payload))
+                continue
+            self._happen(node, event.kind, "", event.payload)
+        self.now = deadline
+
+    def _happen(self, node: SimNode, kind: str, sender: str, payload: object) -> None:
+        engine, membership = node.engine, node.membership
+        if engine is None or membership is None:
+            return
+        if kind == "tick":
+            self._membership_effects(node, membership.tick(self.now))
+            self._apply(node, engine.tick(self.now))
+        elif kind == "deliver":
+            assert isinstance(payload, tuple)
+            origin, frame = payload
+            self._digest.update(frame)
+            message = decode_node_message(frame)
+            if isinstance(message, Heartbeat | Leave):
+                self._membership_effects(node, membership.handle_message(message, self.now))
+            else:
+                self._apply(node, engine.handle(origin, message, self.now))
+        elif kind == "stored":
+            assert isinstance(payload, Store)
+            kept, duplicate = node.store.store(payload.message)
+            self._apply(node, engine.stored(payload.token, kept, duplicate, self.now))
+        elif kind == "loaded":
+            assert isinstance(payload, Load)
+            messages, more = node.store.history(
+                payload.room, payload.before, payload.after, payload.limit
+            )
+            self._apply(node, engine.loaded(payload.token, messages, more, self.now))
+        elif kind == "retry":
+            self._retry(payload)
+        elif kind == "rejoin":
+            assert isinstance(payload, Member)
+            self._join(payload)
+
+    def _retry(self, payload: object) -> None:
+        assert isinstance(payload, SendRequest)
+        self.send(payload.sender, payload.room, payload.client_msg_id)
+
+    def _run_engine(self, node: SimNode, call: Callable[[RoomEngine], list[Effect]]) -> None:
+        if node.engine is not None:
+            self._apply(node, call(node.engine))
+
+    def _membership_effects(self, node: SimNode, effects: list[MembershipEffect]) -> None:
+        assert node.membership is not None and node.engine is not None
+        changed = False
+        for effect in effects:
+            if isinstance(effect, SendTo):
+                target = self._by_address.get(effect.address)
+                if target is not None:
+                    self._transmit(node.node_id, target, encode_node_message(effect.message))
+            elif isinstance(effect, StateChanged):
+                changed = True
+        if changed:
+            views = node.membership.members(self.now)
+            current = {
+                v.id: v.state is MemberState.ALIVE for v in views if v.state is not MemberState.LEFT
+            }
+            self._apply(node, node.engine.set_members(current, self.now))
+
+    def _apply(self, node: SimNode, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SendPeer):
+                self._transmit(node.node_id, effect.node, encode_node_message(effect.message))
+            elif isinstance(effect, Store):
+                commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
+                self._schedule(self.now + commit_s, "stored", node, payload=effect)
+            elif isinstance(effect, Load):
+                self._schedule(self.now + COMMIT_MIN_S, "loaded", node, payload=effect)
+            elif isinstance(effect, DeliverMessage):
+                message = effect.message
+                node.deliveries[message.id] += 1
+                for member in self.members:
+                    if member.node == node.node_id and member.room == message.room:
+                        member.live(message.id, message.key)
+            elif isinstance(effect, Complete):
+                self._completed(node, effect)
+
+    def _transmit(self, sender: str, target: str, frame: bytes) -> None:
+        if target not in self.nodes or self._cut(sender, target) or self.rng.random() < self.loss:
+            return
+        copies = 2 if self.rng.random() < self.duplication else 1
+        for _ in range(copies):
+            delay = self.rng.uniform(DELAY_MIN_S, DELAY_MAX_S)
+            node = self.nodes[target]
+            self._schedule(self.now + delay, "deliver", node, payload=(sender, frame))
+
+    def _cut(self, sender: str, target: str) -> bool:
+        groups = self._groups
+        return groups is not None and groups.get(sender, -1) != groups.get(target, -2)
+
+    def _schedule(self, at: float, kind: str, node: SimNode, payload: object = None) -> None:
+        heapq.heappush(
+            self._queue,
+            _Event(at, next(self._order), kind, node.node_id, node.incarnation, payload),
+        )
+
+    def _note(self, line: str) -> None:
+        self.trace.append(f"{self.now:8.3f} {line}")
+        self._digest.update(line.encode())
+
+    def fingerprint(self) -> str:
+        return self._digest.hexdigest()
+
+    # ---- what must hold ----
+
+    def live_nodes(self) -> list[SimNode]:
+        return [node for node in self.nodes.values() if node.up and not node.paused]
+
+    def problems(self) -> list[str]:
+        """Once everything healed and a sweep ran: the promises of the rooms issue."""
+        found: list[str] = []
+        reference = next(iter(self.live_nodes())).engine
+        assert reference is not None
+        for node in self.nodes.values():
+            repeats = [i for i, count in node.deliveries.items() if count > 1]
+            if repeats:
+                found.append(
+                    f"{node.node_id} delivered {repeats[:3]} to its sessions more than once"
+                )
+            keys = Counter(m.key for room in node.store.rooms.values() for m in room.values())
+            twice = [key for key, count in keys.items() if count > 1]
+            if twice:
+                found.append(f"{node.node_id} stores {twice[:3]} twice")
+        for room in self.rooms:
+            replicas = reference.preference_list(room)
+            views = {r: self.nodes[r].store.ids(room) for r in replicas}
+            first = views[replicas[0]]
+            for replica, ids in views.items():
+                if ids != first:
+                    only_here = sorted(set(ids) - set(first))[:3]
+                    only_there = sorted(set(first) - set(ids))[:3]
+                    found.append(
+                        f"{room}: {replica} differs from {replicas[0]}: +{only_here} -{only_there}"
+                    )
+                held = {m.key for m in self.nodes[replica].store.rooms.get(room, {}).values()}
+                lost = [
+                    key for key in self.acked if key[1].startswith(room + "/") and key not in held
+                ]
+                if lost:
+                    found.append(f"{room}: acknowledged {lost[:3]} missing on replica {replica}")
+        for member in self.members:
+            wanted = {key for key in self.acked if key[1].startswith(member.room + "/")}
+            missed = wanted - member.keys
+            if missed:
+                found.append(
+                    f"{member.user} on {member.node} in {member.room} missed {sorted(missed)[:3]}"
+                )
+        return found
+
+    def fail(self, reason: str) -> None:
+        raise InvariantViolation(self.report(reason))
+
+    def report(self, reason: str) -> str:
+        lines = [f"seed {self.seed}: {reason}", "history:", *self.trace]
+        return "\n".join(lines)
