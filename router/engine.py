@@ -742,9 +742,8 @@ class RoomEngine:
                 local.held.append(event.message)
                 if len(local.held) <= HELD_PUSHES_MAX:
                     return []
-                return [Warn(f"{event.room}: catch-up too slow, pushes passed it")] + (
-                    self._release(local)
-                )
+                warning = Warn(f"{event.room}: catch-up too slow, pushes passed it")
+                return [warning, *self._release(local)]
             if not self._first_time(local, event.message.id):
                 return []
             self.stats.events_delivered += 1

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesh.peer_codec import decode_node_message, encode_node_message
-from peers.membership import Membership, MembershipConfig, MemberState, SendTo, StateChanged
 from peers.membership import Effect as MembershipEffect
+from peers.membership import Membership, MembershipConfig, MemberState, SendTo, StateChanged
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.config import RouterConfig
@@ -156,7 +156,7 @@ class SimulatedRooms:
         ids = [f"n{i}" for i in range(1, size + 1)]
         for index, node_id in enumerate(ids):
             address = f"10.0.0.{index + 1}:7200"
-            seeds = () if index == 0 else (f"10.0.0.1:7200",)
+            seeds = () if index == 0 else ("10.0.0.1:7200",)
             self.nodes[node_id] = SimNode(node_id, address, seeds)
             self._by_address[address] = node_id
 
