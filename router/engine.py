@@ -108,8 +108,8 @@ class _LocalRoom:
     newest_delivered: str = ""
     held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
     catch_ups_running: int = 0
-    # The coordinator's registration of this node, as last acknowledged.
-    registration_at: tuple[str, int] | None = None
+    # Each replica's registration of this node, as last acknowledged.
+    registered_at: dict[str, int] = field(default_factory=dict)
     # A catch-up that failed (too few replicas answered), to try again from where it was.
     catch_up_after: str | None = None
     catch_up_retry_at: float = 0.0
@@ -804,11 +804,14 @@ class RoomEngine:
                     effects += self._ready(room, local, now)
         for room, number in registrations.items():
             known = self._local.get(room)
-            if known is None or self.coordinator(room) != sender:
+            if known is None:
                 continue
-            before, known.registration_at = known.registration_at, (sender, number)
-            if known.ready and room not in readied and before != (sender, number):
-                # The coordinator holds a new registration: pushes may have been missed.
+            before = known.registered_at.get(sender)
+            known.registered_at[sender] = number
+            if known.ready and room not in readied and before != number:
+                # A replica holds a new registration of us: it lost the old one (it
+                # restarted, or saw us dead), and whatever it coordinated meanwhile in
+                # some node's view was never pushed here.
                 effects += self._catch_up(room, now)
         return effects
 
