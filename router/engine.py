@@ -69,6 +69,9 @@ from router.writes import LocalOrigin, Origin, RemoteOrigin, SendRequest, Write
 PUSH_RETRIES_PER_TICK = 256
 # Messages read per page when a node catches a room up after it may have missed pushes.
 CATCH_UP_PAGE = 500
+# Numbers (request ids, registrations) one start may give out; with epochs that are
+# millisecond incarnations this stays below 2**63 for millennia.
+EPOCH_NUMBERS = 1_000_000
 # Pushes held per room while a catch-up runs; past it they are handed on regardless.
 HELD_PUSHES_MAX = 10_000
 
@@ -187,7 +190,10 @@ class RoomEngine:
         self._clock = HybridClock(node_id)
         self._ring = HashRing([node_id], vnodes=config.vnodes)
         self._alive: set[str] = {node_id}
-        self._numbers = itertools.count(1)
+        # Write, forward and read ids go to peers and come back in answers: numbering them
+        # from the epoch keeps an answer meant for an earlier start from matching a
+        # request of this one.
+        self._numbers = itertools.count(epoch * EPOCH_NUMBERS + 1)
         self._internal = itertools.count(-1, -1)  # tickets of the engine's own reads
         self._forwards: dict[int, PendingForward] = {}
         self._writes: dict[int, Write] = {}
@@ -201,7 +207,9 @@ class RoomEngine:
         self._whos: dict[int, _Who] = {}
         self._local: dict[str, _LocalRoom] = {}
         # Registration numbers of one start stay below the next start's (epochs grow).
-        self._interest = InterestTable(config.interest_lapse_s, first_number=epoch * 1_000_000)
+        self._interest = InterestTable(
+            config.interest_lapse_s, first_number=epoch * EPOCH_NUMBERS + 1
+        )
         self._outbound: dict[str, OutboundStream] = {}
         self._inbound: dict[str, InboundStream] = {}
         self._streams_opened = 0
