@@ -336,6 +336,11 @@ class RoomEngine:
         local = self._local.get(room)
         if local is None:
             local = self._local[room] = _LocalRoom(subscribed_wall_ms=self._wall_ms(now))
+        # A message handed on before this session came may reach the room again (its
+        # send retried after a failure and now acknowledged): the newcomer needs it, and
+        # its replay may not have it yet. Earlier sessions may see it twice; clients
+        # drop repeats by id.
+        local.recent.clear()
         if local.ready:
             return [Complete(ticket, Ready())]
         local.tickets.append(ticket)

@@ -107,7 +107,8 @@ class SimNode:
     paused: bool = False
     held: list[tuple[str, str, object]] = field(default_factory=list)
     remembered: tuple[str, ...] = ()
-    deliveries: Counter[str] = field(default_factory=Counter)  # id -> live deliveries, this start
+    # (room, id) -> live deliveries to its sessions since the room's last join on the node
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def up(self) -> bool:
@@ -248,10 +249,12 @@ class SimulatedRooms:
         self._run_engine(node, lambda engine: engine.send(ticket, request, self.now))
 
     def _join(self, member: Member) -> None:
+        node = self.nodes[member.node]
+        for delivered in [key for key in node.deliveries if key[0] == member.room]:
+            del node.deliveries[delivered]
         member.held.clear()
         member.disconnected = False
         member.catching_up = True
-        node = self.nodes[member.node]
         ticket = next(self._tickets)
         self._joining[ticket] = member
         self._run_engine(node, lambda engine: engine.subscribe(ticket, member.room, self.now))
@@ -416,7 +419,7 @@ class SimulatedRooms:
                 self._schedule(self.now + COMMIT_MIN_S, "loaded", node, payload=effect)
             elif isinstance(effect, DeliverMessage):
                 message = effect.message
-                node.deliveries[message.id] += 1
+                node.deliveries[(message.room, message.id)] += 1
                 for member in self.members:
                     if member.node == node.node_id and member.room == message.room:
                         member.live(message.id, message.key)
