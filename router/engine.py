@@ -470,7 +470,7 @@ class RoomEngine:
                 registrations = dict(zip(rooms, numbers, strict=False))
                 return self._interest_acknowledged(sender, request_id, registrations, now)
             case Push():
-                return self._pushed(sender, message)
+                return self._pushed(sender, message, now)
             case PushAck(epoch, through):
                 stream = self._outbound.get(sender)
                 if stream is not None:
@@ -732,13 +732,20 @@ class RoomEngine:
             effects += self._deliver_here(event)
         return effects
 
-    def _pushed(self, sender: str, push: Push) -> list[Effect]:
+    def _pushed(self, sender: str, push: Push, now: float) -> list[Effect]:
         inbound = self._inbound.get(sender)
+        effects: list[Effect] = []
         if inbound is None or push.epoch > inbound.epoch:
+            if inbound is not None:
+                # The sender began a new stream: it restarted or gave us up for dead, and
+                # what it pushed in between never came. Catch its rooms up first (newer
+                # pushes wait meanwhile).
+                for room, local in self._local.items():
+                    if local.ready and sender in self.live_replicas(room):
+                        effects += self._catch_up(room, now)
             inbound = self._inbound[sender] = InboundStream.starting_at(push)
         elif push.epoch < inbound.epoch:
             return []  # a straggler from the sender's previous stream
-        effects: list[Effect] = []
         for event in inbound.receive(push):
             effects += self._deliver_here(event)
         return effects
