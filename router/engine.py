@@ -110,9 +110,17 @@ class _LocalRoom:
     recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
     newest_delivered: str = ""
     held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
+
+    def synced(self, replica: str | None = None) -> int:
+        """Since when pushes from `replica` (from every replica, if None) are known whole."""
+        if replica is not None:
+            return self.synced_ms.get(replica, self.subscribed_wall_ms)
+        return min(self.synced_ms.values(), default=self.subscribed_wall_ms)
     catch_ups_running: int = 0
-    # Each replica's registration of this node, as last acknowledged.
+    # Each replica's registration of this node, as last acknowledged, and when (wall
+    # clock ms) an acknowledgement last showed it unbroken.
     registered_at: dict[str, int] = field(default_factory=dict)
+    synced_ms: dict[str, int] = field(default_factory=dict)
     # A catch-up that failed (too few replicas answered), to try again from where it was.
     catch_up_after: str | None = None
     catch_up_retry_at: float = 0.0
@@ -244,9 +252,11 @@ class RoomEngine:
             replicas = set(self.live_replicas(room))
             if coordinator != before[room] or replicas & returned:
                 effects += self._register(room, local, now, renewal=local.ready)
-                if local.ready and coordinator != before[room]:
+                old = before[room]
+                if local.ready and coordinator != old:
                     # The new coordinator may never have had pushes the old one owed us.
-                    effects += self._catch_up(room, now)
+                    since_ms = local.synced(old) if old is not None else None
+                    effects += self._catch_up(room, now, since_ms=since_ms)
         return effects
 
     def preference_list(self, room: str) -> list[str]:
@@ -742,7 +752,7 @@ class RoomEngine:
                 # pushes wait meanwhile).
                 for room, local in self._local.items():
                     if local.ready and sender in self.live_replicas(room):
-                        effects += self._catch_up(room, now)
+                        effects += self._catch_up(room, now, since_ms=local.synced(sender))
             inbound = self._inbound[sender] = InboundStream.starting_at(push)
         elif push.epoch < inbound.epoch:
             return []  # a straggler from the sender's previous stream
@@ -828,11 +838,15 @@ class RoomEngine:
                 continue
             before = known.registered_at.get(sender)
             known.registered_at[sender] = number
-            if known.ready and room not in readied and before != number:
+            if before == number or room in readied:
+                # Registered all along: everything it coordinated until now was pushed.
+                known.synced_ms[sender] = self._wall_ms(now)
+            elif known.ready:
                 # A replica holds a new registration of us: it lost the old one (it
                 # restarted, or saw us dead), and whatever it coordinated meanwhile in
                 # some node's view was never pushed here.
-                effects += self._catch_up(room, now)
+                effects += self._catch_up(room, now, since_ms=known.synced(sender))
+                known.synced_ms[sender] = self._wall_ms(now)
         return effects
 
     def _ready(self, room: str, local: _LocalRoom, now: float) -> list[Effect]:
@@ -843,19 +857,17 @@ class RoomEngine:
             effects += self._complete(ticket, Ready(), now)
         return effects
 
-    def _catch_up(self, room: str, now: float, after: str | None = None) -> list[Effect]:
-        """Re-read the room from a little before the newest delivered message, so that
-        whatever pushes were lost reach the sessions (repeats are filtered by id)."""
+    def _catch_up(
+        self, room: str, now: float, *, since_ms: int | None = None, after: str | None = None
+    ) -> list[Effect]:
+        """Re-read the room from a little before `since_ms`, the last moment pushes were
+        known to be flowing (by default the earliest over the room's replicas), so that
+        whatever was lost since reaches the sessions; newer pushes wait meanwhile."""
         local = self._local.get(room)
         if local is None:
             return []
         if after is None:
-            newest = local.newest_delivered
-            reference_ms = (
-                MessageId.parse(newest).time_ms
-                if is_message_id(newest)
-                else local.subscribed_wall_ms
-            )
+            reference_ms = local.synced() if since_ms is None else since_ms
             start_ms = max(0, reference_ms - self.config.catch_up_margin_ms)
             after = max(ORIGIN, f"{start_ms:012x}0000.")
         self.stats.catch_ups += 1
