@@ -27,6 +27,10 @@ class RouterConfig:
     # message it delivered: ids of messages acknowledged by a failed coordinator can lie
     # a little behind those of its successor.
     catch_up_margin_ms: int = 10_000
+    # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
+    # a long stall): its peers may have given it up and written around it, so it catches
+    # every room up.
+    stall_after_s: float = 1.0
     # Ids remembered per room so that no message reaches a node's sessions twice.
     recent_ids_per_room: int = 4096
 

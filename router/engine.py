@@ -223,6 +223,7 @@ class RoomEngine:
         self._streams_opened = 0
         self._next_refresh = 0.0
         self._joined = alone
+        self._last_tick: float | None = None
 
     # ---- the view of the mesh ----
 
@@ -507,6 +508,13 @@ class RoomEngine:
 
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        stalled_s = now - self._last_tick if self._last_tick is not None else 0.0
+        self._last_tick = now
+        if stalled_s >= self.config.stall_after_s and self._local:
+            effects.append(Warn(f"this node stood still for {stalled_s:.1f}s; catching up"))
+            for room, local in self._local.items():
+                if local.ready:
+                    effects += self._catch_up(room, now, since_ms=local.synced())
         effects += self._tick_forwards(now)
         effects += self._tick_writes(now)
         for read_id in [key for key, read in self._reads.items() if now >= read.deadline]:
