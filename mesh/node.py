@@ -35,7 +35,7 @@ from peers.membership import (
 from peers.records import MemberRecord
 from peers.transport import PeerTransport, PortInUseError
 from peers.wire import Heartbeat, Leave, PeerDecodeError
-from router.engine import RoomEngine
+from router.engine import Health, RoomEngine
 from router.wire import RouterMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 # Log the first rejected peer frames one by one, then only every Nth, so a flood of
 # garbage cannot flood the log as well.
 REJECTED_FRAME_LOG_EVERY = 1000
+# A member's state as the room engine sees it (left members are off the ring).
+HEALTH: dict[MemberState, Health] = {
+    MemberState.ALIVE: "alive",
+    MemberState.SUSPECT: "suspect",
+    MemberState.DEAD: "dead",
+}
 # How often the room engine checks its timers: retransmissions, timeouts, acks of pushes.
 ROOM_TICK_INTERVAL_S = 0.05
 # How long a stopping node keeps trying to reach peers whose connection is not up yet.
@@ -340,7 +346,7 @@ class Node:
         self._addresses = {
             view.id: view.address for view in current if view.id != self.config.node_id
         }
-        self.rooms.set_members({view.id: view.state is MemberState.ALIVE for view in current})
+        self.rooms.set_members({view.id: HEALTH[view.state] for view in current})
 
     def _apply(self, effects: list[Effect]) -> None:
         members_changed = False

@@ -29,7 +29,7 @@ from router.effects import (
     Users,
     Warn,
 )
-from router.engine import RoomEngine
+from router.engine import Health, RoomEngine
 from router.records import RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
@@ -160,7 +160,7 @@ class RoomRouter:
     def tick(self) -> None:
         self.apply(self.engine.tick(time.monotonic()))
 
-    def set_members(self, members: dict[str, bool]) -> None:
+    def set_members(self, members: dict[str, Health]) -> None:
         self.apply(self.engine.set_members(members, time.monotonic()))
 
     async def close(self) -> None:

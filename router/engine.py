@@ -17,6 +17,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from router.channel import InboundStream, OutboundStream
 from router.config import RouterConfig
@@ -64,6 +65,8 @@ from router.wire import (
 )
 from router.writes import Forward as PendingForward
 from router.writes import LocalOrigin, Origin, RemoteOrigin, SendRequest, Write
+
+Health = Literal["alive", "suspect", "dead"]
 
 # Retransmitted pushes per peer per tick: a returning peer is refilled at a bounded pace.
 PUSH_RETRIES_PER_TICK = 256
@@ -116,6 +119,7 @@ class _LocalRoom:
         if replica is not None:
             return self.synced_ms.get(replica, self.subscribed_wall_ms)
         return min(self.synced_ms.values(), default=self.subscribed_wall_ms)
+
     catch_ups_running: int = 0
     # Each replica's registration of this node, as last acknowledged, and when (wall
     # clock ms) an acknowledgement last showed it unbroken.
@@ -198,6 +202,7 @@ class RoomEngine:
         self._clock = HybridClock(node_id)
         self._ring = HashRing([node_id], vnodes=config.vnodes)
         self._alive: set[str] = {node_id}
+        self._reachable: set[str] = {node_id}  # alive or suspect
         # Write, forward and read ids go to peers and come back in answers: numbering them
         # from the epoch keeps an answer meant for an earlier start from matching a
         # request of this one.
@@ -232,17 +237,21 @@ class RoomEngine:
         if is_message_id(message_id):
             self._clock.observe(MessageId.parse(message_id))
 
-    def set_members(self, members: Mapping[str, bool], now: float) -> list[Effect]:
-        """The membership view: every node not departed, and whether it is alive."""
+    def set_members(self, members: Mapping[str, Health], now: float) -> list[Effect]:
+        """The membership view: every node not departed, and its health. Only alive
+        nodes coordinate and take writes; a suspect one keeps its registrations and the
+        pushes owed to it (it may be only slow), a dead one loses them."""
         before = {room: self.coordinator(room) for room in self._local}
         for node in self._ring.nodes - set(members) - {self.node_id}:
             self._ring.remove(node)
         for node in members:
             self._ring.add(node)
-        alive = {node for node, is_alive in members.items() if is_alive} | {self.node_id}
+        alive = {node for node, health in members.items() if health == "alive"} | {self.node_id}
+        reachable = {node for node, health in members.items() if health != "dead"}
         self._joined = self._joined or len(alive) > 1
-        gone, returned = self._alive - alive, alive - self._alive
-        self._alive = alive
+        gone = self._reachable - reachable - {self.node_id}
+        returned = alive - self._alive
+        self._alive, self._reachable = alive, reachable | {self.node_id}
         effects: list[Effect] = []
         for node in gone:
             self._interest.drop_node(node)
@@ -729,7 +738,7 @@ class RoomEngine:
         origin = "" if isinstance(event, Posted) else event.origin
         effects: list[Effect] = []
         for node in self._interest.nodes(room):
-            if node in (self.node_id, origin) or node not in self._alive:
+            if node in (self.node_id, origin) or node not in self._reachable:
                 continue
             stream = self._outbound.get(node)
             if stream is None:

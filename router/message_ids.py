@@ -47,6 +47,15 @@ class MessageId:
         return cls(int(text[:12], 16), int(text[12:16], 16), text[17:])
 
 
+def earlier_by(message_id: str, margin_ms: int) -> str:
+    """A point `margin_ms` before an id: reading after it covers everything the id's
+    clock reading could have been overtaken by."""
+    if not is_message_id(message_id):
+        return message_id
+    time_ms = max(0, MessageId.parse(message_id).time_ms - margin_ms)
+    return max(ORIGIN, f"{time_ms:012x}0000.")
+
+
 def is_message_id(text: str) -> bool:
     return _MESSAGE_ID.match(text) is not None
 

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mesh.node import HEALTH
 from mesh.peer_codec import decode_node_message, encode_node_message
 from peers.membership import Effect as MembershipEffect
-from peers.membership import Membership, MembershipConfig, MemberState, SendTo, StateChanged
+from peers.membership import Membership, MembershipConfig, SendTo, StateChanged
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.config import RouterConfig
@@ -35,6 +36,7 @@ from router.effects import (
     Store,
 )
 from router.engine import RoomEngine
+from router.message_ids import earlier_by
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
 
@@ -308,7 +310,8 @@ class SimulatedRooms:
         elif ticket in self._joining:
             member = self._joining.pop(ticket)
             if isinstance(outcome, Ready):
-                self._replay(member, member.cursor or "0")
+                start = earlier_by(member.cursor, self.config.resume_margin_ms)
+                self._replay(member, start or "0")
             elif member.node == node.node_id and node.up:
                 member.abandon()
                 self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
@@ -403,9 +406,7 @@ class SimulatedRooms:
                 changed = True
         if changed:
             views = node.membership.members(self.now)
-            current = {
-                v.id: v.state is MemberState.ALIVE for v in views if v.state is not MemberState.LEFT
-            }
+            current = {v.id: HEALTH[v.state] for v in views if v.state in HEALTH}
             self._apply(node, node.engine.set_members(current, self.now))
 
     def _apply(self, node: SimNode, effects: list[Effect]) -> None:
