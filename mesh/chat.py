@@ -16,7 +16,6 @@ from mesh.room_router import RoomRouter
 from mesh.rooms import RoomHub
 from mesh.session import Session
 from mesh.storage import SendResult, Storage, StoredMessage
-from router.message_ids import earlier_by
 from router.records import RoomMessage
 from router.wire import PresenceChanged, TypingNotice
 
@@ -123,9 +122,8 @@ class ChatService:
         return await self.who(room), newest[-1].id if newest else None
 
     async def replay(self, session: Session, room: str, since: str) -> int:
-        """Push every stored message after `since` (from a little before it: see
-        RouterConfig.resume_margin_ms), then release the held live ones."""
-        cursor = earlier_by(since, self.router.engine.config.resume_margin_ms)
+        """Push every stored message after `since`, then release the held live ones."""
+        cursor = since
         replayed = 0
         try:
             while True:

@@ -53,7 +53,7 @@ from mesh.protocol import (
     Who,
 )
 from mesh.rate_limit import TokenBucket
-from router.message_ids import ORIGIN
+from router.message_ids import ORIGIN, earlier_by
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
 # Message ids remembered per room to drop duplicates from resumes and retries.
 SEEN_IDS_PER_ROOM_MAX = 10_000
+# How far before the last seen id a resume starts (see _RoomCursor.resume_point): the
+# nodes' write timeout plus a retry, so the window holds far fewer ids than are remembered.
+RESUME_MARGIN_MS = 3_000
 # The share of the node's announced send rate the client paces itself to, leaving room
 # for the two clocks to disagree a little.
 PACE_SHARE = 0.95
@@ -93,6 +96,17 @@ class _Pending:
 class _RoomCursor:
     last_id: str | None = None
     seen: "collections.OrderedDict[str, None]" = field(default_factory=collections.OrderedDict)
+    floor: str | None = None  # where the caller's view of the room begins
+
+    def resume_point(self) -> str | None:
+        """Where a rejoin after a reconnect starts: a little before the last message
+        seen, since two coordinators of a room can briefly overlap and a message with a
+        smaller id may land after a larger one was seen; repeats are dropped by id.
+        Never before the point the caller first joined from."""
+        if self.last_id is None or not self.seen:
+            return self.last_id
+        start = earlier_by(self.last_id, RESUME_MARGIN_MS)
+        return start if self.floor is None else max(start, self.floor)
 
     def is_new(self, message_id: str) -> bool:
         return message_id not in self.seen
@@ -141,6 +155,7 @@ class ChatClient:
         self.round_trip_s: float | None = None
         self.reconnects = 0
         self._request_ids = itertools.count(1)
+        self._rejoins: set[int] = set()  # request ids of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
         self._rooms: dict[str, _RoomCursor] = {}
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
@@ -201,6 +216,8 @@ class ChatClient:
         # Without a cursor yet, resume from the room's newest message at the time of joining
         # (from its very start, if it was empty).
         cursor.advance(reply.head or ORIGIN)
+        if cursor.floor is None:
+            cursor.floor = cursor.last_id
         return reply.members
 
     async def leave(self, room: str) -> None:
@@ -336,6 +353,8 @@ class ChatClient:
             backoff_s = self.settings.backoff_initial_s
             reader, writer, address = opened
             reason = "connection closed"
+            pause_s = 0.0
+            self._rejoins.clear()
             try:
                 self._writer = writer
                 self._connected.set()
@@ -353,6 +372,8 @@ class ChatClient:
                 reason = str(error)
                 if error.code in FATAL_CODES:
                     self._fatal = error
+                else:
+                    pause_s = self.settings.backoff_max_s
             finally:
                 self._writer = None
                 self._connected.clear()
@@ -360,6 +381,8 @@ class ChatClient:
             self.reconnects += 1
             log.info("disconnected from %s: %s; reconnecting", address, reason)
             await self._emit(ConnectionChanged("disconnected", self.node, address, reason))
+            if pause_s:
+                await asyncio.sleep(pause_s)
 
     async def _open_any(
         self,
@@ -415,8 +438,9 @@ class ChatClient:
     def _resume(self) -> None:
         """After (re)connecting: rejoin rooms from their last ids, then resend in order."""
         for room, cursor in self._rooms.items():
-            since = cursor.last_id
+            since = cursor.resume_point()
             request_id = next(self._request_ids)
+            self._rejoins.add(request_id)
             self._write(Join(request_id=request_id, room=room, since=since))
         for request_id in sorted(self._pending):
             pending = self._pending[request_id]
@@ -441,6 +465,10 @@ class ChatClient:
                 case ErrorReply(request_id=None):
                     # Said just before the node closes this session.
                     raise NodeError(message.code, message.message)
+                case ErrorReply(request_id=request_id) if request_id in self._rejoins:
+                    # A room that cannot be rejoined now: connect again (after a pause)
+                    # rather than carry on without it.
+                    raise NodeError(message.code, f"could not rejoin: {message.message}")
                 case ErrorReply(request_id=request_id):
                     pending = self._pending.get(request_id)  # type: ignore[arg-type]
                     if pending is not None and not pending.future.done():

@@ -35,14 +35,6 @@ class RouterConfig:
     recent_ids_per_room: int = 4096
 
     @property
-    def resume_margin_ms(self) -> int:
-        """How far before a client's last seen id a resume starts. Two coordinators of a
-        room can overlap briefly (one stalled, its peers wrote around it), so ids from
-        them interleave and a client may see a newer one first; a resume from a little
-        earlier finds the older one, and clients drop the repeats by id."""
-        return int((self.write_timeout_s + self.retry_interval_s) * 1000)
-
-    @property
     def resume_quorum(self) -> int:
         """Replicas a resume or catch-up reads: just enough to overlap every write quorum
         (R + W > N), so no acknowledged message is missed even when one replica is

@@ -38,7 +38,7 @@ from router.effects import (
     Warn,
 )
 from router.interest import InterestTable
-from router.message_ids import ORIGIN, HybridClock, MessageId, is_message_id
+from router.message_ids import HybridClock, MessageId, at_time, is_message_id
 from router.reads import ReplicaPage, merge_pages
 from router.records import RoomMessage
 from router.ring import HashRing
@@ -885,8 +885,7 @@ class RoomEngine:
             return []
         if after is None:
             reference_ms = local.synced() if since_ms is None else since_ms
-            start_ms = max(0, reference_ms - self.config.catch_up_margin_ms)
-            after = max(ORIGIN, f"{start_ms:012x}0000.")
+            after = at_time(reference_ms - self.config.catch_up_margin_ms)
         self.stats.catch_ups += 1
         ticket = next(self._internal)
         self._catch_ups[ticket] = (room, after)

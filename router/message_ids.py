@@ -48,12 +48,16 @@ class MessageId:
 
 
 def earlier_by(message_id: str, margin_ms: int) -> str:
-    """A point `margin_ms` before an id: reading after it covers everything the id's
-    clock reading could have been overtaken by."""
+    """A valid id `margin_ms` before another (at the start of that millisecond): reading
+    after it covers everything the id's clock reading could have been overtaken by."""
     if not is_message_id(message_id):
         return message_id
-    time_ms = max(0, MessageId.parse(message_id).time_ms - margin_ms)
-    return max(ORIGIN, f"{time_ms:012x}0000.")
+    return at_time(MessageId.parse(message_id).time_ms - margin_ms)
+
+
+def at_time(time_ms: int) -> str:
+    """A valid id that sorts before every real id made at or after `time_ms`."""
+    return max(ORIGIN, f"{max(0, time_ms):012x}0000.0")
 
 
 def is_message_id(text: str) -> bool:

@@ -287,8 +287,12 @@ def test_connection_changes_are_reported_as_events(node: NodeProcess) -> None:
 
 
 def test_the_client_fails_over_to_the_next_node_in_its_list(cluster: Cluster) -> None:
-    first = started(cluster.add("n1", options=FAST_SENDS))
-    second = started(cluster.add("n2", seeds=[first.peer_address], options=FAST_SENDS))
+    # Two nodes, and sends acknowledged by one copy: with the default W=2, a two-node
+    # mesh with one node down rightly refuses sends.
+    options = [*FAST_SENDS, "--write-quorum", "1"]
+    first = started(cluster.add("n1", options=options))
+    second = started(cluster.add("n2", seeds=[first.peer_address], options=options))
+    cluster.wait_sees("n2", "n1", "alive")
 
     async def scenario() -> None:
         async with client_for(first, second, user="ann") as ann:

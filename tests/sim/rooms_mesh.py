@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mesh.client import RESUME_MARGIN_MS
 from mesh.node import HEALTH
 from mesh.peer_codec import decode_node_message, encode_node_message
 from peers.membership import Effect as MembershipEffect
@@ -310,7 +311,8 @@ class SimulatedRooms:
         elif ticket in self._joining:
             member = self._joining.pop(ticket)
             if isinstance(outcome, Ready):
-                start = earlier_by(member.cursor, self.config.resume_margin_ms)
+                # As the client library does: a little before the last seen id.
+                start = earlier_by(member.cursor, RESUME_MARGIN_MS)
                 self._replay(member, start or "0")
             elif member.node == node.node_id and node.up:
                 member.abandon()
