@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from perf.report import summarize, table_rows, write
-from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
+from perf.targets import ExternalMesh, LocalMesh, OsServer, Target
 from perf.worker import WorkerPlan, worker_main
 from perf.workload import Workload
 
@@ -36,14 +36,6 @@ class RunOptions:
 
 
 def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[str, Any]]:
-    if workload.target == "meshchat" and options.nodes > 1 and not options.servers:
-        # Each node is a one-node room service until rooms are replicated across the mesh;
-        # users on different nodes would never see each other's messages, and the run
-        # would report them as lost.
-        raise TargetUnavailableError(
-            "--nodes above 1 needs rooms shared across the mesh, which this version does "
-            "not have yet; measure one node (--nodes 1)"
-        )
     if workload.target == "meshchat":
         if options.servers:
             return ExternalMesh(options.servers), {
@@ -56,7 +48,10 @@ def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[s
             "name": "meshchat",
             "label": f"meshchat x{options.nodes} (durable)",
             "nodes": options.nodes,
-            "description": f"meshchat, {options.nodes} local node(s), acks durable (fsync)",
+            "description": (
+                f"meshchat, {options.nodes} local node(s), acks durable (fsync)"
+                + (", N=3, W=2" if options.nodes >= 3 else f", N=W={options.nodes}")
+            ),
         }
     server = OsServer(workload.target)
     kind = "pub/sub" if workload.target == "redis" else "core subjects"

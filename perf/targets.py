@@ -1,6 +1,7 @@
 """The servers a run talks to: a local meshchat mesh it starts, or Redis or NATS from the
 OS packages, each on a free loopback port and stopped afterwards."""
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -10,7 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mesh.connection import NodeConnection, NodeError
 from mesh.launcher import LocalNode, node_command
+from mesh.protocol import StatusReply, StatusRequest
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 15.0
@@ -72,6 +75,23 @@ class LocalMesh:
             self._start(node)
         for node in self.nodes:
             wait_listening(node.client_port)
+        if len(self.nodes) > 1:
+            # A node serves rooms once it has heard from its peers; measure a formed mesh.
+            asyncio.run(self._wait_formed(START_TIMEOUT_S))
+
+    async def _wait_formed(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            while True:
+                alive = await _alive_members(node)
+                if alive == len(self.nodes):
+                    break
+                if time.monotonic() > deadline:
+                    raise TargetUnavailableError(
+                        f"{node.node_id} sees {alive} of {len(self.nodes)} nodes alive "
+                        f"after {timeout_s}s"
+                    )
+                await asyncio.sleep(0.1)
 
     def _start(self, node: LocalNode) -> None:
         command = node_command(node, self.nodes, UNLIMITED)
@@ -101,6 +121,23 @@ class LocalMesh:
                 process.kill()
                 process.wait()
         self._data.cleanup()
+
+
+async def _alive_members(node: LocalNode) -> int:
+    """How many members (itself included) a node sees alive; 0 if it cannot say."""
+    try:
+        connection = await NodeConnection.open(node.host, node.client_port, token="perf")
+    except (OSError, NodeError):
+        return 0
+    try:
+        reply = await connection.request(lambda i: StatusRequest(request_id=i))
+    except (OSError, NodeError, TimeoutError):
+        return 0
+    finally:
+        await connection.close()
+    if not isinstance(reply, StatusReply):
+        return 0
+    return sum(member.state == "alive" for member in reply.members)
 
 
 class ExternalMesh:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from perf.harness import RunOptions, run
-from perf.targets import TargetUnavailableError
 from perf.workload import TargetName, Workload, decode_payload, encode_payload
 
 pytestmark = pytest.mark.processes
@@ -61,9 +60,16 @@ def test_the_same_workload_runs_against_redis_and_nats(tmp_path: Path, target: T
     check_consistent(summary, tmp_path, workload)
 
 
-def test_a_multi_node_mesh_is_refused_until_rooms_are_shared(tmp_path: Path) -> None:
-    with pytest.raises(TargetUnavailableError, match="--nodes 1"):
-        run(short(), RunOptions(nodes=3, out_dir=tmp_path, live=False))
+def test_a_short_run_against_three_nodes_with_a_kill_loses_nothing(tmp_path: Path) -> None:
+    """N=3, W=2 across three processes: members on every node, the last node killed
+    and restarted mid-run; every acknowledged send reaches every member once."""
+    workload = Workload(clients=6, rooms=2, rate=60, duration_s=4.0, warmup_s=0.5, body_size=64)
+    options = RunOptions(
+        nodes=3, workers=1, out_dir=tmp_path, live=False, kill_node_at_s=1.0, restart_at_s=2.5
+    )
+    summary = run(workload, options)
+    check_consistent(summary, tmp_path, workload)
+    assert [fault["event"] for fault in summary["faults"]] == ["kill n3", "restart n3"]
 
 
 def test_payloads_carry_sender_sequence_and_due_time() -> None:
