@@ -83,6 +83,53 @@ _COUNTERS = {
     ),
     "heartbeats_sent": ("meshchat_heartbeats_sent_total", "Heartbeats sent to peers."),
     "heartbeats_received": ("meshchat_heartbeats_received_total", "Heartbeats received."),
+    "writes_coordinated": (
+        "meshchat_writes_coordinated_total",
+        "Sends this node coordinated (assigned an id and replicated).",
+    ),
+    "writes_acknowledged": (
+        "meshchat_writes_acknowledged_total",
+        "Coordinated sends that reached W copies on disk.",
+    ),
+    "writes_failed": (
+        "meshchat_writes_failed_total",
+        "Coordinated sends that did not reach W copies in time (answered unavailable).",
+    ),
+    "forwards_sent": (
+        "meshchat_forwards_sent_total",
+        "Sends this node, as gateway, handed to another node coordinating the room.",
+    ),
+    "reads_served": ("meshchat_reads_served_total", "History reads answered for other nodes."),
+    "read_repairs": (
+        "meshchat_read_repairs_total",
+        "Messages sent to replicas found missing them during a read.",
+    ),
+    "pushes_sent": ("meshchat_pushes_sent_total", "Room events pushed to interested nodes."),
+    "push_retransmits": (
+        "meshchat_push_retransmits_total",
+        "Pushes sent again for want of an acknowledgement.",
+    ),
+    "room_catch_ups": (
+        "meshchat_room_catch_ups_total",
+        "Rooms re-read because this node may have missed pushes.",
+    ),
+    "interest_dropped": (
+        "meshchat_interest_dropped_total",
+        "Nodes given up as push targets for leaving too many pushes unacknowledged.",
+    ),
+}
+
+# gauge name in status -> (metric name, help)
+_GAUGES = {
+    "writes_in_flight": ("meshchat_writes_in_flight", "Coordinated sends not yet settled."),
+    "pushes_unacknowledged": (
+        "meshchat_pushes_unacknowledged",
+        "Pushes waiting for an interested node's acknowledgement.",
+    ),
+    "interest_registrations": (
+        "meshchat_interest_registrations",
+        "Other nodes' interest in rooms this node holds (room, node pairs).",
+    ),
 }
 
 
@@ -104,6 +151,10 @@ class _NodeCollector(Collector):
             if key.startswith("client_errors_"):
                 errors.add_metric([key.removeprefix("client_errors_")], value)
         yield errors
+        for key, (name, text) in _GAUGES.items():
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], counters.get(key, 0))
+            yield gauge
         sessions = GaugeMetricFamily("meshchat_client_sessions", "Client sessions open now.")
         sessions.add_metric([], counters.get("client_sessions_open", 0))
         yield sessions
