@@ -2,8 +2,7 @@
 
 import msgspec
 
-from peers.limits import PEER_FRAME_BYTES_MAX
-from peers.wire import Heartbeat, Leave, PeerDecodeError, PeerMessage
+from peers.wire import Heartbeat, Leave, PeerMessage, decode_bounded
 from router.wire import RouterMessage
 
 NodeMessage = Heartbeat | Leave | RouterMessage
@@ -18,9 +17,4 @@ def encode_node_message(message: PeerMessage | RouterMessage) -> bytes:
 
 def decode_node_message(frame: bytes) -> NodeMessage:
     """Decode one frame, or raise PeerDecodeError; never anything else."""
-    if len(frame) > PEER_FRAME_BYTES_MAX:
-        raise PeerDecodeError(f"frame of {len(frame)} bytes exceeds {PEER_FRAME_BYTES_MAX}")
-    try:
-        return _decoder.decode(frame)
-    except msgspec.DecodeError as error:  # ValidationError is a subclass
-        raise PeerDecodeError(str(error)) from error
+    return decode_bounded(_decoder, frame)

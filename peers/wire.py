@@ -1,11 +1,13 @@
 """The messages nodes send each other: one tagged union, msgpack, decoded with limits."""
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 
 from peers.limits import GOSSIP_RECORDS_MAX, PEER_FRAME_BYTES_MAX
 from peers.records import MemberRecord
+
+T = TypeVar("T")
 
 Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
@@ -46,9 +48,15 @@ def encode_peer_message(message: PeerMessage) -> bytes:
 
 def decode_peer_message(frame: bytes) -> PeerMessage:
     """Decode one frame, or raise PeerDecodeError; never anything else."""
+    return decode_bounded(_decoder, frame)
+
+
+def decode_bounded(decoder: msgspec.msgpack.Decoder[T], frame: bytes) -> T:
+    """Decode a peer frame with `decoder` within the frame size limit, or raise
+    PeerDecodeError; never anything else."""
     if len(frame) > PEER_FRAME_BYTES_MAX:
         raise PeerDecodeError(f"frame of {len(frame)} bytes exceeds {PEER_FRAME_BYTES_MAX}")
     try:
-        return _decoder.decode(frame)
+        return decoder.decode(frame)
     except msgspec.DecodeError as error:  # ValidationError is a subclass
         raise PeerDecodeError(str(error)) from error
