@@ -144,7 +144,7 @@ class _ForReplica:
 
 @dataclass(frozen=True, slots=True)
 class _ForRepair:
-    pass
+    """A copy sent to mend a replica: nobody waits for its answer."""
 
 
 @dataclass(frozen=True, slots=True)

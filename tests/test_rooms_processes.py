@@ -158,7 +158,9 @@ def test_kill_9_of_the_coordinator_while_clients_send(
                 await asyncio.sleep(0.01)
 
         async def kill_soon() -> None:
-            await asyncio.sleep(0.5)
+            # Kill once sending is well under way (bounded by the scenario's timeout).
+            while len(acked) < 60:
+                await asyncio.sleep(0.01)
             mesh[victim].signal(signal.SIGKILL)
 
         started = time.monotonic()
