@@ -111,7 +111,6 @@ class _LocalRoom:
     awaiting: str | None = None  # the coordinator asked
     deadline: float = 0.0
     recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
-    newest_delivered: str = ""
     held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
 
     def synced(self, replica: str | None = None) -> int:
@@ -813,7 +812,6 @@ class RoomEngine:
         local.recent[message_id] = None
         if len(local.recent) > self.config.recent_ids_per_room:
             local.recent.popitem(last=False)
-        local.newest_delivered = max(local.newest_delivered, message_id)
         return True
 
     # ---- interest ----
