@@ -9,8 +9,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from mesh.storage import SendResult, Storage, StorageError
 from router.effects import (
@@ -19,7 +19,11 @@ from router.effects import (
     DeliverEvent,
     DeliverMessage,
     Effect,
+    ListRooms,
     Load,
+    LoadDigest,
+    LoadIds,
+    LoadMessages,
     Outcome,
     Page,
     Ready,
@@ -181,9 +185,9 @@ class RoomRouter:
                 case Store(token, message):
                     self._store(token, message)
                 case Load(token, room, before, after, limit):
-                    task = asyncio.create_task(self._load(token, room, before, after, limit))
-                    self._loads.add(task)
-                    task.add_done_callback(self._loads.discard)
+                    self._read(self._load(token, room, before, after, limit))
+                case ListRooms() | LoadDigest() | LoadIds() | LoadMessages():
+                    self._read(self._anti_entropy_read(effect))
                 case DeliverMessage(message):
                     if self._local is not None:
                         self._local.deliver_message(message)
@@ -220,6 +224,33 @@ class RoomRouter:
             self.apply(self.engine.stored(token, result.message, result.duplicate, now))
 
         future.add_done_callback(stored)
+
+    def _read(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+
+    async def _anti_entropy_read(
+        self, effect: ListRooms | LoadDigest | LoadIds | LoadMessages
+    ) -> None:
+        storage = self.storage
+        try:
+            match effect:
+                case ListRooms(token):
+                    rooms = await storage.room_names()
+                    self.apply(self.engine.rooms_listed(token, rooms))
+                case LoadDigest(token, room):
+                    digest = await storage.digest(room)
+                    self.apply(self.engine.digest_loaded(token, digest))
+                case LoadIds(token, room, after, before, limit):
+                    ids, more = await storage.ids_between(room, after, before, limit)
+                    self.apply(self.engine.ids_loaded(token, ids, more))
+                case LoadMessages(token, room, ids):
+                    messages = await storage.messages(room, ids)
+                    self.apply(self.engine.loaded(token, messages, False, time.monotonic()))
+        except StorageError as error:
+            # The round is abandoned; the next one compares the room again.
+            log.warning("rooms: an anti-entropy read failed: %s", error)
 
     async def _load(
         self, token: int, room: str, before: str | None, after: str | None, limit: int

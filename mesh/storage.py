@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from router.digest import BUCKET_DIGITS, Digest, id_hash
 from router.records import RoomMessage
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # Anti-entropy digests sum a hash of each id per bucket (router/digest.py).
+    """
+    ALTER TABLE messages ADD COLUMN id_hash INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET id_hash = meshchat_id_hash(id);
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 # Writes gathered into one commit at most; bounds a transaction's size and latency.
 BATCH_WRITES_MAX: Final = 1024
+# Ids looked up in one query (SQLite allows 999 parameters by default).
+IDS_PER_QUERY: Final = 500
 # Writes waiting for the writer; past it, sends are refused as `unavailable`.
 WRITE_QUEUE_MAX: Final = 20_000
 
@@ -110,6 +118,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def migrate(connection: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    connection.create_function("meshchat_id_hash", 1, id_hash, deterministic=True)
     (found,) = connection.execute("PRAGMA user_version").fetchone()
     if found > SCHEMA_VERSION:
         raise StorageError(
@@ -284,7 +293,8 @@ class Storage:
             )
             replaced = held.id
         connection.execute(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 message.room,
                 message.id,
@@ -292,6 +302,7 @@ class Storage:
                 message.client_msg_id,
                 message.time_ms,
                 message.body,
+                id_hash(message.id),
             ),
         )
         return SendResult(message, duplicate=False, replaced=replaced)
@@ -335,6 +346,42 @@ class Storage:
             rows = await self._read(sql, (room, limit + 1))
         more = len(rows) > limit
         return [StoredMessage(*row) for row in reversed(rows[:limit])], more
+
+    # ---- anti-entropy reads ----
+
+    async def room_names(self) -> list[str]:
+        rows = await self._read("SELECT DISTINCT room FROM messages ORDER BY room", ())
+        return [row[0] for row in rows]
+
+    async def digest(self, room: str) -> Digest:
+        rows = await self._read(
+            f"SELECT substr(id, 1, {BUCKET_DIGITS}), count(*), sum(id_hash) FROM messages "
+            "WHERE room = ? GROUP BY 1",
+            (room,),
+        )
+        return {bucket: (count, total) for bucket, count, total in rows}
+
+    async def ids_between(
+        self, room: str, after: str, before: str, limit: int
+    ) -> tuple[list[str], bool]:
+        rows = await self._read(
+            "SELECT id FROM messages WHERE room = ? AND id > ? AND id < ? ORDER BY id LIMIT ?",
+            (room, after, before, limit + 1),
+        )
+        return [row[0] for row in rows[:limit]], len(rows) > limit
+
+    async def messages(self, room: str, ids: list[str]) -> list[StoredMessage]:
+        found: list[StoredMessage] = []
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start : start + IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
+                f"WHERE room = ? AND id IN ({marks}) ORDER BY id",
+                (room, *chunk),
+            )
+            found += [StoredMessage(*row) for row in rows]
+        return found
 
     async def rooms_of(self, user: str) -> list[str]:
         rows = await self._read(

@@ -27,6 +27,9 @@ class RouterConfig:
     # message it delivered: ids of messages acknowledged by a failed coordinator can lie
     # a little behind those of its successor.
     catch_up_margin_ms: int = 10_000
+    # Anti-entropy: one room compared with one other replica this often; messages sent per
+    # compared bucket page are bounded by the page size (router/wire.py ID_PAGE_MAX).
+    anti_entropy_interval_s: float = 0.5
     # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.

@@ -36,6 +36,43 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True)
+class ListRooms:
+    """Name every room this node holds messages of; report with rooms_listed(token, ...)."""
+
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadDigest:
+    """Summarise this node's copy of a room (router/digest.py); report with
+    digest_loaded(token, digest)."""
+
+    token: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadIds:
+    """Ids of a room strictly between after and before, oldest first, at most `limit`;
+    report with ids_loaded(token, ids, more)."""
+
+    token: int
+    room: str
+    after: str
+    before: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMessages:
+    """These messages of a room (those held); report with loaded(token, messages, False)."""
+
+    token: int
+    room: str
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class DeliverMessage:
     """A new message for this node's sessions in its room (each id once)."""
 
@@ -96,4 +133,16 @@ class Complete:
     outcome: Outcome
 
 
-Effect = SendPeer | Store | Load | DeliverMessage | DeliverEvent | Warn | Complete
+Effect = (
+    SendPeer
+    | Store
+    | Load
+    | ListRooms
+    | LoadDigest
+    | LoadIds
+    | LoadMessages
+    | DeliverMessage
+    | DeliverEvent
+    | Warn
+    | Complete
+)

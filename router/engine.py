@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from router.anti_entropy import AntiEntropy
 from router.channel import InboundStream, OutboundStream
 from router.config import RouterConfig
+from router.digest import Digest
 from router.effects import (
     Acked,
     Complete,
@@ -45,8 +47,11 @@ from router.ring import HashRing
 from router.wire import (
     INTEREST_ROOMS_MAX,
     Announce,
+    DigestDiff,
+    DigestOffer,
     Forward,
     ForwardReply,
+    IdPage,
     Interest,
     InterestAck,
     Posted,
@@ -60,6 +65,7 @@ from router.wire import (
     RoomEvent,
     RouterMessage,
     TypingNotice,
+    Want,
     WhoReply,
     WhoRequest,
 )
@@ -227,6 +233,9 @@ class RoomEngine:
         self._streams_opened = 0
         self._next_refresh = 0.0
         self._joined = alone
+        self.anti_entropy = AntiEntropy(
+            node_id, config.anti_entropy_interval_s, self._numbers, self.live_replicas
+        )
         self._last_tick: float | None = None
 
     # ---- the view of the mesh ----
@@ -426,10 +435,21 @@ class RoomEngine:
             case _:
                 return []
 
+    def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
+        return self.anti_entropy.rooms_listed(token, rooms)
+
+    def digest_loaded(self, token: int, digest: Digest) -> list[Effect]:
+        return self.anti_entropy.digest_loaded(token, digest)
+
+    def ids_loaded(self, token: int, ids: list[str], more: bool) -> list[Effect]:
+        return self.anti_entropy.ids_loaded(token, ids, more)
+
     def loaded(
         self, token: int, messages: list[RoomMessage] | None, more: bool, now: float
     ) -> list[Effect]:
-        """A Load finished (None: the read failed)."""
+        """A Load or LoadMessages finished (None: the read failed)."""
+        if self.anti_entropy.owns(token):
+            return self.anti_entropy.messages_loaded(token, messages or [])
         purpose = self._tokens.pop(token, None)
         match purpose:
             case _ForPeerRead(node, read_id):
@@ -497,6 +517,8 @@ class RoomEngine:
                 return []
             case Announce(event):
                 return self._fan_out(event, event.room, now)
+            case DigestOffer() | DigestDiff() | IdPage() | Want():
+                return self.anti_entropy.handle(sender, message)
             case WhoRequest(request_id, room):
                 users = self._local_users(room)
                 return [SendPeer(sender, WhoReply(request_id, users))]
@@ -532,6 +554,8 @@ class RoomEngine:
             effects.append(Complete(who.ticket, Users(sorted(who.users))))
         effects += self._tick_interest(now)
         effects += self._tick_streams(now)
+        if self._joined:
+            effects += self.anti_entropy.tick(now)
         return effects
 
     def _tick_forwards(self, now: float) -> list[Effect]:

@@ -152,6 +152,56 @@ class WhoReply(msgspec.Struct, frozen=True, tag="who_reply"):
     users: Annotated[list[UserName], msgspec.Meta(max_length=USERS_MAX)] = []
 
 
+# Buckets named in one digest offer; a room with more is offered a slice per round.
+DIGEST_BUCKETS_MAX: Final = 4096
+# Ids in one page of a bucket compared between two replicas.
+ID_PAGE_MAX: Final = 2000
+
+BucketName = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
+class BucketDigest(msgspec.Struct, frozen=True, array_like=True):
+    bucket: BucketName
+    count: Count
+    total: Count
+
+
+class DigestOffer(msgspec.Struct, frozen=True, tag="digest_offer"):
+    """Anti-entropy: what the sender holds of a room, bucket by bucket."""
+
+    exchange_id: RequestId
+    room: RoomName
+    buckets: Annotated[list[BucketDigest], msgspec.Meta(max_length=DIGEST_BUCKETS_MAX)] = []
+
+
+class DigestDiff(msgspec.Struct, frozen=True, tag="digest_diff"):
+    """The buckets of an offer that differ here: compare their ids."""
+
+    exchange_id: RequestId
+    room: RoomName
+    buckets: Annotated[list[BucketName], msgspec.Meta(max_length=DIGEST_BUCKETS_MAX)] = []
+
+
+class IdPage(msgspec.Struct, frozen=True, tag="id_page"):
+    """The sender's ids of a bucket after `after` (up to ID_PAGE_MAX; `more` if cut)."""
+
+    room: RoomName
+    bucket: BucketName
+    after: Annotated[str, msgspec.Meta(max_length=81)]
+    ids: Annotated[list[MessageIdText], msgspec.Meta(max_length=ID_PAGE_MAX)] = []
+    more: bool = False
+
+
+class Want(msgspec.Struct, frozen=True, tag="want"):
+    """Send me these messages of the room (the receiver holds them, the sender does not);
+    `next_after` asks for the bucket's next page of ids too."""
+
+    room: RoomName
+    bucket: BucketName
+    ids: Annotated[list[MessageIdText], msgspec.Meta(max_length=ID_PAGE_MAX)] = []
+    next_after: Annotated[str, msgspec.Meta(max_length=81)] = ""
+
+
 RouterMessage = (
     Forward
     | ForwardReply
@@ -166,4 +216,8 @@ RouterMessage = (
     | Announce
     | WhoRequest
     | WhoReply
+    | DigestOffer
+    | DigestDiff
+    | IdPage
+    | Want
 )

@@ -8,12 +8,14 @@ import pytest
 
 from mesh.storage import (
     DATABASE_FILE,
+    MIGRATIONS,
     SCHEMA_VERSION,
     Storage,
     StorageError,
     StoredMessage,
     migrate,
 )
+from router.digest import digest_of
 from router.message_ids import HybridClock
 
 
@@ -33,6 +35,30 @@ def test_a_new_database_is_migrated_to_the_current_schema(tmp_path: Path) -> Non
     assert migrate(connection) == 0
     assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert migrate(connection) == SCHEMA_VERSION  # a second run has nothing to do
+
+
+def test_messages_stored_before_digests_existed_get_their_id_hashes(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / DATABASE_FILE)
+    connection.executescript(MIGRATIONS[0] + ";PRAGMA user_version = 1;")
+    ids = [f"{n:012x}0000.n1" for n in (1, 2, 70_000)]
+    for message_id in ids:
+        connection.execute(
+            "INSERT INTO messages VALUES ('lobby', ?, 'ann', ?, 0, 'old')", (message_id, message_id)
+        )
+    connection.commit()
+    connection.close()
+
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            assert await storage.digest("lobby") == digest_of(ids)
+            assert await storage.room_names() == ["lobby"]
+            assert await storage.ids_between("lobby", ids[0], "~", 1) == ([ids[1]], True)
+            assert [m.id for m in await storage.messages("lobby", [ids[2], "nope"])] == [ids[2]]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_database_from_a_newer_meshchat_is_refused(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ It survives a simulated crash (it is the disk); writes land when their simulated
 completes, so a crash before that loses them, as on a real node.
 """
 
+from router.digest import Digest, digest_of
 from router.records import RoomMessage
 
 
@@ -38,6 +39,20 @@ class MemoryStore:
 
     def ids(self, room: str) -> list[str]:
         return sorted(self.rooms.get(room, {}))
+
+    def ids_between(self, room: str, after: str, before: str, limit: int) -> tuple[list[str], bool]:
+        chosen = [i for i in self.ids(room) if after < i < before]
+        return chosen[:limit], len(chosen) > limit
+
+    def messages(self, room: str, ids: list[str]) -> list[RoomMessage]:
+        held = self.rooms.get(room, {})
+        return [held[i] for i in ids if i in held]
+
+    def digest(self, room: str) -> Digest:
+        return digest_of(self.ids(room))
+
+    def room_names(self) -> list[str]:
+        return sorted(room for room, messages in self.rooms.items() if messages)
 
     @property
     def highest_id(self) -> str:

@@ -29,7 +29,11 @@ from router.effects import (
     Complete,
     DeliverMessage,
     Effect,
+    ListRooms,
     Load,
+    LoadDigest,
+    LoadIds,
+    LoadMessages,
     Page,
     Ready,
     Refused,
@@ -377,16 +381,29 @@ class SimulatedRooms:
             kept, duplicate = node.store.store(payload.message)
             self._apply(node, engine.stored(payload.token, kept, duplicate, self.now))
         elif kind == "loaded":
-            assert isinstance(payload, Load)
-            messages, more = node.store.history(
-                payload.room, payload.before, payload.after, payload.limit
-            )
-            self._apply(node, engine.loaded(payload.token, messages, more, self.now))
+            self._apply(node, self._read_store(node, engine, payload))
         elif kind == "retry":
             self._retry(payload)
         elif kind == "rejoin":
             assert isinstance(payload, Member)
             self._join(payload)
+
+    def _read_store(self, node: SimNode, engine: RoomEngine, payload: object) -> list[Effect]:
+        store = node.store
+        match payload:
+            case Load(token, room, before, after, limit):
+                messages, more = store.history(room, before, after, limit)
+                return engine.loaded(token, messages, more, self.now)
+            case LoadMessages(token, room, ids):
+                return engine.loaded(token, store.messages(room, ids), False, self.now)
+            case LoadIds(token, room, after, before, limit):
+                ids, more = store.ids_between(room, after, before, limit)
+                return engine.ids_loaded(token, ids, more)
+            case LoadDigest(token, room):
+                return engine.digest_loaded(token, store.digest(room))
+            case ListRooms(token):
+                return engine.rooms_listed(token, store.room_names())
+        raise AssertionError(f"not a read: {payload!r}")
 
     def _retry(self, payload: object) -> None:
         assert isinstance(payload, SendRequest)
@@ -418,7 +435,7 @@ class SimulatedRooms:
             elif isinstance(effect, Store):
                 commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
                 self._schedule(self.now + commit_s, "stored", node, payload=effect)
-            elif isinstance(effect, Load):
+            elif isinstance(effect, Load | LoadMessages | LoadIds | LoadDigest | ListRooms):
                 self._schedule(self.now + COMMIT_MIN_S, "loaded", node, payload=effect)
             elif isinstance(effect, DeliverMessage):
                 message = effect.message

@@ -1,0 +1,214 @@
+"""Anti-entropy: replicas of a room compare what they hold and send each other what is missing.
+
+Every round (one room, one other live replica of it) goes:
+
+    A: digest of the room, bucket by bucket      -> DigestOffer
+    B: the buckets that differ                   -> DigestDiff
+    A: its ids of a differing bucket, a page     -> IdPage
+    B: sends A what A lacks (Replicate), and     -> Want (the ids B lacks; next page)
+    A: sends B what B lacks (Replicate), and the next page, until the bucket is done
+
+It repairs what pushes and read repair never touched: writes a replica missed while it was
+down or cut off, a node restored from an old disk. Copies travel as ordinary repairs, so
+storage's rules (one message per sender and client message id, smallest id wins) apply.
+One round per interval, a bounded number of buckets per round and a bounded page keep
+it from competing with live traffic.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from router.digest import Digest, bucket_bounds, differing
+from router.effects import Effect, ListRooms, LoadDigest, LoadIds, LoadMessages, SendPeer
+from router.records import RoomMessage
+from router.wire import (
+    DIGEST_BUCKETS_MAX,
+    ID_PAGE_MAX,
+    BucketDigest,
+    DigestDiff,
+    DigestOffer,
+    IdPage,
+    Replicate,
+    Want,
+)
+
+# Differing buckets compared per round; the rest wait for the room's next round.
+BUCKETS_PER_ROUND = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    room: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    node: str
+    exchange_id: int
+    room: str
+    theirs: Digest
+    sliced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    node: str
+    room: str
+    bucket: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Compare:
+    node: str
+    room: str
+    bucket: str
+    theirs: frozenset[str]
+    next_after: str  # "" when their page was the bucket's last
+
+
+@dataclass(frozen=True, slots=True)
+class _SendTo:
+    node: str
+
+
+_Purpose = _Offer | _Answer | _Page | _Compare | _SendTo | None
+
+
+@dataclass(slots=True)
+class AntiEntropyStatistics:
+    rounds: int = 0
+    buckets_compared: int = 0
+    messages_sent: int = 0
+
+
+@dataclass(slots=True)
+class AntiEntropy:
+    node_id: str
+    interval_s: float
+    numbers: Iterator[int]
+    live_replicas: Callable[[str], list[str]]
+    stats: AntiEntropyStatistics = field(default_factory=AntiEntropyStatistics)
+    _tokens: dict[int, _Purpose] = field(default_factory=dict)
+    _rooms: list[str] = field(default_factory=list)
+    _cursor: int = 0
+    _turn: int = 0
+    _next_round: float = 0.0
+    _slices: dict[str, int] = field(default_factory=dict)  # room -> offset of its next offer
+
+    def owns(self, token: int) -> bool:
+        return token in self._tokens
+
+    def tick(self, now: float) -> list[Effect]:
+        if now < self._next_round:
+            return []
+        self._next_round = now + self.interval_s
+        if self._cursor >= len(self._rooms):
+            self._cursor = 0
+            return [ListRooms(self._token(None))]
+        room = self._rooms[self._cursor]
+        self._cursor += 1
+        live = self.live_replicas(room)
+        peers = [node for node in live if node != self.node_id]
+        if self.node_id not in live or not peers:
+            return []  # not (or not only) ours to compare
+        peer = peers[self._turn % len(peers)]
+        self._turn += 1
+        self.stats.rounds += 1
+        return [LoadDigest(self._token(_Offer(room, peer)), room)]
+
+    def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
+        self._tokens.pop(token, None)
+        self._rooms = sorted(rooms)
+        self._cursor = 0
+        return []
+
+    def digest_loaded(self, token: int, digest: Digest) -> list[Effect]:
+        match self._tokens.pop(token, None):
+            case _Offer(room, peer):
+                buckets = sorted(digest)
+                sliced = len(buckets) > DIGEST_BUCKETS_MAX
+                if sliced:
+                    start = self._slices.get(room, 0) % len(buckets)
+                    buckets = (buckets[start:] + buckets[:start])[:DIGEST_BUCKETS_MAX]
+                    buckets.sort()
+                    self._slices[room] = start + DIGEST_BUCKETS_MAX
+                offer = DigestOffer(
+                    next(self.numbers),
+                    room,
+                    [BucketDigest(b, digest[b][0], digest[b][1]) for b in buckets],
+                )
+                return [SendPeer(peer, offer)]
+            case _Answer(node, exchange_id, room, theirs, sliced):
+                mine = digest
+                if sliced and theirs:
+                    # Only the buckets the offer spans are comparable this round.
+                    low, high = min(theirs), max(theirs)
+                    mine = {b: v for b, v in digest.items() if low <= b <= high}
+                buckets = differing(mine, theirs)[:DIGEST_BUCKETS_MAX]
+                return [SendPeer(node, DigestDiff(exchange_id, room, buckets))]
+        return []
+
+    def ids_loaded(self, token: int, ids: list[str], more: bool) -> list[Effect]:
+        match self._tokens.pop(token, None):
+            case _Page(node, room, bucket, after):
+                return [SendPeer(node, IdPage(room, bucket, after, ids, more))]
+            case _Compare(node, room, bucket, theirs, next_after):
+                mine = set(ids)
+                effects: list[Effect] = []
+                lacking_there = sorted(mine - theirs)
+                if lacking_there:
+                    effects.append(LoadMessages(self._token(_SendTo(node)), room, lacking_there))
+                lacking_here = sorted(theirs - mine)
+                if lacking_here or next_after:
+                    effects.append(SendPeer(node, Want(room, bucket, lacking_here, next_after)))
+                return effects
+        return []
+
+    def messages_loaded(self, token: int, messages: list[RoomMessage]) -> list[Effect]:
+        match self._tokens.pop(token, None):
+            case _SendTo(node):
+                self.stats.messages_sent += len(messages)
+                return [SendPeer(node, Replicate(0, message)) for message in messages]
+        return []
+
+    def handle(
+        self, sender: str, message: DigestOffer | DigestDiff | IdPage | Want
+    ) -> list[Effect]:
+        match message:
+            case DigestOffer(exchange_id, room, buckets):
+                theirs = {b.bucket: (b.count, b.total) for b in buckets}
+                sliced = len(buckets) >= DIGEST_BUCKETS_MAX
+                purpose = _Answer(sender, exchange_id, room, theirs, sliced)
+                return [LoadDigest(self._token(purpose), room)]
+            case DigestDiff(_, room, buckets):
+                effects: list[Effect] = []
+                for bucket in buckets[:BUCKETS_PER_ROUND]:
+                    self.stats.buckets_compared += 1
+                    effects.append(self._load_page(sender, room, bucket, bucket_bounds(bucket)[0]))
+                return effects
+            case IdPage(room, bucket, after, ids, more):
+                upper = bucket_bounds(bucket)[1]
+                if more and ids:
+                    upper = ids[-1] + "~"  # "~" sorts after every id character
+                compare = _Compare(sender, room, bucket, frozenset(ids), ids[-1] if more else "")
+                # Twice the page: ours may hold more in the same range than theirs did.
+                return [LoadIds(self._token(compare), room, after, upper, 2 * ID_PAGE_MAX)]
+            case Want(room, bucket, ids, next_after):
+                effects = []
+                if ids:
+                    effects.append(LoadMessages(self._token(_SendTo(sender)), room, list(ids)))
+                if next_after:
+                    effects.append(self._load_page(sender, room, bucket, next_after))
+                return effects
+        return []
+
+    def _load_page(self, node: str, room: str, bucket: str, after: str) -> LoadIds:
+        purpose = _Page(node, room, bucket, after)
+        return LoadIds(self._token(purpose), room, after, bucket_bounds(bucket)[1], ID_PAGE_MAX)
+
+    def _token(self, purpose: _Purpose) -> int:
+        token = next(self.numbers)
+        self._tokens[token] = purpose
+        return token
