@@ -98,3 +98,29 @@ def test_a_failure_is_reported_with_its_seed_and_shortest_fault_list() -> None:
     assert any("missed" in problem for problem in problems)
     report = sim.report("tampered")
     assert report.startswith("seed 6: tampered") and "crash n2" in report
+
+
+@pytest.mark.parametrize("seed", range(0, SEEDS, 4))
+def test_anti_entropy_alone_makes_replicas_identical(seed: int) -> None:
+    """No read sweep at the end: only the background comparison evens replicas out."""
+    plan = random_plan(seed, MENU)
+    sim = run(seed, plan, sweep=False)
+    assert not sim.problems(), sim.report(f"{sim.problems()[:5]}")
+
+
+def test_a_node_restarted_with_an_empty_disk_is_refilled_by_anti_entropy() -> None:
+    sim = run(8, [], sweep=False)
+    victim = "n2"
+    before = {room: sim.nodes[victim].store.ids(room) for room in sim.rooms}
+    assert sum(len(ids) for ids in before.values()) > 50, "n2 should hold rooms to lose"
+    sim.crash(victim)
+    sim.wipe(victim)
+    sim.start(victim)
+    started = sim.now
+    sim.run_until(sim.now + 0.5)
+    assert sim.problems(), "an empty replica must show as one"
+    while sim.problems():
+        assert sim.now - started < 60.0, sim.report(f"not refilled: {sim.problems()[:3]}")
+        sim.run_until(sim.now + 0.5)
+    assert sim.now - started < 30.0
+    assert {room: sim.nodes[victim].store.ids(room) for room in sim.rooms} == before

@@ -71,9 +71,10 @@ def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) 
             plan.append(Fault(at, "loss", loss=loss, duplication=rng.choice([0.0, 0.05])))
 
 
-def run(seed: int, plan: list[Fault]) -> SimulatedRooms:
+def run(seed: int, plan: list[Fault], *, sweep: bool = True) -> SimulatedRooms:
     """Start, seat members, send while the plan's faults strike, heal everything, settle,
-    sweep the rooms; the returned simulation is ready for `problems()`."""
+    sweep the rooms (unless told not to: then only anti-entropy evens replicas out); the
+    returned simulation is ready for `problems()`."""
     sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS)
     ids = list(sim.nodes)
     for node_id in ids:
@@ -104,7 +105,8 @@ def run(seed: int, plan: list[Fault]) -> SimulatedRooms:
     sim.heal()
     sim.set_loss(0.0)
     sim.run_until(sim.now + SETTLE_S)
-    sim.sweep(sim.live_nodes()[0].node_id)
+    if sweep:
+        sim.sweep(sim.live_nodes()[0].node_id)
     sim.run_until(sim.now + 2.0)
     return sim
 

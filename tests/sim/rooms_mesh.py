@@ -201,6 +201,13 @@ class SimulatedRooms:
             if member.node == node_id:
                 self._join(member)
 
+    def wipe(self, node_id: str) -> None:
+        """The node's disk is lost (a crashed node only: it restarts empty)."""
+        node = self.nodes[node_id]
+        assert not node.up, f"{node_id} is running"
+        node.store = MemoryStore()
+        self._note(f"wipe {node_id}")
+
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
         if node.membership is not None:
