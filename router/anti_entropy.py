@@ -93,7 +93,7 @@ class AntiEntropy:
     _tokens: dict[int, _Purpose] = field(default_factory=dict)
     _rooms: list[str] = field(default_factory=list)
     _cursor: int = 0
-    _turn: int = 0
+    _turns: dict[str, int] = field(default_factory=dict)  # room -> rounds it has had
     _next_round: float = 0.0
     _slices: dict[str, int] = field(default_factory=dict)  # room -> offset of its next offer
 
@@ -113,8 +113,11 @@ class AntiEntropy:
         peers = [node for node in live if node != self.node_id]
         if self.node_id not in live or not peers:
             return []  # not (or not only) ours to compare
-        peer = peers[self._turn % len(peers)]
-        self._turn += 1
+        # Each room takes its peers in turn (a turn shared by all rooms could keep giving
+        # one room the same peer forever).
+        turn = self._turns.get(room, 0)
+        self._turns[room] = turn + 1
+        peer = peers[turn % len(peers)]
         self.stats.rounds += 1
         return [LoadDigest(self._token(_Offer(room, peer)), room)]
 
