@@ -2,6 +2,7 @@
 and a node killed with kill -9 while clients keep sending."""
 
 import asyncio
+import shutil
 import signal
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ from mesh.client import ChatClient
 from mesh.connection import NodeError
 from mesh.protocol import Message, PresenceEvent, Sent, TypingEvent
 from tests.chat_helpers import client_for, next_event, next_messages
-from tests.processes import Cluster, NodeProcess, run_async
+from tests.processes import Cluster, NodeProcess, run_async, wait_for
 from tests.test_placement_processes import where
 
 pytestmark = pytest.mark.processes
@@ -192,3 +193,37 @@ def test_kill_9_of_the_coordinator_while_clients_send(
             await each.close()
 
     run_async(scenario(), timeout_s=120.0)
+
+
+def test_a_node_wiped_and_rejoined_empty_is_refilled_by_anti_entropy(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    rooms = ("alpha", "beta")
+
+    async def send_some() -> list[str]:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            return [(await ann.send(room, f"{n}")).id for n in range(60) for room in rooms]
+
+    acknowledged = run_async(send_some())
+    victim = mesh["n3"]
+    victim.signal(signal.SIGKILL)
+    victim.process.wait(timeout=5)  # type: ignore[union-attr]
+    shutil.rmtree(victim.data_dir)
+    victim.start()
+
+    async def held_by_victim() -> set[str]:
+        # R=1 and every node a replica of every room (N=3, three nodes): a page read
+        # through n3 is n3's own copy.
+        async with client_for(victim, user="reader") as reader:
+            ids: set[str] = set()
+            for room in rooms:
+                ids |= {m.id for m in await whole_history(reader, room)}
+            return ids
+
+    def refilled() -> bool:
+        try:
+            return run_async(held_by_victim(), timeout_s=10.0) == set(acknowledged)
+        except (NodeError, TimeoutError, AssertionError):
+            return False
+
+    wait_for(refilled, 30.0, victim.log)
