@@ -113,6 +113,18 @@ _COUNTERS = {
         "meshchat_room_catch_ups_total",
         "Rooms re-read because this node may have missed pushes.",
     ),
+    "anti_entropy_rounds": (
+        "meshchat_anti_entropy_rounds_total",
+        "Rooms compared with another replica.",
+    ),
+    "anti_entropy_buckets_compared": (
+        "meshchat_anti_entropy_buckets_compared_total",
+        "Buckets found to differ and compared id by id.",
+    ),
+    "anti_entropy_messages_sent": (
+        "meshchat_anti_entropy_messages_sent_total",
+        "Messages sent to a replica that lacked them.",
+    ),
     "interest_dropped": (
         "meshchat_interest_dropped_total",
         "Nodes given up as push targets for leaving too many pushes unacknowledged.",
