@@ -157,6 +157,9 @@ class Storage:
         self._reader_local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.highest_id = ""
+        # Rooms with messages, read once at open and kept up by the writer, so listing
+        # them never scans the messages table.
+        self._room_names: set[str] = set()
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -166,6 +169,8 @@ class Storage:
             migrate(connection)
             row = connection.execute("SELECT value FROM meta WHERE key = 'highest_id'").fetchone()
             self.highest_id = row[0] if row else ""
+            rooms = connection.execute("SELECT DISTINCT room FROM messages").fetchall()
+            self._room_names = {room for (room,) in rooms}
         except sqlite3.Error as error:
             raise StorageError(f"{self.path}: {error}") from error
         finally:
@@ -263,6 +268,9 @@ class Storage:
             self._resolve(batch, [failure] * len(batch))
             return
         self.highest_id = highest
+        self._room_names.update(
+            write.message.room for write, _ in batch if isinstance(write, _Append)
+        )
         elapsed_s = time.perf_counter() - started
         stats = self.stats
         stats.commits += 1
@@ -350,8 +358,7 @@ class Storage:
     # ---- anti-entropy reads ----
 
     async def room_names(self) -> list[str]:
-        rows = await self._read("SELECT DISTINCT room FROM messages ORDER BY room", ())
-        return [row[0] for row in rows]
+        return sorted(self._room_names.copy())
 
     async def digest(self, room: str) -> Digest:
         rows = await self._read(

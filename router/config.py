@@ -29,7 +29,7 @@ class RouterConfig:
     catch_up_margin_ms: int = 10_000
     # Anti-entropy: one room compared with one other replica this often; messages sent per
     # compared bucket page are bounded by the page size (router/wire.py ID_PAGE_MAX).
-    anti_entropy_interval_s: float = 0.5
+    anti_entropy_interval_s: float = 1.0
     # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.
