@@ -283,6 +283,7 @@ class Node:
                 "room_catch_ups": engine.catch_ups,
                 "interest_registrations": self.engine.interest_registrations,
                 "interest_dropped": engine.interest_dropped,
+                "late_posts": engine.late_posts,
                 "anti_entropy_rounds": self.engine.anti_entropy.stats.rounds,
                 "anti_entropy_buckets_compared": self.engine.anti_entropy.stats.buckets_compared,
                 "anti_entropy_messages_sent": self.engine.anti_entropy.stats.messages_sent,

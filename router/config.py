@@ -30,6 +30,9 @@ class RouterConfig:
     # Anti-entropy: one room compared with one other replica this often; messages sent per
     # compared bucket page are bounded by the page size (router/wire.py ID_PAGE_MAX).
     anti_entropy_interval_s: float = 1.0
+    # Messages newer than this that a replica receives only by repair are pushed to the
+    # room again (members cut off with that replica may have missed them).
+    late_post_window_ms: int = 10 * 60 * 1000
     # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.

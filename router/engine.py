@@ -177,6 +177,7 @@ class EngineStatistics:
     events_delivered: int = 0
     catch_ups: int = 0
     interest_dropped: int = 0
+    late_posts: int = 0
 
 
 class RoomEngine:
@@ -432,8 +433,25 @@ class RoomEngine:
                 if kept is not None:
                     self.stats.copies_stored += 1
                 return [SendPeer(node, ReplicaAck(write_id, "" if kept is None else kept.id))]
+            case _ForRepair() if kept is not None and not duplicate:
+                return self._announce_late(kept, now)
             case _:
                 return []
+
+    def _announce_late(self, message: RoomMessage, now: float) -> list[Effect]:
+        """A recent message reached this replica only by repair: it was written while this
+        node was cut off, so members who were too may have missed it. Have the room's
+        coordinator push it (nodes hand each id to their sessions once)."""
+        horizon_ms = self._wall_ms(now) - self.config.late_post_window_ms
+        if message.time_ms < horizon_ms:
+            return []
+        coordinator = self.coordinator(message.room)
+        if coordinator is None:
+            return []
+        self.stats.late_posts += 1
+        if coordinator == self.node_id:
+            return self._fan_out(Posted(message), message.room, now)
+        return [SendPeer(coordinator, Announce(Posted(message)))]
 
     def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
         return self.anti_entropy.rooms_listed(token, rooms)

@@ -137,9 +137,11 @@ class PushAck(msgspec.Struct, frozen=True, tag="push_ack"):
 
 
 class Announce(msgspec.Struct, frozen=True, tag="announce"):
-    """Gateway to coordinator: fan this presence or typing event out to the room."""
+    """To the room's coordinator: fan this out to the room. A presence or typing event
+    from a gateway, or a message a replica has just been repaired with (it may never
+    have reached some members: it was written where they could not hear)."""
 
-    event: PresenceChanged | TypingNotice
+    event: Posted | PresenceChanged | TypingNotice
 
 
 class WhoRequest(msgspec.Struct, frozen=True, tag="who"):
