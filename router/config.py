@@ -33,6 +33,13 @@ class RouterConfig:
     # Messages newer than this that a replica receives only by repair are pushed to the
     # room again (members cut off with that replica may have missed them).
     late_post_window_ms: int = 10 * 60 * 1000
+    # Hinted handoff: hints older than the window, or beyond the count or bytes held for
+    # one owner, are dropped (counted, logged) and left to anti-entropy.
+    hint_window_s: float = 3 * 3600.0
+    hints_per_owner_max: int = 100_000
+    hint_bytes_per_owner_max: int = 256 * 1024 * 1024
+    # Hints replayed to a returning owner per second, so that it is not flooded.
+    hint_replay_per_s: float = 1000.0
     # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.

@@ -36,6 +36,45 @@ class Load:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreHint:
+    """Keep a copy for `owner`, durably, until it is handed over; report with
+    stored(token, message or None, duplicate)."""
+
+    token: int
+    owner: str
+    message: RoomMessage
+
+
+@dataclass(frozen=True, slots=True)
+class LoadHints:
+    """The oldest hints held for `owner`, at most `limit`; report with
+    hints_loaded(token, messages)."""
+
+    token: int
+    owner: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteHint:
+    """The owner has the message on disk: forget the hint."""
+
+    owner: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireHints:
+    """Drop hints past the bounds (age, then count and bytes per owner, oldest first);
+    report with hints_expired(token, {owner: dropped})."""
+
+    token: int
+    older_than_ms: int
+    count_max: int
+    bytes_max: int
+
+
+@dataclass(frozen=True, slots=True)
 class ListRooms:
     """Name every room this node holds messages of; report with rooms_listed(token, ...)."""
 
@@ -136,6 +175,10 @@ class Complete:
 Effect = (
     SendPeer
     | Store
+    | StoreHint
+    | LoadHints
+    | DeleteHint
+    | ExpireHints
     | Load
     | ListRooms
     | LoadDigest

@@ -36,9 +36,11 @@ from router.effects import (
     Refused,
     SendPeer,
     Store,
+    StoreHint,
     Users,
     Warn,
 )
+from router.handoff import HintedHandoff
 from router.interest import InterestTable
 from router.message_ids import HybridClock, MessageId, at_time, is_message_id
 from router.reads import ReplicaPage, merge_pages
@@ -236,6 +238,9 @@ class RoomEngine:
         self._joined = alone
         self.anti_entropy = AntiEntropy(
             node_id, config.anti_entropy_interval_s, self._numbers, self.live_replicas
+        )
+        self.handoff = HintedHandoff(
+            node_id, config, self._numbers, lambda: set(self._alive), self._wall_ms
         )
         self._last_tick: float | None = None
 
@@ -453,6 +458,12 @@ class RoomEngine:
             return self._fan_out(Posted(message), message.room, now)
         return [SendPeer(coordinator, Announce(Posted(message)))]
 
+    def hints_loaded(self, token: int, messages: list[RoomMessage], now: float) -> list[Effect]:
+        return self.handoff.hints_loaded(token, messages, now)
+
+    def hints_expired(self, token: int, dropped: dict[str, int]) -> list[Effect]:
+        return self.handoff.hints_expired(token, dropped)
+
     def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
         return self.anti_entropy.rooms_listed(token, rooms)
 
@@ -499,11 +510,16 @@ class RoomEngine:
                 else:
                     outcome = Refused(error or "unavailable", reason)
                 return self._complete(forward.ticket, outcome, now)
-            case Replicate(write_id, copy):
+            case Replicate(write_id, copy, hint_for):
                 self.observe(copy.id)
                 token = next(self._numbers)
                 self._tokens[token] = _ForReplica(sender, write_id) if write_id else _ForRepair()
+                if hint_for and hint_for != self.node_id:
+                    self.handoff.stats.hints_stored += 1
+                    return [StoreHint(token, hint_for, copy)]
                 return [Store(token, copy)]
+            case ReplicaAck(write_id, kept_id) if self.handoff.owns_write(write_id):
+                return self.handoff.acknowledged(sender, write_id, kept_id)
             case ReplicaAck(write_id, kept_id):
                 write = self._writes.get(write_id)
                 if write is None or sender not in write.targets:
@@ -574,6 +590,7 @@ class RoomEngine:
         effects += self._tick_streams(now)
         if self._joined:
             effects += self.anti_entropy.tick(now)
+            effects += self.handoff.tick(now)
         return effects
 
     def _tick_forwards(self, now: float) -> list[Effect]:
@@ -613,7 +630,10 @@ class RoomEngine:
             elif now - write.sent_at >= self.config.retry_interval_s:
                 write.sent_at = now
                 for node in write.waiting_on:
-                    effects.append(SendPeer(node, Replicate(write.write_id, write.message)))
+                    hint_for = write.hints.get(node, "")
+                    effects.append(
+                        SendPeer(node, Replicate(write.write_id, write.message, hint_for))
+                    )
         return effects
 
     def _tick_interest(self, now: float) -> list[Effect]:
@@ -674,10 +694,24 @@ class RoomEngine:
             return []
         replicas = self.preference_list(room)
         targets = [node for node in replicas if node in self._alive and node != self.node_id]
+        # Each replica that is down gets a stand-in: the next live node on the ring past the
+        # room's replicas, holding the copy as a hint (it counts towards W: a sloppy
+        # quorum). With no node left to stand in, the coordinator keeps the hint itself
+        # (that copy shares its disk, so it does not count).
+        down = [node for node in replicas if node not in self._alive]
+        stand_ins: dict[str, str] = {}
+        if down:
+            ring = self._ring.preference_list(room, len(self._ring.nodes))
+            spare = [node for node in ring if node not in replicas and node in self._alive]
+            stand_ins = dict(zip(spare, down, strict=False))
+        kept_here = down[len(stand_ins) :]
         wanted = min(self.config.write_quorum, len(replicas))
-        if len(targets) + 1 < wanted:
-            reason = f"{len(targets) + 1} of the {wanted} replicas needed are alive"
+        if len(targets) + len(stand_ins) + 1 < wanted:
+            reason = (
+                f"{len(targets) + len(stand_ins) + 1} of the {wanted} copies needed can be made"
+            )
             return self._answer(origin, Refused("unavailable", reason), now)
+        targets += list(stand_ins)
         message_id = self._clock.next_id(self._wall_ms(now))
         message = RoomMessage(
             id=str(message_id),
@@ -696,6 +730,7 @@ class RoomEngine:
             deadline=now + self.config.write_timeout_s,
             origins=[origin],
             sent_at=now,
+            hints=stand_ins,
         )
         self._writes[write_id] = write
         self._write_by_key[message.key] = write_id
@@ -704,7 +739,15 @@ class RoomEngine:
         token = next(self._numbers)
         self._tokens[token] = _ForWrite(write_id)
         effects: list[Effect] = [Store(token, message)]
-        effects += [SendPeer(node, Replicate(write_id, message)) for node in targets]
+        effects += [
+            SendPeer(node, Replicate(write_id, message, stand_ins.get(node, "")))
+            for node in targets
+        ]
+        for owner in kept_here:
+            hint_token = next(self._numbers)
+            self._tokens[hint_token] = _ForRepair()
+            self.handoff.stats.hints_stored += 1
+            effects.append(StoreHint(hint_token, owner, message))
         return effects
 
     def _progress(self, write: Write, now: float) -> list[Effect]:
@@ -715,7 +758,7 @@ class RoomEngine:
                 effects += self._settle(write, outcome, now)
                 # Replicas that stored an older id's twin get the winner (smallest id).
                 for node, kept_id in write.kept.items():
-                    if kept_id != outcome.message.id:
+                    if kept_id != outcome.message.id and node not in write.hints:
                         effects += self._repair(node, [outcome.message])
             elif write.hopeless:
                 # Disks failed (not the network): an internal error, not a wait.

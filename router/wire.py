@@ -42,10 +42,13 @@ class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
 
 
 class Replicate(msgspec.Struct, frozen=True, tag="replicate"):
-    """Store a copy. write_id 0 is a repair: no acknowledgement wanted."""
+    """Store a copy. write_id 0 is a repair: no acknowledgement wanted. With `hint_for`,
+    the receiver stands in for that replica (it is down): it keeps the copy as a hint and
+    hands it to the owner when the owner is back."""
 
     write_id: RequestId
     message: RoomMessage
+    hint_for: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class ReplicaAck(msgspec.Struct, frozen=True, tag="replica_ack"):

@@ -63,6 +63,7 @@ class Write:
     kept: dict[str, str] = field(default_factory=dict)  # replica -> id stored under
     failed: set[str] = field(default_factory=set)  # replicas whose store failed
     duplicate: bool = False  # this coordinator already held the message
+    hints: dict[str, str] = field(default_factory=dict)  # stand-in -> the replica it covers
     outcome: Outcome | None = None
     drained: bool = False  # its turn in the room's fan-out order has come
 

@@ -12,6 +12,30 @@ class MemoryStore:
     def __init__(self) -> None:
         self.rooms: dict[str, dict[str, RoomMessage]] = {}
         self.by_key: dict[tuple[str, str], RoomMessage] = {}
+        # owner -> message id -> (message, stored at, wall ms)
+        self.hints: dict[str, dict[str, tuple[RoomMessage, int]]] = {}
+
+    def store_hint(self, owner: str, message: RoomMessage, now_ms: int) -> None:
+        self.hints.setdefault(owner, {}).setdefault(message.id, (message, now_ms))
+
+    def hints_for(self, owner: str, limit: int) -> list[RoomMessage]:
+        held = sorted(self.hints.get(owner, {}).values(), key=lambda hint: (hint[1], hint[0].id))
+        return [message for message, _ in held[:limit]]
+
+    def delete_hint(self, owner: str, message_id: str) -> None:
+        self.hints.get(owner, {}).pop(message_id, None)
+
+    def expire_hints(self, older_than_ms: int, count_max: int) -> dict[str, int]:
+        dropped: dict[str, int] = {}
+        for owner, held in self.hints.items():
+            ordered = sorted(held.items(), key=lambda item: (item[1][1], item[0]))
+            doomed = [i for i, (_, at) in ordered if at < older_than_ms]
+            kept = len(ordered) - len(doomed)
+            doomed += [i for i, _ in ordered[len(doomed) :]][: max(0, kept - count_max)]
+            for message_id in doomed:
+                del held[message_id]
+            dropped[owner] = len(doomed)
+        return dropped
 
     def store(self, message: RoomMessage) -> tuple[RoomMessage, bool]:
         """(the copy kept, whether it was already held); a twin with a smaller id wins."""

@@ -27,11 +27,14 @@ from router.config import RouterConfig
 from router.effects import (
     Acked,
     Complete,
+    DeleteHint,
     DeliverMessage,
     Effect,
+    ExpireHints,
     ListRooms,
     Load,
     LoadDigest,
+    LoadHints,
     LoadIds,
     LoadMessages,
     Page,
@@ -39,6 +42,7 @@ from router.effects import (
     Refused,
     SendPeer,
     Store,
+    StoreHint,
 )
 from router.engine import RoomEngine
 from router.message_ids import earlier_by
@@ -53,6 +57,7 @@ COMMIT_MAX_S = 0.005
 MEMBERSHIP = MembershipConfig(heartbeat_interval_s=0.2, suspect_after_s=1.0, dead_after_s=2.0)
 RETRY_AFTER_S = 1.0  # a refused send is retried by its writer this much later
 PAGE = 100
+WALL_OFFSET_MS = 1_000_000
 
 
 class InvariantViolation(AssertionError):
@@ -187,7 +192,7 @@ class SimulatedRooms:
             node_id,
             self.config,
             epoch=node.incarnation,
-            wall_offset_ms=1_000_000,
+            wall_offset_ms=WALL_OFFSET_MS,
             local_users=lambda room: sorted(
                 {m.user for m in self.members if m.node == node_id and m.room == room}
             ),
@@ -383,6 +388,10 @@ class SimulatedRooms:
                 self._membership_effects(node, membership.handle_message(message, self.now))
             else:
                 self._apply(node, engine.handle(origin, message, self.now))
+        elif kind == "stored" and isinstance(payload, StoreHint):
+            wall_ms = int(self.now * 1000) + WALL_OFFSET_MS
+            node.store.store_hint(payload.owner, payload.message, wall_ms)
+            self._apply(node, engine.stored(payload.token, payload.message, False, self.now))
         elif kind == "stored":
             assert isinstance(payload, Store)
             kept, duplicate = node.store.store(payload.message)
@@ -410,6 +419,10 @@ class SimulatedRooms:
                 return engine.digest_loaded(token, store.digest(room))
             case ListRooms(token):
                 return engine.rooms_listed(token, store.room_names())
+            case LoadHints(token, owner, limit):
+                return engine.hints_loaded(token, store.hints_for(owner, limit), self.now)
+            case ExpireHints(token, older_than_ms, count_max, _):
+                return engine.hints_expired(token, store.expire_hints(older_than_ms, count_max))
         raise AssertionError(f"not a read: {payload!r}")
 
     def _retry(self, payload: object) -> None:
@@ -442,8 +455,16 @@ class SimulatedRooms:
             elif isinstance(effect, Store):
                 commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
                 self._schedule(self.now + commit_s, "stored", node, payload=effect)
-            elif isinstance(effect, Load | LoadMessages | LoadIds | LoadDigest | ListRooms):
+            elif isinstance(
+                effect,
+                Load | LoadMessages | LoadIds | LoadDigest | ListRooms | LoadHints | ExpireHints,
+            ):
                 self._schedule(self.now + COMMIT_MIN_S, "loaded", node, payload=effect)
+            elif isinstance(effect, StoreHint):
+                commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
+                self._schedule(self.now + commit_s, "stored", node, payload=effect)
+            elif isinstance(effect, DeleteHint):
+                node.store.delete_hint(effect.owner, effect.message_id)
             elif isinstance(effect, DeliverMessage):
                 message = effect.message
                 node.deliveries[(message.room, message.id)] += 1
@@ -495,6 +516,9 @@ class SimulatedRooms:
                 found.append(
                     f"{node.node_id} delivered {repeats[:3]} to its sessions more than once"
                 )
+            for owner, held in node.store.hints.items():
+                if held and self.nodes[owner].up:
+                    found.append(f"{node.node_id} still holds {len(held)} hint(s) for {owner}")
             keys = Counter(m.key for room in node.store.rooms.values() for m in room.values())
             twice = [key for key, count in keys.items() if count > 1]
             if twice:
