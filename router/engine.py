@@ -147,6 +147,7 @@ class _ForWrite:
 class _ForReplica:
     node: str
     write_id: int
+    late: bool = False  # a hint handed back: announce it if it is new here
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,10 +435,15 @@ class RoomEngine:
                 write.record(self.node_id, None if kept is None else kept.id)
                 write.duplicate = write.duplicate or duplicate
                 return self._progress(write, now)
-            case _ForReplica(node, write_id):
+            case _ForReplica(node, write_id, late):
                 if kept is not None:
                     self.stats.copies_stored += 1
-                return [SendPeer(node, ReplicaAck(write_id, "" if kept is None else kept.id))]
+                ack: list[Effect] = [
+                    SendPeer(node, ReplicaAck(write_id, "" if kept is None else kept.id))
+                ]
+                if late and kept is not None and not duplicate:
+                    return ack + self._announce_late(kept, now)
+                return ack
             case _ForRepair() if kept is not None and not duplicate:
                 return self._announce_late(kept, now)
             case _:
@@ -510,10 +516,12 @@ class RoomEngine:
                 else:
                     outcome = Refused(error or "unavailable", reason)
                 return self._complete(forward.ticket, outcome, now)
-            case Replicate(write_id, copy, hint_for):
+            case Replicate(write_id, copy, hint_for, handed_off):
                 self.observe(copy.id)
                 token = next(self._numbers)
-                self._tokens[token] = _ForReplica(sender, write_id) if write_id else _ForRepair()
+                self._tokens[token] = (
+                    _ForReplica(sender, write_id, handed_off) if write_id else _ForRepair()
+                )
                 if hint_for and hint_for != self.node_id:
                     self.handoff.stats.hints_stored += 1
                     return [StoreHint(token, hint_for, copy)]

@@ -95,7 +95,7 @@ class HintedHandoff:
         for message in messages:
             write_id = next(self.numbers)
             self._in_flight[write_id] = _InFlight(owner, message.id, now)
-            effects.append(SendPeer(owner, Replicate(write_id, message)))
+            effects.append(SendPeer(owner, Replicate(write_id, message, handed_off=True)))
         return effects
 
     def acknowledged(self, sender: str, write_id: int, kept_id: str) -> list[Effect]:

@@ -49,6 +49,7 @@ class Replicate(msgspec.Struct, frozen=True, tag="replicate"):
     write_id: RequestId
     message: RoomMessage
     hint_for: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    handed_off: bool = False  # a hint handed back to its owner: a late arrival there
 
 
 class ReplicaAck(msgspec.Struct, frozen=True, tag="replica_ack"):

@@ -516,9 +516,9 @@ class SimulatedRooms:
                 found.append(
                     f"{node.node_id} delivered {repeats[:3]} to its sessions more than once"
                 )
-            for owner, held in node.store.hints.items():
-                if held and self.nodes[owner].up:
-                    found.append(f"{node.node_id} still holds {len(held)} hint(s) for {owner}")
+            for owner, hints in node.store.hints.items():
+                if hints and self.nodes[owner].up:
+                    found.append(f"{node.node_id} still holds {len(hints)} hint(s) for {owner}")
             keys = Counter(m.key for room in node.store.rooms.values() for m in room.values())
             twice = [key for key, count in keys.items() if count > 1]
             if twice:
