@@ -406,11 +406,16 @@ def _run_status(args: argparse.Namespace) -> int:
         _out(json.dumps(document, indent=2))
         return 0
     _out(f"node {reply.node} sees {len(reply.members)} member(s)")
-    _out(f"{'ID':<12} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':>14} {'HEARD':>8} {'DROPPED':>8}")
+    _out(
+        f"{'ID':<12} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':>14} {'HEARD':>8} "
+        f"{'DROPPED':>8} {'HINTS':>7} {'OLDEST':>8}"
+    )
     for member in reply.members:
         heard = "-" if member.last_heard_s is None else f"{member.last_heard_s:.1f}s"
+        oldest = "-" if member.oldest_hint_s is None else f"{member.oldest_hint_s:.0f}s"
         _out(
             f"{member.id:<12} {member.address:<22} {member.state:<8} "
-            f"{member.incarnation:>14} {heard:>8} {member.dropped:>8}"
+            f"{member.incarnation:>14} {heard:>8} {member.dropped:>8} "
+            f"{member.hints:>7} {oldest:>8}"
         )
     return 0

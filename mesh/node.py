@@ -10,6 +10,7 @@ import errno
 import logging
 import socket
 import time
+from typing import Any
 
 from mesh.auth import Authenticator
 from mesh.chat import ChatService
@@ -22,7 +23,7 @@ from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.peer_codec import decode_node_message, encode_node_message
 from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
 from mesh.room_router import RoomRouter
-from mesh.storage import Storage
+from mesh.storage import Storage, StorageError
 from peers.membership import (
     Anomaly,
     Effect,
@@ -87,6 +88,7 @@ class Node:
         )
         self.membership: Membership | None = None
         self._addresses: dict[str, str] = {}  # node id -> peer address, from membership
+        self._hint_summary: dict[str, tuple[int, int]] = {}
         self.peer_frames_rejected = 0
         self.anomalies = 0
         self._peer_book_dirty = False
@@ -138,6 +140,7 @@ class Node:
                     tasks.create_task(self._receive_loop(), name="peer-receive"),
                     tasks.create_task(self._tick_loop(), name="membership-tick"),
                     tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
+                    tasks.create_task(self._refresh_hint_summary(), name="hint-summary"),
                 ]
                 http_stop = asyncio.Event()
                 if http_listener is not None:
@@ -200,6 +203,7 @@ class Node:
                 incarnation=view.incarnation,
                 last_heard_s=None if view.last_heard_s is None else round(view.last_heard_s, 3),
                 dropped=self._dropped_towards(view.id, view.address),
+                **self._hints_for(view.id),
             )
             for view in membership.members(time.monotonic())
         ]
@@ -227,6 +231,20 @@ class Node:
             replicas=replicas,
             coordinator=alive[0] if alive else None,
         )
+
+    def _hints_for(self, member_id: str) -> dict[str, Any]:
+        count, oldest_ms = self._hint_summary.get(member_id, (0, None))
+        if not count or oldest_ms is None:
+            return {}
+        age_s = max(0.0, time.time() - oldest_ms / 1000)
+        return {"hints": count, "oldest_hint_s": round(age_s, 1)}
+
+    async def _refresh_hint_summary(self) -> None:
+        """Hints held per member, for `status`, read from disk once a second."""
+        while True:
+            with contextlib.suppress(StorageError):
+                self._hint_summary = await self.storage.hint_summary()
+            await asyncio.sleep(1.0)
 
     def _dropped_towards(self, member_id: str, address: str) -> int:
         return 0 if member_id == self.config.node_id else self.transport.dropped(address)

@@ -16,7 +16,7 @@ from router.message_ids import MESSAGE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 2
+PROTOCOL_MINOR: Final = 3
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200
@@ -180,6 +180,8 @@ class MemberStatus(msgspec.Struct, frozen=True, kw_only=True):
     incarnation: int
     last_heard_s: float | None
     dropped: int
+    hints: int = 0  # copies this node holds for it while it was down (since 1.3)
+    oldest_hint_s: float | None = None  # age of the oldest of them
 
 
 class StatusReply(_Request, frozen=True, kw_only=True, tag="status"):

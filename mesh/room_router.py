@@ -16,12 +16,15 @@ from mesh.storage import SendResult, Storage, StorageError
 from router.effects import (
     Acked,
     Complete,
+    DeleteHint,
     DeliverEvent,
     DeliverMessage,
     Effect,
+    ExpireHints,
     ListRooms,
     Load,
     LoadDigest,
+    LoadHints,
     LoadIds,
     LoadMessages,
     Outcome,
@@ -30,6 +33,7 @@ from router.effects import (
     Refused,
     SendPeer,
     Store,
+    StoreHint,
     Users,
     Warn,
 )
@@ -184,6 +188,12 @@ class RoomRouter:
                     self._send_to_node(node, message)
                 case Store(token, message):
                     self._store(token, message)
+                case StoreHint(token, owner, message):
+                    self._store(token, message, hint_for=owner)
+                case DeleteHint(owner, message_id):
+                    self.storage.delete_hint(owner, message_id).add_done_callback(_log_failure)
+                case LoadHints() | ExpireHints():
+                    self._read(self._hint_work(effect))
                 case Load(token, room, before, after, limit):
                     self._read(self._load(token, room, before, after, limit))
                 case ListRooms() | LoadDigest() | LoadIds() | LoadMessages():
@@ -201,9 +211,12 @@ class RoomRouter:
                 case Warn(text):
                     log.warning("rooms: %s", text)
 
-    def _store(self, token: int, message: RoomMessage) -> None:
+    def _store(self, token: int, message: RoomMessage, hint_for: str = "") -> None:
         try:
-            future = self.storage.append(message)
+            if hint_for:
+                future = self.storage.add_hint(hint_for, message, int(time.time() * 1000))
+            else:
+                future = self.storage.append(message)
         except StorageError as error:
             log.warning("rooms: could not queue a copy of %s: %s", message.id, error)
             self.apply(self.engine.stored(token, None, False, time.monotonic()))
@@ -224,6 +237,18 @@ class RoomRouter:
             self.apply(self.engine.stored(token, result.message, result.duplicate, now))
 
         future.add_done_callback(stored)
+
+    async def _hint_work(self, effect: LoadHints | ExpireHints) -> None:
+        try:
+            match effect:
+                case LoadHints(token, owner, limit):
+                    hints = await self.storage.hints_for(owner, limit)
+                    self.apply(self.engine.hints_loaded(token, hints, time.monotonic()))
+                case ExpireHints(token, older_than_ms, count_max, bytes_max):
+                    expiring = self.storage.expire_hints(older_than_ms, count_max, bytes_max)
+                    self.apply(self.engine.hints_expired(token, await expiring))
+        except StorageError as error:
+            log.warning("rooms: hint storage failed: %s", error)
 
     def _read(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -264,6 +289,11 @@ class RoomRouter:
             self.apply(self.engine.loaded(token, None, False, time.monotonic()))
             return
         self.apply(self.engine.loaded(token, messages, more, time.monotonic()))
+
+
+def _log_failure(done: "asyncio.Future[None]") -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("rooms: deleting a delivered hint failed: %s", done.exception())
 
 
 def _error(outcome: Outcome) -> RoomUnavailableError:

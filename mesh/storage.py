@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from mesh import hint_rows
 from router.digest import BUCKET_DIGITS, Digest, id_hash
 from router.records import RoomMessage
 
@@ -52,6 +53,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE messages ADD COLUMN id_hash INTEGER NOT NULL DEFAULT 0;
     UPDATE messages SET id_hash = meshchat_id_hash(id);
     """,
+    hint_rows.SCHEMA,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -95,7 +97,27 @@ class _Membership:
     time_ms: int
 
 
-_Write = _Append | _Membership
+@dataclass(frozen=True, slots=True)
+class _AddHint:
+    owner: str
+    message: StoredMessage
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _DeleteHint:
+    owner: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpireHints:
+    older_than_ms: int
+    count_max: int
+    bytes_max: int
+
+
+_Write = _Append | _Membership | _AddHint | _DeleteHint | _ExpireHints
 
 
 @dataclass(slots=True)
@@ -197,6 +219,35 @@ class Storage:
         """Queue a message; the future resolves once it is committed (or was already)."""
         return self._submit(_Append(message))
 
+    def add_hint(
+        self, owner: str, message: StoredMessage, now_ms: int
+    ) -> "asyncio.Future[SendResult]":
+        """Keep a copy for a replica that is down; resolves once it is on disk."""
+        return self._submit(_AddHint(owner, message, now_ms))
+
+    def delete_hint(self, owner: str, message_id: str) -> "asyncio.Future[None]":
+        return self._submit(_DeleteHint(owner, message_id))
+
+    def expire_hints(
+        self, older_than_ms: int, count_max: int, bytes_max: int
+    ) -> "asyncio.Future[dict[str, int]]":
+        return self._submit(_ExpireHints(older_than_ms, count_max, bytes_max))
+
+    async def hints_for(self, owner: str, limit: int) -> list[StoredMessage]:
+        rows = await self._read(
+            f"SELECT {hint_rows.COLUMNS} FROM hints WHERE owner = ? "
+            "ORDER BY stored_at_ms, id LIMIT ?",
+            (owner, limit),
+        )
+        return [StoredMessage(*row) for row in rows]
+
+    async def hint_summary(self) -> dict[str, tuple[int, int]]:
+        """owner -> (hints held, when the oldest was stored, wall-clock ms)."""
+        rows = await self._read(
+            "SELECT owner, count(*), min(stored_at_ms) FROM hints GROUP BY owner", ()
+        )
+        return {owner: (count, oldest) for owner, count, oldest in rows}
+
     def set_membership(
         self, user: str, room: str, *, joined: bool, time_ms: int
     ) -> "asyncio.Future[None]":
@@ -257,6 +308,16 @@ class Storage:
                                 (user, room),
                             )
                         results.append(None)
+                    case _AddHint(owner, message, now_ms):
+                        added = hint_rows.add(connection, owner, message, now_ms)
+                        results.append(SendResult(message, duplicate=not added))
+                    case _DeleteHint(owner, message_id):
+                        hint_rows.delete(connection, owner, message_id)
+                        results.append(None)
+                    case _ExpireHints(older_than_ms, count_max, bytes_max):
+                        results.append(
+                            hint_rows.expire(connection, older_than_ms, count_max, bytes_max)
+                        )
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('highest_id', ?)", (highest,))
             connection.execute("COMMIT")
         except sqlite3.Error as error:

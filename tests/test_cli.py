@@ -70,7 +70,17 @@ def test_status_prints_the_membership_as_json_and_as_a_table(cluster: Cluster) -
     assert document["node"] == "n1"
     assert [member["id"] for member in document["members"]] == ["n1", "n2"]
     for member in document["members"]:
-        assert set(member) == {"id", "address", "state", "incarnation", "last_heard_s", "dropped"}
+        assert set(member) == {
+            "id",
+            "address",
+            "state",
+            "incarnation",
+            "last_heard_s",
+            "dropped",
+            "hints",
+            "oldest_hint_s",
+        }
+        assert (member["hints"], member["oldest_hint_s"]) == (0, None)
         assert member["state"] == "alive"
     table = run_cli("status", "--server", f"{HOST}:1,{first.client_address}")  # fails over
     assert table.returncode == 0, table.stderr
