@@ -105,6 +105,20 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         help="copies on disk before a send is acknowledged (default %(default)s)",
     )
     parser.add_argument(
+        "--hint-window",
+        type=float,
+        default=3 * 3600.0,
+        metavar="S",
+        help="hints older than this are dropped, left to anti-entropy (default 3 h)",
+    )
+    parser.add_argument(
+        "--hint-replay-rate",
+        type=float,
+        default=1000.0,
+        metavar="PER_S",
+        help="hints handed back to a returning node per second (default %(default)s)",
+    )
+    parser.add_argument(
         "--read-quorum",
         type=int,
         default=1,
@@ -152,6 +166,8 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--replicas", str(args.replicas)),
         *("--write-quorum", str(args.write_quorum)),
         *("--read-quorum", str(args.read_quorum)),
+        *("--hint-window", str(args.hint_window)),
+        *("--hint-replay-rate", str(args.hint_replay_rate)),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -277,7 +293,11 @@ def _run_node(args: argparse.Namespace) -> int:
         secret=None if args.secret_file is None else load_secret(args.secret_file),
         http_port=args.http_port,
         router=RouterConfig(
-            replicas=args.replicas, write_quorum=args.write_quorum, read_quorum=args.read_quorum
+            replicas=args.replicas,
+            write_quorum=args.write_quorum,
+            read_quorum=args.read_quorum,
+            hint_window_s=args.hint_window,
+            hint_replay_per_s=args.hint_replay_rate,
         ),
     )
     # A write past a file size limit must fail as an error, not kill the node.

@@ -125,6 +125,19 @@ _COUNTERS = {
         "meshchat_anti_entropy_messages_sent_total",
         "Messages sent to a replica that lacked them.",
     ),
+    "hints_stored": ("meshchat_hints_stored_total", "Copies kept as hints for a down replica."),
+    "hints_replayed": (
+        "meshchat_hints_replayed_total",
+        "Hints handed back to their owner and deleted.",
+    ),
+    "hints_dropped": (
+        "meshchat_hints_dropped_total",
+        "Hints dropped past their bounds (age, count, bytes), left to anti-entropy.",
+    ),
+    "late_posts": (
+        "meshchat_late_posts_total",
+        "Messages pushed to a room again because a replica got them only by repair.",
+    ),
     "interest_dropped": (
         "meshchat_interest_dropped_total",
         "Nodes given up as push targets for leaving too many pushes unacknowledged.",

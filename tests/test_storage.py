@@ -184,3 +184,31 @@ def test_membership_is_kept(tmp_path: Path) -> None:
             await storage.close()
 
     asyncio.run(scenario())
+
+
+def test_hints_are_kept_once_listed_oldest_first_and_expired_by_age_count_and_bytes(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            messages = [
+                StoredMessage(f"{n:012x}0000.n1", "lobby", "ann", f"c{n}", n, "x" * 100)
+                for n in range(1, 7)
+            ]
+            for at_ms, message in enumerate(messages, start=1000):
+                assert not (await storage.add_hint("n3", message, at_ms)).duplicate
+            assert (await storage.add_hint("n3", messages[0], 5000)).duplicate
+            assert [m.id for m in await storage.hints_for("n3", 2)] == [m.id for m in messages[:2]]
+            assert await storage.hint_summary() == {"n3": (6, 1000)}
+            await storage.delete_hint("n3", messages[0].id)
+            # Older than 1002 goes (one hint), then only the newest 3 may stay.
+            assert await storage.expire_hints(1002, 3, 10**9) == {"n3": 2}
+            assert [m.id for m in await storage.hints_for("n3", 10)] == [m.id for m in messages[3:]]
+            # A byte bound keeps the newest that fit.
+            assert await storage.expire_hints(0, 100, 250) == {"n3": 1}
+            assert await storage.hint_summary() == {"n3": (2, 1004)}
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
