@@ -138,6 +138,15 @@ class ChatService:
                 replayed += len(page)
                 if not more:
                     break
+            # Messages that reached the room late (written where this node could not
+            # hear) may sort before `since` although the client never saw them; it drops
+            # the ones it has by id.
+            for message in self.router.engine.late_arrivals(room):
+                if message.id <= since:
+                    await session.push_waiting(
+                        _frame(protocol.MessageEvent(message=to_wire(message)))
+                    )
+                    replayed += 1
         except BaseException:
             session.abandon_catch_up(room)
             raise

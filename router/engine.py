@@ -83,6 +83,11 @@ CATCH_UP_PAGE = 500
 # Numbers (request ids, registrations) one start may give out; with epochs that are
 # millisecond incarnations this stays below 2**63 for millennia.
 EPOCH_NUMBERS = 1_000_000
+# A message arriving this long after its id's time is late: a resuming client, which
+# starts a little (mesh/client.py RESUME_MARGIN_MS) before its last seen id, would skip it.
+LATE_AFTER_MS = 2_000
+# Late arrivals remembered per room for resuming sessions.
+LATE_ARRIVALS_MAX = 1_000
 # Pushes held per room while a catch-up runs; past it they are handed on regardless.
 HELD_PUSHES_MAX = 10_000
 
@@ -128,6 +133,10 @@ class _LocalRoom:
         return min(self.synced_ms.values(), default=self.subscribed_wall_ms)
 
     catch_ups_running: int = 0
+    # Messages that arrived well after their id's time, with when (wall ms).
+    late: "deque[tuple[int, RoomMessage]]" = field(
+        default_factory=lambda: deque(maxlen=LATE_ARRIVALS_MAX)
+    )
     # Each replica's registration of this node, as last acknowledged, and when (wall
     # clock ms) an acknowledgement last showed it unbroken.
     registered_at: dict[str, int] = field(default_factory=dict)
@@ -244,6 +253,7 @@ class RoomEngine:
             node_id, config, self._numbers, lambda: set(self._alive), self._wall_ms
         )
         self._last_tick: float | None = None
+        self._latest_now: float | None = None  # the latest time any event brought
 
     # ---- the view of the mesh ----
 
@@ -501,6 +511,7 @@ class RoomEngine:
     # ---- peer messages ----
 
     def handle(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
+        self._latest_now = now
         match message:
             case Forward(forward_id, room, user, client_msg_id, body):
                 request = SendRequest(room, user, client_msg_id, body)
@@ -581,7 +592,7 @@ class RoomEngine:
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         stalled_s = now - self._last_tick if self._last_tick is not None else 0.0
-        self._last_tick = now
+        self._last_tick = self._latest_now = now
         if stalled_s >= self.config.stall_after_s and self._local:
             effects.append(Warn(f"this node stood still for {stalled_s:.1f}s; catching up"))
             for room, local in self._local.items():
@@ -883,6 +894,7 @@ class RoomEngine:
                     return []
                 warning = Warn(f"{event.room}: catch-up too slow, pushes passed it")
                 return [warning, *self._release(local)]
+            self._note_if_late(local, event.message)
             if not self._first_time(local, event.message.id):
                 return []
             self.stats.events_delivered += 1
@@ -890,6 +902,25 @@ class RoomEngine:
         if local is None:
             return []
         return [DeliverEvent(event)]
+
+    def _note_if_late(self, local: _LocalRoom, message: RoomMessage) -> None:
+        """Remember a message that reached this node well after its id's time: a client
+        resuming from a point past its id would not ask for it."""
+        if self._latest_now is None:
+            return
+        now_ms = self._wall_ms(self._latest_now)
+        if message.time_ms < now_ms - LATE_AFTER_MS:
+            local.late.append((now_ms, message))
+
+    def late_arrivals(self, room: str) -> list[RoomMessage]:
+        """Messages that reached this node late (see _note_if_late) within the last
+        late_post_window_ms, oldest id first: a resume adds them to what it replays."""
+        local = self._local.get(room)
+        if local is None or self._latest_now is None:
+            return []
+        horizon_ms = self._wall_ms(self._latest_now) - self.config.late_post_window_ms
+        recent = {m.id: m for at_ms, m in local.late if at_ms >= horizon_ms}
+        return [recent[key] for key in sorted(recent)]
 
     def _release(self, local: _LocalRoom) -> list[Effect]:
         """The gap is filled: hand on the pushes that waited, in id order."""

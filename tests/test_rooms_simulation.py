@@ -5,7 +5,7 @@ all its replicas, then checks: no acknowledged message missing from a replica, n
 stored twice, replicas identical, every member received every acknowledged message, no
 message handed to a node's sessions twice. A failure prints its seed and the shortest
 list of faults that still shows it; the same seed replays it exactly.
-Run more seeds with MESHCHAT_SIM_SEEDS=5000 (see the README).
+CI runs 200 seeds; run more with MESHCHAT_SIM_SEEDS=5000 (see the README).
 """
 
 import os
@@ -20,10 +20,10 @@ from tests.sim.room_schedules import (
 )
 from tests.sim.rooms_mesh import SimulatedRooms
 
-SEEDS = int(os.environ.get("MESHCHAT_SIM_SEEDS", "100"))
-# The faults of the rooms promise: crashes and restarts, pauses, loss and duplication
-# (delay and reordering are always on). Partitions belong to hinted handoff.
-MENU = frozenset({"crash", "pause", "loss"})
+SEEDS = int(os.environ.get("MESHCHAT_SIM_SEEDS", "200"))
+# The whole fault menu: crashes and restarts (once per run with an empty disk), pauses,
+# partitions and heals, loss and duplication (delay and reordering are always on).
+MENU = frozenset({"crash", "wipe", "pause", "partition", "loss"})
 
 
 def assert_sound(seed: int, plan: list[Fault]) -> SimulatedRooms:
@@ -74,6 +74,20 @@ def test_two_of_five_down_at_once_still_converges() -> None:
 def test_loss_and_duplication_alone_cost_nothing_but_retransmissions() -> None:
     plan = [Fault(0.5, "loss", loss=0.3, duplication=0.1)]
     assert_sound(4, plan)
+
+
+def test_both_sides_of_a_partition_write_and_merge_after_the_heal() -> None:
+    plan = [
+        Fault(1.0, "partition", ("n1", "n2")),
+        Fault(7.0, "heal"),
+    ]
+    sim = assert_sound(9, plan)
+    assert len(sim.acked) > 100
+
+
+def test_a_node_restarted_empty_mid_run_loses_no_acknowledged_message() -> None:
+    plan = [Fault(2.0, "crash", ("n3",)), Fault(5.0, "restart empty", ("n3",))]
+    assert_sound(10, plan)
 
 
 def test_a_paused_node_catches_its_members_up_when_it_resumes() -> None:

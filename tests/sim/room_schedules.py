@@ -31,14 +31,17 @@ class Fault:
 
 
 def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) -> list[Fault]:
-    """Faults from the menu at random moments: "crash" (and restart), "pause" (and
-    resume), "partition" (and heal), "loss" (and duplication)."""
+    """Faults from the menu at random moments: "crash" (and restart), "wipe" (a crashed
+    node restarts with an empty disk; once per run, so that no acknowledged message
+    loses W disks), "pause" (and resume), "partition" (and heal), "loss" (and
+    duplication)."""
     rng = random.Random(seed * 7919 + 1)
     ids = [f"n{i}" for i in range(1, SIZE + 1)]
     plan: list[Fault] = []
     at = 0.0
     down: set[str] = set()
     paused: set[str] = set()
+    wiped = False
     while True:
         at += rng.uniform(0.3, 2.0)
         if at >= FAULT_PHASE_S:
@@ -52,7 +55,9 @@ def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) 
         elif choice < 0.35 and down:
             back = rng.choice(sorted(down))
             down.discard(back)
-            plan.append(Fault(at, "restart", (back,)))
+            empty = "wipe" in menu and not wiped and rng.random() < 0.3
+            wiped = wiped or empty
+            plan.append(Fault(at, "restart empty" if empty else "restart", (back,)))
         elif choice < 0.45 and len(up) > 3 and "pause" in menu:
             victim = rng.choice(up)
             paused.add(victim)
@@ -117,6 +122,9 @@ def _strike(sim: SimulatedRooms, fault: Fault) -> None:
         case "crash" if sim.nodes[nodes[0]].up:
             sim.crash(nodes[0])
         case "restart" if not sim.nodes[nodes[0]].up:
+            sim.start(nodes[0])
+        case "restart empty" if not sim.nodes[nodes[0]].up:
+            sim.wipe(nodes[0])
             sim.start(nodes[0])
         case "pause" if sim.nodes[nodes[0]].up:
             sim.pause(nodes[0])

@@ -341,6 +341,10 @@ class SimulatedRooms:
                 if outcome.more and outcome.messages:
                     self._replay(member, outcome.messages[-1].id)
                 else:
+                    # As the gateway does: late arrivals join the replay.
+                    engine = node.engine
+                    for message in [] if engine is None else engine.late_arrivals(member.room):
+                        member.receive(message.id, message.key)
                     member.caught_up()
             elif isinstance(outcome, Refused) and node.up:
                 member.abandon()
