@@ -119,6 +119,14 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         help="hints handed back to a returning node per second (default %(default)s)",
     )
     parser.add_argument(
+        "--anti-entropy-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="one room compared with another replica this often (default %(default)s s); "
+        "larger leaves more of the node to live traffic",
+    )
+    parser.add_argument(
         "--read-quorum",
         type=int,
         default=1,
@@ -168,6 +176,7 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--read-quorum", str(args.read_quorum)),
         *("--hint-window", str(args.hint_window)),
         *("--hint-replay-rate", str(args.hint_replay_rate)),
+        *("--anti-entropy-interval", str(args.anti_entropy_interval)),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -298,6 +307,7 @@ def _run_node(args: argparse.Namespace) -> int:
             read_quorum=args.read_quorum,
             hint_window_s=args.hint_window,
             hint_replay_per_s=args.hint_replay_rate,
+            anti_entropy_interval_s=args.anti_entropy_interval,
         ),
     )
     # A write past a file size limit must fail as an error, not kill the node.

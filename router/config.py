@@ -64,6 +64,8 @@ class RouterConfig:
         for name in ("write_timeout_s", "retry_interval_s", "read_timeout_s", "push_retry_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.anti_entropy_interval_s <= 0:
+            raise ValueError("the anti-entropy interval must be positive")
         if self.hint_window_s <= 0 or self.hint_replay_per_s <= 0:
             raise ValueError("the hint window and replay rate must be positive")
         if self.interest_lapse_s <= 2 * self.interest_refresh_s:
