@@ -234,7 +234,10 @@ class RoomRouter:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("copy stored", extra=_trace(result.message))
             now = time.monotonic()
-            self.apply(self.engine.stored(token, result.message, result.duplicate, now))
+            # A copy that replaced its twin (same send, larger id) is no news: the room
+            # has had the message under the twin's id.
+            known = result.duplicate or result.replaced is not None
+            self.apply(self.engine.stored(token, result.message, known, now))
 
         future.add_done_callback(stored)
 

@@ -38,7 +38,8 @@ class MemoryStore:
         return dropped
 
     def store(self, message: RoomMessage) -> tuple[RoomMessage, bool]:
-        """(the copy kept, whether it was already held); a twin with a smaller id wins."""
+        """(the copy kept, whether the send was held already, under this id or a twin's);
+        a twin with a smaller id wins. As the node's shell reports it to the engine."""
         held = self.by_key.get(message.key)
         if held is not None:
             if held.id <= message.id:
@@ -46,7 +47,7 @@ class MemoryStore:
             del self.rooms[held.room][held.id]
         self.rooms.setdefault(message.room, {})[message.id] = message
         self.by_key[message.key] = message
-        return message, False
+        return message, held is not None
 
     def history(
         self, room: str, before: str | None, after: str | None, limit: int
