@@ -30,7 +30,12 @@ def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> 
     for page in pages.values():
         for message in page.messages:
             union.setdefault(message.id, message)
-    ordered = [union[key] for key in sorted(union)]
+    # Twins (one send stored under two ids by two coordinators, until replicas converge)
+    # show once, under the smaller id, the one every replica will keep.
+    by_send: dict[tuple[str, str], RoomMessage] = {}
+    for key in sorted(union):
+        by_send.setdefault(union[key].key, union[key])
+    ordered = sorted(by_send.values(), key=lambda message: message.id)
     chosen = ordered[:limit] if forward else ordered[-limit:]
     more = len(ordered) > limit or any(page.more for page in pages.values())
     repairs: dict[str, list[RoomMessage]] = {}

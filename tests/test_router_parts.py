@@ -186,3 +186,19 @@ def test_points_in_time_are_valid_ids_that_sort_before_that_millisecond() -> Non
     assert at_time(-5) == ORIGIN
     assert earlier_by(message(5000).id, 3000) == at_time(2000)
     assert earlier_by("not an id", 10) == "not an id"
+
+
+def test_twins_merge_to_the_smaller_id_and_the_other_replica_is_repaired() -> None:
+    older, newer = message(3), message(8)
+    twin = RoomMessage(
+        id=newer.id,
+        room=older.room,
+        sender=older.sender,
+        client_msg_id=older.client_msg_id,
+        time_ms=newer.time_ms,
+        body=older.body,
+    )
+    pages = {"a": ReplicaPage([older], False), "b": ReplicaPage([twin], False)}
+    merged = merge_pages(pages, forward=True, limit=10)
+    assert [m.id for m in merged.messages] == [older.id]
+    assert merged.repairs == {"b": [older]}
