@@ -40,6 +40,9 @@ class RouterConfig:
     hint_bytes_per_owner_max: int = 256 * 1024 * 1024
     # Hints replayed to a returning owner per second, so that it is not flooded.
     hint_replay_per_s: float = 1000.0
+    # A node serves rooms this long after it first hears a peer, once gossip has told it
+    # the rest of the mesh (a few heartbeats; it serves at once when it expects no peers).
+    join_settle_s: float = 1.5
     # A gap this long between two ticks means the node was stopped (SIGSTOP, a paused VM,
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.

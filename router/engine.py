@@ -246,6 +246,8 @@ class RoomEngine:
         self._streams_opened = 0
         self._next_refresh = 0.0
         self._joined = alone
+        self._first_peer_at: float | None = None
+        self._last_members: dict[str, Health] = {}
         self.anti_entropy = AntiEntropy(
             node_id, config.anti_entropy_interval_s, self._numbers, self.live_replicas
         )
@@ -273,7 +275,12 @@ class RoomEngine:
             self._ring.add(node)
         alive = {node for node, health in members.items() if health == "alive"} | {self.node_id}
         reachable = {node for node, health in members.items() if health != "dead"}
-        self._joined = self._joined or len(alive) > 1
+        self._last_members = dict(members)
+        if len(alive) > 1 and self._first_peer_at is None:
+            # Joined once the first peer's gossip has had time to fill in the rest of
+            # the mesh: placing rooms on a partial ring would write them to the wrong
+            # nodes. The tick completes the join.
+            self._first_peer_at = now
         gone = self._reachable - reachable - {self.node_id}
         returned = alive - self._alive
         self._alive, self._reachable = alive, reachable | {self.node_id}
@@ -591,6 +598,13 @@ class RoomEngine:
 
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        settled = self._first_peer_at is not None and (
+            now - self._first_peer_at >= self.config.join_settle_s
+        )
+        if not self._joined and settled:
+            self._joined = True
+            # Rooms can be placed now: register interest and catch up as for any change.
+            effects += self.set_members(self._last_members, now)
         stalled_s = now - self._last_tick if self._last_tick is not None else 0.0
         self._last_tick = self._latest_now = now
         if stalled_s >= self.config.stall_after_s and self._local:
