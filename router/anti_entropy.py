@@ -40,6 +40,7 @@ BUCKETS_PER_ROUND = 8
 class _Offer:
     room: str
     peer: str
+    give_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class _Answer:
     room: str
     theirs: Digest
     sliced: bool
+    give_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class _Page:
     room: str
     bucket: str
     after: str
+    give_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class _Compare:
     bucket: str
     theirs: frozenset[str]
     next_after: str  # "" when their page was the bucket's last
+    give_only: bool  # they are no replica: send them nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class AntiEntropy:
     interval_s: float
     numbers: Iterator[int]
     live_replicas: Callable[[str], list[str]]
+    is_replica: Callable[[str], bool]
     stats: AntiEntropyStatistics = field(default_factory=AntiEntropyStatistics)
     _tokens: dict[int, _Purpose] = field(default_factory=dict)
     _rooms: list[str] = field(default_factory=list)
@@ -111,15 +116,18 @@ class AntiEntropy:
         self._cursor += 1
         live = self.live_replicas(room)
         peers = [node for node in live if node != self.node_id]
-        if self.node_id not in live or not peers:
-            return []  # not (or not only) ours to compare
+        if not peers:
+            return []
+        # A node that is no replica of a room it holds copies of (written while it saw
+        # only part of the mesh) hands them to the replicas and takes nothing back.
+        give_only = self.node_id not in live and not self.is_replica(room)
         # Each room takes its peers in turn (a turn shared by all rooms could keep giving
         # one room the same peer forever).
         turn = self._turns.get(room, 0)
         self._turns[room] = turn + 1
         peer = peers[turn % len(peers)]
         self.stats.rounds += 1
-        return [LoadDigest(self._token(_Offer(room, peer)), room)]
+        return [LoadDigest(self._token(_Offer(room, peer, give_only)), room)]
 
     def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
         self._tokens.pop(token, None)
@@ -129,7 +137,7 @@ class AntiEntropy:
 
     def digest_loaded(self, token: int, digest: Digest) -> list[Effect]:
         match self._tokens.pop(token, None):
-            case _Offer(room, peer):
+            case _Offer(room, peer, give_only):
                 buckets = sorted(digest)
                 sliced = len(buckets) > DIGEST_BUCKETS_MAX
                 if sliced:
@@ -141,26 +149,27 @@ class AntiEntropy:
                     next(self.numbers),
                     room,
                     [BucketDigest(b, digest[b][0], digest[b][1]) for b in buckets],
+                    give_only,
                 )
                 return [SendPeer(peer, offer)]
-            case _Answer(node, exchange_id, room, theirs, sliced):
+            case _Answer(node, exchange_id, room, theirs, sliced, give_only):
                 mine = digest
                 if sliced and theirs:
                     # Only the buckets the offer spans are comparable this round.
                     low, high = min(theirs), max(theirs)
                     mine = {b: v for b, v in digest.items() if low <= b <= high}
                 buckets = differing(mine, theirs)[:DIGEST_BUCKETS_MAX]
-                return [SendPeer(node, DigestDiff(exchange_id, room, buckets))]
+                return [SendPeer(node, DigestDiff(exchange_id, room, buckets, give_only))]
         return []
 
     def ids_loaded(self, token: int, ids: list[str], more: bool) -> list[Effect]:
         match self._tokens.pop(token, None):
-            case _Page(node, room, bucket, after):
-                return [SendPeer(node, IdPage(room, bucket, after, ids, more))]
-            case _Compare(node, room, bucket, theirs, next_after):
+            case _Page(node, room, bucket, after, give_only):
+                return [SendPeer(node, IdPage(room, bucket, after, ids, more, give_only))]
+            case _Compare(node, room, bucket, theirs, next_after, give_only):
                 mine = set(ids)
                 effects: list[Effect] = []
-                lacking_there = sorted(mine - theirs)
+                lacking_there = [] if give_only else sorted(mine - theirs)
                 if lacking_there:
                     effects.append(LoadMessages(self._token(_SendTo(node)), room, lacking_there))
                 lacking_here = sorted(theirs - mine)
@@ -180,22 +189,24 @@ class AntiEntropy:
         self, sender: str, message: DigestOffer | DigestDiff | IdPage | Want
     ) -> list[Effect]:
         match message:
-            case DigestOffer(exchange_id, room, buckets):
+            case DigestOffer(exchange_id, room, buckets, give_only):
                 theirs = {b.bucket: (b.count, b.total) for b in buckets}
-                sliced = len(buckets) >= DIGEST_BUCKETS_MAX
-                purpose = _Answer(sender, exchange_id, room, theirs, sliced)
+                sliced = len(buckets) >= DIGEST_BUCKETS_MAX or give_only
+                purpose = _Answer(sender, exchange_id, room, theirs, sliced, give_only)
                 return [LoadDigest(self._token(purpose), room)]
-            case DigestDiff(_, room, buckets):
+            case DigestDiff(_, room, buckets, give_only):
                 effects: list[Effect] = []
                 for bucket in buckets[:BUCKETS_PER_ROUND]:
                     self.stats.buckets_compared += 1
-                    effects.append(self._load_page(sender, room, bucket, bucket_bounds(bucket)[0]))
+                    start = bucket_bounds(bucket)[0]
+                    effects.append(self._load_page(sender, room, bucket, start, give_only))
                 return effects
-            case IdPage(room, bucket, after, ids, more):
+            case IdPage(room, bucket, after, ids, more, give_only):
                 upper = bucket_bounds(bucket)[1]
                 if more and ids:
                     upper = ids[-1] + "~"  # "~" sorts after every id character
-                compare = _Compare(sender, room, bucket, frozenset(ids), ids[-1] if more else "")
+                next_after = ids[-1] if more else ""
+                compare = _Compare(sender, room, bucket, frozenset(ids), next_after, give_only)
                 # Twice the page: ours may hold more in the same range than theirs did.
                 return [LoadIds(self._token(compare), room, after, upper, 2 * ID_PAGE_MAX)]
             case Want(room, bucket, ids, next_after):
@@ -203,12 +214,14 @@ class AntiEntropy:
                 if ids:
                     effects.append(LoadMessages(self._token(_SendTo(sender)), room, list(ids)))
                 if next_after:
-                    effects.append(self._load_page(sender, room, bucket, next_after))
+                    # Only a giver asks for the next page, and it keeps giving.
+                    giving = not self.is_replica(room)
+                    effects.append(self._load_page(sender, room, bucket, next_after, giving))
                 return effects
         return []
 
-    def _load_page(self, node: str, room: str, bucket: str, after: str) -> LoadIds:
-        purpose = _Page(node, room, bucket, after)
+    def _load_page(self, node: str, room: str, bucket: str, after: str, give_only: bool) -> LoadIds:
+        purpose = _Page(node, room, bucket, after, give_only)
         return LoadIds(self._token(purpose), room, after, bucket_bounds(bucket)[1], ID_PAGE_MAX)
 
     def _token(self, purpose: _Purpose) -> int:

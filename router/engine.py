@@ -249,7 +249,11 @@ class RoomEngine:
         self._first_peer_at: float | None = None
         self._last_members: dict[str, Health] = {}
         self.anti_entropy = AntiEntropy(
-            node_id, config.anti_entropy_interval_s, self._numbers, self.live_replicas
+            node_id,
+            config.anti_entropy_interval_s,
+            self._numbers,
+            self.live_replicas,
+            lambda room: node_id in self.preference_list(room),
         )
         self.handoff = HintedHandoff(
             node_id, config, self._numbers, lambda: set(self._alive), self._wall_ms

@@ -178,6 +178,9 @@ class DigestOffer(msgspec.Struct, frozen=True, tag="digest_offer"):
     exchange_id: RequestId
     room: RoomName
     buckets: Annotated[list[BucketDigest], msgspec.Meta(max_length=DIGEST_BUCKETS_MAX)] = []
+    # The sender is no replica of the room (it holds copies written while its view of the
+    # mesh was partial): it only gives, and takes nothing back.
+    give_only: bool = False
 
 
 class DigestDiff(msgspec.Struct, frozen=True, tag="digest_diff"):
@@ -186,6 +189,7 @@ class DigestDiff(msgspec.Struct, frozen=True, tag="digest_diff"):
     exchange_id: RequestId
     room: RoomName
     buckets: Annotated[list[BucketName], msgspec.Meta(max_length=DIGEST_BUCKETS_MAX)] = []
+    give_only: bool = False
 
 
 class IdPage(msgspec.Struct, frozen=True, tag="id_page"):
@@ -196,6 +200,7 @@ class IdPage(msgspec.Struct, frozen=True, tag="id_page"):
     after: Annotated[str, msgspec.Meta(max_length=81)]
     ids: Annotated[list[MessageIdText], msgspec.Meta(max_length=ID_PAGE_MAX)] = []
     more: bool = False
+    give_only: bool = False
 
 
 class Want(msgspec.Struct, frozen=True, tag="want"):
