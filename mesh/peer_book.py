@@ -31,6 +31,10 @@ def load_peer_addresses(data_dir: Path) -> list[str]:
 
 
 def save_peer_addresses(data_dir: Path, addresses: list[str]) -> None:
+    """Remember these peers; an empty list keeps the book as it was: a start that met
+    nobody (its peers down or cut off) must not make the next start believe it is alone."""
+    if not addresses:
+        return
     path = data_dir / PEER_BOOK_FILE
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w") as file:

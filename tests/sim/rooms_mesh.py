@@ -169,7 +169,9 @@ class SimulatedRooms:
         ids = [f"n{i}" for i in range(1, size + 1)]
         for index, node_id in enumerate(ids):
             address = f"10.0.0.{index + 1}:7200"
-            seeds = () if index == 0 else ("10.0.0.1:7200",)
+            # Every node has a seed (n1's is n2), as `meshchat up` gives them: a node
+            # without one that lost its disk could only start a mesh of its own.
+            seeds = ("10.0.0.2:7200",) if index == 0 else ("10.0.0.1:7200",)
             self.nodes[node_id] = SimNode(node_id, address, seeds)
             self._by_address[address] = node_id
 
@@ -211,12 +213,14 @@ class SimulatedRooms:
         node = self.nodes[node_id]
         assert not node.up, f"{node_id} is running"
         node.store = MemoryStore()
+        node.remembered = ()  # the peer book was in the data dir too
         self._note(f"wipe {node_id}")
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
         if node.membership is not None:
-            node.remembered = tuple(node.membership.peer_addresses())
+            # As the node's peer book: a start that met nobody keeps the old book.
+            node.remembered = tuple(node.membership.peer_addresses()) or node.remembered
         node.membership = None
         node.engine = None
         node.paused = False
