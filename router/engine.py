@@ -165,6 +165,11 @@ class _ForRepair:
 
 
 @dataclass(frozen=True, slots=True)
+class _ForOwnHint:
+    """A hint this coordinator keeps for a replica nobody could stand in for."""
+
+
+@dataclass(frozen=True, slots=True)
 class _ForPeerRead:
     node: str
     read_id: int
@@ -231,7 +236,7 @@ class RoomEngine:
         self._write_by_key: dict[tuple[str, str], int] = {}
         self._room_order: dict[str, deque[int]] = {}
         self._tokens: dict[
-            int, _ForWrite | _ForReplica | _ForRepair | _ForPeerRead | _ForOwnRead
+            int, _ForWrite | _ForReplica | _ForRepair | _ForOwnHint | _ForPeerRead | _ForOwnRead
         ] = {}
         self._reads: dict[int, _Read] = {}
         self._catch_ups: dict[int, tuple[str, str]] = {}  # internal ticket -> (room, after)
@@ -782,7 +787,7 @@ class RoomEngine:
         ]
         for owner in kept_here:
             hint_token = next(self._numbers)
-            self._tokens[hint_token] = _ForRepair()
+            self._tokens[hint_token] = _ForOwnHint()
             self.handoff.stats.hints_stored += 1
             effects.append(StoreHint(hint_token, owner, message))
         return effects
