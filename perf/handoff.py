@@ -14,6 +14,7 @@ node), restarts it, and records:
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -93,11 +94,10 @@ async def measure(mesh: LocalMesh, messages: int, rooms: int) -> dict[str, float
         if drained_s is None and await _hints_for(live, victim) == 0:
             drained_s = time.monotonic() - restarted
         if converged_s is None:
-            try:
+            # Until the node serves again, reading through it fails: keep polling.
+            with contextlib.suppress(OSError, TimeoutError, ConnectionError):
                 if await _held_by(endpoints[-1], rooms) >= set(ids):
                     converged_s = time.monotonic() - restarted
-            except (OSError, TimeoutError, ConnectionError):
-                pass
         if drained_s is not None and converged_s is not None:
             break
         await asyncio.sleep(POLL_S)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Cluster
+from tests.processes import Cluster, NodeProcess
 
 
 @pytest.fixture
@@ -13,3 +13,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield mesh
     finally:
         mesh.close()
+
+
+@pytest.fixture
+def mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
+    """Three nodes (the default N=3, W=2), each seeing the others alive."""
+    first = cluster.add("n1").start()
+    for node_id in ("n2", "n3"):
+        cluster.add(node_id, seeds=[first.peer_address]).start()
+    for observer in cluster.nodes:
+        for member in cluster.nodes:
+            if member != observer:
+                cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
+    yield cluster.nodes

@@ -3,7 +3,6 @@ down, the copies it missed wait as hints on disk, and they reach it when it retu
 even when the node holding them crashed meanwhile."""
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,18 +16,6 @@ pytestmark = pytest.mark.processes
 
 NODES = ("n1", "n2", "n3")
 ROOMS = ("lobby", "ops", "random")
-
-
-@pytest.fixture
-def mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
-    first = cluster.add("n1").start()
-    for node_id in NODES[1:]:
-        cluster.add(node_id, seeds=[first.peer_address]).start()
-    for observer in NODES:
-        for member in NODES:
-            if member != observer:
-                cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
-    yield cluster.nodes
 
 
 def hints_held(nodes: list[NodeProcess], owner: str) -> int | None:

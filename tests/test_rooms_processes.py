@@ -6,7 +6,6 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,18 +19,6 @@ from tests.test_placement_processes import where
 pytestmark = pytest.mark.processes
 
 NODES = ("n1", "n2", "n3")
-
-
-@pytest.fixture
-def mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
-    first = cluster.add("n1").start()
-    for node_id in NODES[1:]:
-        cluster.add(node_id, seeds=[first.peer_address]).start()
-    for observer in NODES:
-        for member in NODES:
-            if member != observer:
-                cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
-    yield cluster.nodes
 
 
 async def whole_history(client: ChatClient, room: str) -> list[Message]:
