@@ -125,28 +125,31 @@ class ChatService:
         """Push every stored message after `since`, then release the held live ones."""
         cursor = since
         replayed = 0
+        # Messages that reached the room late (written where this node or the replicas
+        # could not hear) may sort before `since` although the client never saw them:
+        # the replicas' records of late arrivals and this node's own memory of late
+        # pushes bring them. The client drops the ones it has by id.
+        late: dict[str, RoomMessage] = {}
         try:
             while True:
-                page, more = await self.router.read(
-                    room, after=cursor, limit=REPLAY_PAGE_SIZE, resume=True
+                page = await self.router.resume(
+                    room, cursor, REPLAY_PAGE_SIZE, first=cursor == since
                 )
-                for message in page:
+                late.update((message.id, message) for message in page.late)
+                for message in page.messages:
                     await session.push_waiting(
                         _frame(protocol.MessageEvent(message=to_wire(message)))
                     )
                     cursor = message.id
-                replayed += len(page)
-                if not more:
+                replayed += len(page.messages)
+                if not page.more:
                     break
-            # Messages that reached the room late (written where this node could not
-            # hear) may sort before `since` although the client never saw them; it drops
-            # the ones it has by id.
-            for message in self.router.engine.late_arrivals(room):
-                if message.id <= since:
-                    await session.push_waiting(
-                        _frame(protocol.MessageEvent(message=to_wire(message)))
-                    )
-                    replayed += 1
+            late.update((m.id, m) for m in self.router.engine.late_arrivals(room) if m.id <= since)
+            for message_id in sorted(late):
+                await session.push_waiting(
+                    _frame(protocol.MessageEvent(message=to_wire(late[message_id])))
+                )
+                replayed += 1
         except BaseException:
             session.abandon_catch_up(room)
             raise

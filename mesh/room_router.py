@@ -39,7 +39,7 @@ from router.effects import (
 )
 from router.engine import Health, RoomEngine
 from router.records import RoomMessage
-from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.wire import LATE_MESSAGES_MAX, PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
 
 log = logging.getLogger(__name__)
@@ -118,22 +118,25 @@ class RoomRouter:
         before: str | None = None,
         after: str | None = None,
         limit: int = 50,
-        resume: bool = False,
     ) -> tuple[list[RoomMessage], bool]:
-        """A page of history from R replicas; `resume` reads enough replicas to overlap
-        every write quorum, for replays that must miss nothing."""
+        """A page of history from R replicas."""
         ticket, outcome = self._open()
-        quorum = self.engine.config.resume_quorum if resume else None
         now = time.monotonic()
-        self.apply(
-            self.engine.read(
-                ticket, room, before=before, after=after, limit=limit, now=now, quorum=quorum
-            )
-        )
+        self.apply(self.engine.read(ticket, room, before=before, after=after, limit=limit, now=now))
         answer = await outcome
         if not isinstance(answer, Page):
             raise _error(answer)
         return answer.messages, answer.more
+
+    async def resume(self, room: str, after: str, limit: int, *, first: bool) -> Page:
+        """A page of a session's replay (RoomEngine.resume): `first` brings the late
+        arrivals too."""
+        ticket, outcome = self._open()
+        self.apply(self.engine.resume(ticket, room, after, limit, time.monotonic(), first=first))
+        answer = await outcome
+        if not isinstance(answer, Page):
+            raise _error(answer)
+        return answer
 
     async def subscribe(self, room: str) -> None:
         ticket, outcome = self._open()
@@ -186,16 +189,16 @@ class RoomRouter:
             match effect:
                 case SendPeer(node, message):
                     self._send_to_node(node, message)
-                case Store(token, message):
-                    self._store(token, message)
+                case Store(token, message, late_at_ms):
+                    self._store(token, message, late_at_ms=late_at_ms)
                 case StoreHint(token, owner, message):
                     self._store(token, message, hint_for=owner)
                 case DeleteHint(owner, message_id):
                     self.storage.delete_hint(owner, message_id).add_done_callback(_log_failure)
                 case LoadHints() | ExpireHints():
                     self._read(self._hint_work(effect))
-                case Load(token, room, before, after, limit):
-                    self._read(self._load(token, room, before, after, limit))
+                case Load():
+                    self._read(self._load(effect))
                 case ListRooms() | LoadDigest() | LoadIds() | LoadMessages():
                     self._read(self._anti_entropy_read(effect))
                 case DeliverMessage(message):
@@ -211,12 +214,18 @@ class RoomRouter:
                 case Warn(text):
                     log.warning("rooms: %s", text)
 
-    def _store(self, token: int, message: RoomMessage, hint_for: str = "") -> None:
+    def _store(
+        self,
+        token: int,
+        message: RoomMessage,
+        hint_for: str = "",
+        late_at_ms: int | None = None,
+    ) -> None:
         try:
             if hint_for:
                 future = self.storage.add_hint(hint_for, message, int(time.time() * 1000))
             else:
-                future = self.storage.append(message)
+                future = self.storage.append(message, late_at_ms)
         except StorageError as error:
             log.warning("rooms: could not queue a copy of %s: %s", message.id, error)
             self.apply(self.engine.stored(token, None, False, time.monotonic()))
@@ -280,18 +289,22 @@ class RoomRouter:
             # The round is abandoned; the next one compares the room again.
             log.warning("rooms: an anti-entropy read failed: %s", error)
 
-    async def _load(
-        self, token: int, room: str, before: str | None, after: str | None, limit: int
-    ) -> None:
+    async def _load(self, load: Load) -> None:
+        token, room, after = load.token, load.room, load.after
+        late: list[RoomMessage] = []
         try:
             messages, more = await self.storage.history(
-                room, before=before, after=after, limit=limit
+                room, before=load.before, after=after, limit=load.limit
             )
+            if load.late_since_ms is not None and after is not None:
+                late = await self.storage.late_arrivals(
+                    room, since_ms=load.late_since_ms, up_to=after, limit=LATE_MESSAGES_MAX
+                )
         except StorageError as error:
             log.warning("rooms: a read of %s failed: %s", room, error)
             self.apply(self.engine.loaded(token, None, False, time.monotonic()))
             return
-        self.apply(self.engine.loaded(token, messages, more, time.monotonic()))
+        self.apply(self.engine.loaded(token, messages, more, time.monotonic(), late))
 
 
 def _log_failure(done: "asyncio.Future[None]") -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesh import hint_rows
+from mesh import hint_rows, late_rows
 from router.digest import BUCKET_DIGITS, Digest, id_hash
 from router.records import RoomMessage
 
@@ -54,6 +54,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     UPDATE messages SET id_hash = meshchat_id_hash(id);
     """,
     hint_rows.SCHEMA,
+    late_rows.SCHEMA,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -87,6 +88,7 @@ class SendResult:
 @dataclass(frozen=True, slots=True)
 class _Append:
     message: StoredMessage
+    late_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +217,12 @@ class Storage:
 
     # ---- writes ----
 
-    def append(self, message: StoredMessage) -> "asyncio.Future[SendResult]":
-        """Queue a message; the future resolves once it is committed (or was already)."""
-        return self._submit(_Append(message))
+    def append(
+        self, message: StoredMessage, late_at_ms: int | None = None
+    ) -> "asyncio.Future[SendResult]":
+        """Queue a message; the future resolves once it is committed (or was already).
+        With `late_at_ms` a copy new here is also recorded as a late arrival."""
+        return self._submit(_Append(message, late_at_ms))
 
     def add_hint(
         self, owner: str, message: StoredMessage, now_ms: int
@@ -293,9 +298,14 @@ class Storage:
             connection.execute("BEGIN IMMEDIATE")
             for write, _ in batch:
                 match write:
-                    case _Append(message):
-                        results.append(self._append_in(connection, message))
+                    case _Append(message, late_at_ms):
+                        result = self._append_in(connection, message)
+                        results.append(result)
                         highest = max(highest, message.id)
+                        # A copy that replaced its twin is no news: clients had the send.
+                        news = not result.duplicate and result.replaced is None
+                        if late_at_ms is not None and news:
+                            late_rows.record(connection, message.room, message.id, late_at_ms)
                     case _Membership(user, room, joined, time_ms):
                         if joined:
                             connection.execute(
@@ -415,6 +425,14 @@ class Storage:
             rows = await self._read(sql, (room, limit + 1))
         more = len(rows) > limit
         return [StoredMessage(*row) for row in reversed(rows[:limit])], more
+
+    async def late_arrivals(
+        self, room: str, *, since_ms: int, up_to: str, limit: int
+    ) -> list[StoredMessage]:
+        """Messages recorded as late arrivals since `since_ms` with ids up to `up_to`: the
+        `limit` most recent arrivals, oldest id first."""
+        rows = await self._read(late_rows.SELECT, (room, since_ms, up_to, limit))
+        return sorted((StoredMessage(*row) for row in rows), key=lambda message: message.id)
 
     # ---- anti-entropy reads ----
 

@@ -4,7 +4,7 @@ The engine never touches a socket or a disk: it returns these, and the shell (th
 or the simulator) carries them out and reports completions back by token.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.records import RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
@@ -18,10 +18,13 @@ class SendPeer:
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """Write a copy durably; report with RoomEngine.stored(token, kept)."""
+    """Write a copy durably; report with RoomEngine.stored(token, kept). With
+    `late_at_ms`, the copy arrived long after its id's time: if it is new here, record it
+    as a late arrival at that wall-clock time, for resumes to find (Load.late_since_ms)."""
 
     token: int
     message: RoomMessage
+    late_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,9 @@ class Load:
     before: str | None
     after: str | None
     limit: int
+    # Also the late arrivals recorded since then (wall-clock ms) with ids up to `after`;
+    # report them with loaded(..., late=...).
+    late_since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,9 @@ class Refused:
 class Page:
     messages: list[RoomMessage]
     more: bool
+    # Asked for by resumes: messages that reached a replica late, with ids at or before
+    # the page's start (a client resuming from there never saw them).
+    late: list[RoomMessage] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from router.records import RoomMessage
 from router.ring import HashRing
 from router.wire import (
     INTEREST_ROOMS_MAX,
+    LATE_MESSAGES_MAX,
     Announce,
     DigestDiff,
     DigestOffer,
@@ -265,6 +266,9 @@ class RoomEngine:
         )
         self._last_tick: float | None = None
         self._latest_now: float | None = None  # the latest time any event brought
+        # Late messages to announce once their room has a coordinator (bounded: past it
+        # anti-entropy and resumes' reads still bring them, only without a push).
+        self._unannounced: deque[RoomMessage] = deque(maxlen=LATE_ARRIVALS_MAX)
 
     # ---- the view of the mesh ----
 
@@ -360,16 +364,21 @@ class RoomEngine:
         limit: int,
         now: float,
         quorum: int | None = None,
+        late_since_ms: int | None = None,
     ) -> list[Effect]:
         """A page of the room from R replicas (this node first when it is one), merged.
         `quorum` asks more (or fewer) replicas than R: a sweep that repairs a whole room
-        reads from all of them."""
+        reads from all of them. With `late_since_ms` (a resume's first page) the page
+        also brings the messages replicas recorded as late arrivals since then, with ids
+        up to `after`; every live replica is asked, since any one may be the one that
+        received a message late, and `quorum` of them must answer."""
         live = self.live_replicas(room)
         if self.node_id in live:
             live.remove(self.node_id)
             live.insert(0, self.node_id)
         wanted = min(quorum or self.config.read_quorum, len(self.preference_list(room)))
-        targets = live[:wanted] if self._joined else []
+        asked = live if late_since_ms is not None else live[:wanted]
+        targets = asked if self._joined else []
         if not targets or len(targets) < wanted:
             reason = self._why_no_replica()
             if targets:
@@ -385,11 +394,34 @@ class RoomEngine:
             if target == self.node_id:
                 token = next(self._numbers)
                 self._tokens[token] = _ForOwnRead(read_id)
-                effects.append(Load(token, room, before, after, limit))
+                effects.append(Load(token, room, before, after, limit, late_since_ms))
             else:
-                request = ReadRequest(read_id, room, before=before, after=after, limit=limit)
+                request = ReadRequest(read_id, room, before, after, limit, late_since_ms)
                 effects.append(SendPeer(target, request))
         return effects
+
+    def resume(
+        self, ticket: int, room: str, after: str, limit: int, now: float, *, first: bool
+    ) -> list[Effect]:
+        """A page of a session's replay from `after`, read from enough replicas to overlap
+        every write quorum. The `first` page also brings the late arrivals replicas
+        recorded since a margin before `after`'s time, with ids up to `after`: written
+        where this node could not hear, they sort before the resume point although the
+        client never saw them."""
+        late_since_ms = None
+        if first and is_message_id(after):
+            late_since_ms = max(0, MessageId.parse(after).time_ms - self.config.catch_up_margin_ms)
+        quorum = self.config.resume_quorum
+        return self.read(
+            ticket,
+            room,
+            before=None,
+            after=after,
+            limit=limit,
+            now=now,
+            quorum=quorum,
+            late_since_ms=late_since_ms,
+        )
 
     def subscribe(self, ticket: int, room: str, now: float) -> list[Effect]:
         """This node has (or now gets) sessions in the room: register for its pushes.
@@ -478,17 +510,39 @@ class RoomEngine:
     def _announce_late(self, message: RoomMessage, now: float) -> list[Effect]:
         """A recent message reached this replica only by repair: it was written while this
         node was cut off, so members who were too may have missed it. Have the room's
-        coordinator push it (nodes hand each id to their sessions once)."""
+        coordinator push it (nodes hand each id to their sessions once), and hand it to
+        this node's sessions at once: the push may come only after a resume that would
+        have needed it. With no coordinator yet (the node is still joining, or the
+        room's replicas are down) the announcement waits for one."""
         horizon_ms = self._wall_ms(now) - self.config.late_post_window_ms
         if message.time_ms < horizon_ms:
             return []
-        coordinator = self.coordinator(message.room)
-        if coordinator is None:
-            return []
         self.stats.late_posts += 1
+        coordinator = self.coordinator(message.room)
         if coordinator == self.node_id:
             return self._fan_out(Posted(message), message.room, now)
-        return [SendPeer(coordinator, Announce(Posted(message)))]
+        effects = self._deliver_here(Posted(message))
+        if coordinator is None:
+            self._unannounced.append(message)
+            return effects
+        return [*effects, SendPeer(coordinator, Announce(Posted(message)))]
+
+    def _announce_waiting(self, now: float) -> list[Effect]:
+        """Late announcements that waited for a coordinator, to those there are now."""
+        waiting, self._unannounced = self._unannounced, deque(maxlen=LATE_ARRIVALS_MAX)
+        effects: list[Effect] = []
+        horizon_ms = self._wall_ms(now) - self.config.late_post_window_ms
+        for message in waiting:
+            coordinator = self.coordinator(message.room)
+            if message.time_ms < horizon_ms:
+                continue
+            if coordinator is None:
+                self._unannounced.append(message)
+            elif coordinator == self.node_id:
+                effects += self._fan_out(Posted(message), message.room, now)
+            else:
+                effects.append(SendPeer(coordinator, Announce(Posted(message))))
+        return effects
 
     def hints_loaded(self, token: int, messages: list[RoomMessage], now: float) -> list[Effect]:
         return self.handoff.hints_loaded(token, messages, now)
@@ -506,9 +560,16 @@ class RoomEngine:
         return self.anti_entropy.ids_loaded(token, ids, more)
 
     def loaded(
-        self, token: int, messages: list[RoomMessage] | None, more: bool, now: float
+        self,
+        token: int,
+        messages: list[RoomMessage] | None,
+        more: bool,
+        now: float,
+        late: list[RoomMessage] | None = None,
     ) -> list[Effect]:
-        """A Load or LoadMessages finished (None: the read failed)."""
+        """A Load or LoadMessages finished (None: the read failed); `late`: the late
+        arrivals a Load with late_since_ms asked for."""
+        late = (late or [])[-LATE_MESSAGES_MAX:]
         if self.anti_entropy.owns(token):
             return self.anti_entropy.messages_loaded(token, messages or [])
         purpose = self._tokens.pop(token, None)
@@ -517,9 +578,9 @@ class RoomEngine:
                 self.stats.reads_served += 1
                 if messages is None:
                     return [SendPeer(node, ReadReply(read_id, ok=False))]
-                return [SendPeer(node, ReadReply(read_id, messages, more))]
+                return [SendPeer(node, ReadReply(read_id, messages, more, late=late))]
             case _ForOwnRead(read_id):
-                page = None if messages is None else ReplicaPage(messages, more)
+                page = None if messages is None else ReplicaPage(messages, more, late)
                 return self._read_answered(read_id, self.node_id, page, now)
             case _:
                 return []
@@ -552,7 +613,7 @@ class RoomEngine:
                 if hint_for and hint_for != self.node_id:
                     self.handoff.stats.hints_stored += 1
                     return [StoreHint(token, hint_for, copy)]
-                return [Store(token, copy)]
+                return [Store(token, copy, self._late_at(copy, now))]
             case ReplicaAck(write_id, kept_id) if self.handoff.owns_write(write_id):
                 return self.handoff.acknowledged(sender, write_id, kept_id)
             case ReplicaAck(write_id, kept_id):
@@ -561,12 +622,12 @@ class RoomEngine:
                     return []
                 write.record(sender, kept_id or None)
                 return self._progress(write, now)
-            case ReadRequest(read_id, room, before, after, limit):
+            case ReadRequest(read_id, room, before, after, limit, late_since_ms):
                 token = next(self._numbers)
                 self._tokens[token] = _ForPeerRead(sender, read_id)
-                return [Load(token, room, before, after, limit)]
-            case ReadReply(read_id, messages, more, ok):
-                page = ReplicaPage(messages, more) if ok else None
+                return [Load(token, room, before, after, limit, late_since_ms)]
+            case ReadReply(read_id, messages, more, ok, late):
+                page = ReplicaPage(messages, more, late) if ok else None
                 return self._read_answered(read_id, sender, page, now)
             case Interest(request_id, rooms, withdrawn):
                 numbers = self._interest.register(sender, rooms, now)
@@ -631,6 +692,8 @@ class RoomEngine:
         effects += self._tick_interest(now)
         effects += self._tick_streams(now)
         if self._joined:
+            if self._unannounced:
+                effects += self._announce_waiting(now)
             effects += self.anti_entropy.tick(now)
             effects += self.handoff.tick(now)
         return effects
@@ -801,7 +864,7 @@ class RoomEngine:
                 # Replicas that stored an older id's twin get the winner (smallest id).
                 for node, kept_id in write.kept.items():
                     if kept_id != outcome.message.id and node not in write.hints:
-                        effects += self._repair(node, [outcome.message])
+                        effects += self._repair(node, [outcome.message], now)
             elif write.hopeless:
                 # Disks failed (not the network): an internal error, not a wait.
                 failed = write.give_up("replicas failed to store it on disk", "internal")
@@ -926,6 +989,11 @@ class RoomEngine:
             return []
         return [DeliverEvent(event)]
 
+    def _late_at(self, message: RoomMessage, now: float) -> int | None:
+        """When a copy arriving now is late (see LATE_AFTER_MS): the time to record."""
+        now_ms = self._wall_ms(now)
+        return now_ms if message.time_ms < now_ms - LATE_AFTER_MS else None
+
     def _note_if_late(self, local: _LocalRoom, message: RoomMessage) -> None:
         """Remember a message that reached this node well after its id's time: a client
         resuming from a point past its id would not ask for it."""
@@ -1028,9 +1096,11 @@ class RoomEngine:
         local = self._local.get(room)
         if local is None:
             return []
+        late_since_ms = None
         if after is None:
             reference_ms = local.synced() if since_ms is None else since_ms
-            after = at_time(reference_ms - self.config.catch_up_margin_ms)
+            late_since_ms = max(0, reference_ms - self.config.catch_up_margin_ms)
+            after = at_time(late_since_ms)
         self.stats.catch_ups += 1
         ticket = next(self._internal)
         self._catch_ups[ticket] = (room, after)
@@ -1045,6 +1115,7 @@ class RoomEngine:
             limit=CATCH_UP_PAGE,
             now=now,
             quorum=self.config.resume_quorum,
+            late_since_ms=late_since_ms,
         )
 
     # ---- reads ----
@@ -1071,16 +1142,17 @@ class RoomEngine:
         effects: list[Effect] = []
         for replica, missing in merged.repairs.items():
             self.stats.read_repairs += len(missing)
-            effects += self._repair(replica, missing)
-        return effects + self._complete(read.ticket, Page(merged.messages, merged.more), now)
+            effects += self._repair(replica, missing, now)
+        page = Page(merged.messages, merged.more, merged.late)
+        return effects + self._complete(read.ticket, page, now)
 
-    def _repair(self, node: str, messages: Iterable[RoomMessage]) -> list[Effect]:
+    def _repair(self, node: str, messages: Iterable[RoomMessage], now: float) -> list[Effect]:
         effects: list[Effect] = []
         for message in messages:
             if node == self.node_id:
                 token = next(self._numbers)
                 self._tokens[token] = _ForRepair()
-                effects.append(Store(token, message))
+                effects.append(Store(token, message, self._late_at(message, now)))
             else:
                 effects.append(SendPeer(node, Replicate(0, message)))
         return effects
@@ -1105,7 +1177,7 @@ class RoomEngine:
             local.catch_up_retry_at = now + self.config.retry_interval_s
             return []
         effects: list[Effect] = []
-        for message in outcome.messages:
+        for message in [*outcome.late, *outcome.messages]:
             effects += self._deliver_here(Posted(message), caught_up=True)
         if outcome.more and outcome.messages:
             effects += self._catch_up(room, now, after=outcome.messages[-1].id)

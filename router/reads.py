@@ -6,7 +6,8 @@ side the query pages towards. A replica lacks a message when the message lies in
 range that replica's answer covers yet is not in its answer; those are read-repaired.
 """
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from router.records import RoomMessage
 
@@ -15,6 +16,7 @@ from router.records import RoomMessage
 class ReplicaPage:
     messages: list[RoomMessage]  # oldest first
     more: bool
+    late: list[RoomMessage] = field(default_factory=list)  # late arrivals it recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,20 +24,12 @@ class MergedPage:
     messages: list[RoomMessage]
     more: bool
     repairs: dict[str, list[RoomMessage]]  # replica -> messages it is missing
+    late: list[RoomMessage] = field(default_factory=list)  # oldest first, not in `messages`
 
 
 def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> MergedPage:
     """Merge replica answers to one query. `forward` is true for queries with `after`."""
-    union: dict[str, RoomMessage] = {}
-    for page in pages.values():
-        for message in page.messages:
-            union.setdefault(message.id, message)
-    # Twins (one send stored under two ids by two coordinators, until replicas converge)
-    # show once, under the smaller id, the one every replica will keep.
-    by_send: dict[tuple[str, str], RoomMessage] = {}
-    for key in sorted(union):
-        by_send.setdefault(union[key].key, union[key])
-    ordered = sorted(by_send.values(), key=lambda message: message.id)
+    ordered = _once_per_send(message for page in pages.values() for message in page.messages)
     chosen = ordered[:limit] if forward else ordered[-limit:]
     more = len(ordered) > limit or any(page.more for page in pages.values())
     repairs: dict[str, list[RoomMessage]] = {}
@@ -48,7 +42,22 @@ def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> 
         ]
         if missing:
             repairs[replica] = missing
-    return MergedPage(chosen, more, repairs)
+    shown = {message.key for message in chosen}
+    late = _once_per_send(message for page in pages.values() for message in page.late)
+    return MergedPage(chosen, more, repairs, [m for m in late if m.key not in shown])
+
+
+def _once_per_send(messages: Iterable[RoomMessage]) -> list[RoomMessage]:
+    """Each message once, by id. Twins (one send stored under two ids by two
+    coordinators, until replicas converge) show once, under the smaller id, the one every
+    replica will keep."""
+    union: dict[str, RoomMessage] = {}
+    for message in messages:
+        union.setdefault(message.id, message)
+    by_send: dict[tuple[str, str], RoomMessage] = {}
+    for key in sorted(union):
+        by_send.setdefault(union[key].key, union[key])
+    return sorted(by_send.values(), key=lambda message: message.id)
 
 
 def _covers(page: ReplicaPage, message_id: str, *, forward: bool) -> bool:

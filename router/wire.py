@@ -12,6 +12,8 @@ from router.records import MessageIdText, RoomMessage, RoomName, UserName
 
 # Messages per read reply: a history page is at most a few hundred.
 READ_MESSAGES_MAX: Final = 1000
+# Late arrivals in one read reply (the most recent ones).
+LATE_MESSAGES_MAX: Final = 500
 # Rooms named in one interest registration; more are sent in several.
 INTEREST_ROOMS_MAX: Final = 512
 # Users in one answer to `who`.
@@ -66,6 +68,8 @@ class ReadRequest(msgspec.Struct, frozen=True, tag="read"):
     before: MessageIdText | None = None
     after: MessageIdText | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=READ_MESSAGES_MAX)] = 50
+    # A resume's read: also the late arrivals recorded since then (wall-clock ms).
+    late_since_ms: Count | None = None
 
 
 class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
@@ -73,6 +77,7 @@ class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
     messages: Annotated[list[RoomMessage], msgspec.Meta(max_length=READ_MESSAGES_MAX + 1)] = []
     more: bool = False
     ok: bool = True
+    late: Annotated[list[RoomMessage], msgspec.Meta(max_length=LATE_MESSAGES_MAX)] = []
 
 
 class Interest(msgspec.Struct, frozen=True, tag="interest"):

@@ -14,6 +14,8 @@ class MemoryStore:
         self.by_key: dict[tuple[str, str], RoomMessage] = {}
         # owner -> message id -> (message, stored at, wall ms)
         self.hints: dict[str, dict[str, tuple[RoomMessage, int]]] = {}
+        # room -> message id -> when it arrived late (wall ms)
+        self.late: dict[str, dict[str, int]] = {}
 
     def store_hint(self, owner: str, message: RoomMessage, now_ms: int) -> None:
         self.hints.setdefault(owner, {}).setdefault(message.id, (message, now_ms))
@@ -37,9 +39,12 @@ class MemoryStore:
             dropped[owner] = len(doomed)
         return dropped
 
-    def store(self, message: RoomMessage) -> tuple[RoomMessage, bool]:
+    def store(
+        self, message: RoomMessage, late_at_ms: int | None = None
+    ) -> tuple[RoomMessage, bool]:
         """(the copy kept, whether the send was held already, under this id or a twin's);
-        a twin with a smaller id wins. As the node's shell reports it to the engine."""
+        a twin with a smaller id wins. As the node's shell reports it to the engine. A
+        copy new here with `late_at_ms` is recorded as a late arrival."""
         held = self.by_key.get(message.key)
         if held is not None:
             if held.id <= message.id:
@@ -47,7 +52,16 @@ class MemoryStore:
             del self.rooms[held.room][held.id]
         self.rooms.setdefault(message.room, {})[message.id] = message
         self.by_key[message.key] = message
+        if late_at_ms is not None and held is None:
+            self.late.setdefault(message.room, {})[message.id] = late_at_ms
         return message, held is not None
+
+    def late_arrivals(self, room: str, since_ms: int, up_to: str, limit: int) -> list[RoomMessage]:
+        held = self.rooms.get(room, {})
+        recorded = self.late.get(room, {})
+        chosen = [i for i, at in recorded.items() if at >= since_ms and i <= up_to and i in held]
+        chosen.sort(key=lambda i: recorded[i], reverse=True)
+        return [held[i] for i in sorted(chosen[:limit])]
 
     def history(
         self, room: str, before: str | None, after: str | None, limit: int

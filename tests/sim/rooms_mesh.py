@@ -46,6 +46,7 @@ from router.effects import (
 )
 from router.engine import RoomEngine
 from router.message_ids import earlier_by
+from router.wire import LATE_MESSAGES_MAX
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
 
@@ -282,21 +283,13 @@ class SimulatedRooms:
         self._joining[ticket] = member
         self._run_engine(node, lambda engine: engine.subscribe(ticket, member.room, self.now))
 
-    def _replay(self, member: Member, after: str) -> None:
+    def _replay(self, member: Member, after: str, *, first: bool) -> None:
         node = self.nodes[member.node]
         ticket = next(self._tickets)
         self._replaying[ticket] = member
         self._run_engine(
             node,
-            lambda engine: engine.read(
-                ticket,
-                member.room,
-                before=None,
-                after=after,
-                limit=PAGE,
-                now=self.now,
-                quorum=self.config.resume_quorum,
-            ),
+            lambda engine: engine.resume(ticket, member.room, after, PAGE, self.now, first=first),
         )
 
     def sweep(self, node_id: str) -> None:
@@ -333,17 +326,17 @@ class SimulatedRooms:
             if isinstance(outcome, Ready):
                 # As the client library does: a little before the last seen id.
                 start = earlier_by(member.cursor, RESUME_MARGIN_MS)
-                self._replay(member, start or "0")
+                self._replay(member, start or "0", first=True)
             elif member.node == node.node_id and node.up:
                 member.abandon()
                 self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
         elif ticket in self._replaying:
             member = self._replaying.pop(ticket)
             if isinstance(outcome, Page):
-                for message in outcome.messages:
+                for message in [*outcome.messages, *outcome.late]:
                     member.receive(message.id, message.key)
                 if outcome.more and outcome.messages:
-                    self._replay(member, outcome.messages[-1].id)
+                    self._replay(member, outcome.messages[-1].id, first=False)
                 else:
                     # As the gateway does: late arrivals join the replay.
                     engine = node.engine
@@ -402,7 +395,7 @@ class SimulatedRooms:
             self._apply(node, engine.stored(payload.token, payload.message, False, self.now))
         elif kind == "stored":
             assert isinstance(payload, Store)
-            kept, duplicate = node.store.store(payload.message)
+            kept, duplicate = node.store.store(payload.message, payload.late_at_ms)
             self._apply(node, engine.stored(payload.token, kept, duplicate, self.now))
         elif kind == "loaded":
             self._apply(node, self._read_store(node, engine, payload))
@@ -415,9 +408,12 @@ class SimulatedRooms:
     def _read_store(self, node: SimNode, engine: RoomEngine, payload: object) -> list[Effect]:
         store = node.store
         match payload:
-            case Load(token, room, before, after, limit):
+            case Load(token, room, before, after, limit, late_since_ms):
                 messages, more = store.history(room, before, after, limit)
-                return engine.loaded(token, messages, more, self.now)
+                late = []
+                if late_since_ms is not None and after is not None:
+                    late = store.late_arrivals(room, late_since_ms, after, LATE_MESSAGES_MAX)
+                return engine.loaded(token, messages, more, self.now, late)
             case LoadMessages(token, room, ids):
                 return engine.loaded(token, store.messages(room, ids), False, self.now)
             case LoadIds(token, room, after, before, limit):
