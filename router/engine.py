@@ -512,36 +512,34 @@ class RoomEngine:
         node was cut off, so members who were too may have missed it. Have the room's
         coordinator push it (nodes hand each id to their sessions once), and hand it to
         this node's sessions at once: the push may come only after a resume that would
-        have needed it. With no coordinator yet (the node is still joining, or the
-        room's replicas are down) the announcement waits for one."""
+        have needed it."""
         horizon_ms = self._wall_ms(now) - self.config.late_post_window_ms
         if message.time_ms < horizon_ms:
             return []
         self.stats.late_posts += 1
+        effects: list[Effect] = []
+        if self.coordinator(message.room) != self.node_id:
+            effects += self._deliver_here(Posted(message))
+        return effects + self._announce(message, now)
+
+    def _announce(self, message: RoomMessage, now: float) -> list[Effect]:
+        """To the room's coordinator for a push; with none yet (this node is still
+        joining, or the room's replicas are down) the announcement waits for one."""
         coordinator = self.coordinator(message.room)
-        if coordinator == self.node_id:
-            return self._fan_out(Posted(message), message.room, now)
-        effects = self._deliver_here(Posted(message))
         if coordinator is None:
             self._unannounced.append(message)
-            return effects
-        return [*effects, SendPeer(coordinator, Announce(Posted(message)))]
+            return []
+        if coordinator == self.node_id:
+            return self._fan_out(Posted(message), message.room, now)
+        return [SendPeer(coordinator, Announce(Posted(message)))]
 
     def _announce_waiting(self, now: float) -> list[Effect]:
-        """Late announcements that waited for a coordinator, to those there are now."""
         waiting, self._unannounced = self._unannounced, deque(maxlen=LATE_ARRIVALS_MAX)
-        effects: list[Effect] = []
         horizon_ms = self._wall_ms(now) - self.config.late_post_window_ms
+        effects: list[Effect] = []
         for message in waiting:
-            coordinator = self.coordinator(message.room)
-            if message.time_ms < horizon_ms:
-                continue
-            if coordinator is None:
-                self._unannounced.append(message)
-            elif coordinator == self.node_id:
-                effects += self._fan_out(Posted(message), message.room, now)
-            else:
-                effects.append(SendPeer(coordinator, Announce(Posted(message))))
+            if message.time_ms >= horizon_ms:
+                effects += self._announce(message, now)
         return effects
 
     def hints_loaded(self, token: int, messages: list[RoomMessage], now: float) -> list[Effect]:

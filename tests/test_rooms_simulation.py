@@ -47,6 +47,16 @@ def test_random_faults_keep_every_promise(seed: int) -> None:
     assert sim.acked, "the run acknowledged nothing: it tested nothing"
 
 
+# Seeds a nightly-size run once failed on (members missing messages written across a
+# partition, around restarts): kept in CI whatever the seed count.
+ONCE_FAILED = [410, 674, 1253, 1431, 1803, 2355, 2623, 2764, 3333, 3632, 4361, 4613, 4692]
+
+
+@pytest.mark.parametrize("seed", [s for s in ONCE_FAILED if s >= SEEDS])
+def test_seeds_that_once_failed_keep_every_promise(seed: int) -> None:
+    assert_sound(seed, random_plan(seed, MENU))
+
+
 def test_without_faults_every_send_is_acknowledged_at_once() -> None:
     sim = assert_sound(1, [])
     assert sim.refusals == 0

@@ -202,3 +202,24 @@ def test_twins_merge_to_the_smaller_id_and_the_other_replica_is_repaired() -> No
     merged = merge_pages(pages, forward=True, limit=10)
     assert [m.id for m in merged.messages] == [older.id]
     assert merged.repairs == {"b": [older]}
+
+
+def test_late_arrivals_merge_once_per_send_and_leave_out_what_the_page_shows() -> None:
+    shown, late, other_late = message(9), message(2), message(4, sender="bob")
+    twin = RoomMessage(
+        id=message(3).id,
+        room=late.room,
+        sender=late.sender,
+        client_msg_id=late.client_msg_id,
+        time_ms=late.time_ms,
+        body=late.body,
+    )
+    pages = {
+        "a": ReplicaPage([shown], False, late=[late, other_late]),
+        "b": ReplicaPage([shown], False, late=[twin, shown]),
+        "c": ReplicaPage([], False),
+    }
+    merged = merge_pages(pages, forward=True, limit=10)
+    assert [m.id for m in merged.messages] == [shown.id]
+    # The twin shows under its smaller id; what the page holds is not repeated.
+    assert [m.id for m in merged.late] == [late.id, other_late.id]

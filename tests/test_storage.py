@@ -212,3 +212,40 @@ def test_hints_are_kept_once_listed_oldest_first_and_expired_by_age_count_and_by
             await storage.close()
 
     asyncio.run(scenario())
+
+
+def test_late_arrivals_are_recorded_once_for_new_copies_and_found_by_arrival_and_id(
+    tmp_path: Path,
+) -> None:
+    def late(n: int, sender: str = "ann", client: str = "") -> StoredMessage:
+        return StoredMessage(f"{n:012x}0000.n1", "lobby", sender, client or f"c{n}", n, "late")
+
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            await storage.append(late(1), late_at_ms=5_000)
+            await storage.append(late(2), late_at_ms=6_000)
+            await storage.append(late(3))  # on time: no record
+            await storage.append(late(4), late_at_ms=7_000)
+            await storage.append(late(1), late_at_ms=9_000)  # held already: no news
+            # A twin with a smaller id replaces c4's copy: the send was known, no news.
+            await storage.append(late(0, client="c4"), late_at_ms=9_500)
+
+            async def found(since_ms: int, up_to: int, limit: int = 10) -> list[int]:
+                up_to_id = f"{up_to:012x}0000.n1"
+                held = await storage.late_arrivals(
+                    "lobby", since_ms=since_ms, up_to=up_to_id, limit=limit
+                )
+                return [m.time_ms for m in held]
+
+            assert await found(0, 9) == [1, 2]  # c4's late copy gave way to its twin
+            assert await found(5_500, 9) == [2]
+            assert await found(0, 1) == [1]
+            assert await found(0, 9, limit=1) == [2]  # the most recent arrival
+            # Records older than the window go when a newer one is written.
+            await storage.append(late(5), late_at_ms=6_001 + 10 * 60 * 1000)
+            assert await found(0, 9) == [5]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
