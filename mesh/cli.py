@@ -127,6 +127,14 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         "larger leaves more of the node to live traffic",
     )
     parser.add_argument(
+        "--anti-entropy-rate",
+        type=float,
+        default=2000.0,
+        metavar="PER_S",
+        help="messages anti-entropy sends per second at most, its share next to live "
+        "traffic (default %(default)s)",
+    )
+    parser.add_argument(
         "--read-quorum",
         type=int,
         default=1,
@@ -177,6 +185,7 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         *("--hint-window", str(args.hint_window)),
         *("--hint-replay-rate", str(args.hint_replay_rate)),
         *("--anti-entropy-interval", str(args.anti_entropy_interval)),
+        *("--anti-entropy-rate", str(args.anti_entropy_rate)),
     ]
     for option, name, _, _ in _LIMIT_OPTIONS:
         arguments += [option, str(getattr(args, name))]
@@ -308,6 +317,7 @@ def _run_node(args: argparse.Namespace) -> int:
             hint_window_s=args.hint_window,
             hint_replay_per_s=args.hint_replay_rate,
             anti_entropy_interval_s=args.anti_entropy_interval,
+            anti_entropy_messages_per_s=args.anti_entropy_rate,
         ),
     )
     # A write past a file size limit must fail as an error, not kill the node.

@@ -125,6 +125,10 @@ _COUNTERS = {
         "meshchat_anti_entropy_messages_sent_total",
         "Messages sent to a replica that lacked them.",
     ),
+    "anti_entropy_messages_deferred": (
+        "meshchat_anti_entropy_messages_deferred_total",
+        "Missing messages found past the send budget, left to a later round.",
+    ),
     "hints_stored": ("meshchat_hints_stored_total", "Copies kept as hints for a down replica."),
     "hints_replayed": (
         "meshchat_hints_replayed_total",

@@ -308,6 +308,9 @@ class Node:
                 "anti_entropy_rounds": self.engine.anti_entropy.stats.rounds,
                 "anti_entropy_buckets_compared": self.engine.anti_entropy.stats.buckets_compared,
                 "anti_entropy_messages_sent": self.engine.anti_entropy.stats.messages_sent,
+                "anti_entropy_messages_deferred": (
+                    self.engine.anti_entropy.stats.messages_deferred
+                ),
             }
         )
         for code, count in sorted(gateway.errors_by_code.items()):

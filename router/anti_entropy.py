@@ -11,8 +11,10 @@ Every round (one room, one other live replica of it) goes:
 It repairs what pushes and read repair never touched: writes a replica missed while it was
 down or cut off, a node restored from an old disk. Copies travel as ordinary repairs, so
 storage's rules (one message per sender and client message id, smallest id wins) apply.
-One round per interval, a bounded number of buckets per round and a bounded page keep
-it from competing with live traffic.
+One round per interval, a bounded number of buckets per round and a bounded page pace
+the comparing; a budget of messages per second bounds the sending, so that refilling an
+empty replica takes at most that share of the node from live traffic. What the budget
+leaves out is found again by a later round (the digests still differ).
 """
 
 from collections.abc import Callable, Iterator
@@ -85,6 +87,7 @@ class AntiEntropyStatistics:
     rounds: int = 0
     buckets_compared: int = 0
     messages_sent: int = 0
+    messages_deferred: int = 0  # found missing past the budget: left to a later round
 
 
 @dataclass(slots=True)
@@ -94,6 +97,7 @@ class AntiEntropy:
     numbers: Iterator[int]
     live_replicas: Callable[[str], list[str]]
     is_replica: Callable[[str], bool]
+    messages_per_s: float
     stats: AntiEntropyStatistics = field(default_factory=AntiEntropyStatistics)
     _tokens: dict[int, _Purpose] = field(default_factory=dict)
     _rooms: list[str] = field(default_factory=list)
@@ -101,11 +105,19 @@ class AntiEntropy:
     _turns: dict[str, int] = field(default_factory=dict)  # room -> rounds it has had
     _next_round: float = 0.0
     _slices: dict[str, int] = field(default_factory=dict)  # room -> offset of its next offer
+    # Messages that may be sent now: refilled at messages_per_s, up to a second's worth.
+    _allowance: float = 0.0
+    _refilled_at: float | None = None
 
     def owns(self, token: int) -> bool:
         return token in self._tokens
 
     def tick(self, now: float) -> list[Effect]:
+        elapsed_s = self.interval_s if self._refilled_at is None else now - self._refilled_at
+        self._refilled_at = now
+        self._allowance = min(
+            self.messages_per_s, self._allowance + max(0.0, elapsed_s) * self.messages_per_s
+        )
         if now < self._next_round:
             return []
         self._next_round = now + self.interval_s
@@ -169,7 +181,9 @@ class AntiEntropy:
             case _Compare(node, room, bucket, theirs, next_after, give_only):
                 mine = set(ids)
                 effects: list[Effect] = []
-                lacking_there = [] if give_only else sorted(mine - theirs)
+                lacking_there, cut = self._within_budget([] if give_only else sorted(mine - theirs))
+                if cut:
+                    next_after = ""
                 if lacking_there:
                     effects.append(LoadMessages(self._token(_SendTo(node)), room, lacking_there))
                 lacking_here = sorted(theirs - mine)
@@ -211,14 +225,25 @@ class AntiEntropy:
                 return [LoadIds(self._token(compare), room, after, upper, 2 * ID_PAGE_MAX)]
             case Want(room, bucket, ids, next_after):
                 effects = []
-                if ids:
-                    effects.append(LoadMessages(self._token(_SendTo(sender)), room, list(ids)))
+                sending, cut = self._within_budget(list(ids))
+                if cut:
+                    next_after = ""
+                if sending:
+                    effects.append(LoadMessages(self._token(_SendTo(sender)), room, sending))
                 if next_after:
                     # Only a giver asks for the next page, and it keeps giving.
                     giving = not self.is_replica(room)
                     effects.append(self._load_page(sender, room, bucket, next_after, giving))
                 return effects
         return []
+
+    def _within_budget(self, ids: list[str]) -> tuple[list[str], bool]:
+        """As many of `ids` as the budget allows (spending it), and whether it cut them
+        short: the bucket's exchange then stops, and a later round finds the rest."""
+        allowed = min(len(ids), int(self._allowance))
+        self._allowance -= allowed
+        self.stats.messages_deferred += len(ids) - allowed
+        return ids[:allowed], allowed < len(ids)
 
     def _load_page(self, node: str, room: str, bucket: str, after: str, give_only: bool) -> LoadIds:
         purpose = _Page(node, room, bucket, after, give_only)

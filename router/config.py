@@ -27,9 +27,10 @@ class RouterConfig:
     # message it delivered: ids of messages acknowledged by a failed coordinator can lie
     # a little behind those of its successor.
     catch_up_margin_ms: int = 10_000
-    # Anti-entropy: one room compared with one other replica this often; messages sent per
-    # compared bucket page are bounded by the page size (router/wire.py ID_PAGE_MAX).
+    # Anti-entropy: one room compared with one other replica this often, sending at most
+    # this many messages per second (its share of the node next to live traffic).
     anti_entropy_interval_s: float = 1.0
+    anti_entropy_messages_per_s: float = 2000.0
     # Messages newer than this that a replica receives only by repair are pushed to the
     # room again (members cut off with that replica may have missed them).
     late_post_window_ms: int = 10 * 60 * 1000
@@ -67,8 +68,10 @@ class RouterConfig:
         for name in ("write_timeout_s", "retry_interval_s", "read_timeout_s", "push_retry_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.anti_entropy_interval_s <= 0:
-            raise ValueError("the anti-entropy interval must be positive")
+        if self.anti_entropy_interval_s <= 0 or self.anti_entropy_messages_per_s < 1:
+            raise ValueError(
+                "the anti-entropy interval must be positive and its rate at least 1 message/s"
+            )
         if self.hint_window_s <= 0 or self.hint_replay_per_s <= 0:
             raise ValueError("the hint window and replay rate must be positive")
         if self.interest_lapse_s <= 2 * self.interest_refresh_s:

@@ -260,6 +260,7 @@ class RoomEngine:
             self._numbers,
             self.live_replicas,
             lambda room: node_id in self.preference_list(room),
+            config.anti_entropy_messages_per_s,
         )
         self.handoff = HintedHandoff(
             node_id, config, self._numbers, lambda: set(self._alive), self._wall_ms

@@ -7,6 +7,7 @@ while the run still fails, leaving the shortest history that shows the problem.
 import random
 from dataclasses import dataclass
 
+from router.config import RouterConfig
 from tests.sim.rooms_mesh import SimulatedRooms
 
 SIZE = 5
@@ -76,11 +77,13 @@ def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) 
             plan.append(Fault(at, "loss", loss=loss, duplication=rng.choice([0.0, 0.05])))
 
 
-def run(seed: int, plan: list[Fault], *, sweep: bool = True) -> SimulatedRooms:
+def run(
+    seed: int, plan: list[Fault], *, sweep: bool = True, config: RouterConfig | None = None
+) -> SimulatedRooms:
     """Start, seat members, send while the plan's faults strike, heal everything, settle,
     sweep the rooms (unless told not to: then only anti-entropy evens replicas out); the
     returned simulation is ready for `problems()`."""
-    sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS)
+    sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS, config=config)
     ids = list(sim.nodes)
     for node_id in ids:
         sim.start(node_id)
