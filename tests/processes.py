@@ -5,6 +5,7 @@ process a test starts is stopped by the fixture that made it, whatever the outco
 """
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -33,17 +34,36 @@ def meshchat_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mesh"]
 
 
+# Ports for test nodes come from below the kernel's ephemeral range (32768 and up on
+# Linux): a port the kernel handed out for bind(0) may be taken again by any outgoing
+# connection (a peer's DEALER, a client) before the node binds it, or while a killed node
+# restarts on it. Each pytest-xdist worker takes its own slice, so workers never collide.
+PORTS_FIRST = 20_000
+PORTS_PER_WORKER = 3_000
+_next_port: dict[str, int] = {}
+
+
 def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probe.bind((HOST, 0))
-            sockets.append(probe)
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
+    """`count` ports nothing listens on, from this test worker's own slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    first = PORTS_FIRST + (index % 4) * PORTS_PER_WORKER
+    ports: list[int] = []
+    for _ in range(PORTS_PER_WORKER):
+        if len(ports) == count:
+            break
+        offset = _next_port.get(worker, 0)
+        _next_port[worker] = (offset + 1) % PORTS_PER_WORKER
+        port = first + offset
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue  # in use (a node still running, or another program)
+        ports.append(port)
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free ports in {first}..{first + PORTS_PER_WORKER}")
+    return ports
 
 
 def wait_for(
