@@ -16,7 +16,7 @@ from mesh.room_router import RoomRouter
 from mesh.rooms import RoomHub
 from mesh.session import Session
 from mesh.storage import SendResult, Storage, StoredMessage
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, TypingNotice
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,8 @@ class ChatService:
         await self.router.subscribe(room)
         if newly_present:
             self._presence(room, session, "joined")
-        await self.storage.set_membership(
-            session.user, room, joined=True, time_ms=self._wall_clock_ms()
+        await self.router.record_membership(
+            MembershipChange(session.user, room, joined=True, time_ms=self._wall_clock_ms())
         )
         newest, _ = await self.router.read(room, limit=1)
         return await self.who(room), newest[-1].id if newest else None
@@ -158,8 +158,8 @@ class ChatService:
 
     async def leave(self, session: Session, room: str) -> None:
         self.unsubscribe(session, room)
-        await self.storage.set_membership(
-            session.user, room, joined=False, time_ms=self._wall_clock_ms()
+        await self.router.record_membership(
+            MembershipChange(session.user, room, joined=False, time_ms=self._wall_clock_ms())
         )
 
     def disconnect(self, session: Session) -> None:

@@ -287,7 +287,7 @@ class Gateway:
             case History():
                 await self._history(session, request)
             case ListRooms(request_id=request_id):
-                rooms = await self.chat.storage.rooms_of(session.user)
+                rooms = await self.chat.router.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
             case Who(request_id=request_id, room=room):
                 users = await self.chat.who(room)

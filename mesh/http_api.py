@@ -230,7 +230,6 @@ class HttpBackend:
 
 def build_app(backend: HttpBackend) -> Litestar:
     buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
-    storage = backend.chat.storage
     history = backend.chat.history
 
     def user_of(request: Request[Any, Any, Any]) -> str:
@@ -402,7 +401,7 @@ def build_app(backend: HttpBackend) -> Litestar:
 
     @get("/v1/rooms", summary="The caller's rooms", tags=["rooms"], responses={**UNAUTHORIZED})
     async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
-        return RoomsOut(await storage.rooms_of(user_of(request)))
+        return RoomsOut(await backend.chat.router.rooms_of(user_of(request)))
 
     @get(
         "/v1/rooms/{room:str}/members",

@@ -26,19 +26,22 @@ from router.effects import (
     LoadDigest,
     LoadHints,
     LoadIds,
+    LoadMemberships,
     LoadMessages,
     Outcome,
     Page,
     Ready,
     Refused,
+    Rooms,
     SendPeer,
     Store,
     StoreHint,
+    StoreMembership,
     Users,
     Warn,
 )
 from router.engine import Health, RoomEngine
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 from router.wire import LATE_MESSAGES_MAX, PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
 
@@ -157,6 +160,21 @@ class RoomRouter:
         answer = await outcome
         return answer.users if isinstance(answer, Users) else []
 
+    async def record_membership(self, change: MembershipChange) -> None:
+        """Keep a join or leave here and with the user's nodes; returns once on disk."""
+        ticket, outcome = self._open()
+        self.apply(self.engine.record_membership(ticket, change, time.monotonic()))
+        answer = await outcome
+        if not isinstance(answer, Ready):
+            raise _error(answer)
+
+    async def rooms_of(self, user: str) -> list[str]:
+        """The user's rooms, whichever nodes they joined through."""
+        ticket, outcome = self._open()
+        self.apply(self.engine.rooms_of(ticket, user, time.monotonic()))
+        answer = await outcome
+        return answer.rooms if isinstance(answer, Rooms) else []
+
     def _open(self) -> tuple[int, "asyncio.Future[Outcome]"]:
         ticket = next(self._tickets)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -201,6 +219,10 @@ class RoomRouter:
                     self._read(self._load(effect))
                 case ListRooms() | LoadDigest() | LoadIds() | LoadMessages():
                     self._read(self._anti_entropy_read(effect))
+                case StoreMembership(token, change):
+                    self._store_membership(token, change)
+                case LoadMemberships():
+                    self._read(self._load_memberships(effect))
                 case DeliverMessage(message):
                     if self._local is not None:
                         self._local.deliver_message(message)
@@ -249,6 +271,31 @@ class RoomRouter:
             self.apply(self.engine.stored(token, result.message, known, now))
 
         future.add_done_callback(stored)
+
+    def _store_membership(self, token: int, change: MembershipChange) -> None:
+        try:
+            future = self.storage.set_membership(
+                change.user, change.room, joined=change.joined, time_ms=change.time_ms
+            )
+        except StorageError as error:
+            log.warning("rooms: could not queue a room membership: %s", error)
+            self.apply(self.engine.membership_stored(token, False))
+            return
+
+        def stored(done: "asyncio.Future[None]") -> None:
+            if not done.cancelled():
+                self.apply(self.engine.membership_stored(token, done.exception() is None))
+
+        future.add_done_callback(stored)
+
+    async def _load_memberships(self, effect: LoadMemberships) -> None:
+        try:
+            changes = await self.storage.memberships_of(effect.user)
+        except StorageError as error:
+            log.warning("rooms: reading room memberships failed: %s", error)
+            self.apply(self.engine.memberships_loaded(effect.token, None))
+            return
+        self.apply(self.engine.memberships_loaded(effect.token, changes))
 
     async def _hint_work(self, effect: LoadHints | ExpireHints) -> None:
         try:

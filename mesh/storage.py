@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from mesh import hint_rows, late_rows
 from router.digest import BUCKET_DIGITS, Digest, id_hash
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     hint_rows.SCHEMA,
     late_rows.SCHEMA,
+    # Room memberships keep leaves too, so that the latest change wins wherever it is
+    # merged (router/memberships.py).
+    """
+    ALTER TABLE room_members RENAME COLUMN joined_at_ms TO changed_at_ms;
+    ALTER TABLE room_members ADD COLUMN joined INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+# The later change of a (user, room) wins; at the same millisecond a join does.
+_KEEP_LATEST_MEMBERSHIP: Final = """
+INSERT INTO room_members (user, room, changed_at_ms, joined) VALUES (?, ?, ?, ?)
+ON CONFLICT (user, room) DO UPDATE SET changed_at_ms = excluded.changed_at_ms,
+    joined = excluded.joined
+WHERE (excluded.changed_at_ms, excluded.joined) > (changed_at_ms, joined)
+"""
 
 # Writes gathered into one commit at most; bounds a transaction's size and latency.
 BATCH_WRITES_MAX: Final = 1024
@@ -307,16 +321,7 @@ class Storage:
                         if late_at_ms is not None and news:
                             late_rows.record(connection, message.room, message.id, late_at_ms)
                     case _Membership(user, room, joined, time_ms):
-                        if joined:
-                            connection.execute(
-                                "INSERT OR IGNORE INTO room_members VALUES (?, ?, ?)",
-                                (user, room, time_ms),
-                            )
-                        else:
-                            connection.execute(
-                                "DELETE FROM room_members WHERE user = ? AND room = ?",
-                                (user, room),
-                            )
+                        connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))
                         results.append(None)
                     case _AddHint(owner, message, now_ms):
                         added = hint_rows.add(connection, owner, message, now_ms)
@@ -471,9 +476,19 @@ class Storage:
 
     async def rooms_of(self, user: str) -> list[str]:
         rows = await self._read(
-            "SELECT room FROM room_members WHERE user = ? ORDER BY room", (user,)
+            "SELECT room FROM room_members WHERE user = ? AND joined ORDER BY room", (user,)
         )
         return [row[0] for row in rows]
+
+    async def memberships_of(self, user: str) -> list[MembershipChange]:
+        """The latest change of each room the user joined or left through this node or
+        one that spread it here, leaves included."""
+        rows = await self._read(
+            "SELECT user, room, joined, changed_at_ms FROM room_members WHERE user = ? "
+            "ORDER BY room",
+            (user,),
+        )
+        return [MembershipChange(user, room, bool(joined), at) for user, room, joined, at in rows]
 
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ or the simulator) carries them out and reports completions back by token.
 
 from dataclasses import dataclass, field
 
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 
 
@@ -118,6 +118,24 @@ class LoadMessages:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreMembership:
+    """Keep a change of a user's rooms (the latest per room wins); report with
+    RoomEngine.membership_stored(token, ok)."""
+
+    token: int
+    change: MembershipChange
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMemberships:
+    """The latest change of each of the user's rooms held here; report with
+    RoomEngine.memberships_loaded(token, changes or None)."""
+
+    token: int
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliverMessage:
     """A new message for this node's sessions in its room (each id once)."""
 
@@ -168,11 +186,16 @@ class Users:
 
 
 @dataclass(frozen=True, slots=True)
+class Rooms:
+    rooms: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     """Interest in a room is registered with its coordinator: live pushes will arrive."""
 
 
-Outcome = Acked | Refused | Page | Users | Ready
+Outcome = Acked | Refused | Page | Users | Rooms | Ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +216,8 @@ Effect = (
     | LoadDigest
     | LoadIds
     | LoadMessages
+    | StoreMembership
+    | LoadMemberships
     | DeliverMessage
     | DeliverEvent
     | Warn

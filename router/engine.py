@@ -42,9 +42,10 @@ from router.effects import (
 )
 from router.handoff import HintedHandoff
 from router.interest import InterestTable
+from router.memberships import Memberships, ring_key
 from router.message_ids import HybridClock, MessageId, at_time, is_message_id
 from router.reads import ReplicaPage, merge_pages
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 from router.ring import HashRing
 from router.wire import (
     INTEREST_ROOMS_MAX,
@@ -57,6 +58,10 @@ from router.wire import (
     IdPage,
     Interest,
     InterestAck,
+    MembershipAck,
+    MembershipQuery,
+    MembershipReply,
+    MembershipUpdate,
     Posted,
     PresenceChanged,
     Push,
@@ -264,6 +269,12 @@ class RoomEngine:
         )
         self.handoff = HintedHandoff(
             node_id, config, self._numbers, lambda: set(self._alive), self._wall_ms
+        )
+        self.memberships = Memberships(
+            node_id,
+            config,
+            self._numbers,
+            lambda user: self.live_replicas(ring_key(user)) if self._joined else [],
         )
         self._last_tick: float | None = None
         self._latest_now: float | None = None  # the latest time any event brought
@@ -477,7 +488,24 @@ class RoomEngine:
         self._whos[request_id] = _Who(ticket, now + self.config.read_timeout_s, set(others), users)
         return [SendPeer(node, WhoRequest(request_id, room)) for node in sorted(others)]
 
+    def record_membership(self, ticket: int, change: MembershipChange, now: float) -> list[Effect]:
+        """A user joined or left a room through this node: keep it here and with the
+        user's nodes (router/memberships.py). Completes with Ready once on this disk."""
+        return self.memberships.record(ticket, change, now)
+
+    def rooms_of(self, ticket: int, user: str, now: float) -> list[Effect]:
+        """The rooms the user is in, whichever nodes they joined through: Rooms."""
+        return self.memberships.lookup(ticket, user, now)
+
     # ---- storage completions ----
+
+    def membership_stored(self, token: int, ok: bool) -> list[Effect]:
+        return self.memberships.stored(token, ok)
+
+    def memberships_loaded(
+        self, token: int, changes: list[MembershipChange] | None
+    ) -> list[Effect]:
+        return self.memberships.loaded(token, changes)
 
     def stored(
         self, token: int, kept: RoomMessage | None, duplicate: bool, now: float
@@ -648,6 +676,8 @@ class RoomEngine:
                 return self._fan_out(event, event.room, now)
             case DigestOffer() | DigestDiff() | IdPage() | Want():
                 return self.anti_entropy.handle(sender, message)
+            case MembershipUpdate() | MembershipAck() | MembershipQuery() | MembershipReply():
+                return self.memberships.handle(sender, message)
             case WhoRequest(request_id, room):
                 users = self._local_users(room)
                 return [SendPeer(sender, WhoReply(request_id, users))]
@@ -690,6 +720,7 @@ class RoomEngine:
             effects.append(Complete(who.ticket, Users(sorted(who.users))))
         effects += self._tick_interest(now)
         effects += self._tick_streams(now)
+        effects += self.memberships.tick(now)
         if self._joined:
             if self._unannounced:
                 effects += self._announce_waiting(now)

@@ -33,3 +33,17 @@ class RoomMessage(msgspec.Struct, frozen=True):
     @property
     def key(self) -> tuple[str, str]:
         return (self.sender, self.client_msg_id)
+
+
+class MembershipChange(msgspec.Struct, frozen=True):
+    """A user joined (or left) a room at `time_ms` (the gateway's wall clock). The latest
+    change of a (user, room) wins; at the same millisecond a join wins."""
+
+    user: UserName
+    room: RoomName
+    joined: bool
+    time_ms: Annotated[int, msgspec.Meta(ge=0)]
+
+    @property
+    def order(self) -> tuple[int, bool]:
+        return (self.time_ms, self.joined)

@@ -8,7 +8,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from router.records import MessageIdText, RoomMessage, RoomName, UserName
+from router.records import MembershipChange, MessageIdText, RoomMessage, RoomName, UserName
 
 # Messages per read reply: a history page is at most a few hundred.
 READ_MESSAGES_MAX: Final = 1000
@@ -18,6 +18,8 @@ LATE_MESSAGES_MAX: Final = 500
 INTEREST_ROOMS_MAX: Final = 512
 # Users in one answer to `who`.
 USERS_MAX: Final = 10_000
+# Room memberships of one user in one answer.
+MEMBERSHIPS_MAX: Final = 10_000
 
 RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -163,6 +165,27 @@ class WhoReply(msgspec.Struct, frozen=True, tag="who_reply"):
     users: Annotated[list[UserName], msgspec.Meta(max_length=USERS_MAX)] = []
 
 
+class MembershipUpdate(msgspec.Struct, frozen=True, tag="membership"):
+    """Gateway to one of the user's nodes: keep this change of the user's rooms."""
+
+    request_id: RequestId
+    change: MembershipChange
+
+
+class MembershipAck(msgspec.Struct, frozen=True, tag="membership_ack"):
+    request_id: RequestId
+
+
+class MembershipQuery(msgspec.Struct, frozen=True, tag="memberships"):
+    request_id: RequestId
+    user: UserName
+
+
+class MembershipReply(msgspec.Struct, frozen=True, tag="memberships_reply"):
+    request_id: RequestId
+    changes: Annotated[list[MembershipChange], msgspec.Meta(max_length=MEMBERSHIPS_MAX)] = []
+
+
 # Buckets named in one digest offer; a room with more is offered a slice per round.
 DIGEST_BUCKETS_MAX: Final = 4096
 # Ids in one page of a bucket compared between two replicas.
@@ -232,6 +255,10 @@ RouterMessage = (
     | Announce
     | WhoRequest
     | WhoReply
+    | MembershipUpdate
+    | MembershipAck
+    | MembershipQuery
+    | MembershipReply
     | DigestOffer
     | DigestDiff
     | IdPage

@@ -214,3 +214,27 @@ def test_a_node_wiped_and_rejoined_empty_is_refilled_by_anti_entropy(
             return False
 
     wait_for(refilled, 30.0, victim.log)
+
+
+def test_a_users_rooms_are_the_same_through_every_node_and_outlive_the_node_joined_through(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> None:
+        via = {node_id: client_for(mesh[node_id], user="ann") for node_id in NODES}
+        async with via["n1"], via["n2"], via["n3"]:
+            await via["n1"].join("alpha")
+            await via["n2"].join("beta")
+            for client in via.values():
+                assert await client.rooms() == ["alpha", "beta"]
+            # The leave, through a third node, is later than the join: it wins everywhere.
+            await via["n3"].join("alpha")
+            await via["n3"].leave("alpha")
+            for client in via.values():
+                assert await client.rooms() == ["beta"]
+        # "beta" was joined through n2: the change went to the user's other nodes too.
+        mesh["n2"].signal(signal.SIGKILL)
+        for node_id in ("n1", "n3"):
+            async with client_for(mesh[node_id], user="ann") as ann:
+                assert await ann.rooms() == ["beta"]
+
+    run_async(scenario())

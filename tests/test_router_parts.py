@@ -1,6 +1,8 @@
 """The room engine's parts on their own: merging replica pages, push streams, interest,
 the bookkeeping of a write, the settings."""
 
+from random import Random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,9 +11,10 @@ from router.channel import InboundStream, OutboundStream
 from router.config import RouterConfig
 from router.effects import Acked
 from router.interest import InterestTable
+from router.memberships import rooms_joined
 from router.message_ids import ORIGIN, at_time, earlier_by, is_message_id
 from router.reads import ReplicaPage, merge_pages
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
 from router.wire import Posted
 from router.writes import LocalOrigin, Write
 
@@ -223,3 +226,24 @@ def test_late_arrivals_merge_once_per_send_and_leave_out_what_the_page_shows() -
     assert [m.id for m in merged.messages] == [shown.id]
     # The twin shows under its smaller id; what the page holds is not repeated.
     assert [m.id for m in merged.late] == [late.id, other_late.id]
+
+
+changes = st.builds(
+    MembershipChange,
+    user=st.just("ann"),
+    room=st.sampled_from(["a", "b", "c"]),
+    joined=st.booleans(),
+    time_ms=st.integers(0, 5),
+)
+
+
+@given(st.lists(changes, max_size=12), st.randoms())
+def test_a_users_rooms_are_the_latest_changes_whatever_order_they_merge_in(
+    seen: list[MembershipChange], rng: Random
+) -> None:
+    shuffled = list(seen)
+    rng.shuffle(shuffled)
+    assert rooms_joined(shuffled) == rooms_joined(seen)
+    for room in rooms_joined(seen):
+        last = max(c.order for c in seen if c.room == room)
+        assert last[1], "a room is listed only when its latest change is a join"

@@ -17,6 +17,7 @@ from mesh.storage import (
 )
 from router.digest import digest_of
 from router.message_ids import HybridClock
+from router.records import MembershipChange
 
 
 def message(clock: HybridClock, room: str, n: int, sender: str = "ann") -> StoredMessage:
@@ -180,6 +181,18 @@ def test_membership_is_kept(tmp_path: Path) -> None:
             await storage.set_membership("ann", "b", joined=False, time_ms=3)
             await storage.set_membership("bob", "c", joined=True, time_ms=4)
             assert await storage.rooms_of("ann") == ["a"]
+            # Changes arrive in any order from other nodes: the latest wins, and at the
+            # same millisecond a join does.
+            await storage.set_membership("ann", "a", joined=False, time_ms=1)
+            await storage.set_membership("ann", "c", joined=False, time_ms=5)
+            await storage.set_membership("ann", "c", joined=True, time_ms=5)
+            await storage.set_membership("ann", "c", joined=False, time_ms=5)
+            assert await storage.rooms_of("ann") == ["a", "c"]
+            assert await storage.memberships_of("ann") == [
+                MembershipChange("ann", "a", True, 2),
+                MembershipChange("ann", "b", False, 3),
+                MembershipChange("ann", "c", True, 5),
+            ]
         finally:
             await storage.close()
 

@@ -1,0 +1,216 @@
+"""A user's rooms, kept with the user's nodes so that every node can list them.
+
+A join or leave is a `MembershipChange`, stored by the gateway that took it and spread
+to the user's nodes: the first N on the ring for the user's name, as a room's replicas
+are placed. Listing a user's rooms reads this node's changes and those of the user's
+live nodes and keeps the latest change per room (last writer wins, by the gateways'
+clocks; at the same millisecond a join wins). A change whose spreading failed (its
+targets down for the whole retry period) is still on the gateway's disk and shows
+whenever that node answers.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from router.config import RouterConfig
+from router.effects import (
+    Complete,
+    Effect,
+    LoadMemberships,
+    Ready,
+    Refused,
+    Rooms,
+    SendPeer,
+    StoreMembership,
+)
+from router.records import MembershipChange
+from router.wire import (
+    MEMBERSHIPS_MAX,
+    MembershipAck,
+    MembershipQuery,
+    MembershipReply,
+    MembershipUpdate,
+)
+
+# A change not acknowledged by one of the user's nodes is sent again this many times
+# (every retry interval) before that node is left out.
+SPREAD_ATTEMPTS_MAX = 20
+# Changes being spread at once; past it the oldest is left to the gateway's own copy.
+SPREADING_MAX = 10_000
+
+
+def ring_key(user: str) -> str:
+    """Where a user's rooms are placed on the ring (apart from room names)."""
+    return f"\x00user:{user}"
+
+
+def latest(changes: Iterable[MembershipChange]) -> dict[str, MembershipChange]:
+    """room -> the change that wins."""
+    winners: dict[str, MembershipChange] = {}
+    for change in changes:
+        held = winners.get(change.room)
+        if held is None or change.order > held.order:
+            winners[change.room] = change
+    return winners
+
+
+def rooms_joined(changes: Iterable[MembershipChange]) -> list[str]:
+    return sorted(room for room, change in latest(changes).items() if change.joined)
+
+
+@dataclass(slots=True)
+class _Spread:
+    change: MembershipChange
+    node: str
+    attempts: int
+    sent_at: float
+
+
+@dataclass(slots=True)
+class _Lookup:
+    ticket: int
+    deadline: float
+    waiting: set[str]  # node ids, this node's own included until its disk answered
+    changes: list[MembershipChange] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _ForChange:
+    ticket: int | None  # the gateway's request, or None for a peer's
+    peer: str = ""
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ForLookup:
+    request_id: int
+    peer: str = ""  # a peer's query, answered with what was loaded
+
+
+@dataclass(slots=True)
+class MembershipStatistics:
+    changes_recorded: int = 0
+    changes_spread: int = 0
+    spreads_abandoned: int = 0
+    lookups: int = 0
+
+
+@dataclass(slots=True)
+class Memberships:
+    node_id: str
+    config: RouterConfig
+    numbers: Iterator[int]
+    user_nodes: Callable[[str], list[str]]  # the user's live nodes (none while joining)
+    stats: MembershipStatistics = field(default_factory=MembershipStatistics)
+    _tokens: dict[int, _ForChange | _ForLookup] = field(default_factory=dict)
+    _spreading: dict[int, _Spread] = field(default_factory=dict)  # request id -> spread
+    _lookups: dict[int, _Lookup] = field(default_factory=dict)  # request id -> lookup
+
+    def owns(self, token: int) -> bool:
+        return token in self._tokens
+
+    def record(self, ticket: int, change: MembershipChange, now: float) -> list[Effect]:
+        """Store the change here (the ticket completes once it is on disk) and spread it
+        to the user's nodes."""
+        self.stats.changes_recorded += 1
+        effects: list[Effect] = [StoreMembership(self._token(_ForChange(ticket)), change)]
+        for node in self.user_nodes(change.user):
+            if node == self.node_id:
+                continue
+            if len(self._spreading) >= SPREADING_MAX:
+                del self._spreading[next(iter(self._spreading))]
+                self.stats.spreads_abandoned += 1
+            request_id = next(self.numbers)
+            self._spreading[request_id] = _Spread(change, node, 1, now)
+            effects.append(SendPeer(node, MembershipUpdate(request_id, change)))
+        return effects
+
+    def lookup(self, ticket: int, user: str, now: float) -> list[Effect]:
+        """The user's rooms, from this node and the user's live nodes."""
+        self.stats.lookups += 1
+        request_id = next(self.numbers)
+        others = [node for node in self.user_nodes(user) if node != self.node_id]
+        deadline = now + self.config.read_timeout_s
+        self._lookups[request_id] = _Lookup(ticket, deadline, {self.node_id, *others})
+        effects: list[Effect] = [LoadMemberships(self._token(_ForLookup(request_id)), user)]
+        effects += [SendPeer(node, MembershipQuery(request_id, user)) for node in others]
+        return effects
+
+    def stored(self, token: int, ok: bool) -> list[Effect]:
+        purpose = self._tokens.pop(token, None)
+        if not isinstance(purpose, _ForChange):
+            return []
+        if purpose.ticket is not None:
+            outcome = Ready() if ok else Refused("internal", "the room membership was not stored")
+            return [Complete(purpose.ticket, outcome)]
+        if ok:
+            return [SendPeer(purpose.peer, MembershipAck(purpose.request_id))]
+        return []  # unacknowledged: the gateway sends it again
+
+    def loaded(self, token: int, changes: list[MembershipChange] | None) -> list[Effect]:
+        purpose = self._tokens.pop(token, None)
+        if not isinstance(purpose, _ForLookup):
+            return []
+        if purpose.peer:
+            if changes is None:
+                return []  # no answer: the asker's lookup does without this node
+            reply = MembershipReply(purpose.request_id, changes[:MEMBERSHIPS_MAX])
+            return [SendPeer(purpose.peer, reply)]
+        return self._answered(purpose.request_id, self.node_id, changes or [])
+
+    def handle(
+        self,
+        sender: str,
+        message: MembershipUpdate | MembershipAck | MembershipQuery | MembershipReply,
+    ) -> list[Effect]:
+        match message:
+            case MembershipUpdate(request_id, change):
+                token = self._token(_ForChange(None, sender, request_id))
+                return [StoreMembership(token, change)]
+            case MembershipAck(request_id):
+                spread = self._spreading.get(request_id)
+                if spread is not None and spread.node == sender:
+                    del self._spreading[request_id]
+                    self.stats.changes_spread += 1
+                return []
+            case MembershipQuery(request_id, user):
+                return [LoadMemberships(self._token(_ForLookup(request_id, sender)), user)]
+            case MembershipReply(request_id, changes):
+                return self._answered(request_id, sender, changes)
+        return []
+
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for request_id in [key for key, look in self._lookups.items() if now >= look.deadline]:
+            effects += self._finish(request_id)
+        retry_s = self.config.retry_interval_s
+        for request_id, spread in list(self._spreading.items()):
+            if now - spread.sent_at < retry_s:
+                continue
+            if spread.attempts >= SPREAD_ATTEMPTS_MAX:
+                del self._spreading[request_id]
+                self.stats.spreads_abandoned += 1
+                continue
+            spread.attempts += 1
+            spread.sent_at = now
+            effects.append(SendPeer(spread.node, MembershipUpdate(request_id, spread.change)))
+        return effects
+
+    def _answered(
+        self, request_id: int, node: str, changes: list[MembershipChange]
+    ) -> list[Effect]:
+        look = self._lookups.get(request_id)
+        if look is None or node not in look.waiting:
+            return []
+        look.waiting.discard(node)
+        look.changes += changes
+        return [] if look.waiting else self._finish(request_id)
+
+    def _finish(self, request_id: int) -> list[Effect]:
+        look = self._lookups.pop(request_id)
+        return [Complete(look.ticket, Rooms(rooms_joined(look.changes)))]
+
+    def _token(self, purpose: _ForChange | _ForLookup) -> int:
+        token = next(self.numbers)
+        self._tokens[token] = purpose
+        return token
