@@ -125,6 +125,14 @@ _COUNTERS = {
         "meshchat_anti_entropy_messages_sent_total",
         "Messages sent to a replica that lacked them.",
     ),
+    "memberships_spread": (
+        "meshchat_memberships_spread_total",
+        "Room membership changes acknowledged by one of the user's nodes.",
+    ),
+    "memberships_spread_abandoned": (
+        "meshchat_memberships_spread_abandoned_total",
+        "Room membership changes one of the user's nodes never acknowledged.",
+    ),
     "anti_entropy_messages_deferred": (
         "meshchat_anti_entropy_messages_deferred_total",
         "Missing messages found past the send budget, left to a later round.",

@@ -311,6 +311,8 @@ class Node:
                 "anti_entropy_messages_deferred": (
                     self.engine.anti_entropy.stats.messages_deferred
                 ),
+                "memberships_spread": self.engine.memberships.stats.changes_spread,
+                "memberships_spread_abandoned": self.engine.memberships.stats.spreads_abandoned,
             }
         )
         for code, count in sorted(gateway.errors_by_code.items()):
