@@ -10,14 +10,12 @@ drops and duplicates, partitions that split it, and crashes, pauses, restarts an
 clean departures of nodes.
 """
 
-import hashlib
-import heapq
-import random
 from dataclasses import dataclass, field
 
 from peers.membership import Effect, Membership, MembershipConfig, MemberState, SendTo
 from peers.records import MemberRecord
 from peers.wire import decode_peer_message, encode_peer_message
+from tests.sim.world import SimulatedWorld
 
 TICK_INTERVAL_S = 0.1
 DELAY_MIN_S = 0.001
@@ -47,32 +45,12 @@ class SimNode:
         return self.membership is not None and not self.left
 
 
-@dataclass(order=True)
-class _Event:
-    at: float
-    order: int
-    kind: str = field(compare=False)
-    target: str = field(compare=False)
-    incarnation: int = field(compare=False, default=0)
-    sender: str = field(compare=False, default="")
-    frame: bytes = field(compare=False, default=b"")
-
-
-class SimulatedMesh:
+class SimulatedMesh(SimulatedWorld):
     def __init__(self, seed: int, config: MembershipConfig = CONFIG) -> None:
-        self.seed = seed
-        self.rng = random.Random(seed)
+        super().__init__(seed, delay_min_s=DELAY_MIN_S, delay_max_s=DELAY_MAX_S)
         self.config = config
-        self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self._by_address: dict[str, str] = {}
-        self._queue: list[_Event] = []
-        self._order = 0
-        self.loss = 0.0
-        self.duplication = 0.0
-        self._groups: dict[str, int] | None = None  # node id -> side of a partition
-        self.trace: list[str] = []
-        self._digest = hashlib.sha256()
         self.delivered = 0
 
     # ---- the world ----
@@ -100,13 +78,9 @@ class SimulatedMesh:
             config=self.config,
             now=self.now,
         )
-        self._note(f"start {node_id} incarnation {node.incarnation}")
-        self._schedule(
-            self.now + self.rng.uniform(0, TICK_INTERVAL_S),
-            "tick",
-            node_id,
-            incarnation=node.incarnation,
-        )
+        self.note(f"start {node_id} incarnation {node.incarnation}")
+        at = self.now + self.rng.uniform(0, TICK_INTERVAL_S)
+        self.schedule(at, "tick", node_id, node.incarnation)
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -115,16 +89,16 @@ class SimulatedMesh:
         node.membership = None
         node.paused = False
         node.held.clear()
-        self._note(f"crash {node_id}")
+        self.note(f"crash {node_id}")
 
     def pause(self, node_id: str) -> None:
         self.nodes[node_id].paused = True
-        self._note(f"pause {node_id}")
+        self.note(f"pause {node_id}")
 
     def resume(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.paused = False
-        self._note(f"resume {node_id}")
+        self.note(f"resume {node_id}")
         held, node.held = node.held, []
         for sender, frame in held:  # what the kernel buffered arrives at once, stale
             self._deliver(node, sender, frame)
@@ -132,44 +106,29 @@ class SimulatedMesh:
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
         assert node.membership is not None
-        self._note(f"leave {node_id}")
+        self.note(f"leave {node_id}")
         self._send_all(node_id, node.membership.leave(self.now))
         node.remembered = tuple(node.membership.peer_addresses())
         node.left = True
 
-    def partition(self, *sides: set[str]) -> None:
-        self._groups = {node_id: index for index, side in enumerate(sides) for node_id in side}
-        self._note("partition " + " | ".join(",".join(sorted(side)) for side in sides))
-
-    def heal(self) -> None:
-        self._groups = None
-        self._note("heal")
-
-    def set_loss(self, loss: float, duplication: float = 0.0) -> None:
-        self.loss, self.duplication = loss, duplication
-        self._note(f"loss {loss:.2f} duplication {duplication:.2f}")
-
     # ---- running ----
 
     def run_until(self, deadline: float, check_every_step: bool = True) -> None:
-        while self._queue and self._queue[0].at <= deadline:
-            event = heapq.heappop(self._queue)
-            self.now = event.at
+        while (event := self.next_event(deadline)) is not None:
             node = self.nodes[event.target]
             if event.kind == "tick":
                 if node.membership is None or node.incarnation != event.incarnation:
                     continue  # a tick of a crashed start
-                self._schedule(
-                    self.now + TICK_INTERVAL_S, "tick", node.node_id, incarnation=node.incarnation
-                )
+                self.schedule(self.now + TICK_INTERVAL_S, "tick", node.node_id, node.incarnation)
                 if node.paused or node.left:
                     continue
                 self._send_all(node.node_id, node.membership.tick(self.now))
             else:
-                self._deliver(node, event.sender, event.frame)
+                assert isinstance(event.payload, tuple)
+                sender, frame = event.payload
+                self._deliver(node, sender, frame)
             if check_every_step:
                 self.check_safety(node)
-        self.now = deadline
 
     def _deliver(self, node: SimNode, sender: str, frame: bytes) -> None:
         if node.membership is None or node.left:
@@ -178,7 +137,7 @@ class SimulatedMesh:
             node.held.append((sender, frame))
             return
         self.delivered += 1
-        self._digest.update(frame)
+        self.witness(frame)
         message = decode_peer_message(frame)
         self._send_all(node.node_id, node.membership.handle_message(message, self.now))
 
@@ -187,29 +146,8 @@ class SimulatedMesh:
             if not isinstance(effect, SendTo):
                 continue
             target = self._by_address.get(effect.address)
-            if target is None or self._cut(sender, target) or self.rng.random() < self.loss:
-                continue
-            frame = encode_peer_message(effect.message)
-            copies = 2 if self.rng.random() < self.duplication else 1
-            for _ in range(copies):
-                delay = self.rng.uniform(DELAY_MIN_S, DELAY_MAX_S)
-                self._schedule(self.now + delay, "deliver", target, sender=sender, frame=frame)
-
-    def _cut(self, sender: str, target: str) -> bool:
-        groups = self._groups
-        return groups is not None and groups.get(sender, -1) != groups.get(target, -2)
-
-    def _schedule(self, at: float, kind: str, target: str, **details: object) -> None:
-        self._order += 1
-        heapq.heappush(self._queue, _Event(at, self._order, kind, target, **details))  # type: ignore[arg-type]
-
-    def _note(self, line: str) -> None:
-        self.trace.append(f"{self.now:8.3f} {line}")
-        self._digest.update(line.encode())
-
-    def fingerprint(self) -> str:
-        """A digest of everything that happened: equal for two runs of one seed."""
-        return self._digest.hexdigest()
+            if target is not None:
+                self.transmit(sender, target, encode_peer_message(effect.message))
 
     # ---- what must hold ----
 

@@ -8,10 +8,7 @@ sit in rooms on nodes, take live deliveries, and when their node restarts rejoin
 last id they saw, as the client library does. One seed decides everything.
 """
 
-import hashlib
-import heapq
 import itertools
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +46,7 @@ from router.message_ids import earlier_by
 from router.wire import LATE_MESSAGES_MAX
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
+from tests.sim.world import SimulatedWorld
 
 TICK_INTERVAL_S = 0.05
 DELAY_MIN_S = 0.001
@@ -128,36 +126,17 @@ class SimNode:
         return self.engine is not None
 
 
-@dataclass(order=True)
-class _Event:
-    at: float
-    order: int
-    kind: str = field(compare=False)
-    target: str = field(compare=False)
-    incarnation: int = field(compare=False, default=0)
-    payload: object = field(compare=False, default=None)
-
-
-class SimulatedRooms:
+class SimulatedRooms(SimulatedWorld):
     def __init__(
         self, seed: int, size: int = 5, rooms: int = 4, config: RouterConfig | None = None
     ) -> None:
-        self.seed = seed
-        self.rng = random.Random(seed)
+        super().__init__(seed, delay_min_s=DELAY_MIN_S, delay_max_s=DELAY_MAX_S)
         self.config = config or RouterConfig(
             read_quorum=self.rng.choice([1, 2, 3]), write_timeout_s=1.5, retry_interval_s=0.3
         )
-        self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self._by_address: dict[str, str] = {}
-        self._queue: list[_Event] = []
-        self._order = itertools.count()
         self._tickets = itertools.count(1)
-        self.loss = 0.0
-        self.duplication = 0.0
-        self._groups: dict[str, int] | None = None
-        self.trace: list[str] = []
-        self._digest = hashlib.sha256()
         self.rooms = [f"room{i}" for i in range(rooms)]
         self.members: list[Member] = []
         # What clients know: acknowledged sends (key -> id), sends still to be retried.
@@ -203,7 +182,7 @@ class SimulatedRooms:
         )
         engine.observe(node.store.highest_id)
         node.engine = engine
-        self._note(f"start {node_id} incarnation {node.incarnation}")
+        self.note(f"start {node_id} incarnation {node.incarnation}")
         self._schedule(self.now + self.rng.uniform(0, TICK_INTERVAL_S), "tick", node)
         for member in self.members:
             if member.node == node_id:
@@ -215,7 +194,7 @@ class SimulatedRooms:
         assert not node.up, f"{node_id} is running"
         node.store = MemoryStore()
         node.remembered = ()  # the peer book was in the data dir too
-        self._note(f"wipe {node_id}")
+        self.note(f"wipe {node_id}")
 
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -226,31 +205,19 @@ class SimulatedRooms:
         node.engine = None
         node.paused = False
         node.held.clear()
-        self._note(f"crash {node_id}")
+        self.note(f"crash {node_id}")
 
     def pause(self, node_id: str) -> None:
         self.nodes[node_id].paused = True
-        self._note(f"pause {node_id}")
+        self.note(f"pause {node_id}")
 
     def resume(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.paused = False
-        self._note(f"resume {node_id}")
+        self.note(f"resume {node_id}")
         held, node.held = node.held, []
         for kind, sender, payload in held:  # what queued up while stopped happens at once
             self._happen(node, kind, sender, payload)
-
-    def partition(self, *sides: set[str]) -> None:
-        self._groups = {node_id: index for index, side in enumerate(sides) for node_id in side}
-        self._note("partition " + " | ".join(",".join(sorted(side)) for side in sides))
-
-    def heal(self) -> None:
-        self._groups = None
-        self._note("heal")
-
-    def set_loss(self, loss: float, duplication: float = 0.0) -> None:
-        self.loss, self.duplication = loss, duplication
-        self._note(f"loss {loss:.2f} duplication {duplication:.2f}")
 
     # ---- clients ----
 
@@ -316,7 +283,7 @@ class SimulatedRooms:
             if isinstance(outcome, Acked):
                 if key in self.acked and self.acked[key] != outcome.message.id:
                     # Both ids were acknowledged: legal only if the later is the older twin.
-                    self._note(f"{key} acknowledged as {self.acked[key]} and {outcome.message.id}")
+                    self.note(f"{key} acknowledged as {self.acked[key]} and {outcome.message.id}")
                 self.acked[key] = min(self.acked.get(key, outcome.message.id), outcome.message.id)
             else:
                 self.refusals += 1
@@ -349,16 +316,14 @@ class SimulatedRooms:
         elif ticket in self._sweeps:
             room = self._sweeps.pop(ticket)
             if not isinstance(outcome, Page):
-                self._note(f"sweep of {room} refused: {outcome}")
+                self.note(f"sweep of {room} refused: {outcome}")
             elif outcome.more and outcome.messages:
                 self._sweep_page(node, room, outcome.messages[-1].id)
 
     # ---- running ----
 
     def run_until(self, deadline: float) -> None:
-        while self._queue and self._queue[0].at <= deadline:
-            event = heapq.heappop(self._queue)
-            self.now = event.at
+        while (event := self.next_event(deadline)) is not None:
             node = self.nodes[event.target]
             if not node.up or node.incarnation != event.incarnation:
                 if event.kind == "retry":
@@ -371,7 +336,6 @@ class SimulatedRooms:
                     node.held.append((event.kind, "", event.payload))
                 continue
             self._happen(node, event.kind, "", event.payload)
-        self.now = deadline
 
     def _happen(self, node: SimNode, kind: str, sender: str, payload: object) -> None:
         engine, membership = node.engine, node.membership
@@ -383,7 +347,7 @@ class SimulatedRooms:
         elif kind == "deliver":
             assert isinstance(payload, tuple)
             origin, frame = payload
-            self._digest.update(frame)
+            self.witness(frame)
             message = decode_node_message(frame)
             if isinstance(message, Heartbeat | Leave):
                 self._membership_effects(node, membership.handle_message(message, self.now))
@@ -479,30 +443,14 @@ class SimulatedRooms:
                 self._completed(node, effect)
 
     def _transmit(self, sender: str, target: str, frame: bytes) -> None:
-        if target not in self.nodes or self._cut(sender, target) or self.rng.random() < self.loss:
-            return
-        copies = 2 if self.rng.random() < self.duplication else 1
-        for _ in range(copies):
-            delay = self.rng.uniform(DELAY_MIN_S, DELAY_MAX_S)
-            node = self.nodes[target]
-            self._schedule(self.now + delay, "deliver", node, payload=(sender, frame))
-
-    def _cut(self, sender: str, target: str) -> bool:
-        groups = self._groups
-        return groups is not None and groups.get(sender, -1) != groups.get(target, -2)
+        node = self.nodes.get(target)
+        if node is not None:
+            # A frame in flight to a node that restarts meanwhile is lost with its start.
+            self.transmit(sender, target, frame, node.incarnation)
 
     def _schedule(self, at: float, kind: str, node: SimNode, payload: object = None) -> None:
-        heapq.heappush(
-            self._queue,
-            _Event(at, next(self._order), kind, node.node_id, node.incarnation, payload),
-        )
-
-    def _note(self, line: str) -> None:
-        self.trace.append(f"{self.now:8.3f} {line}")
-        self._digest.update(line.encode())
-
-    def fingerprint(self) -> str:
-        return self._digest.hexdigest()
+        """An event of the node's current start (dropped if it crashes first)."""
+        self.schedule(at, kind, node.node_id, node.incarnation, payload)
 
     # ---- what must hold ----
 
