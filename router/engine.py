@@ -957,7 +957,15 @@ class RoomEngine:
         origin = "" if isinstance(event, Posted) else event.origin
         effects: list[Effect] = []
         for node in self._interest.nodes(room):
-            if node in (self.node_id, origin) or node not in self._reachable:
+            if node in (self.node_id, origin):
+                continue
+            if node not in self._reachable:
+                # Registered, yet dead (or unknown) in this node's view: its pushes are not
+                # sent. Dropping the registration gives its renewal a new number, which
+                # tells it to catch up on what it missed (found by the simulator: a
+                # restarted coordinator took a registration before it knew the node).
+                self._interest.drop_node(node)
+                self.stats.interest_dropped += 1
                 continue
             stream = self._outbound.get(node)
             if stream is None:
