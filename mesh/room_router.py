@@ -300,8 +300,8 @@ class RoomRouter:
     async def _hint_work(self, effect: LoadHints | ExpireHints) -> None:
         try:
             match effect:
-                case LoadHints(token, owner, limit):
-                    hints = await self.storage.hints_for(owner, limit)
+                case LoadHints(token, owner, limit, after):
+                    hints = await self.storage.hints_for(owner, limit, after)
                     self.apply(self.engine.hints_loaded(token, hints, time.monotonic()))
                 case ExpireHints(token, older_than_ms, count_max, bytes_max):
                     expiring = self.storage.expire_hints(older_than_ms, count_max, bytes_max)

@@ -252,11 +252,11 @@ class Storage:
     ) -> "asyncio.Future[dict[str, int]]":
         return self._submit(_ExpireHints(older_than_ms, count_max, bytes_max))
 
-    async def hints_for(self, owner: str, limit: int) -> list[StoredMessage]:
+    async def hints_for(self, owner: str, limit: int, after: str = "") -> list[StoredMessage]:
+        """Hints for `owner` with ids after `after`, in id order."""
         rows = await self._read(
-            f"SELECT {hint_rows.COLUMNS} FROM hints WHERE owner = ? "
-            "ORDER BY stored_at_ms, id LIMIT ?",
-            (owner, limit),
+            f"SELECT {hint_rows.COLUMNS} FROM hints WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
+            (owner, after, limit),
         )
         return [StoredMessage(*row) for row in rows]
 

@@ -53,12 +53,13 @@ class StoreHint:
 
 @dataclass(frozen=True, slots=True)
 class LoadHints:
-    """The oldest hints held for `owner`, at most `limit`; report with
-    hints_loaded(token, messages)."""
+    """Hints held for `owner` with ids after `after`, in id order, at most `limit`;
+    report with hints_loaded(token, messages)."""
 
     token: int
     owner: str
     limit: int
+    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)

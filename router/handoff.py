@@ -2,8 +2,9 @@
 
 While a room's replica is down, its coordinator writes the copy to a stand-in (the next
 live node on the ring) with a hint naming the owner; the stand-in keeps it on disk, apart
-from its own rooms. This replays those hints once the owner is alive again: a batch per
-interval (the configured rate), each deleted once the owner has acknowledged storing it.
+from its own rooms. This replays those hints once the owner is alive again, in batches
+paced by the configured rate (the next as soon as the last is acknowledged and the rate
+allows), each deleted once the owner has acknowledged storing it.
 Replay is idempotent: the owner's storage keeps one copy per message. Hints past their
 bounds (age, count, bytes per owner) are dropped, counted and left to anti-entropy.
 """
@@ -16,7 +17,9 @@ from router.effects import DeleteHint, Effect, ExpireHints, LoadHints, SendPeer,
 from router.records import RoomMessage
 from router.wire import Replicate
 
-# How often hints are looked for and replayed, and how often the bounds are applied.
+# How often an owner with no hints left is looked at again, and how often the bounds
+# are applied. An owner with hints gets its next batch as soon as the last one is
+# acknowledged, as the replay rate allows.
 REPLAY_INTERVAL_S = 0.5
 EXPIRE_INTERVAL_S = 10.0
 # A replayed hint not acknowledged by then is sent again in a later batch.
@@ -45,11 +48,23 @@ class HintedHandoff:
     alive: Callable[[], set[str]]
     wall_ms: Callable[[float], int]
     stats: HandoffStatistics = field(default_factory=HandoffStatistics)
-    _loading: dict[int, str] = field(default_factory=dict)  # token -> owner
+    _loading: dict[int, tuple[str, int]] = field(default_factory=dict)  # token -> owner, limit
     _expiring: set[int] = field(default_factory=set)
     _in_flight: dict[int, _InFlight] = field(default_factory=dict)  # write id -> hint
-    _next_replay: float = 0.0
+    _next_look: dict[str, float] = field(default_factory=dict)  # owner -> when
     _next_expiry: float = 0.0
+    # Hints this node may replay to each owner now: refilled at the replay rate, up to
+    # one batch (per owner: owners that return together do not share it).
+    _allowance: dict[str, float] = field(default_factory=dict)
+    _refilled_at: float | None = None
+    # Where each owner's replay goes on: batches page through its hints by id, so
+    # that hints just sent (and their deletes, not yet on disk) are not loaded again;
+    # a pass that reached the end starts over after REPLAY_INTERVAL_S.
+    _cursor: dict[str, str] = field(default_factory=dict)
+    # When each owner was first seen alive again: a node that has just started turns
+    # away room messages from peers it has not heard yet, so its replay waits for it
+    # to settle (the time a starting node takes to learn the mesh).
+    _alive_since: dict[str, float] = field(default_factory=dict)
 
     def owns_token(self, token: int) -> bool:
         return token in self._loading or token in self._expiring
@@ -72,25 +87,55 @@ class HintedHandoff:
                     self.config.hint_bytes_per_owner_max,
                 )
             )
-        if now < self._next_replay:
-            return effects
-        self._next_replay = now + REPLAY_INTERVAL_S
+        elapsed_s = REPLAY_INTERVAL_S if self._refilled_at is None else now - self._refilled_at
+        self._refilled_at = now
+        refill = max(0.0, elapsed_s) * self.config.hint_replay_per_s
+        alive = self.alive() - {self.node_id}
+        self._alive_since = {owner: self._alive_since.get(owner, now) for owner in alive}
+        settle_s = self.config.join_settle_s
+        settled = {o for o, since in self._alive_since.items() if now - since >= settle_s}
+        batch = self._batch()
+        # A returning owner starts with a whole batch; a batch goes once the budget holds
+        # a whole one again, so that the pace is the rate, not the round trip.
+        self._allowance = {
+            owner: min(batch, self._allowance.get(owner, batch) + refill) for owner in alive
+        }
         for write_id in [
             w for w, f in self._in_flight.items() if now - f.sent_at > REPLAY_TIMEOUT_S
         ]:
             del self._in_flight[write_id]
-        busy = {flight.owner for flight in self._in_flight.values()} | set(self._loading.values())
-        batch = max(1, int(self.config.hint_replay_per_s * REPLAY_INTERVAL_S))
-        for owner in sorted(self.alive() - {self.node_id} - busy):
+        busy = {flight.owner for flight in self._in_flight.values()}
+        busy |= {owner for owner, _ in self._loading.values()}
+        for owner in sorted(settled - busy):
+            if self._allowance[owner] < batch or now < self._next_look.get(owner, 0.0):
+                continue
+            limit = batch
+            self._allowance[owner] -= limit
             token = next(self.numbers)
-            self._loading[token] = owner
-            effects.append(LoadHints(token, owner, batch))
+            self._loading[token] = (owner, limit)
+            effects.append(LoadHints(token, owner, limit, self._cursor.get(owner, "")))
         return effects
 
+    def _batch(self) -> int:
+        return max(1, int(self.config.hint_replay_per_s * REPLAY_INTERVAL_S))
+
     def hints_loaded(self, token: int, messages: list[RoomMessage], now: float) -> list[Effect]:
-        owner = self._loading.pop(token, None)
-        if owner is None or owner not in self.alive():
+        loading = self._loading.pop(token, None)
+        if loading is None:
             return []
+        owner, limit = loading
+        if len(messages) < limit:
+            # The end of this pass: look again later, from the start (hints not yet
+            # acknowledged, or kept again since, come round again).
+            self._cursor.pop(owner, None)
+            self._next_look[owner] = now + REPLAY_INTERVAL_S
+        else:
+            self._cursor[owner] = messages[-1].id
+        if owner not in self.alive():
+            return []
+        # What was not sent goes back to the owner's budget.
+        left = self._allowance.get(owner, 0.0) + limit - len(messages)
+        self._allowance[owner] = min(self._batch(), left)
         effects: list[Effect] = []
         for message in messages:
             write_id = next(self.numbers)

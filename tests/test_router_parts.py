@@ -1,6 +1,7 @@
 """The room engine's parts on their own: merging replica pages, push streams, interest,
 the bookkeeping of a write, the settings."""
 
+import itertools
 from random import Random
 
 import pytest
@@ -9,13 +10,14 @@ from hypothesis import strategies as st
 
 from router.channel import InboundStream, OutboundStream
 from router.config import RouterConfig
-from router.effects import Acked
+from router.effects import Acked, DeleteHint, LoadHints, SendPeer
+from router.handoff import HintedHandoff
 from router.interest import InterestTable
 from router.memberships import rooms_joined
 from router.message_ids import ORIGIN, at_time, earlier_by, is_message_id
 from router.reads import ReplicaPage, merge_pages
 from router.records import MembershipChange, RoomMessage
-from router.wire import Posted
+from router.wire import Posted, Replicate
 from router.writes import LocalOrigin, Write
 
 
@@ -247,3 +249,37 @@ def test_a_users_rooms_are_the_latest_changes_whatever_order_they_merge_in(
     for room in rooms_joined(seen):
         last = max(c.order for c in seen if c.room == room)
         assert last[1], "a room is listed only when its latest change is a join"
+
+
+def test_hints_replay_after_the_owner_settled_at_the_configured_rate_and_lost_ones_again() -> None:
+    config = RouterConfig(hint_replay_per_s=200.0)
+    held = {m.id: m for m in (message(n) for n in range(1, 601))}
+    handoff = HintedHandoff("n1", config, itertools.count(1), lambda: {"n1", "n3"}, int)
+    in_flight: list[tuple[float, int]] = []  # (acknowledged at, write id)
+    replayed_at: list[float] = []
+    first_sent: float | None = None
+    now = 0.0
+    while held and now < 30.0:
+        for effect in handoff.tick(now):
+            if not isinstance(effect, LoadHints):
+                continue
+            page = sorted(i for i in held if i > effect.after)[: effect.limit]
+            for sent in handoff.hints_loaded(effect.token, [held[i] for i in page], now):
+                assert isinstance(sent, SendPeer) and isinstance(sent.message, Replicate)
+                first_sent = now if first_sent is None else first_sent
+                if first_sent == now:
+                    continue  # the owner turns the first batch away: it must come again
+                in_flight.append((now + 0.1, sent.message.write_id))
+        for at, write_id in [f for f in in_flight if f[0] <= now]:
+            in_flight.remove((at, write_id))
+            for deleted in handoff.acknowledged("n3", write_id, "kept"):
+                assert isinstance(deleted, DeleteHint)
+                del held[deleted.message_id]
+                replayed_at.append(now)
+        now = round(now + 0.05, 2)
+    assert not held, f"{len(held)} hints never delivered"
+    assert first_sent is not None and first_sent >= config.join_settle_s
+    for second in range(int(now) + 1):
+        # The rate, plus the batch a returning owner starts with.
+        in_second = [t for t in replayed_at if second <= t < second + 1]
+        assert len(in_second) <= config.hint_replay_per_s * 1.5

@@ -20,9 +20,9 @@ class MemoryStore:
     def store_hint(self, owner: str, message: RoomMessage, now_ms: int) -> None:
         self.hints.setdefault(owner, {}).setdefault(message.id, (message, now_ms))
 
-    def hints_for(self, owner: str, limit: int) -> list[RoomMessage]:
-        held = sorted(self.hints.get(owner, {}).values(), key=lambda hint: (hint[1], hint[0].id))
-        return [message for message, _ in held[:limit]]
+    def hints_for(self, owner: str, limit: int, after: str = "") -> list[RoomMessage]:
+        held = self.hints.get(owner, {})
+        return [held[i][0] for i in sorted(i for i in held if i > after)[:limit]]
 
     def delete_hint(self, owner: str, message_id: str) -> None:
         self.hints.get(owner, {}).pop(message_id, None)

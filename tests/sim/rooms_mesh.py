@@ -387,8 +387,9 @@ class SimulatedRooms(SimulatedWorld):
                 return engine.digest_loaded(token, store.digest(room))
             case ListRooms(token):
                 return engine.rooms_listed(token, store.room_names())
-            case LoadHints(token, owner, limit):
-                return engine.hints_loaded(token, store.hints_for(owner, limit), self.now)
+            case LoadHints(token, owner, limit, after):
+                hints = store.hints_for(owner, limit, after)
+                return engine.hints_loaded(token, hints, self.now)
             case ExpireHints(token, older_than_ms, count_max, _):
                 return engine.hints_expired(token, store.expire_hints(older_than_ms, count_max))
         raise AssertionError(f"not a read: {payload!r}")
