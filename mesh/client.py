@@ -96,6 +96,11 @@ class _Pending:
 class _RoomCursor:
     last_id: str | None = None
     seen: "collections.OrderedDict[str, None]" = field(default_factory=collections.OrderedDict)
+    # (sender, client message id) of the messages seen: one send stored under two ids
+    # (twins, until replicas converge on the smaller) reaches the caller once.
+    sends: "collections.OrderedDict[tuple[str, str], None]" = field(
+        default_factory=collections.OrderedDict
+    )
     floor: str | None = None  # where the caller's view of the room begins
 
     def resume_point(self) -> str | None:
@@ -108,15 +113,23 @@ class _RoomCursor:
         start = earlier_by(self.last_id, RESUME_MARGIN_MS)
         return start if self.floor is None else max(start, self.floor)
 
-    def is_new(self, message_id: str) -> bool:
-        return message_id not in self.seen
+    def is_new(self, message: protocol.Message) -> bool:
+        if message.id in self.seen:
+            return False
+        return (
+            not message.client_msg_id or (message.sender, message.client_msg_id) not in self.sends
+        )
 
-    def record(self, message_id: str) -> None:
+    def record(self, message: protocol.Message) -> None:
         """Only once the message reached the caller: a resume then starts after it."""
-        self.seen[message_id] = None
+        self.seen[message.id] = None
         if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
             self.seen.popitem(last=False)
-        self.advance(message_id)
+        if message.client_msg_id:
+            self.sends[(message.sender, message.client_msg_id)] = None
+            if len(self.sends) > SEEN_IDS_PER_ROOM_MAX:
+                self.sends.popitem(last=False)
+        self.advance(message.id)
 
     def advance(self, message_id: str | None) -> None:
         if message_id is not None and (self.last_id is None or message_id > self.last_id):
@@ -456,9 +469,9 @@ class ChatClient:
             match message:
                 case MessageEvent(message=body):
                     cursor = self._rooms.get(body.room)
-                    if cursor is not None and cursor.is_new(body.id):
+                    if cursor is not None and cursor.is_new(body):
                         await self._emit(message)
-                        cursor.record(body.id)
+                        cursor.record(body)
                 case PresenceEvent() | TypingEvent():
                     if message.room in self._rooms:
                         await self._emit(message)

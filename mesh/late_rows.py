@@ -5,7 +5,8 @@ down) arrives later by handoff, repair or anti-entropy, with an id older than me
 clients have already seen; a client resuming from its last id would never ask for it.
 Replicas note such arrivals here, and a resume's first page asks for those since a
 little before its resume point (router/engine.py `resume`). Rows are few (only late
-copies) and go once older than the late window.
+copies, a copy that replaced its twin included) and go once older than the late
+window.
 """
 
 import sqlite3

@@ -316,9 +316,9 @@ class Storage:
                         result = self._append_in(connection, message)
                         results.append(result)
                         highest = max(highest, message.id)
-                        # A copy that replaced its twin is no news: clients had the send.
-                        news = not result.duplicate and result.replaced is None
-                        if late_at_ms is not None and news:
+                        # A copy that replaced its twin counts too: a client may have had
+                        # neither (clients drop repeats by sender and client message id).
+                        if late_at_ms is not None and not result.duplicate:
                             late_rows.record(connection, message.room, message.id, late_at_ms)
                     case _Membership(user, room, joined, time_ms):
                         connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))

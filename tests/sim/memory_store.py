@@ -44,7 +44,8 @@ class MemoryStore:
     ) -> tuple[RoomMessage, bool]:
         """(the copy kept, whether the send was held already, under this id or a twin's);
         a twin with a smaller id wins. As the node's shell reports it to the engine. A
-        copy new here with `late_at_ms` is recorded as a late arrival."""
+        copy new here (or replacing its twin) with `late_at_ms` is recorded as a late
+        arrival."""
         held = self.by_key.get(message.key)
         if held is not None:
             if held.id <= message.id:
@@ -52,7 +53,7 @@ class MemoryStore:
             del self.rooms[held.room][held.id]
         self.rooms.setdefault(message.room, {})[message.id] = message
         self.by_key[message.key] = message
-        if late_at_ms is not None and held is None:
+        if late_at_ms is not None:
             self.late.setdefault(message.room, {})[message.id] = late_at_ms
         return message, held is not None
 

@@ -99,8 +99,8 @@ class Member:
         self.held.clear()
 
     def receive(self, message_id: str, key: tuple[str, str]) -> None:
-        if message_id in self.seen:
-            return  # the client library drops repeats by id
+        if message_id in self.seen or key in self.keys:
+            return  # the client library drops repeats by id, and by send (twins)
         self.seen.add(message_id)
         self.keys.add(key)
         self.cursor = max(self.cursor, message_id)
