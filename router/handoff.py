@@ -66,9 +66,6 @@ class HintedHandoff:
     # to settle (the time a starting node takes to learn the mesh).
     _alive_since: dict[str, float] = field(default_factory=dict)
 
-    def owns_token(self, token: int) -> bool:
-        return token in self._loading or token in self._expiring
-
     def owns_write(self, write_id: int) -> bool:
         return write_id in self._in_flight
 
