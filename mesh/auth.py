@@ -1,20 +1,28 @@
 """Who a session's user is: a JWT (HS256) when the cluster has a secret, else the token itself.
 
 Without a secret the node is in local-development mode: the token is taken as the user
-name, unchecked. With a secret, only tokens signed with it, unexpired and naming a user
-in `sub`, are accepted.
+name. With a secret, only tokens signed with it, with a finite `exp` still ahead and naming
+a user in `sub`, are accepted. Either way the name must be a valid user name (names.py).
 """
 
-import re
+import math
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import jwt
 
+from mesh.names import USER_NAME_RULE, is_user_name
+
 ALGORITHM: Final = "HS256"
-USER_PATTERN: Final = re.compile(r"^[^\s\x00-\x1f]{1,64}$")
 # Secrets shorter than this are guessable; HS256 wants at least its own 256 bits.
 SECRET_BYTES_MIN: Final = 32
+# How far the issuer's clock may run ahead of the node's before `nbf` or `iat` make a
+# fresh token "not yet valid"; expiry gets no leeway, so a token never outlives `exp`.
+CLOCK_LEEWAY_S: Final = 60.0
+TIME_CLAIMS: Final = ("exp", "nbf", "iat")
+# Seconds since the epoch beyond which a time claim is refused as not a time: 2**53 is the
+# largest count a float holds exactly, some 285 million years away.
+TIME_CLAIM_S_MAX: Final = 2**53
 
 
 class AuthError(Exception):
@@ -29,8 +37,10 @@ def load_secret(path: Path) -> bytes:
 
 
 def issue_token(secret: bytes, user: str, ttl_s: float, now_s: float) -> str:
-    if not USER_PATTERN.match(user):
-        raise ValueError("a user name is 1 to 64 characters without spaces or control characters")
+    if not is_user_name(user):
+        raise ValueError(f"a user name is {USER_NAME_RULE}: {user!r}")
+    if not (math.isfinite(ttl_s) and ttl_s > 0):
+        raise ValueError(f"a token lifetime must be a positive number of seconds: {ttl_s!r}")
     claims = {"sub": user, "iat": int(now_s), "exp": int(now_s + ttl_s)}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -43,27 +53,51 @@ class Authenticator:
         """The user a token names, or AuthError saying why not."""
         if not token:
             raise AuthError("a token is required")
-        if self.secret is None:
-            user = token
-        else:
-            try:
-                claims = jwt.decode(
-                    token,
-                    self.secret,
-                    algorithms=[ALGORITHM],
-                    options={"require": ["sub", "exp"], "verify_exp": False},
-                )
-            except jwt.InvalidTokenError as error:
-                raise AuthError(f"invalid token: {error}") from error
-            # Expiry against the caller's clock, so tests and the simulator control time.
-            if float(claims["exp"]) <= now_s:
-                raise AuthError("token expired")
-            user = str(claims["sub"])
-        if not USER_PATTERN.match(user):
-            raise AuthError(
-                "a user name is 1 to 64 characters without spaces or control characters"
-            )
+        user = token if self.secret is None else self._subject(token, now_s)
+        if not is_user_name(user):
+            raise AuthError(f"a user name is {USER_NAME_RULE}")
         return user
+
+    def _subject(self, token: str, now_s: float) -> str:
+        assert self.secret is not None
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                # The time claims are checked below, against the caller's clock, so tests
+                # and the simulator control time.
+                options={
+                    "require": ["sub", "exp"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidTokenError as error:
+            raise AuthError(f"invalid token: {error}") from error
+        times = {name: _claim_time(claims, name) for name in TIME_CLAIMS if name in claims}
+        if times["exp"] <= now_s:
+            raise AuthError("token expired")
+        if times.get("nbf", now_s) > now_s + CLOCK_LEEWAY_S:
+            raise AuthError("token not valid yet (nbf)")
+        if times.get("iat", now_s) > now_s + CLOCK_LEEWAY_S:
+            raise AuthError("token issued in the future (iat)")
+        subject = claims["sub"]
+        if not isinstance(subject, str):
+            raise AuthError("invalid token: sub must be a string")
+        return subject
+
+
+def _claim_time(claims: dict[str, Any], name: str) -> float:
+    """A time claim as seconds: a finite JSON number; "inf", 1e400, NaN, bools are refused."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(f"invalid token: {name} must be a number of seconds")
+    # `not <=` also refuses NaN; the bound keeps float() of a huge JSON integer in range.
+    if not abs(value) <= TIME_CLAIM_S_MAX:
+        raise AuthError(f"invalid token: {name} must be a finite time")
+    return float(value)
 
 
 def parse_duration(text: str) -> float:

@@ -21,8 +21,12 @@ from router.wire import PresenceChanged, TypingNotice
 
 log = logging.getLogger(__name__)
 
-# Messages read per query while replaying a backlog.
+# Messages read per query while replaying a backlog. Each is pushed in a frame of its
+# own, so the page's bytes bound only the replicas' answers (router/page_bytes.py).
 REPLAY_PAGE_SIZE = 500
+# A history frame beside its messages: type, request_id, a room name of 64 bytes, a
+# cursor of 82 and the msgpack headers take at most 210 bytes.
+HISTORY_FRAME_ENVELOPE_BYTES = 256
 
 
 def to_wire(message: StoredMessage) -> protocol.Message:
@@ -63,9 +67,19 @@ class ChatService:
     # ---- reads ----
 
     async def history(
-        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        bytes_max: int | None = None,
     ) -> tuple[list[RoomMessage], bool]:
-        return await self.router.read(room, before=before, after=after, limit=limit)
+        """A page, and whether more lie beyond it; with `bytes_max`, its messages'
+        router/page_bytes.py message_bytes sum to at most that (always one message)."""
+        return await self.router.read(
+            room, before=before, after=after, limit=limit, bytes_max=bytes_max
+        )
 
     async def who(self, room: str) -> list[str]:
         return sorted(set(await self.router.who(room)) | set(self.hub.users(room)))

@@ -2,25 +2,30 @@
 
 import argparse
 import asyncio
+import datetime
 import json
 import logging
 import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 
-from mesh import cli_chat, runtime
+from mesh import cli_chat, cli_keys, runtime
 from mesh.auth import load_secret
 from mesh.config import ClientLimits, NodeConfig
 from mesh.connection import NodeConnection, NodeError, parse_servers
+from mesh.data_lock import DataDirInUseError, DataDirLock
 from mesh.identity import IdentityError
-from mesh.launcher import plan_mesh, run_mesh
+from mesh.launcher import LocalNode, check_data_dirs_free, plan_mesh, run_mesh
 from mesh.logs import configure_logging
 from mesh.node import Node
+from mesh.peer_security import parse_seed
 from mesh.protocol import (
     ClientMessage,
     NodeMessage,
@@ -29,7 +34,9 @@ from mesh.protocol import (
     StatusRequest,
     Where,
 )
-from mesh.storage import StorageError
+from mesh.storage import StorageError, StorageLostError
+from mesh.tls import CertificateFiles, prepare_local_tls, server_context
+from peers.keys import NodeKeyError
 from peers.limits import NODE_ID_LENGTH_MAX
 from peers.membership import MembershipConfig
 from peers.records import NODE_ID_PATTERN
@@ -38,6 +45,8 @@ from router.config import RouterConfig
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+# A node whose database was deleted or replaced under it stopped rather than acknowledge.
+EXIT_DATA_DIR_LOST = 4
 
 
 def _out(line: str = "") -> None:
@@ -82,8 +91,27 @@ _LIMIT_OPTIONS = (
 )
 
 
+def _add_tls_server_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS for the client port and the HTTP API")
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate (chain)")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its PEM private key")
+
+
+def _tls_files(args: argparse.Namespace) -> CertificateFiles | None:
+    """--tls-cert and --tls-key, checked now: a bad file is one line and exit 2."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        return None
+    files = CertificateFiles(args.tls_cert.resolve(), args.tls_key.resolve())
+    server_context(files.cert, files.key)  # raises TlsError, a ValueError
+    return files
+
+
 def _add_node_options(parser: argparse.ArgumentParser) -> None:
     _add_membership_options(parser)
+    cli_keys.add_peer_options(parser)
+    _add_tls_server_options(parser)
     parser.add_argument(
         "--log-format",
         default="text",
@@ -168,6 +196,7 @@ def _membership_config(args: argparse.Namespace) -> MembershipConfig:
         heartbeat_interval_s=args.heartbeat_interval,
         suspect_after_s=args.suspect_after,
         dead_after_s=args.dead_after,
+        clock_skew_max_s=args.clock_skew_max,
     )
 
 
@@ -191,7 +220,7 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         arguments += [option, str(getattr(args, name))]
     if args.secret_file is not None:
         arguments += ["--secret-file", str(args.secret_file.resolve())]
-    return arguments
+    return arguments + cli_keys.peer_arguments(args)
 
 
 def _add_operator_options(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +233,7 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    cli_chat.add_tls_client_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", type=Path, default=Path(".meshchat"))
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve clients on TLS with a local CA and node certificates kept in DATA/tls",
+    )
     _add_node_options(up)
 
     status = commands.add_parser("status", help="show the membership as one node sees it")
@@ -245,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_operator_options(where)
 
     cli_chat.add_chat_commands(commands)
+    cli_keys.add_keys_command(commands)
     _add_perf_commands(commands)
     return parser
 
@@ -271,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_status(args)
             case "where":
                 return _run_where(args)
+            case "keys":
+                return cli_keys.run_keys(args)
             case "token":
                 return cli_chat.run_token(args)
             case "send" | "history" | "tail":
@@ -298,7 +336,18 @@ def _run_node(args: argparse.Namespace) -> int:
         raise ValueError(f"--id must be 1-{NODE_ID_LENGTH_MAX} of A-Z a-z 0-9 _ . -")
     configure_logging(args.id, args.log_level, args.log_format)
     for seed in args.seed:
-        parse_servers(seed)  # raises ValueError for a malformed seed
+        node_id, _ = parse_seed(seed)  # raises ValueError for a malformed seed
+        if node_id is None and not args.insecure_peers:
+            raise ValueError(
+                f"seed {seed}: with CURVE peer links a seed names its node, "
+                "--seed ID@HOST:PORT (ID's public key is in the trusted directory)"
+            )
+    # Before anything reads or writes the data dir or binds a port: a second process on
+    # the dir leaves the owner and its mesh untouched. Held until the process exits.
+    try:
+        data_lock = DataDirLock.acquire(args.data)
+    except DataDirInUseError as error:
+        return _fail("node", str(error), EXIT_USAGE)
     config = NodeConfig(
         node_id=args.id,
         host=args.host,
@@ -310,6 +359,10 @@ def _run_node(args: argparse.Namespace) -> int:
         client_limits=_client_limits(args),
         secret=None if args.secret_file is None else load_secret(args.secret_file),
         http_port=args.http_port,
+        tls=_tls_files(args),
+        node_key=args.node_key,
+        trusted_keys=args.trusted_keys,
+        insecure_peers=args.insecure_peers,
         router=RouterConfig(
             replicas=args.replicas,
             write_quorum=args.write_quorum,
@@ -318,6 +371,7 @@ def _run_node(args: argparse.Namespace) -> int:
             hint_replay_per_s=args.hint_replay_rate,
             anti_entropy_interval_s=args.anti_entropy_interval,
             anti_entropy_messages_per_s=args.anti_entropy_rate,
+            clock_skew_max_ms=int(args.clock_skew_max * 1000),
         ),
     )
     # A write past a file size limit must fail as an error, not kill the node.
@@ -328,13 +382,15 @@ def _run_node(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await Node(config).run(stop)
+        await Node(config, data_lock).run(stop)
 
     try:
         runtime.run(serve())
     except PortInUseError as error:
         return _fail("node", error.strerror or str(error), EXIT_USAGE)
-    except (IdentityError, StorageError) as error:
+    except StorageLostError as error:
+        return _fail("node", f"data dir {args.data} lost: {error}", EXIT_DATA_DIR_LOST)
+    except (IdentityError, StorageError, NodeKeyError) as error:
         return _fail("node", str(error), EXIT_USAGE)
     return 0
 
@@ -353,6 +409,9 @@ def _run_client_command(args: argparse.Namespace) -> int:
     except NodeError as error:
         sys.stderr.write(cli_chat.report_node_error(args.command, error) + "\n")
         return EXIT_UNAVAILABLE
+    except ssl.SSLCertVerificationError as error:
+        message = f"the node's certificate is not trusted: {error.verify_message}"
+        return _fail(args.command, message, EXIT_USAGE)
     except (ConnectionError, TimeoutError) as error:
         return _fail(
             args.command, f"no node answered: {error or type(error).__name__}", EXIT_UNAVAILABLE
@@ -366,12 +425,49 @@ def _run_up(args: argparse.Namespace) -> int:
     if args.secret_file is not None:
         load_secret(args.secret_file)
     mesh = plan_mesh(args.nodes, args.base_port, args.data, args.host)
-    return run_mesh(mesh, _node_arguments(args), _out)
+    try:
+        check_data_dirs_free(mesh)
+    except DataDirInUseError as error:
+        return _fail("up", str(error), EXIT_USAGE)
+    if not args.insecure_peers:
+        mesh = _with_peer_keys(args.data, mesh)
+    return run_mesh(_with_tls(args, mesh), _node_arguments(args), _out)
 
 
-async def fetch_status(servers: list[tuple[str, int]], token: str, timeout_s: float) -> StatusReply:
+def _with_peer_keys(data: Path, mesh: list[LocalNode]) -> list[LocalNode]:
+    """`up`'s nodes with their CURVE keys, made once in DATA/keys and trusted in DATA/trusted."""
+    secrets, trusted = cli_keys.local_keys(data, [node.node_id for node in mesh])
+    return [
+        replace(node, node_key=secrets[node.node_id], trusted_keys=trusted)
+        for node in mesh
+    ]
+
+
+def _with_tls(args: argparse.Namespace, mesh: list[LocalNode]) -> list[LocalNode]:
+    """`up`'s nodes with their certificates: made and kept by --tls, or --tls-cert/--tls-key
+    for every node."""
+    files = _tls_files(args)
+    if args.tls and files is not None:
+        raise ValueError("--tls makes its own certificates: give --tls-cert/--tls-key or --tls")
+    if not args.tls:
+        return mesh if files is None else [replace(node, tls=files) for node in mesh]
+    now = datetime.datetime.now(datetime.UTC)
+    node_ids = [node.node_id for node in mesh]
+    ca, certificates = prepare_local_tls(args.data / "tls", node_ids, args.host, now)
+    _out(f"TLS: clients need --ca-file {ca.cert}")
+    return [replace(node, tls=certificates[node.node_id]) for node in mesh]
+
+
+async def fetch_status(
+    servers: list[tuple[str, int]],
+    token: str,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> StatusReply:
     """The status of the first node in `servers` that answers."""
-    reply = await _ask_first(servers, token, timeout_s, lambda i: StatusRequest(request_id=i))
+    reply = await _ask_first(
+        servers, token, timeout_s, lambda i: StatusRequest(request_id=i), ssl_context
+    )
     assert isinstance(reply, StatusReply)
     return reply
 
@@ -381,13 +477,19 @@ async def _ask_first(
     token: str,
     timeout_s: float,
     build: Callable[[int], ClientMessage],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> NodeMessage:
     """One request, answered by the first node in `servers` that can be reached."""
     errors = []
     for host, port in servers:
         try:
             connection = await NodeConnection.open(
-                host, port, token=token, client_name="meshchat-cli", timeout_s=timeout_s
+                host,
+                port,
+                token=token,
+                client_name="meshchat-cli",
+                timeout_s=timeout_s,
+                ssl_context=ssl_context,
             )
         except (OSError, TimeoutError) as error:
             errors.append(f"{host}:{port}: {error or type(error).__name__}")
@@ -403,9 +505,12 @@ def _run_where(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     servers = parse_servers(args.server)
     room = args.room
+    tls = cli_chat.tls_client_context(args)
     try:
         reply = runtime.run(
-            _ask_first(servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room))
+            _ask_first(
+                servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room), tls
+            )
         )
     except (ConnectionError, TimeoutError, NodeError) as error:
         return _fail("where", str(error), EXIT_UNAVAILABLE)
@@ -432,7 +537,8 @@ def _run_status(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     servers = parse_servers(args.server)
     try:
-        reply = runtime.run(fetch_status(servers, args.token, args.timeout))
+        tls = cli_chat.tls_client_context(args)
+        reply = runtime.run(fetch_status(servers, args.token, args.timeout, tls))
     except (ConnectionError, TimeoutError) as error:
         return _fail("status", str(error), EXIT_UNAVAILABLE)
     except NodeError as error:

@@ -6,6 +6,7 @@ import collections
 import datetime
 import json
 import os
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -14,26 +15,42 @@ from mesh import runtime
 from mesh.auth import issue_token, load_secret, parse_duration
 from mesh.client import ChatClient, ClientSettings
 from mesh.connection import NodeError, parse_servers
+from mesh.display_text import json_safe, terminal_safe
+from mesh.names import ROOM_NAME_RULE, USER_NAME_RULE, is_room_name, is_user_name
 from mesh.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
+from mesh.tls import client_context
 
 # Sends from stdin in flight at once: enough to fill the node's commit batches.
 SEND_WINDOW = 512
 
 
+def user_name(text: str) -> str:
+    """An argparse type: a name the node would accept, refused here with the rule."""
+    if not is_user_name(text):
+        raise argparse.ArgumentTypeError(f"not a user name: {text!r} ({USER_NAME_RULE})")
+    return text
+
+
+def room_name(text: str) -> str:
+    if not is_room_name(text):
+        raise argparse.ArgumentTypeError(f"not a room name: {text!r} ({ROOM_NAME_RULE})")
+    return text
+
+
 def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     token = commands.add_parser("token", help="issue a signed token for a user")
     token.add_argument("--secret-file", type=Path, required=True)
-    token.add_argument("--user", required=True)
+    token.add_argument("--user", required=True, type=user_name)
     token.add_argument("--ttl", default="1d", help="lifetime: 90s, 15m, 12h, 1d (default 1d)")
 
     send = commands.add_parser("send", help="send a message, or each line of stdin with -")
     _add_client_options(send)
-    send.add_argument("room")
+    send.add_argument("room", type=room_name)
     send.add_argument("text", help="the message, or - to send each line of stdin")
 
     history = commands.add_parser("history", help="print a room's messages, oldest first")
     _add_client_options(history)
-    history.add_argument("room")
+    history.add_argument("room", type=room_name)
     history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     position = history.add_mutually_exclusive_group()
     position.add_argument("--before", metavar="ID", help="only messages before this id")
@@ -42,7 +59,7 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 
     tail = commands.add_parser("tail", help="print a room's messages live, until interrupted")
     _add_client_options(tail)
-    tail.add_argument("room")
+    tail.add_argument("room", type=room_name)
     tail.add_argument("--since", metavar="ID", help="first every message after this id")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -52,6 +69,7 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         "--room",
         action="append",
         default=[],
+        type=room_name,
         metavar="ROOM",
         help="a room to join at start (repeatable; default lobby)",
     )
@@ -69,13 +87,37 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT[,HOST:PORT...]",
         help="nodes to use, in order of preference",
     )
-    parser.add_argument("--user", required=True, help="who you are")
+    parser.add_argument("--user", required=True, type=user_name, help="who you are")
     parser.add_argument(
         "--token",
         default=os.environ.get("MESHCHAT_TOKEN"),
         help="a signed token (default $MESHCHAT_TOKEN; without a cluster "
         "secret the user name is enough)",
     )
+    add_tls_client_options(parser)
+
+
+def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
+    """--tls and --ca-file, for every command that connects to a node's client port."""
+    ca_file = os.environ.get("MESHCHAT_CA_FILE") or None
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS, verifying the node's host name"
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None if ca_file is None else Path(ca_file),
+        metavar="FILE",
+        help="trust the nodes' certificates this CA signed (implies --tls; "
+        "default $MESHCHAT_CA_FILE, else the system's CAs)",
+    )
+
+
+def tls_client_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client side of --tls / --ca-file: None for plaintext."""
+    if not args.tls and args.ca_file is None:
+        return None
+    return client_context(args.ca_file)
 
 
 def _client(args: argparse.Namespace) -> ChatClient:
@@ -83,6 +125,7 @@ def _client(args: argparse.Namespace) -> ChatClient:
         parse_servers(args.server),
         token=args.token or args.user,
         settings=ClientSettings(client_name=f"meshchat-{args.command}"),
+        ssl_context=tls_client_context(args),
     )
 
 
@@ -96,8 +139,9 @@ def format_time(time_ms: int) -> str:
 
 
 def format_message(message: Message, as_json: bool) -> str:
+    """One line for a terminal: other users' text escaped (display_text.py), JSON exact."""
     if as_json:
-        return json.dumps(
+        document = json.dumps(
             {
                 "id": message.id,
                 "room": message.room,
@@ -107,8 +151,10 @@ def format_message(message: Message, as_json: bool) -> str:
             },
             ensure_ascii=False,
         )
+        return json_safe(document)
     moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
-    return f"{moment:%Y-%m-%d %H:%M:%S} {message.sender}: {message.body}"
+    sender, body = terminal_safe(message.sender), terminal_safe(message.body)
+    return f"{moment:%Y-%m-%d %H:%M:%S} {sender}: {body}"
 
 
 def run_token(args: argparse.Namespace) -> int:
@@ -188,4 +234,4 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def report_node_error(command: str, error: NodeError) -> str:
-    return f"meshchat {command}: {error.code}: {error.message}"
+    return f"meshchat {command}: {error.code}: {terminal_safe(error.message)}"

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,9 +28,9 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from mesh import protocol
-from mesh.connection import NodeError
+from mesh.connection import NodeError, open_stream, read_node_frame
 from mesh.errors import ErrorCode
-from mesh.framing import encode_frame, read_frame
+from mesh.framing import encode_frame
 from mesh.protocol import (
     ErrorReply,
     Hello,
@@ -155,7 +156,10 @@ class ChatClient:
         servers: list[tuple[str, int]],
         token: str,
         settings: ClientSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """With `ssl_context`, every connection is on TLS and each node's certificate must
+        name the host it is reached at; a certificate that no node passes is fatal."""
         if not servers:
             raise ValueError("at least one server is needed")
         self.servers = list(servers)
@@ -174,7 +178,8 @@ class ChatClient:
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
-        self._fatal: NodeError | None = None
+        self._fatal: NodeError | ssl.SSLCertVerificationError | None = None
+        self.ssl_context = ssl_context
         self._closing = False
         self._next_server = 0
         self._runner: asyncio.Task[None] | None = None
@@ -401,13 +406,14 @@ class ChatClient:
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
         """Try each server once, starting after the last one used; None if none would do."""
+        untrusted = 0  # servers whose certificate failed verification: retrying cannot help
         for _ in range(len(self.servers)):
             host, port = self.servers[self._next_server % len(self.servers)]
             self._next_server += 1
             address = f"{host}:{port}"
             try:
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    reader, writer = await asyncio.open_connection(host, port)
+                    reader, writer = await open_stream(host, port, self.ssl_context)
                     try:
                         welcome = await self._handshake(reader, writer)
                     except BaseException:
@@ -416,6 +422,13 @@ class ChatClient:
             except NodeError as error:
                 log.warning("node %s refused us: %s", address, error)
                 if error.code in FATAL_CODES:
+                    self._fatal = error
+                    return None
+                continue
+            except ssl.SSLCertVerificationError as error:
+                log.warning("node %s: certificate not trusted: %s", address, error.verify_message)
+                untrusted += 1
+                if untrusted == len(self.servers):
                     self._fatal = error
                     return None
                 continue
@@ -438,7 +451,7 @@ class ChatClient:
             token=self.token,
         )
         writer.write(encode_frame(protocol.encode(hello)))
-        payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+        payload = await read_node_frame(reader)
         if payload is None:
             raise ConnectionError("the node closed the connection during the handshake")
         reply = protocol.decode_node_message(payload)
@@ -462,7 +475,7 @@ class ChatClient:
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         while True:
-            payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+            payload = await read_node_frame(reader)
             if payload is None:
                 return
             message = protocol.decode_node_message(payload)

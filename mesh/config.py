@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh.protocol import CLIENT_FRAME_BYTES_MAX
+from mesh.tls import CertificateFiles
 from peers.membership import MembershipConfig
 from router.config import RouterConfig
 
@@ -69,6 +70,12 @@ class NodeConfig:
     secret: bytes | None = None
     http_port: int | None = None  # None: no HTTP API
     router: RouterConfig = field(default_factory=RouterConfig)  # N, W, R and timeouts
+    tls: CertificateFiles | None = None  # None: client port and HTTP API in plaintext
+    # Peer links: CURVE with this node's key (None: made in DATA/keys) and the keys in
+    # `trusted_keys` (None: DATA/trusted); or plaintext, unauthenticated, for development.
+    node_key: Path | None = None
+    trusted_keys: Path | None = None
+    insecure_peers: bool = False
 
     @property
     def peer_address(self) -> str:

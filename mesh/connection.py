@@ -7,12 +7,13 @@ node's gateway, and raises NodeError carrying the node's error code.
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections.abc import Callable
 from typing import Self
 
 from mesh import protocol
 from mesh.errors import ErrorCode
-from mesh.framing import encode_frame, read_frame
+from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
 from mesh.protocol import ErrorReply, Hello, NodeMessage, Welcome
 
 
@@ -55,9 +56,11 @@ class NodeConnection:
         token: str,
         client_name: str = "meshchat",
         timeout_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Self:
+        """With `ssl_context`, over TLS: the node's certificate must name `host`."""
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await open_stream(host, port, ssl_context)
             try:
                 hello = Hello(
                     versions=[protocol.PROTOCOL_VERSION],
@@ -94,8 +97,26 @@ class NodeConnection:
                 await self._writer.wait_closed()
 
 
+async def open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to a node, on TLS with `ssl_context` (verifying the name `host`)."""
+    if ssl_context is None:
+        return await asyncio.open_connection(host, port)
+    return await asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host)
+
+
+async def read_node_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame from a node; one over the limit or cut short breaks the connection
+    (NodeReplyError, a ConnectionError), like a frame that does not decode."""
+    try:
+        return await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+    except (FrameTooLargeError, TruncatedFrameError) as error:
+        raise protocol.NodeReplyError(f"the node sent an invalid frame: {error}") from error
+
+
 async def _read_reply(reader: asyncio.StreamReader) -> NodeMessage:
-    payload = await read_frame(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+    payload = await read_node_frame(reader)
     if payload is None:
         raise ConnectionError("the node closed the connection")
     reply = protocol.decode_node_message(payload)

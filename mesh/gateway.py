@@ -16,7 +16,7 @@ from typing import Any
 
 from mesh import protocol
 from mesh.auth import Authenticator, AuthError
-from mesh.chat import ChatService, to_wire
+from mesh.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
 from mesh.config import ClientLimits
 from mesh.errors import ErrorCode, ProtocolError
 from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
@@ -44,10 +44,11 @@ from mesh.protocol import (
     Where,
     Who,
 )
-from mesh.rate_limit import TokenBucket
+from mesh.rate_limit import UserSendLimits
 from mesh.room_router import RoomUnavailableError
 from mesh.session import Session
 from mesh.storage import SendResult, StorageError, StorageOverloadedError
+from router.page_bytes import MESSAGE_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ class Gateway:
         status: StatusProvider,
         *,
         placement: PlacementProvider,
+        send_limits: UserSendLimits,
         on_ack: AckObserver | None = None,
     ) -> None:
+        # Shared with the HTTP API: a user's send rate counts every session and both doors.
+        self.send_limits = send_limits
         self._placement = placement
         self.node_id = node_id
         self._on_ack = on_ack
@@ -181,12 +185,11 @@ class Gateway:
         writer: asyncio.StreamWriter,
         peer: object,
     ) -> None:
-        bucket = TokenBucket(self.limits.sends_per_s, self.limits.send_burst)
         writing = asyncio.create_task(
             session.write_loop(writer), name=f"session-{session.session_id}-write"
         )
         reading = asyncio.create_task(
-            self._read_loop(session, bucket, reader, peer),
+            self._read_loop(session, reader, peer),
             name=f"session-{session.session_id}-read",
         )
         cut_off = asyncio.create_task(session.overflowed.wait())
@@ -223,7 +226,6 @@ class Gateway:
     async def _read_loop(
         self,
         session: Session,
-        bucket: TokenBucket,
         reader: asyncio.StreamReader,
         peer: object,
     ) -> None:
@@ -250,7 +252,7 @@ class Gateway:
                     return
                 continue
             try:
-                await self._handle(session, bucket, request)
+                await self._handle(session, request)
             except ProtocolError as error:
                 self._count(error.code)
                 session.push(
@@ -271,12 +273,10 @@ class Gateway:
 
     # ---- requests ----
 
-    async def _handle(
-        self, session: Session, bucket: TokenBucket, request: protocol.ClientMessage
-    ) -> None:
+    async def _handle(self, session: Session, request: protocol.ClientMessage) -> None:
         match request:
             case Send():
-                await self._send(session, bucket, request)
+                await self._send(session, request)
             case Join(request_id=request_id, room=room, since=since):
                 await self._join(session, request_id, room, since)
             case LeaveRoom(request_id=request_id, room=room):
@@ -305,7 +305,7 @@ class Gateway:
             case Hello():
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello was already sent")
 
-    async def _send(self, session: Session, bucket: TokenBucket, request: Send) -> None:
+    async def _send(self, session: Session, request: Send) -> None:
         # Posting needs no join: a bot or a one-off `meshchat send` need not take the stream.
         size = len(request.body.encode())
         if size > self.limits.body_bytes_max:
@@ -313,16 +313,17 @@ class Gateway:
                 ErrorCode.TOO_LARGE,
                 f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
-        wait_s = bucket.take(time.monotonic())
+        wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
             self._count(ErrorCode.RATE_LIMITED)
             session.push(
                 _frame(
                     ErrorReply(
                         code=ErrorCode.RATE_LIMITED,
-                        message=f"more than {self.limits.sends_per_s:g} sends per second",
+                        message=f"more than {self.limits.sends_per_s:g} sends per second "
+                        "by one user on this node",
                         request_id=request.request_id,
-                        retry_after_s=round(wait_s, 3),
+                        retry_after_s=wait_s,
                     )
                 )
             )
@@ -400,8 +401,16 @@ class Gateway:
     async def _history(self, session: Session, request: History) -> None:
         if request.before is not None and request.after is not None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "give before or after, not both")
+        # The frame stays within the announced limit: a page cut short by bytes has a cursor.
+        bytes_max = self.limits.frame_bytes_max - HISTORY_FRAME_ENVELOPE_BYTES
+        # ClientLimits keeps bodies 512 bytes under the frame limit: a lone message fits.
+        assert self.limits.body_bytes_max + MESSAGE_OVERHEAD_BYTES <= bytes_max
         page, more = await self.chat.history(
-            request.room, before=request.before, after=request.after, limit=request.limit
+            request.room,
+            before=request.before,
+            after=request.after,
+            limit=request.limit,
+            bytes_max=bytes_max,
         )
         cursor = None
         if more and page:

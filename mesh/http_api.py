@@ -8,12 +8,13 @@ conventions: versioned paths, `{"error": {code, message, docs}}`, cursor paginat
 """
 
 import asyncio
-import collections
 import contextlib
 import datetime
+import logging
 import math
 import re
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -34,19 +35,22 @@ from mesh.chat import ChatService
 from mesh.config import ClientLimits
 from mesh.errors import ErrorCode
 from mesh.metrics import CONTENT_TYPE, NodeMetrics
+from mesh.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
-from mesh.rate_limit import TokenBucket
+from mesh.rate_limit import UserSendLimits
 from mesh.room_router import RoomUnavailableError
 from mesh.storage import StorageError, StoredMessage
 from router.message_ids import MESSAGE_ID_PATTERN
+from router.page_bytes import cut_to_bytes
 
 API_VERSION = "1"
-ROOM_PATTERN = re.compile(r"^[A-Za-z0-9_.#-]{1,64}$")
+ROOM_PATTERN = re.compile(ROOM_NAME_PATTERN)
 MESSAGES_PATH = re.compile(r"^/v1/rooms/[^/]+/messages/?$")
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
-# Users whose send rates are tracked at once; the least recent is forgotten first.
-RATE_BUCKETS_MAX = 10_000
 DOCS = "docs/api.md#errors"
+BODY_TOO_DEEP = "the body is nested too deeply"
+
+log = logging.getLogger(__name__)
 
 _STATUS_OF_CODE = {
     ErrorCode.BAD_REQUEST: 400,
@@ -112,10 +116,11 @@ class StatusOut(msgspec.Struct, frozen=True):
     counters: dict[str, int]
 
 
-class ErrorDetail(msgspec.Struct, frozen=True):
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
     docs: str
+    retry_after_s: float | None = None  # with rate_limited, as in the TCP protocol
 
 
 class ErrorOut(msgspec.Struct, frozen=True):
@@ -124,19 +129,28 @@ class ErrorOut(msgspec.Struct, frozen=True):
 
 class ApiError(Exception):
     def __init__(
-        self, code: ErrorCode, message: str, headers: dict[str, str] | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        headers: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.retry_after_s = retry_after_s
 
 
 def _error_response(
-    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: ErrorCode,
+    message: str,
+    headers: dict[str, str] | None = None,
+    retry_after_s: float | None = None,
 ) -> Response[ErrorOut]:
     return Response(
-        ErrorOut(ErrorDetail(code.value, message, DOCS)),
+        ErrorOut(ErrorDetail(code.value, message, DOCS, retry_after_s)),
         status_code=status,
         headers=headers,
         media_type=MediaType.JSON,
@@ -179,6 +193,30 @@ def _message_out(message: StoredMessage) -> MessageOut:
     moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
     stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return MessageOut(message.id, message.room, message.sender, stamp, message.body)
+
+
+# A page's JSON beside its messages: keys and brackets (35 bytes) and the two page paths,
+# each with a room name of at most 192 bytes escaped, cursors of 82 and the limit: at
+# most 750 bytes.
+PAGE_ENVELOPE_BYTES = 768
+_json_encoder = msgspec.json.Encoder()
+
+
+def _fit_json(
+    page: list[StoredMessage], bytes_max: int, *, forward: bool
+) -> tuple[list[StoredMessage], list[MessageOut], bool]:
+    """The page, and its messages as JSON, within `bytes_max` (at least one message),
+    keeping the oldest paging forward and the newest otherwise; and whether it was cut.
+    Escaping can make JSON longer than the UTF-8 the page was cut by (a control
+    character takes 6 bytes)."""
+    shown = [_message_out(message) for message in page]
+    fitted, cut = cut_to_bytes(shown, bytes_max, _json_bytes, keep_oldest=forward)
+    kept = page[: len(fitted)] if forward else page[len(page) - len(fitted) :]
+    return kept, fitted, cut
+
+
+def _json_bytes(message: MessageOut) -> int:
+    return len(_json_encoder.encode(message)) + 1  # and the comma after it
 
 
 RoomParameter = Annotated[
@@ -226,10 +264,10 @@ class HttpBackend:
     limits: ClientLimits
     status: Callable[[], StatusReply]
     metrics: NodeMetrics
+    send_limits: UserSendLimits  # the node's one registry, shared with the TCP gateway
 
 
 def build_app(backend: HttpBackend) -> Litestar:
-    buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
     history = backend.chat.history
 
     def user_of(request: Request[Any, Any, Any]) -> str:
@@ -251,31 +289,25 @@ def build_app(backend: HttpBackend) -> Litestar:
             ) from error
 
     def check_room(room: str) -> None:
-        if not ROOM_PATTERN.match(room):
+        if not ROOM_PATTERN.fullmatch(room):
             raise ApiError(
-                ErrorCode.BAD_REQUEST,
-                f"not a room name: {room[:80]!r} (1-64 of A-Z a-z 0-9 _ . # -)",
+                ErrorCode.BAD_REQUEST, f"not a room name: {room[:80]!r} ({ROOM_NAME_RULE})"
             )
 
     def check_cursor(name: str, value: str | None) -> None:
-        if value is not None and not MESSAGE_ID.match(value):
+        if value is not None and not MESSAGE_ID.fullmatch(value):
             raise ApiError(ErrorCode.BAD_REQUEST, f"{name} is not a message id: {value[:80]!r}")
 
     def take_send_token(user: str) -> None:
-        bucket = buckets.get(user)
-        if bucket is None:
-            bucket = buckets[user] = TokenBucket(
-                backend.limits.sends_per_s, backend.limits.send_burst
-            )
-            while len(buckets) > RATE_BUCKETS_MAX:
-                buckets.popitem(last=False)
-        buckets.move_to_end(user)
-        wait_s = bucket.take(time.monotonic())
+        wait_s = backend.send_limits.take(user, time.monotonic())
         if wait_s > 0:
             raise ApiError(
                 ErrorCode.RATE_LIMITED,
-                f"more than {backend.limits.sends_per_s:g} sends per second",
+                f"more than {backend.limits.sends_per_s:g} sends per second by one user"
+                " on this node",
+                # Retry-After counts whole seconds; the body says it to the millisecond.
                 {"Retry-After": str(max(1, math.ceil(wait_s)))},
+                retry_after_s=wait_s,
             )
 
     def page_path(room: str, limit: int, **cursor: str) -> str:
@@ -287,7 +319,8 @@ def build_app(backend: HttpBackend) -> Litestar:
         summary="A page of a room's messages, oldest first",
         description=(
             "Without a cursor: the newest page. `before` pages back in time, `after` forward."
-            " A page is never short while more messages exist. Follow `prev` to the start."
+            " A page holds `limit` messages, or fewer when more would take it over the node's"
+            " frame_bytes_max; follow `prev` to the start."
         ),
         tags=["messages"],
         responses={**BAD_REQUEST, **UNAUTHORIZED, **NOT_FOUND},
@@ -315,7 +348,12 @@ def build_app(backend: HttpBackend) -> Litestar:
         check_room(room)
         check_cursor("before", before)
         check_cursor("after", after)
-        page, more = await history(room, before=before, after=after, limit=limit)
+        bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
+        page, more = await history(
+            room, before=before, after=after, limit=limit, bytes_max=bytes_max
+        )
+        page, shown, cut = _fit_json(page, bytes_max, forward=after is not None)
+        more = more or cut
         if not page and before is None and after is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
         if after is not None:
@@ -333,7 +371,7 @@ def build_app(backend: HttpBackend) -> Litestar:
                 newer = page[-1].id if page else before
                 if (await history(room, after=newer, limit=1))[0]:
                     next_ = page_path(room, limit, after=newer)
-        return MessagePage([_message_out(m) for m in page], prev, next_)
+        return MessagePage(shown, prev, next_)
 
     @post(
         "/v1/rooms/{room:str}/messages",
@@ -446,7 +484,11 @@ def build_app(backend: HttpBackend) -> Litestar:
     def handle_api_error(request: Request[Any, Any, Any], error: ApiError) -> Response[ErrorOut]:
         del request
         return _error_response(
-            _STATUS_OF_CODE[error.code], error.code, error.message, error.headers
+            _STATUS_OF_CODE[error.code],
+            error.code,
+            error.message,
+            error.headers,
+            error.retry_after_s,
         )
 
     def handle_http_error(
@@ -473,8 +515,16 @@ def build_app(backend: HttpBackend) -> Litestar:
             return _error_response(500, ErrorCode.INTERNAL, str(error))
         return _error_response(503, ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"})
 
+    def handle_too_deep(
+        request: Request[Any, Any, Any], error: RecursionError
+    ) -> Response[ErrorOut]:
+        # msgspec recurses once per nesting level of a JSON body, before any handler runs.
+        del request, error
+        return _error_response(400, ErrorCode.BAD_REQUEST, BODY_TOO_DEEP)
+
     def handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
-        request.logger.exception("HTTP %s %s failed", request.method, request.url.path)
+        # The app has no logging_config (the node configures logging), so not request.logger.
+        log.exception("HTTP %s %s failed", request.method, request.url.path)
         return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
 
     async def correct_allow_header(message: Any, scope: Any) -> None:
@@ -504,6 +554,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             ApiError: handle_api_error,
             RoomUnavailableError: handle_unavailable,
             HTTPException: handle_http_error,
+            RecursionError: handle_too_deep,
             Exception: handle_crash,
         },
         request_max_body_size=backend.limits.body_bytes_max * 6 + 4096,
@@ -545,10 +596,18 @@ def bind_http_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def serve_http(app: Litestar, listener: socket.socket, stop: asyncio.Event) -> None:
+async def serve_http(
+    app: Litestar, listener: socket.socket, stop: asyncio.Event, tls: ssl.SSLContext | None = None
+) -> None:
+    """Serve until `stop` is set; with `tls`, on HTTPS with the node's own context."""
     server = EmbeddedServer(
         uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            ssl_context_factory=None if tls is None else lambda config, default: tls,
         )
     )
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from mesh.data_lock import DataDirLock
+from mesh.tls import CertificateFiles
+
 log = logging.getLogger(__name__)
 
 # A node that exits this soon after start failed to start (a port in use, a bad data dir).
@@ -25,6 +28,9 @@ class LocalNode:
     peer_port: int
     data_dir: Path
     http_port: int | None = None
+    tls: CertificateFiles | None = None  # the client port's and HTTP API's certificate
+    node_key: Path | None = None  # the peer links' CURVE key; None: --insecure-peers
+    trusted_keys: Path | None = None
 
 
 def plan_mesh(nodes: int, base_port: int, data: Path, host: str) -> list[LocalNode]:
@@ -45,8 +51,17 @@ def plan_mesh(nodes: int, base_port: int, data: Path, host: str) -> list[LocalNo
     ]
 
 
+def check_data_dirs_free(mesh: list[LocalNode]) -> None:
+    """Raise DataDirInUseError for the first node whose data dir a running process holds:
+    before any node starts, so a second mesh on the same dirs starts nothing."""
+    for node in mesh:
+        DataDirLock.check_free(node.data_dir)
+
+
 def node_command(node: LocalNode, mesh: list[LocalNode], extra: list[str]) -> list[str]:
-    seeds = [f"{other.host}:{other.peer_port}" for other in mesh if other is not node]
+    seeds = [
+        f"{other.node_id}@{other.host}:{other.peer_port}" for other in mesh if other is not node
+    ]
     command = [
         sys.executable,
         "-m",
@@ -67,6 +82,10 @@ def node_command(node: LocalNode, mesh: list[LocalNode], extra: list[str]) -> li
         command += ["--seed", seed]
     if node.http_port is not None:
         command += ["--http-port", str(node.http_port)]
+    if node.node_key is not None and node.trusted_keys is not None:
+        command += ["--node-key", str(node.node_key), "--trusted-keys", str(node.trusted_keys)]
+    if node.tls is not None:
+        command += ["--tls-cert", str(node.tls.cert), "--tls-key", str(node.tls.key)]
     return command + extra
 
 
@@ -87,7 +106,8 @@ def run_mesh(mesh: list[LocalNode], extra: list[str], out: Callable[[str], None]
         processes[node.node_id] = subprocess.Popen(node_command(node, mesh, extra))
         out(
             f"{node.node_id}  client {node.host}:{node.client_port}  "
-            f"peer {node.host}:{node.peer_port}  http http://{node.host}:{node.http_port}  "
+            f"peer {node.host}:{node.peer_port}  "
+            f"http {'http' if node.tls is None else 'https'}://{node.host}:{node.http_port}  "
             f"data {node.data_dir}"
         )
     out(f"mesh of {len(mesh)} node(s) running; Ctrl-C stops it")

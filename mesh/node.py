@@ -15,15 +15,19 @@ from typing import Any
 from mesh.auth import Authenticator
 from mesh.chat import ChatService
 from mesh.config import NodeConfig
+from mesh.data_lock import DataDirLock
 from mesh.gateway import Gateway
 from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.identity import next_incarnation
 from mesh.metrics import NodeMetrics
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.peer_codec import decode_node_message, encode_node_message
+from mesh.peer_security import PeerKeys, load_security, parse_seed
 from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
+from mesh.rate_limit import UserSendLimits
 from mesh.room_router import RoomRouter
-from mesh.storage import Storage, StorageError
+from mesh.storage import Storage, StorageError, StorageLostError
+from mesh.tls import ServerTls
 from peers.membership import (
     Anomaly,
     Effect,
@@ -54,12 +58,29 @@ HEALTH: dict[MemberState, Health] = {
 ROOM_TICK_INTERVAL_S = 0.05
 # How long a stopping node keeps trying to reach peers whose connection is not up yet.
 LEAVE_ANNOUNCE_TIMEOUT_S = 0.5
+# How often the trusted key directory is re-read: a revocation takes effect within it.
+TRUSTED_KEYS_RELOAD_S = 1.0
+# How often an idle node checks that its database and lock file are still there (every
+# commit checks too): a few stat calls, and a vanished dir is noticed within a second.
+DATA_DIR_CHECK_INTERVAL_S = 1.0
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, data_lock: DataDirLock) -> None:
+        """`data_lock` is the held lock of the data dir: only its owner may touch the dir."""
+        assert data_lock.path.parent == config.data_dir, "the lock of another dir"
         self.config = config
-        self.transport = PeerTransport(config.node_id, config.host, config.peer_port)
+        self.data_lock = data_lock
+        self.data_dir_lost: str | None = None  # why the node stopped, if its dir went away
+        security = (
+            None
+            if config.insecure_peers
+            else load_security(
+                config.node_id, config.data_dir, config.node_key, config.trusted_keys
+            )
+        )
+        self.peer_keys = PeerKeys(security)
+        self.transport = PeerTransport(config.node_id, config.host, config.peer_port, security)
         self.metrics = NodeMetrics(lambda: self.status(0))
         self.storage = Storage(config.data_dir, on_commit=self.metrics.observe_commit)
         self.incarnation = next_incarnation(
@@ -77,6 +98,9 @@ class Node:
             config.node_id, self.storage, self.rooms, lambda: int(time.time() * 1000)
         )
         self.authenticator = Authenticator(config.secret)
+        # One per node: a user's sends count against one limit over every session, TCP or HTTP.
+        limits = config.client_limits
+        self.send_limits = UserSendLimits(limits.sends_per_s, limits.send_burst)
         self.gateway = Gateway(
             config.node_id,
             config.client_limits,
@@ -84,7 +108,13 @@ class Node:
             self.authenticator,
             self.status,
             placement=self.placement,
+            send_limits=self.send_limits,
             on_ack=self.metrics.observe_ack,
+        )
+        self.client_tls = (  # TLS on the client port and the HTTP API, if configured
+            None
+            if config.tls is None
+            else ServerTls(config.tls, config.client_limits.handshake_timeout_s)
         )
         self.membership: Membership | None = None
         self._addresses: dict[str, str] = {}  # node id -> peer address, from membership
@@ -102,9 +132,17 @@ class Node:
             if config.http_port is not None:
                 http_listener = _bind(config.host, config.http_port)
             await self.storage.open()
-            self.engine.observe(self.storage.highest_id)
+            if not self.engine.observe_stored(self.storage.highest_id, time.monotonic()):
+                log.warning(
+                    "the newest stored id %s lies beyond the allowed clock skew; "
+                    "new ids do not follow it",
+                    self.storage.highest_id,
+                )
             server = await asyncio.start_server(
-                self.gateway.serve_connection, config.host, config.client_port
+                self.gateway.serve_connection,
+                config.host,
+                config.client_port,
+                **(self.client_tls.server_options() if self.client_tls else {}),
             )
         except BaseException as error:
             if http_listener is not None:
@@ -117,14 +155,25 @@ class Node:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
         incarnation = self.incarnation
-        remembered = load_peer_addresses(config.data_dir)
-        self.engine.expect_peers(bool(config.seeds or remembered))
+        seeds = self._seed_addresses(load_peer_addresses(config.data_dir))
+        remembered = seeds[len(config.seeds) :]
+        self.engine.expect_peers(bool(seeds))
+        security = self.peer_keys.security
+        started_at = time.monotonic()
         self.membership = Membership(
             own=MemberRecord(config.node_id, config.peer_address, incarnation),
-            seeds=tuple(dict.fromkeys([*config.seeds, *remembered])),
+            seeds=tuple(dict.fromkeys(seeds)),
             config=config.membership,
-            now=time.monotonic(),
+            now=started_at,
+            wall_offset_ms=int(time.time() * 1000 - started_at * 1000),
+            trusted=None if security is None else security.trusted.nodes(),
         )
+        if security is None:
+            log.warning(
+                "peer links are plaintext and unauthenticated (--insecure-peers): anyone "
+                "who reaches port %d can join this mesh; for development only",
+                config.peer_port,
+            )
         log.info(
             "node up: peer %s, client %s:%d, incarnation %d, seeds %s, remembered peers %d",
             config.peer_address,
@@ -141,6 +190,8 @@ class Node:
                     tasks.create_task(self._tick_loop(), name="membership-tick"),
                     tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
                     tasks.create_task(self._refresh_hint_summary(), name="hint-summary"),
+                    tasks.create_task(self._reload_trusted_keys(), name="trusted-keys"),
+                    tasks.create_task(self._watch_data_dir(stop), name="data-dir-watch"),
                 ]
                 http_stop = asyncio.Event()
                 if http_listener is not None:
@@ -152,10 +203,15 @@ class Node:
                             config.client_limits,
                             lambda: self.status(0),
                             self.metrics,
+                            self.send_limits,
                         )
                     )
-                    http = tasks.create_task(serve_http(app, http_listener, http_stop), name="http")
-                    log.info("HTTP API on http://%s:%d/v1", config.host, config.http_port)
+                    tls = None if self.client_tls is None else self.client_tls.context
+                    http = tasks.create_task(
+                        serve_http(app, http_listener, http_stop, tls), name="http"
+                    )
+                    scheme = "http" if tls is None else "https"
+                    log.info("HTTP API on %s://%s:%d/v1", scheme, config.host, config.http_port)
                 await stop.wait()
                 for loop in loops:
                     loop.cancel()
@@ -168,12 +224,29 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await server.wait_closed()
-            save_peer_addresses(config.data_dir, self.membership.peer_addresses())
+            if self.data_dir_lost is None:  # else the dir may be gone: recreate nothing
+                save_peer_addresses(config.data_dir, self._peer_book())
             await self.rooms.close()
             await self._announce_leave()
             await self.transport.close()
             await self.storage.close()
             log.info("node stopped")
+        if self.data_dir_lost is not None:
+            raise StorageLostError(self.data_dir_lost)
+
+    async def _watch_data_dir(self, stop: asyncio.Event) -> None:
+        """Stop the node once its database or lock file is deleted or replaced: it must not
+        acknowledge writes into a file nobody will read, nor share its id with a newcomer."""
+        while True:
+            lost = self.storage.check_files() or self.data_lock.lost()
+            if lost is not None:
+                self.data_dir_lost = lost
+                log.error("data dir %s lost: %s; stopping", self.config.data_dir, lost)
+                stop.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DATA_DIR_CHECK_INTERVAL_S):
+                    await self.storage.wait_lost()
 
     async def _announce_leave(self) -> None:
         """Tell every peer we are leaving, retrying briefly where no connection is up yet."""
@@ -185,7 +258,11 @@ class Node:
         ]
         deadline = time.monotonic() + LEAVE_ANNOUNCE_TIMEOUT_S
         while pending:
-            pending = [(a, frame) for a, frame in pending if not self.transport.send(a, frame)]
+            pending = [
+                (address, frame)
+                for address, frame in pending
+                if not self.transport.send(address, frame, self.peer_keys.key_for_address(address))
+            ]
             if not pending or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
@@ -269,6 +346,9 @@ class Node:
             "stale_peer_messages": membership.stale_messages,
             "membership_anomalies": self.anomalies,
             "client_sessions_open": self.gateway.session_count,
+            "client_tls_handshake_failures": (
+                self.client_tls.handshake_failures if self.client_tls else 0
+            ),
             "client_sessions_opened": gateway.sessions_opened,
             "client_sessions_refused": gateway.sessions_refused,
             "client_requests": gateway.requests,
@@ -327,6 +407,9 @@ class Node:
                 self._reject("an envelope that is not [routing id, frame]")
                 continue
             sender_id, frame = received
+            if not self.peer_keys.trusts(sender_id):
+                self._reject(f"from {sender_id[:64]!r}: its key is no longer trusted")
+                continue
             try:
                 message = decode_node_message(frame)
             except PeerDecodeError as error:
@@ -351,7 +434,7 @@ class Node:
             self.rooms.tick()
             if self._peer_book_dirty:
                 self._peer_book_dirty = False
-                save_peer_addresses(self.config.data_dir, self.membership.peer_addresses())
+                save_peer_addresses(self.config.data_dir, self._peer_book())
             await asyncio.sleep(tick_interval_s)
 
     def _reject(self, reason: str) -> None:
@@ -366,7 +449,55 @@ class Node:
     def _send_to_node(self, node: str, message: RouterMessage) -> None:
         address = self._addresses.get(node)
         if address is not None:
-            self.transport.send(address, encode_node_message(message))
+            frame = encode_node_message(message)
+            self.transport.send(address, frame, self.peer_keys.key_for_node(node))
+
+    def _seed_addresses(self, remembered: list[str]) -> list[str]:
+        """Configured seeds, then remembered peers, as addresses; their node ids (written
+        ID@HOST:PORT) are noted for the keys the links need."""
+        addresses = []
+        for text in [*self.config.seeds, *remembered]:
+            node_id, address = parse_seed(text)
+            if node_id is None and self.peer_keys.security is not None:
+                log.warning(
+                    "ignoring seed %s: with CURVE a seed names its node (ID@HOST:PORT)", text
+                )
+                continue
+            self.peer_keys.learn_seed(node_id, address)
+            addresses.append(address)
+        return addresses
+
+    def _peer_book(self) -> list[str]:
+        """The peers to remember, as ID@HOST:PORT."""
+        assert self.membership is not None
+        return sorted(
+            f"{record.id}@{record.address}"
+            for record in self.membership.records()
+            if record.id != self.config.node_id
+        )
+
+    async def _reload_trusted_keys(self) -> None:
+        """Re-read the trusted directory every second: a new key joins, a removed one is
+        revoked at once (its member dropped, its links closed, its frames refused)."""
+        security = self.peer_keys.security
+        if security is None:
+            return
+        while True:
+            await asyncio.sleep(TRUSTED_KEYS_RELOAD_S)
+            changed, revoked = security.trusted.reload()
+            if not changed and not revoked:
+                continue
+            log.info(
+                "trusted keys reloaded: %s added or changed, %s revoked",
+                ", ".join(sorted(changed)) or "none",
+                ", ".join(sorted(revoked)) or "none",
+            )
+            for node_id in changed | revoked:
+                address = self._addresses.get(node_id)
+                if address is not None:
+                    self.transport.forget(address)
+            assert self.membership is not None
+            self._apply(self.membership.set_trusted(security.trusted.nodes(), time.monotonic()))
 
     def _members_changed(self) -> None:
         """Tell the room engine who is alive; it re-places rooms and re-registers interest."""
@@ -376,6 +507,7 @@ class Node:
         self._addresses = {
             view.id: view.address for view in current if view.id != self.config.node_id
         }
+        self.peer_keys.learn_records(self.membership.records())
         self.rooms.set_members({view.id: HEALTH[view.state] for view in current})
 
     def _apply(self, effects: list[Effect]) -> None:
@@ -383,7 +515,8 @@ class Node:
         for effect in effects:
             match effect:
                 case SendTo(address, message):
-                    self.transport.send(address, encode_node_message(message))
+                    key = self.peer_keys.key_for_address(address)
+                    self.transport.send(address, encode_node_message(message), key)
                 case StateChanged() as change:
                     members_changed = True
                     if change.new_incarnation:

@@ -31,6 +31,7 @@ from router.effects import (
     Outcome,
     Page,
     Ready,
+    Refusal,
     Refused,
     Rooms,
     SendPeer,
@@ -41,6 +42,7 @@ from router.effects import (
     Warn,
 )
 from router.engine import Health, RoomEngine
+from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX
 from router.records import MembershipChange, RoomMessage
 from router.wire import LATE_MESSAGES_MAX, PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
@@ -54,6 +56,10 @@ class RoomUnavailableError(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+# Peers whose first refused message is logged; members are bounded, so this is plenty.
+REFUSALS_LOGGED_MAX = 256
 
 
 class LocalRooms(Protocol):
@@ -79,6 +85,7 @@ class RoomRouter:
         self._waiting: dict[int, asyncio.Future[Outcome]] = {}
         self._loads: set[asyncio.Task[None]] = set()
         self.copies_stored = 0
+        self._refusals_logged: set[str] = set()
 
     def attach(self, local: LocalRooms) -> None:
         self._local = local
@@ -121,11 +128,16 @@ class RoomRouter:
         before: str | None = None,
         after: str | None = None,
         limit: int = 50,
+        bytes_max: int | None = None,
     ) -> tuple[list[RoomMessage], bool]:
-        """A page of history from R replicas."""
+        """A page of history from R replicas, within `bytes_max` (router/page_bytes.py
+        message_bytes) when given; a page cut short by bytes says there is more."""
         ticket, outcome = self._open()
         now = time.monotonic()
-        self.apply(self.engine.read(ticket, room, before=before, after=after, limit=limit, now=now))
+        effects = self.engine.read(
+            ticket, room, before=before, after=after, limit=limit, now=now, bytes_max=bytes_max
+        )
+        self.apply(effects)
         answer = await outcome
         if not isinstance(answer, Page):
             raise _error(answer)
@@ -235,6 +247,15 @@ class RoomRouter:
                         future.set_result(outcome)
                 case Warn(text):
                     log.warning("rooms: %s", text)
+                case Refusal(sender, reason):
+                    self._log_refusal(sender, reason)
+
+    def _log_refusal(self, sender: str, reason: str) -> None:
+        """The first refusal per peer is logged; the rest are only counted."""
+        if sender in self._refusals_logged or len(self._refusals_logged) >= REFUSALS_LOGGED_MAX:
+            return
+        self._refusals_logged.add(sender)
+        log.warning("rooms: refused from %s: %s (further ones are only counted)", sender, reason)
 
     def _store(
         self,
@@ -341,11 +362,19 @@ class RoomRouter:
         late: list[RoomMessage] = []
         try:
             messages, more = await self.storage.history(
-                room, before=load.before, after=after, limit=load.limit
+                room,
+                before=load.before,
+                after=after,
+                limit=load.limit,
+                bytes_max=READ_PAGE_BYTES_MAX,
             )
             if load.late_since_ms is not None and after is not None:
                 late = await self.storage.late_arrivals(
-                    room, since_ms=load.late_since_ms, up_to=after, limit=LATE_MESSAGES_MAX
+                    room,
+                    since_ms=load.late_since_ms,
+                    up_to=after,
+                    limit=LATE_MESSAGES_MAX,
+                    bytes_max=LATE_PAGE_BYTES_MAX,
                 )
         except StorageError as error:
             log.warning("rooms: a read of %s failed: %s", room, error)

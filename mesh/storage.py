@@ -5,6 +5,8 @@ gathered in one transaction (WAL, synchronous=FULL): a commit is an fsync, and a
 sends shares it, so throughput is not one fsync per message while every acknowledged send
 is on disk. Reads use their own connection on their own thread; WAL lets them run while
 the writer commits. The schema has a version (PRAGMA user_version) and ordered migrations.
+A commit counts only if the database is still the file at its path: one deleted or replaced
+under the node fails the batch and every later write (mesh/database_file.py).
 """
 
 import asyncio
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesh import hint_rows, late_rows
+from mesh import database_file, hint_rows, late_rows
 from router.digest import BUCKET_DIGITS, Digest, id_hash
+from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
 from router.records import MembershipChange, RoomMessage
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,11 @@ class StorageError(Exception):
 
 class StorageOverloadedError(StorageError):
     """The write queue is full; nothing was queued."""
+
+
+class StorageLostError(StorageOverloadedError):
+    """The database file was deleted or replaced under the node: nothing is stored here any
+    more. Answered like overload (`unavailable`), so clients retry through another node."""
 
 
 # Every replica stores the message exactly as the coordinator made it.
@@ -155,17 +163,21 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(connection: sqlite3.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    """Bring the schema to SCHEMA_VERSION; returns the version found before. Another
+    program's database is refused, never migrated."""
     connection.create_function("meshchat_id_hash", 1, id_hash, deterministic=True)
     (found,) = connection.execute("PRAGMA user_version").fetchone()
     if found > SCHEMA_VERSION:
         raise StorageError(
             f"database schema version {found} is newer than this meshchat ({SCHEMA_VERSION})"
         )
+    if (foreign := database_file.foreign(connection, found)) is not None:
+        raise StorageError(foreign)
     for version in range(found, SCHEMA_VERSION):
         # One script, one transaction: a migration and its version number land together.
         script = (
-            f"BEGIN IMMEDIATE;{MIGRATIONS[version]};PRAGMA user_version = {version + 1};COMMIT;"
+            f"BEGIN IMMEDIATE;{MIGRATIONS[version]};PRAGMA user_version = {version + 1};"
+            f"PRAGMA application_id = {database_file.APPLICATION_ID};COMMIT;"
         )
         try:
             connection.executescript(script)
@@ -198,23 +210,61 @@ class Storage:
         # Rooms with messages, read once at open and kept up by the writer, so listing
         # them never scans the messages table.
         self._room_names: set[str] = set()
+        # Why the database is no longer the file this node writes (deleted or replaced),
+        # once it is not: from then on no write is stored or acknowledged.
+        self.lost: str | None = None
+        self._lost_lock = threading.Lock()
+        self._lost_event: asyncio.Event | None = None
+        self._files: dict[Path, database_file.FileIdentity] = {}  # what the writer writes
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._lost_event = asyncio.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(self.path)
+        if (truncated := database_file.truncation(self.path)) is not None:
+            raise StorageError(f"{self.path}: {truncated}")
+        connection: sqlite3.Connection | None = None
         try:
+            connection = _connect(self.path)
             migrate(connection)
             row = connection.execute("SELECT value FROM meta WHERE key = 'highest_id'").fetchone()
             self.highest_id = row[0] if row else ""
             rooms = connection.execute("SELECT DISTINCT room FROM messages").fetchall()
             self._room_names = {room for (room,) in rooms}
-        except sqlite3.Error as error:
+        except (sqlite3.Error, StorageError) as error:
             raise StorageError(f"{self.path}: {error}") from error
         finally:
-            connection.close()
-        self._writer = threading.Thread(target=self._write_loop, name="storage-writer", daemon=True)
+            if connection is not None:
+                connection.close()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(ready,), name="storage-writer", daemon=True
+        )
         self._writer.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except sqlite3.Error as error:
+            self._writer = None  # it has ended
+            raise StorageError(f"{self.path}: {error}") from error
+
+    def check_files(self) -> str | None:
+        """Why the database is no longer the file this node writes, else None; the first
+        such answer stops every later write. Cheap (a few stat calls), from any thread."""
+        with self._lost_lock:
+            if self.lost is not None or (change := database_file.change(self._files)) is None:
+                return self.lost
+            self.lost = change
+        log.error("storage: %s; no write is acknowledged from now on", change)
+        assert self._loop is not None and self._lost_event is not None
+        self._loop.call_soon_threadsafe(self._lost_event.set)
+        return change
+
+    async def wait_lost(self) -> str:
+        """Wait until a write finds the database gone; returns why."""
+        assert self._lost_event is not None, "storage is not open"
+        await self._lost_event.wait()
+        assert self.lost is not None
+        return self.lost
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -274,6 +324,8 @@ class Storage:
 
     def _submit(self, write: _Write) -> "asyncio.Future[Any]":
         assert self._loop is not None and self._writer is not None, "storage is not open"
+        if self.lost is not None:
+            raise StorageLostError(self.lost)
         future: asyncio.Future[Any] = self._loop.create_future()
         try:
             self._writes.put_nowait((write, future))
@@ -281,8 +333,16 @@ class Storage:
             raise StorageOverloadedError(f"{WRITE_QUEUE_MAX} writes are waiting") from None
         return future
 
-    def _write_loop(self) -> None:
-        connection = _connect(self.path)
+    def _write_loop(self, ready: "concurrent.futures.Future[None]") -> None:
+        try:
+            connection = _connect(self.path)
+        except sqlite3.Error as error:
+            ready.set_exception(error)
+            return
+        # The files this connection writes to: a commit is durable only while they are
+        # the ones at their paths.
+        self._files = database_file.identify(self.path)
+        ready.set_result(None)
         try:
             while True:
                 first = self._writes.get()
@@ -305,6 +365,9 @@ class Storage:
     def _commit(
         self, connection: sqlite3.Connection, batch: list[tuple[_Write, "asyncio.Future[Any]"]]
     ) -> None:
+        if self.lost is not None:
+            self._resolve(batch, [StorageLostError(self.lost)] * len(batch))
+            return
         started = time.perf_counter()
         results: list[Any] = []
         highest = self.highest_id
@@ -342,6 +405,11 @@ class Storage:
             log.error("storage: commit of %d writes failed: %s", len(batch), error)
             failure = StorageError(str(error))
             self._resolve(batch, [failure] * len(batch))
+            return
+        # Checked after the commit: a file deleted before it took the batch with it.
+        if (lost := self.check_files()) is not None:
+            self.stats.failures += 1
+            self._resolve(batch, [StorageLostError(lost)] * len(batch))
             return
         self.highest_id = highest
         self._room_names.update(
@@ -401,13 +469,20 @@ class Storage:
     # ---- reads ----
 
     async def history(
-        self, room: str, *, before: str | None = None, after: str | None = None, limit: int = 50
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        bytes_max: int = READ_PAGE_BYTES_MAX,
     ) -> tuple[list[StoredMessage], bool]:
         """A page oldest first, and whether more lie beyond it in the paging direction.
 
         With `after` (and optionally `before` as an upper bound) the page runs forward from
         `after`; with `before` alone it ends just before `before`; with neither it is the
-        newest page.
+        newest page. At most `limit` messages whose router/page_bytes.py message_bytes sum
+        to at most `bytes_max`, and always one when there is one.
         """
         columns = "id, room, sender, client_msg_id, time_ms, body"
         if after is not None:
@@ -417,27 +492,34 @@ class Storage:
                 "ORDER BY id LIMIT ?"
             )
             bounds = (after,) if before is None else (after, before)
-            rows = await self._read(sql, (room, *bounds, limit + 1))
-            more = len(rows) > limit
-            return [StoredMessage(*row) for row in rows[:limit]], more
+            return await self._read_page(sql, (room, *bounds, limit + 1), limit, bytes_max)
         if before is not None:
             sql = (
                 f"SELECT {columns} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"
             )
-            rows = await self._read(sql, (room, before, limit + 1))
+            newest_first, more = await self._read_page(
+                sql, (room, before, limit + 1), limit, bytes_max
+            )
         else:
             sql = f"SELECT {columns} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?"
-            rows = await self._read(sql, (room, limit + 1))
-        more = len(rows) > limit
-        return [StoredMessage(*row) for row in reversed(rows[:limit])], more
+            newest_first, more = await self._read_page(sql, (room, limit + 1), limit, bytes_max)
+        return newest_first[::-1], more
 
     async def late_arrivals(
-        self, room: str, *, since_ms: int, up_to: str, limit: int
+        self,
+        room: str,
+        *,
+        since_ms: int,
+        up_to: str,
+        limit: int,
+        bytes_max: int = LATE_PAGE_BYTES_MAX,
     ) -> list[StoredMessage]:
         """Messages recorded as late arrivals since `since_ms` with ids up to `up_to`: the
-        `limit` most recent arrivals, oldest id first."""
-        rows = await self._read(late_rows.SELECT, (room, since_ms, up_to, limit))
-        return sorted((StoredMessage(*row) for row in rows), key=lambda message: message.id)
+        most recent arrivals, at most `limit` and within `bytes_max` (as `history`), oldest
+        id first."""
+        parameters = (room, since_ms, up_to, limit)
+        latest, _ = await self._read_page(late_rows.SELECT, parameters, limit, bytes_max)
+        return sorted(latest, key=lambda message: message.id)
 
     # ---- anti-entropy reads ----
 
@@ -498,11 +580,46 @@ class Storage:
             raise StorageError(str(error)) from error
 
     def _read_in_thread(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        connection = getattr(self._reader_local, "connection", None)
+        return self._reader_connection().execute(sql, parameters).fetchall()
+
+    async def _read_page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """Messages of a query (its rows are messages' columns) in its order, at most
+        `limit` and within `bytes_max` (at least one); and whether rows were left over."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._reader, self._page_in_thread, sql, parameters, limit, bytes_max
+            )
+        except sqlite3.Error as error:
+            raise StorageError(str(error)) from error
+
+    def _page_in_thread(
+        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
+    ) -> tuple[list[StoredMessage], bool]:
+        # Rows are stepped one at a time, so a page of large bodies reads no further
+        # than the row that does not fit.
+        cursor = self._reader_connection().execute(sql, parameters)
+        try:
+            page: list[StoredMessage] = []
+            total_bytes = 0
+            for row in cursor:
+                message = StoredMessage(*row)
+                total_bytes += message_bytes(message)
+                if len(page) == limit or (total_bytes > bytes_max and page):
+                    return page, True
+                page.append(message)
+            return page, False
+        finally:
+            cursor.close()
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._reader_local, "connection", None)
         if connection is None:
             connection = _connect(self.path)
             self._reader_local.connection = connection
-        return connection.execute(sql, parameters).fetchall()
+        return connection
 
 
 def _settle(futures: list["asyncio.Future[Any]"], results: list[Any]) -> None:

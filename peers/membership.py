@@ -16,6 +16,14 @@ nodes that remember it. A node first heard from (or heard in a new incarnation) 
 answered at once, so a joiner learns the mesh in one round trip rather than one round.
 A node leaving cleanly sends `Leave`, and peers mark it `left`.
 
+Records are claims, checked before they are believed. Only trusted node ids enter the
+table (with CURVE, the ids whose keys the node trusts). An incarnation further ahead of
+this node's wall clock than the allowed skew is refused: incarnations are wall-clock
+milliseconds, and one near 2^63 would outlive every real start. Gossip that a node left
+is not believed while that node's own heartbeats are still heard, and a start known only
+from gossip gives way when the node itself keeps speaking from another: only a node can
+speak for itself, the others only pass on what it said.
+
 This module is sans-IO: it takes messages and the current time, and returns effects
 (messages to send, state changes to report). It reads no clock and touches no socket.
 """
@@ -42,6 +50,8 @@ class MembershipConfig:
     heartbeat_interval_s: float = 0.5
     suspect_after_s: float = 2.0
     dead_after_s: float = 5.0
+    # How far ahead of this node's wall clock another node's incarnation may be.
+    clock_skew_max_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s <= 0:
@@ -49,6 +59,8 @@ class MembershipConfig:
         if self.suspect_after_s <= self.heartbeat_interval_s:
             raise ValueError("suspect_after_s must exceed heartbeat_interval_s")
         DetectorConfig(self.suspect_after_s, self.dead_after_s)  # validates the pair
+        if self.clock_skew_max_s <= 0:
+            raise ValueError("clock_skew_max_s must be positive")
 
     @property
     def detector(self) -> DetectorConfig:
@@ -151,6 +163,9 @@ class MembershipStatistics:
     stale_messages: int = 0
     members_rejected: int = 0
     state_changes: int = 0
+    untrusted_records: int = 0
+    future_incarnations: int = 0
+    hearsay_ignored: int = 0
 
 
 @dataclass
@@ -161,12 +176,17 @@ class Membership:
     seeds: tuple[str, ...]
     config: MembershipConfig
     now: float  # the time of creation; every later event brings its own
+    # Wall-clock ms minus `now` in ms: bounds incarnations without reading a clock.
+    wall_offset_ms: int = 0
+    # The node ids that may be members; None admits any (insecure development mode).
+    trusted: frozenset[str] | None = None
     _peers: dict[str, _Peer] = field(default_factory=dict, init=False)
     _seed_probes: dict[str, _SeedProbe] = field(default_factory=dict, init=False)
     _sequence: int = field(default=0, init=False)
     _next_heartbeat_at: float = field(init=False)
     _gossip_offset: int = field(default=0, init=False)
     _leaving: bool = field(default=False, init=False)
+    _untrusted_seen: set[str] = field(default_factory=set, init=False)
     stats: MembershipStatistics = field(default_factory=MembershipStatistics, init=False)
 
     def __post_init__(self) -> None:
@@ -185,10 +205,10 @@ class Membership:
                 effects.append(Anomaly(f"another node claims our id from {message.sender.address}"))
             return effects
         if isinstance(message, Leave):
-            self._learn(message.sender, now, direct=False, effects=effects)
+            self._learn(message.sender, now, direct=False, effects=effects, own_word=True)
             return effects
         self.stats.heartbeats_received += 1
-        learned = self._learn(message.sender, now, direct=True, effects=effects)
+        learned = self._learn(message.sender, now, direct=True, effects=effects, own_word=True)
         if learned is _Learned.STALE:
             self.stats.stale_messages += 1
             return effects  # from an older start of the sender: its view is stale too
@@ -226,6 +246,27 @@ class Membership:
                     suspects = peer.liveness is not Liveness.ALIVE
                     self._send_heartbeat(peer.record.address, suspects, effects)
         self._probe_seeds(now, effects)
+        return effects
+
+    def set_trusted(self, trusted: frozenset[str], now: float) -> list[Effect]:
+        """A new set of trusted ids: members no longer in it are dropped at once."""
+        del now  # immediate; the parameter keeps every event's signature alike
+        self.trusted = trusted
+        self._untrusted_seen.clear()
+        effects: list[Effect] = []
+        for member_id in [member for member in self._peers if member not in trusted]:
+            peer = self._peers.pop(member_id)
+            effects.append(
+                StateChanged(
+                    member_id,
+                    peer.record.address,
+                    peer.record.incarnation,
+                    peer.state,
+                    MemberState.LEFT,
+                    new_incarnation=True,
+                )
+            )
+            effects.append(Anomaly(f"{member_id} is no longer trusted; dropped from the mesh"))
         return effects
 
     def leave(self, now: float) -> list[Effect]:
@@ -279,10 +320,24 @@ class Membership:
     # ---- internals ----
 
     def _learn(
-        self, record: MemberRecord, now: float, *, direct: bool, effects: list[Effect]
+        self,
+        record: MemberRecord,
+        now: float,
+        *,
+        direct: bool,
+        effects: list[Effect],
+        own_word: bool = False,
     ) -> "_Learned":
-        """Fold one record into the table."""
+        """Fold one record into the table. `own_word`: the record's node sent it itself."""
+        if not self._believable(record, now, effects):
+            return _Learned.STALE if own_word else _Learned.KNOWN
         peer = self._peers.get(record.id)
+        if peer is not None and not own_word and self._contradicts_live_peer(peer, record):
+            self.stats.hearsay_ignored += 1
+            return _Learned.KNOWN
+        if peer is not None and own_word and self._outlived_hearsay(peer, record, now):
+            peer = None
+            del self._peers[record.id]
         if peer is None:
             if len(self._peers) + 1 >= MEMBERS_MAX:
                 self.stats.members_rejected += 1
@@ -308,6 +363,45 @@ class Membership:
         if peer.state != before:
             self._changed(peer, before, new_incarnation=False, effects=effects)
         return _Learned.KNOWN
+
+    def _believable(self, record: MemberRecord, now: float, effects: list[Effect]) -> bool:
+        """Is the record about a node that may be a member, at a possible incarnation?"""
+        if self.trusted is not None and record.id not in self.trusted:
+            self.stats.untrusted_records += 1
+            if record.id not in self._untrusted_seen and len(self._untrusted_seen) < MEMBERS_MAX:
+                self._untrusted_seen.add(record.id)
+                effects.append(Anomaly(f"ignored {record.id}: not a trusted node id"))
+            return False
+        wall_ms = now * 1000 + self.wall_offset_ms
+        if record.incarnation > wall_ms + self.config.clock_skew_max_s * 1000:
+            self.stats.future_incarnations += 1
+            effects.append(
+                Anomaly(
+                    f"ignored {record.id} at incarnation {record.incarnation}: more than "
+                    f"{self.config.clock_skew_max_s:g}s ahead of this node's clock"
+                )
+            )
+            return False
+        return True
+
+    def _contradicts_live_peer(self, peer: _Peer, record: MemberRecord) -> bool:
+        """Gossip that a node we hear ourselves has left: its own heartbeats say otherwise."""
+        return (
+            record.left
+            and not peer.record.left
+            and record.incarnation >= peer.record.incarnation
+            and peer.last_heard_at is not None
+            and peer.liveness is Liveness.ALIVE
+        )
+
+    def _outlived_hearsay(self, peer: _Peer, record: MemberRecord, now: float) -> bool:
+        """The node speaks from an older start than the one gossip claimed, and the
+        claimed start has not been heard from in a whole dead window: the claim was false."""
+        return (
+            record.incarnation < peer.record.incarnation
+            and peer.last_heard_at is None
+            and now - peer.known_since >= self.config.dead_after_s
+        )
 
     def _changed(
         self,

@@ -21,7 +21,8 @@ import msgspec
 
 from peers.limits import ADDRESS_LENGTH_MAX, NODE_ID_LENGTH_MAX
 
-NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# `(?!\n)`: Python's `$` alone also matches before a final newline ("n1\n").
+NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$(?!\n)"
 NodeId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=NODE_ID_LENGTH_MAX, pattern=NODE_ID_PATTERN)
 ]

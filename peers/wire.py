@@ -60,3 +60,6 @@ def decode_bounded(decoder: msgspec.msgpack.Decoder[T], frame: bytes) -> T:
         return decoder.decode(frame)
     except msgspec.DecodeError as error:  # ValidationError is a subclass
         raise PeerDecodeError(str(error)) from error
+    except RecursionError as error:
+        # msgspec recurses once per nesting level, also while skipping unknown fields.
+        raise PeerDecodeError("frame nested too deeply") from error

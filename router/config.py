@@ -8,6 +8,9 @@ from router.ring import VNODES_DEFAULT
 @dataclass(frozen=True, slots=True)
 class RouterConfig:
     replicas: int = 3  # N: nodes holding each room
+    # A peer's message carrying an id or time further ahead of this node's wall clock is
+    # refused: NTP keeps honest clocks within milliseconds, a minute is a broken one.
+    clock_skew_max_ms: int = 60_000
     write_quorum: int = 2  # W: copies on disk before a send is acknowledged
     read_quorum: int = 1  # R: replicas asked for each history page
     vnodes: int = VNODES_DEFAULT

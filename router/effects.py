@@ -157,6 +157,15 @@ class Warn:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A peer's message was refused as it stood (its values out of bounds): counted, and
+    logged once per peer by the shell, so a flood of them cannot flood the log."""
+
+    sender: str
+    reason: str
+
+
 # ---- outcomes of requests made by the shell (completed with `Complete`) ----
 
 
@@ -222,5 +231,6 @@ Effect = (
     | DeliverMessage
     | DeliverEvent
     | Warn
+    | Refusal
     | Complete
 )

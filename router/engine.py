@@ -33,6 +33,7 @@ from router.effects import (
     Outcome,
     Page,
     Ready,
+    Refusal,
     Refused,
     SendPeer,
     Store,
@@ -41,9 +42,11 @@ from router.effects import (
     Warn,
 )
 from router.handoff import HintedHandoff
+from router.id_bounds import latest_time_ms
 from router.interest import InterestTable
 from router.memberships import Memberships, ring_key
 from router.message_ids import HybridClock, MessageId, at_time, is_message_id
+from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
 from router.reads import ReplicaPage, merge_pages
 from router.records import MembershipChange, RoomMessage
 from router.ring import HashRing
@@ -108,6 +111,7 @@ class _Read:
     deadline: float
     waiting: set[str]
     needed: int  # answers without which the page could miss acknowledged messages
+    bytes_max: int | None = None  # the merged page's budget (router/page_bytes.py)
     pages: dict[str, ReplicaPage] = field(default_factory=dict)
 
 
@@ -179,6 +183,7 @@ class _ForOwnHint:
 class _ForPeerRead:
     node: str
     read_id: int
+    forward: bool  # the read pages forward (from `after`): a cut keeps the oldest
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,7 @@ class EngineStatistics:
     catch_ups: int = 0
     interest_dropped: int = 0
     late_posts: int = 0
+    future_ids_refused: int = 0
 
 
 class RoomEngine:
@@ -285,9 +291,23 @@ class RoomEngine:
     # ---- the view of the mesh ----
 
     def observe(self, message_id: str) -> None:
-        """Move the id clock past an id stored earlier (at start) or seen from a peer."""
+        """Move the id clock past an id seen from a peer (checked on arrival)."""
         if is_message_id(message_id):
             self._clock.observe(MessageId.parse(message_id))
+
+    def observe_stored(self, message_id: str, now: float) -> bool:
+        """Move the id clock past the newest id on disk at start, unless that id lies
+        beyond the allowed skew (stored before ids were checked): then False, unseen."""
+        if is_message_id(message_id) and self._too_far_ahead(
+            MessageId.parse(message_id).time_ms, now
+        ):
+            self.stats.future_ids_refused += 1
+            return False
+        self.observe(message_id)
+        return True
+
+    def _too_far_ahead(self, time_ms: int, now: float) -> bool:
+        return time_ms > self._wall_ms(now) + self.config.clock_skew_max_ms
 
     def set_members(self, members: Mapping[str, Health], now: float) -> list[Effect]:
         """The membership view: every node not departed, and its health. Only alive
@@ -377,8 +397,10 @@ class RoomEngine:
         now: float,
         quorum: int | None = None,
         late_since_ms: int | None = None,
+        bytes_max: int | None = None,
     ) -> list[Effect]:
-        """A page of the room from R replicas (this node first when it is one), merged.
+        """A page of the room from R replicas (this node first when it is one), merged,
+        its messages within `bytes_max` (router/page_bytes.py message_bytes) when given.
         `quorum` asks more (or fewer) replicas than R: a sweep that repairs a whole room
         reads from all of them. With `late_since_ms` (a resume's first page) the page
         also brings the messages replicas recorded as late arrivals since then, with ids
@@ -399,7 +421,15 @@ class RoomEngine:
         read_id = next(self._numbers)
         deadline = now + self.config.read_timeout_s
         self._reads[read_id] = _Read(
-            ticket, room, before, after, limit, deadline, set(targets), needed=wanted
+            ticket,
+            room,
+            before,
+            after,
+            limit,
+            deadline,
+            set(targets),
+            needed=wanted,
+            bytes_max=bytes_max,
         )
         effects: list[Effect] = []
         for target in targets:
@@ -601,11 +631,11 @@ class RoomEngine:
             return self.anti_entropy.messages_loaded(token, messages or [])
         purpose = self._tokens.pop(token, None)
         match purpose:
-            case _ForPeerRead(node, read_id):
+            case _ForPeerRead(node, read_id, forward):
                 self.stats.reads_served += 1
                 if messages is None:
                     return [SendPeer(node, ReadReply(read_id, ok=False))]
-                return [SendPeer(node, ReadReply(read_id, messages, more, late=late))]
+                return [SendPeer(node, _read_reply(read_id, messages, more, late, forward))]
             case _ForOwnRead(read_id):
                 page = None if messages is None else ReplicaPage(messages, more, late)
                 return self._read_answered(read_id, self.node_id, page, now)
@@ -616,6 +646,16 @@ class RoomEngine:
 
     def handle(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
         self._latest_now = now
+        latest_ms = latest_time_ms(message)
+        if latest_ms and self._too_far_ahead(latest_ms, now):
+            self.stats.future_ids_refused += 1
+            return [
+                Refusal(
+                    sender,
+                    f"a {type(message).__name__} carrying time {latest_ms} ms, more than "
+                    f"{self.config.clock_skew_max_ms} ms ahead of this node's clock",
+                )
+            ]
         match message:
             case Forward(forward_id, room, user, client_msg_id, body):
                 request = SendRequest(room, user, client_msg_id, body)
@@ -651,7 +691,7 @@ class RoomEngine:
                 return self._progress(write, now)
             case ReadRequest(read_id, room, before, after, limit, late_since_ms):
                 token = next(self._numbers)
-                self._tokens[token] = _ForPeerRead(sender, read_id)
+                self._tokens[token] = _ForPeerRead(sender, read_id, forward=after is not None)
                 return [Load(token, room, before, after, limit, late_since_ms)]
             case ReadReply(read_id, messages, more, ok, late):
                 page = ReplicaPage(messages, more, late) if ok else None
@@ -1176,7 +1216,9 @@ class RoomEngine:
         if len(read.pages) < read.needed:
             reason = f"{len(read.pages)} of the {read.needed} replicas asked answered the read"
             return self._complete(read.ticket, Refused("unavailable", reason), now)
-        merged = merge_pages(read.pages, forward=read.after is not None, limit=read.limit)
+        merged = merge_pages(
+            read.pages, forward=read.after is not None, limit=read.limit, bytes_max=read.bytes_max
+        )
         effects: list[Effect] = []
         for replica, missing in merged.repairs.items():
             self.stats.read_repairs += len(missing)
@@ -1239,6 +1281,16 @@ class RoomEngine:
 
     def pushes_unacknowledged(self) -> int:
         return sum(len(stream.unacked) for stream in self._outbound.values())
+
+
+def _read_reply(
+    read_id: int, messages: list[RoomMessage], more: bool, late: list[RoomMessage], forward: bool
+) -> ReadReply:
+    """A replica's answer, within the peer frame: its page and its late arrivals (the
+    newest ids) cut by bytes; a page cut short says `more`, so the reader goes on from it."""
+    page, cut = cut_page(messages, READ_PAGE_BYTES_MAX, keep_oldest=forward)
+    late, _ = cut_page(late, LATE_PAGE_BYTES_MAX, keep_oldest=False)
+    return ReadReply(read_id, page, more or cut, late=late)
 
 
 def _forward_message(forward_id: int, request: SendRequest) -> Forward:

@@ -24,8 +24,9 @@ COUNTER_MAX: Final = 16**COUNTER_HEX_DIGITS - 1
 TIME_MS_MAX: Final = 16**TIME_HEX_DIGITS - 1
 
 # The node part uses the node id charset (peers/records.py), spelled out so every regex
-# engine (Python, JSON Schema validators) reads it the same way.
-MESSAGE_ID_PATTERN: Final = r"^[0-9a-f]{16}\.[A-Za-z0-9_.-]{1,64}$"
+# engine (Python, JSON Schema validators) reads it the same way. Python's `$` also matches
+# before a final newline (msgspec checks with `re.search`): `(?!\n)` makes it the very end.
+MESSAGE_ID_PATTERN: Final = r"^[0-9a-f]{16}\.[A-Za-z0-9_.-]{1,64}$(?!\n)"
 # Sorts before every id a clock can make: "everything after ORIGIN" is the whole room.
 ORIGIN: Final = "0000000000000000.0"
 _MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)

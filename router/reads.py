@@ -1,14 +1,20 @@
 """Merging what several replicas returned for one page, and finding what each one lacks.
 
 Each replica answers the same query (a page forward from `after`, backward from `before`,
-or the newest page). The merged page is the union ordered by id, cut to the limit on the
-side the query pages towards. A replica lacks a message when the message lies inside the
-range that replica's answer covers yet is not in its answer; those are read-repaired.
+or the newest page), cut short by count or by bytes (router/page_bytes.py). A replica's
+answer that was cut short speaks only for the range up to its last message (down to its
+first, paging backward): beyond that point another replica's messages may not be all
+there are. So the merged page is the union ordered by id, up to the nearest such point
+over all the answers, cut to the limit and to the byte budget on the side the query pages
+towards; its cursor then resumes from the point every replica spoke for, and walking the
+pages hides nothing. A replica lacks a message when the message lies inside the range
+that replica's answer covers yet is not in its answer; those are read-repaired.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from router.page_bytes import cut_page
 from router.records import RoomMessage
 
 
@@ -27,11 +33,24 @@ class MergedPage:
     late: list[RoomMessage] = field(default_factory=list)  # oldest first, not in `messages`
 
 
-def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> MergedPage:
-    """Merge replica answers to one query. `forward` is true for queries with `after`."""
-    ordered = _once_per_send(message for page in pages.values() for message in page.messages)
+def merge_pages(
+    pages: dict[str, ReplicaPage], *, forward: bool, limit: int, bytes_max: int | None = None
+) -> MergedPage:
+    """Merge replica answers to one query. `forward` is true for queries with `after`;
+    `bytes_max` bounds the merged messages by router/page_bytes.py message_bytes."""
+    horizon = _horizon(pages.values(), forward=forward)
+    # The horizon cuts before twins merge: a send must show from a page that spoke for it.
+    ordered = _once_per_send(
+        message
+        for page in pages.values()
+        for message in page.messages
+        if horizon is None or (message.id <= horizon if forward else message.id >= horizon)
+    )
     chosen = ordered[:limit] if forward else ordered[-limit:]
-    more = len(ordered) > limit or any(page.more for page in pages.values())
+    cut = False
+    if bytes_max is not None:
+        chosen, cut = cut_page(chosen, bytes_max, keep_oldest=forward)
+    more = cut or len(ordered) > limit or any(page.more for page in pages.values())
     repairs: dict[str, list[RoomMessage]] = {}
     for replica, page in pages.items():
         held = {message.id for message in page.messages}
@@ -45,6 +64,21 @@ def merge_pages(pages: dict[str, ReplicaPage], *, forward: bool, limit: int) -> 
     shown = {message.key for message in chosen}
     late = _once_per_send(message for page in pages.values() for message in page.late)
     return MergedPage(chosen, more, repairs, [m for m in late if m.key not in shown])
+
+
+def _horizon(pages: Iterable[ReplicaPage], *, forward: bool) -> str | None:
+    """The last id every answer speaks for (the first, paging backward): the nearest end
+    of an answer that was cut short; None when none was. A cut-short answer without
+    messages speaks for nothing and bounds nothing (a replica never sends one: a page
+    always holds at least one message)."""
+    ends = [
+        page.messages[-1].id if forward else page.messages[0].id
+        for page in pages
+        if page.more and page.messages
+    ]
+    if not ends:
+        return None
+    return min(ends) if forward else max(ends)
 
 
 def _once_per_send(messages: Iterable[RoomMessage]) -> list[RoomMessage]:

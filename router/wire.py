@@ -75,6 +75,9 @@ class ReadRequest(msgspec.Struct, frozen=True, tag="read"):
 
 
 class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
+    """A replica's page, bounded in bytes as well as in count (router/page_bytes.py), so
+    that it stays within the peer frame; `more` says it was cut short either way."""
+
     read_id: RequestId
     messages: Annotated[list[RoomMessage], msgspec.Meta(max_length=READ_MESSAGES_MAX + 1)] = []
     more: bool = False

@@ -6,6 +6,7 @@ process a test starts is stopped by the fixture that made it, whatever the outco
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from zmq.auth import load_certificate
+
 from mesh import runtime
 from mesh.cli import fetch_status
 from mesh.protocol import StatusReply
+from peers.keys import create_key_pair
 
 T = TypeVar("T")
 
@@ -95,6 +99,10 @@ class NodeProcess:
     process: subprocess.Popen[bytes] | None = None
     preexec: Callable[[], None] | None = None  # runs in the child before exec (rlimits)
     http_port: int | None = None
+    # CURVE: this node's secret certificate and the cluster's trusted directory.
+    node_key: Path | None = None
+    trusted_keys: Path | None = None
+    seed_ids: dict[str, str] = field(default_factory=dict)  # seed address -> node id
 
     @property
     def http_url(self) -> str:
@@ -124,8 +132,12 @@ class NodeProcess:
             "--data",
             str(self.data_dir),
         ]
+        secure = "--insecure-peers" not in self.extra
         for seed in self.seeds:
-            command += ["--seed", seed]
+            node_id = self.seed_ids.get(seed)
+            command += ["--seed", f"{node_id}@{seed}" if secure and node_id else seed]
+        if secure and self.node_key is not None and self.trusted_keys is not None:
+            command += ["--node-key", str(self.node_key), "--trusted-keys", str(self.trusted_keys)]
         return command + self.extra
 
     def start(self) -> "NodeProcess":
@@ -192,6 +204,24 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.nodes: dict[str, NodeProcess] = {}
+        # Every node's key pair, and the one directory of public keys they all trust.
+        self.keys_dir = root / "keys"
+        self.trusted_dir = root / "trusted"
+        self.trusted_dir.mkdir(parents=True, exist_ok=True)
+
+    def member_key(self, node_id: str) -> tuple[bytes, bytes]:
+        """A new key pair that every node trusts as `node_id` (z85 public, secret): for
+        tests that speak as a member. Nodes re-read the trusted dir within a second."""
+        public_path, secret_path = create_key_pair(self.keys_dir, node_id)
+        shutil.copyfile(public_path, self.trusted_dir / public_path.name)
+        public, secret = load_certificate(secret_path)
+        assert secret is not None
+        return public, secret
+
+    def server_key(self, node_id: str) -> bytes:
+        """The z85 public key a node's peer port answers with."""
+        public, _ = load_certificate(self.keys_dir / f"{node_id}.key")
+        return public
 
     def add(
         self,
@@ -204,6 +234,9 @@ class Cluster:
         peer_port, client_port, http_port = free_ports(3)
         if http:
             options = [*(options or []), "--http-port", str(http_port)]
+        if not (self.keys_dir / f"{node_id}.key_secret").exists():
+            public_path, _ = create_key_pair(self.keys_dir, node_id)
+            shutil.copyfile(public_path, self.trusted_dir / public_path.name)
         node = NodeProcess(
             node_id,
             peer_port,
@@ -214,6 +247,9 @@ class Cluster:
             extra=[*FAST_TIMING, *(options or [])],
             preexec=preexec,
             http_port=http_port if http else None,
+            node_key=self.keys_dir / f"{node_id}.key_secret",
+            trusted_keys=self.trusted_dir,
+            seed_ids={other.peer_address: other.node_id for other in self.nodes.values()},
         )
         self.nodes[node_id] = node
         return node

@@ -70,7 +70,8 @@ def get(node: NodeProcess, path: str, user: str = "ann") -> httpx.Response:
 
 def error_of(response: httpx.Response) -> str:
     document: dict[str, Any] = response.json()
-    assert set(document["error"]) == {"code", "message", "docs"}, document
+    fields = set(document["error"])
+    assert {"code", "message", "docs"} <= fields <= {"code", "message", "docs", "retry_after_s"}
     return str(document["error"]["code"])
 
 
@@ -181,6 +182,7 @@ def test_every_error_path_answers_its_status_and_code(cluster: Cluster, tmp_path
         limited = post(node, "lobby", f"burst {n}")
     assert (limited.status_code, error_of(limited)) == (429, "rate_limited")
     assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["retry_after_s"] > 0
     # After all of it, the node still serves.
     assert httpx.get(f"{node.http_url}/v1/health").status_code == 200
     assert get(node, "/v1/rooms/lobby/messages").status_code == 200

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -21,6 +22,7 @@ from textual.widgets import Input, Static
 
 from mesh.client import ChatClient, ConnectionChanged
 from mesh.connection import NodeError
+from mesh.display_text import terminal_safe
 from mesh.protocol import Message, MessageEvent, PresenceEvent, TypingEvent
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
@@ -377,11 +379,13 @@ class ChatApp(App[None]):
     def _render_members(self) -> None:
         room = self.state.rooms.get(self.state.current or "")
         members = room.members if room else []
-        self.query_one("#members", Static).update("\n".join(members))
+        # Text, not a str: a str is read as Rich markup, and a name like "[/]" would break it.
+        shown = Text("\n".join(terminal_safe(member) for member in members))
+        self.query_one("#members", Static).update(shown)
 
     def _refresh_typing(self) -> None:
         with contextlib.suppress(NoMatches):
-            self.query_one("#typing", Static).update(self.state.typing_line(time.monotonic()))
+            self.query_one("#typing", Static).update(Text(self.state.typing_line(time.monotonic())))
 
     def _refresh_status(self) -> None:
         client = self.client
@@ -389,6 +393,6 @@ class ChatApp(App[None]):
         node = f"{client.node} ({client.address})" if client.node else "no node yet"
         with contextlib.suppress(NoMatches):
             self.query_one("#status", Static).update(
-                f"{self.state.user} @ {node} · {self.connection}{rtt}"
+                Text(terminal_safe(f"{self.state.user} @ {node} · {self.connection}{rtt}"))
             )
         self._refresh_typing()

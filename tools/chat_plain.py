@@ -2,7 +2,8 @@
 
 Each stdin line is sent to the current room (the last one joined), or run as a command;
 every incoming message is printed as one line, `[room] HH:MM sender: body`. At the end of
-stdin the tool waits for its sends to be acknowledged, then exits.
+stdin the tool waits for its sends to be acknowledged, then exits. Every line goes out
+through `terminal_safe`, so nothing another user wrote reaches the terminal raw.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from typing import TypeVar
 
 from mesh.client import ChatClient, ConnectionChanged
 from mesh.connection import NodeError
+from mesh.display_text import terminal_safe
 from mesh.protocol import Message, MessageEvent, PresenceEvent
 from tools.chat_render import clock
 from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command
@@ -23,12 +25,11 @@ T = TypeVar("T")
 
 
 def format_message(message: Message) -> str:
+    room, sender = terminal_safe(message.room), terminal_safe(message.sender)
     if message.body.startswith(ACTION_PREFIX):
-        return (
-            f"[{message.room}] {clock(message.time_ms)} * {message.sender} "
-            f"{message.body[len(ACTION_PREFIX) :]}"
-        )
-    return f"[{message.room}] {clock(message.time_ms)} {message.sender}: {message.body}"
+        action = terminal_safe(message.body[len(ACTION_PREFIX) :])
+        return f"[{room}] {clock(message.time_ms)} * {sender} {action}"
+    return f"[{room}] {clock(message.time_ms)} {sender}: {terminal_safe(message.body)}"
 
 
 class PlainChat:
@@ -36,7 +37,9 @@ class PlainChat:
         self.client = client
         self.rooms = list(rooms)
         self.current = rooms[-1] if rooms else None
-        self.write = write
+        # Presence, /who, /rooms and errors quote others too: every line is made safe, and
+        # that leaves a line already made safe unchanged.
+        self.write: Callable[[str], None] = lambda line: write(terminal_safe(line))
         self._shown: set[str] = set()
         self._sends: list[asyncio.Task[None]] = []
 

@@ -1,9 +1,14 @@
-"""How a line of chat looks, shared by the full-screen app and the line mode."""
+"""How a line of chat looks, shared by the full-screen app and the line mode.
+
+Every text from others (senders, bodies, room names, notices quoting the node) is shown
+through `terminal_safe`: one line, control and bidi characters escaped.
+"""
 
 import datetime
 
 from rich.text import Text
 
+from mesh.display_text import terminal_safe
 from tools.chat_state import ACTION_PREFIX, ChatState, Delivery, Line, RoomView, colour_of
 
 NEW_MESSAGES_MARKER = "──── new messages ────"
@@ -16,21 +21,22 @@ def clock(time_ms: int) -> str:
 def line_text(line: Line) -> Text:
     text = Text(f"{clock(line.time_ms)} ", style="dim")
     if line.notice:
-        text.append(f"-- {line.body}", style="dim italic")
+        text.append(f"-- {terminal_safe(line.body)}", style="dim italic")
         return text
+    sender = terminal_safe(line.sender)
     if line.is_action:
         text.append(
-            f"* {line.sender} {line.body[len(ACTION_PREFIX) :]}",
+            f"* {sender} {terminal_safe(line.body[len(ACTION_PREFIX) :])}",
             style=f"italic {colour_of(line.sender)}",
         )
     else:
-        text.append(line.sender, style=f"bold {colour_of(line.sender)}")
-        text.append(f": {line.body}")
+        text.append(sender, style=f"bold {colour_of(line.sender)}")
+        text.append(f": {terminal_safe(line.body)}")
     if line.delivery is Delivery.PENDING:
         text.stylize("dim")
         text.append("  (sending…)", style="dim")
     elif line.delivery is Delivery.FAILED:
-        text.append(f"  (not sent: {line.error})", style="bold red")
+        text.append(f"  (not sent: {terminal_safe(line.error)})", style="bold red")
     return text
 
 
@@ -57,7 +63,7 @@ def room_text(room: RoomView) -> Text:
 
 def room_label(state: ChatState, room: RoomView, position: int) -> Text:
     marker = ">" if room.name == state.current else " "
-    label = Text(f"{marker}{position} {room.name}")
+    label = Text(f"{marker}{position} {terminal_safe(room.name)}")
     if room.unread:
         label.append(f" ({room.unread})", style="bold yellow")
     return label

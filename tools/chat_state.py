@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict
 
+from mesh.display_text import terminal_safe
 from mesh.protocol import Message
 
 # Messages kept per room in memory; older ones are dropped from view (history reloads them).
@@ -243,7 +244,8 @@ class ChatState:
         if self.current is None:
             return ""
         room = self.rooms[self.current]
-        typists = sorted(user for user, until in room.typing.items() if until > now_s)
+        typing = room.typing.items()
+        typists = sorted(terminal_safe(user) for user, until in typing if until > now_s)
         if not typists:
             return ""
         if len(typists) == 1:

@@ -5,6 +5,7 @@ completes, so a crash before that loses them, as on a real node.
 """
 
 from router.digest import Digest, digest_of
+from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
 from router.records import RoomMessage
 
 
@@ -57,16 +58,31 @@ class MemoryStore:
             self.late.setdefault(message.room, {})[message.id] = late_at_ms
         return message, held is not None
 
-    def late_arrivals(self, room: str, since_ms: int, up_to: str, limit: int) -> list[RoomMessage]:
+    def late_arrivals(
+        self,
+        room: str,
+        since_ms: int,
+        up_to: str,
+        limit: int,
+        bytes_max: int = LATE_PAGE_BYTES_MAX,
+    ) -> list[RoomMessage]:
+        """The most recent arrivals, at most `limit` and within `bytes_max`, by id."""
         held = self.rooms.get(room, {})
         recorded = self.late.get(room, {})
         chosen = [i for i, at in recorded.items() if at >= since_ms and i <= up_to and i in held]
         chosen.sort(key=lambda i: recorded[i], reverse=True)
-        return [held[i] for i in sorted(chosen[:limit])]
+        latest, _ = cut_page([held[i] for i in chosen[:limit]], bytes_max, keep_oldest=True)
+        return sorted(latest, key=lambda message: message.id)
 
     def history(
-        self, room: str, before: str | None, after: str | None, limit: int
+        self,
+        room: str,
+        before: str | None,
+        after: str | None,
+        limit: int,
+        bytes_max: int = READ_PAGE_BYTES_MAX,
     ) -> tuple[list[RoomMessage], bool]:
+        """As mesh/storage.py: at most `limit` messages within `bytes_max`, at least one."""
         ids = sorted(self.rooms.get(room, {}))
         if after is not None:
             chosen = [i for i in ids if i > after and (before is None or i < before)]
@@ -75,7 +91,9 @@ class MemoryStore:
             chosen = [i for i in ids if before is None or i < before]
             page, more = chosen[-limit:], len(chosen) > limit
         messages = self.rooms.get(room, {})
-        return [messages[i] for i in page], more
+        forward = after is not None
+        fitted, cut = cut_page([messages[i] for i in page], bytes_max, keep_oldest=forward)
+        return fitted, more or cut
 
     def ids(self, room: str) -> list[str]:
         return sorted(self.rooms.get(room, {}))

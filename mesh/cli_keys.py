@@ -1,0 +1,148 @@
+"""`meshchat keys` and the peer-link options of `node` and `up`.
+
+meshchat keys new    --id ID --out DIR       # DIR/ID.key (public), DIR/ID.key_secret (0600)
+meshchat keys list   DIR                     # the node ids and key fingerprints in DIR
+meshchat keys trust  FILE --trusted DIR      # copy a node's public certificate into DIR
+meshchat keys revoke --id ID --trusted DIR   # remove it: running nodes drop that node
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from peers.keys import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    NodeKeyError,
+    create_key_pair,
+    ensure_node_key,
+    fingerprint,
+    is_node_id,
+    load_trusted,
+)
+
+KEYS_DIR = "keys"
+TRUSTED_DIR = "trusted"
+EXIT_USAGE = 2
+
+
+def add_peer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("peer links (CURVE)")
+    group.add_argument(
+        "--node-key",
+        type=Path,
+        metavar="FILE",
+        help="this node's secret certificate ID.key_secret (default: made in DATA/keys)",
+    )
+    group.add_argument(
+        "--trusted-keys",
+        type=Path,
+        metavar="DIR",
+        help="the public certificates ID.key of every node accepted (default DATA/trusted)",
+    )
+    group.add_argument(
+        "--insecure-peers",
+        action="store_true",
+        help="plaintext, unauthenticated peer links: for development only",
+    )
+    group.add_argument(
+        "--clock-skew-max",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="ids and incarnations further ahead of this node's clock are refused "
+        "(default %(default)s)",
+    )
+
+
+def peer_arguments(args: argparse.Namespace) -> list[str]:
+    """The peer options `up` passes to every node (keys are per node: see local_keys)."""
+    arguments = ["--clock-skew-max", str(args.clock_skew_max)]
+    if args.insecure_peers:
+        arguments.append("--insecure-peers")
+    return arguments
+
+
+def local_keys(data: Path, node_ids: list[str]) -> tuple[dict[str, Path], Path]:
+    """`up`'s keys: a pair per node in DATA/keys (made once, kept after) and one trusted
+    directory DATA/trusted holding every node's public certificate."""
+    keys_dir, trusted_dir = data / KEYS_DIR, data / TRUSTED_DIR
+    trusted_dir.mkdir(parents=True, exist_ok=True)
+    secrets: dict[str, Path] = {}
+    for node_id in node_ids:
+        ensure_node_key(keys_dir, node_id)
+        shutil.copyfile(
+            keys_dir / f"{node_id}{PUBLIC_SUFFIX}", trusted_dir / f"{node_id}{PUBLIC_SUFFIX}"
+        )
+        secrets[node_id] = keys_dir / f"{node_id}{SECRET_SUFFIX}"
+    return secrets, trusted_dir
+
+
+def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    keys = commands.add_parser("keys", help="make, list, trust and revoke node keys")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    new = actions.add_parser("new", help="make a node's key pair")
+    new.add_argument("--id", required=True, help="the node's id")
+    new.add_argument("--out", type=Path, required=True, metavar="DIR")
+    listing = actions.add_parser("list", help="the nodes a trusted directory accepts")
+    listing.add_argument("directory", type=Path, metavar="DIR")
+    trust = actions.add_parser("trust", help="accept a node: copy its public certificate")
+    trust.add_argument("certificate", type=Path, metavar="FILE")
+    trust.add_argument("--trusted", type=Path, required=True, metavar="DIR")
+    revoke = actions.add_parser("revoke", help="stop accepting a node")
+    revoke.add_argument("--id", required=True, help="the node's id")
+    revoke.add_argument("--trusted", type=Path, required=True, metavar="DIR")
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    try:
+        match args.keys_command:
+            case "new":
+                public, secret = create_key_pair(args.out, args.id)
+                _out(f"{public}  (public: copy it into every node's trusted directory)")
+                _out(f"{secret}  (secret: this node's --node-key; keep it private)")
+            case "list":
+                for node_id, key in sorted(load_trusted(args.directory).items()):
+                    _out(f"{node_id}  {fingerprint(key)}")
+            case "trust":
+                return _trust(args.certificate, args.trusted)
+            case "revoke":
+                return _revoke(args.id, args.trusted)
+    except NodeKeyError as error:
+        return _fail(str(error))
+    return 0
+
+
+def _trust(certificate: Path, trusted: Path) -> int:
+    node_id = certificate.name.removesuffix(PUBLIC_SUFFIX)
+    if not certificate.name.endswith(PUBLIC_SUFFIX) or not is_node_id(node_id):
+        return _fail(f"{certificate} is not a public certificate named ID{PUBLIC_SUFFIX}")
+    trusted.mkdir(parents=True, exist_ok=True)
+    target = trusted / certificate.name
+    temporary = target.with_suffix(".tmp")
+    shutil.copyfile(certificate, temporary)
+    temporary.replace(target)  # running nodes never read half a file
+    if node_id not in load_trusted(trusted):
+        target.unlink()
+        return _fail(f"{certificate} holds no usable public key")
+    _out(f"trusting {node_id} ({fingerprint(load_trusted(trusted)[node_id])})")
+    return 0
+
+
+def _revoke(node_id: str, trusted: Path) -> int:
+    path = trusted / f"{node_id}{PUBLIC_SUFFIX}"
+    if not is_node_id(node_id) or not path.exists():
+        return _fail(f"{trusted} trusts no node {node_id!r}")
+    path.unlink()
+    _out(f"revoked {node_id}: running nodes drop it within a few seconds")
+    return 0
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"meshchat keys: {message}\n")
+    return EXIT_USAGE

@@ -1,0 +1,104 @@
+"""Which key each peer address must answer with, and the node's own key and trust.
+
+With CURVE, a node can only open a link to a peer whose public key it knows, and it
+knows keys by node id (the trusted directory). Membership speaks in addresses, so the
+node keeps the address of every node id it knows (from seeds written `ID@HOST:PORT` and
+from member records) and looks the key up through it.
+"""
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from peers.keys import NodeKeyError, TrustedKeys, ensure_node_key, is_node_id, load_node_key
+from peers.records import MemberRecord
+from peers.transport import PeerSecurity
+
+log = logging.getLogger(__name__)
+
+# Where a node keeps the key pair it made itself, and the keys it trusts, by default.
+OWN_KEYS_DIR: Final = "keys"
+TRUSTED_KEYS_DIR: Final = "trusted"
+
+
+class SeedError(ValueError):
+    """A seed that is not `HOST:PORT` or `ID@HOST:PORT`."""
+
+
+def parse_seed(text: str) -> tuple[str | None, str]:
+    """(node id or None, address) of a seed written `ID@HOST:PORT` or `HOST:PORT`."""
+    node_id, at, address = text.rpartition("@")
+    if not at:
+        node_id, address = "", text
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SeedError(f"not a peer address: {text!r} (use HOST:PORT or ID@HOST:PORT)")
+    if at and not is_node_id(node_id):
+        raise SeedError(f"not a node id: {node_id!r} in seed {text!r}")
+    return (node_id or None), address
+
+
+def load_security(
+    node_id: str, data_dir: Path, node_key: Path | None, trusted_dir: Path | None
+) -> PeerSecurity:
+    """The node's key pair (made in DATA/keys on first start without --node-key) and the
+    keys it trusts (DATA/trusted without --trusted-keys). Raises NodeKeyError."""
+    own = (
+        load_node_key(node_key, node_id)
+        if node_key is not None
+        else ensure_node_key(data_dir / OWN_KEYS_DIR, node_id)
+    )
+    if trusted_dir is None:
+        trusted_dir = data_dir / TRUSTED_KEYS_DIR
+        if not trusted_dir.exists():
+            trusted_dir.mkdir(parents=True)
+            log.warning(
+                "%s trusts no peer yet: put each peer's ID.key in %s (this node's own "
+                "public key, for the others, is %s)",
+                node_id,
+                trusted_dir,
+                data_dir / OWN_KEYS_DIR / f"{node_id}.key",
+            )
+    trusted = TrustedKeys(trusted_dir)
+    if node_id in trusted.nodes() and trusted.key_of(node_id) != own.public:
+        raise NodeKeyError(
+            f"{trusted_dir}/{node_id}.key is not the public half of this node's key: "
+            "the others would not know this node"
+        )
+    return PeerSecurity(own, trusted)
+
+
+class PeerKeys:
+    """Address -> node id -> trusted key, for opening links; None in insecure mode."""
+
+    def __init__(self, security: PeerSecurity | None) -> None:
+        self.security = security
+        self._node_at: dict[str, str] = {}
+
+    def learn_seed(self, node_id: str | None, address: str) -> None:
+        if node_id is not None:
+            self._node_at[address] = node_id
+
+    def learn_records(self, records: Iterable[MemberRecord]) -> None:
+        for record in records:
+            self._node_at[record.address] = record.id
+
+    def node_at(self, address: str) -> str | None:
+        return self._node_at.get(address)
+
+    def key_for_address(self, address: str) -> bytes | None:
+        node = self._node_at.get(address)
+        return None if node is None else self.key_for_node(node)
+
+    def key_for_node(self, node_id: str) -> bytes | None:
+        if self.security is None:
+            return None
+        return self.security.trusted.key_of(node_id)
+
+    def trusts(self, node_id: str) -> bool:
+        """May frames from this (authenticated) node id be believed right now?"""
+        return self.security is None or self.security.trusted.key_of(node_id) is not None
+
+
+__all__ = ["NodeKeyError", "PeerKeys", "SeedError", "load_security", "parse_seed"]
