@@ -9,6 +9,13 @@ from peers.membership import MembershipConfig
 from router.config import RouterConfig
 
 
+# A message frame's fields other than the body, at their largest: 64-character user
+# names and client message ids of 4-byte characters, the id, room and msgpack framing.
+FRAME_FIELDS_BYTES_MAX = 1024
+# The smallest frame limit a node may configure: a message with a 1 KiB body still fits.
+FRAME_BYTES_MIN = 2 * FRAME_FIELDS_BYTES_MAX
+
+
 @dataclass(frozen=True, slots=True)
 class ClientLimits:
     """What one client may ask of a node; every value is announced in the welcome."""
@@ -30,9 +37,11 @@ class ClientLimits:
     handshake_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 1024 <= self.frame_bytes_max <= CLIENT_FRAME_BYTES_MAX:
-            raise ValueError(f"frame_bytes_max must be 1024..{CLIENT_FRAME_BYTES_MAX}")
-        if not 1 <= self.body_bytes_max <= self.frame_bytes_max - 512:
+        if not FRAME_BYTES_MIN <= self.frame_bytes_max <= CLIENT_FRAME_BYTES_MAX:
+            raise ValueError(
+                f"frame_bytes_max must be {FRAME_BYTES_MIN}..{CLIENT_FRAME_BYTES_MAX}"
+            )
+        if not 1 <= self.body_bytes_max <= self.frame_bytes_max - FRAME_FIELDS_BYTES_MAX:
             raise ValueError("body_bytes_max must leave room for the frame's other fields")
         for name in (
             "rooms_per_session_max",

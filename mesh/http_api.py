@@ -399,7 +399,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             429: _error_spec(
                 "Too many sends; retry after Retry-After seconds.",
                 ErrorCode.RATE_LIMITED,
-                "more than 100 sends per second",
+                "more than 100 sends per second by one user on this node",
             ),
             **STORAGE,
         },

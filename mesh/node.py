@@ -22,7 +22,7 @@ from mesh.identity import next_incarnation
 from mesh.metrics import NodeMetrics
 from mesh.peer_book import load_peer_addresses, save_peer_addresses
 from mesh.peer_codec import decode_node_message, encode_node_message
-from mesh.peer_security import PeerKeys, load_security, parse_seed
+from mesh.peer_security import PeerKeys, describe_security, load_security, parse_seed
 from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
 from mesh.rate_limit import UserSendLimits
 from mesh.room_router import RoomRouter
@@ -168,12 +168,7 @@ class Node:
             wall_offset_ms=int(time.time() * 1000 - started_at * 1000),
             trusted=None if security is None else security.trusted.nodes(),
         )
-        if security is None:
-            log.warning(
-                "peer links are plaintext and unauthenticated (--insecure-peers): anyone "
-                "who reaches port %d can join this mesh; for development only",
-                config.peer_port,
-            )
+        log.log(*describe_security(security, config.peer_port))
         log.info(
             "node up: peer %s, client %s:%d, incarnation %d, seeds %s, remembered peers %d",
             config.peer_address,
@@ -345,6 +340,9 @@ class Node:
             "welcomes_sent": membership.welcomes_sent,
             "stale_peer_messages": membership.stale_messages,
             "membership_anomalies": self.anomalies,
+            "peer_records_untrusted": membership.untrusted_records,
+            "peer_incarnations_refused": membership.future_incarnations,
+            "peer_hearsay_ignored": membership.hearsay_ignored,
             "client_sessions_open": self.gateway.session_count,
             "client_tls_handshake_failures": (
                 self.client_tls.handshake_failures if self.client_tls else 0
@@ -382,6 +380,7 @@ class Node:
                 "interest_registrations": self.engine.interest_registrations,
                 "interest_dropped": engine.interest_dropped,
                 "late_posts": engine.late_posts,
+                "peer_ids_refused": engine.future_ids_refused,
                 "hints_stored": self.engine.handoff.stats.hints_stored,
                 "hints_replayed": self.engine.handoff.stats.hints_replayed,
                 "hints_dropped": self.engine.handoff.stats.hints_dropped,

@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from peers.keys import NodeKeyError, TrustedKeys, ensure_node_key, is_node_id, load_node_key
+from peers.keys import (
+    NodeKeyError,
+    TrustedKeys,
+    ensure_node_key,
+    fingerprint,
+    is_node_id,
+    load_node_key,
+)
 from peers.records import MemberRecord
 from peers.transport import PeerSecurity
 
@@ -51,15 +58,7 @@ def load_security(
     )
     if trusted_dir is None:
         trusted_dir = data_dir / TRUSTED_KEYS_DIR
-        if not trusted_dir.exists():
-            trusted_dir.mkdir(parents=True)
-            log.warning(
-                "%s trusts no peer yet: put each peer's ID.key in %s (this node's own "
-                "public key, for the others, is %s)",
-                node_id,
-                trusted_dir,
-                data_dir / OWN_KEYS_DIR / f"{node_id}.key",
-            )
+        trusted_dir.mkdir(parents=True, exist_ok=True)
     trusted = TrustedKeys(trusted_dir)
     if node_id in trusted.nodes() and trusted.key_of(node_id) != own.public:
         raise NodeKeyError(
@@ -67,6 +66,25 @@ def load_security(
             "the others would not know this node"
         )
     return PeerSecurity(own, trusted)
+
+
+def describe_security(security: PeerSecurity | None, peer_port: int) -> tuple[int, str]:
+    """The log level and line that say how this node's peer links are protected."""
+    if security is None:
+        return logging.WARNING, (
+            f"peer links are plaintext and unauthenticated (--insecure-peers): anyone who "
+            f"reaches port {peer_port} can join this mesh; for development only"
+        )
+    trusted = sorted(security.trusted.nodes() - {security.own.node_id})
+    if not trusted:
+        return logging.WARNING, (
+            f"peer links: CURVE; no peer is trusted yet: put each peer's ID.key in "
+            f"{security.trusted.directory}"
+        )
+    return logging.INFO, (
+        f"peer links: CURVE, key {fingerprint(security.own.public)}, trusting "
+        f"{len(trusted)} peer(s) from {security.trusted.directory}"
+    )
 
 
 class PeerKeys:

@@ -1,8 +1,9 @@
-"""TLS for the client port and the HTTP API: contexts, the client port's handshake, a local CA.
+"""TLS for the client port and the HTTP API: contexts, failed handshakes, a local CA.
 
 A node given a certificate and key serves both client-facing ports on TLS 1.2 or later.
 A failed handshake (a plaintext client, garbage, a client that does not trust us) closes
-only that connection, and is logged once, without a traceback, and counted.
+only that connection; it is counted, and logged without a traceback (the first ones, then
+one in every thousand).
 `meshchat up --tls` needs no set-up: it makes a local certificate authority and one
 certificate per node in its data dir, and keeps them.
 """
@@ -11,6 +12,7 @@ import datetime
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -95,9 +97,11 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 def _describe(error: OSError) -> str:
+    """OpenSSL's reason in words, without the C source location."""
     if isinstance(error, ssl.SSLError) and error.reason:
         return str(error.reason).lower().replace("_", " ")
-    return error.strerror or str(error) or type(error).__name__
+    text = error.strerror or str(error) or type(error).__name__
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
 
 
 # ---- a node's side ----

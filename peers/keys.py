@@ -90,7 +90,7 @@ def ensure_node_key(directory: Path, node_id: str) -> NodeKey:
     secret_path = directory / f"{node_id}{SECRET_SUFFIX}"
     if not secret_path.exists():
         create_key_pair(directory, node_id)
-        log.info("made a new key pair for %s in %s", node_id, directory)
+        log.debug("made a new key pair for %s in %s", node_id, directory)
     return load_node_key(secret_path, node_id)
 
 

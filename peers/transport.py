@@ -15,7 +15,7 @@ another's pipe. Insecure links (development only) name the sender by routing id.
 import asyncio
 import errno
 import logging
-from collections.abc import Mapping
+import time
 from dataclasses import dataclass
 
 import zmq
@@ -31,17 +31,24 @@ log = logging.getLogger(__name__)
 # Reconnect quickly to a peer that restarts, but back off from one that stays away.
 RECONNECT_INTERVAL_MS = 100
 RECONNECT_INTERVAL_MAX_MS = 2000
+# An outbox that could send nothing for this long is opened anew (see _renew_if_stuck);
+# above the reconnect backoff's ceiling, so a peer that is merely down is not churned.
+OUTBOX_RENEW_AFTER_S = 5.0
 # How long closing waits for queued frames (a Leave) to go out.
 CLOSE_LINGER_MS = 1000
 
-_HANDSHAKE_FAILURES = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-# Remote addresses whose failed handshakes are logged one by one; past this many, only
-# the count grows (a scan of the port must not flood the log).
-HANDSHAKE_LOG_ADDRESSES_MAX = 256
+# After its first time, a reason for a refused connection is logged once per this many.
+HANDSHAKE_LOG_EVERY = 1000
+# Connections tracked between accept and handshake; beyond it (a flood) some go uncounted.
+PENDING_HANDSHAKES_MAX = 4096
 
 
 class PortInUseError(OSError):
@@ -72,6 +79,7 @@ class _Outbox:
     socket: zmq.Socket[bytes]
     server_key: bytes | None
     dropped: int = 0
+    failing_since: float | None = None  # monotonic time of the first drop in a row
 
 
 class PeerTransport:
@@ -91,7 +99,7 @@ class PeerTransport:
         self._outboxes: dict[str, _Outbox] = {}
         self._monitor: zmq.asyncio.Socket | None = None
         self._authenticator: PeerAuthenticator | None = None
-        self._handshake_failures_by_address: dict[str, int] = {}
+        self._handshake_failures_by_reason: dict[str, int] = {}
 
     def bind(self) -> None:
         inbox = self._inbox
@@ -113,7 +121,7 @@ class PeerTransport:
             if error.errno == errno.EADDRINUSE:
                 raise PortInUseError(self.host, self.port) from error
             raise
-        self._monitor = inbox.get_monitor_socket(_HANDSHAKE_FAILURES)
+        self._monitor = inbox.get_monitor_socket(_HANDSHAKE_EVENTS)
 
     async def receive(self) -> tuple[str, bytes] | None:
         """The next (sender node id, frame); None for an envelope that is not ours.
@@ -135,22 +143,39 @@ class PeerTransport:
         return str(sender), frame.bytes
 
     async def watch_handshakes(self) -> None:
-        """Count connections that failed the ZMTP handshake, and say why once per address."""
+        """Count connections that failed the ZMTP handshake, and say why: each reason in
+        full the first time, then once per HANDSHAKE_LOG_EVERY (a port scan or a peer
+        retrying every 100 ms must not flood the log). A connection that hangs up before
+        any handshake (garbage, another protocol) counts as failed too."""
         assert self._monitor is not None
+        # Accepted connections (by fd) not yet past the handshake, oldest first. Failure
+        # events name no fd; handshakes mostly end in order, so a failure closes the oldest.
+        pending: dict[int, None] = {}
         while True:
             event = parse_monitor_message(await self._monitor.recv_multipart())
-            self.stats.handshake_failures += 1
-            address = str(event.get("endpoint", b"?"), "utf-8", "replace")
-            seen = self._handshake_failures_by_address
-            if address in seen:
-                seen[address] += 1
+            code, value = event["event"], event["value"]
+            if code == zmq.EVENT_ACCEPTED:
+                if len(pending) < PENDING_HANDSHAKES_MAX:
+                    pending[value] = None
                 continue
-            if len(seen) < HANDSHAKE_LOG_ADDRESSES_MAX:
-                seen[address] = 1
+            if code == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                pending.pop(value, None)
+                continue
+            if code == zmq.EVENT_DISCONNECTED:
+                if value not in pending:
+                    continue
+                del pending[value]
+            elif pending:
+                del pending[next(iter(pending))]
+            self.stats.handshake_failures += 1
+            reason = _handshake_failure_reason(code, value, secure=self.security is not None)
+            seen = self._handshake_failures_by_reason
+            seen[reason] = seen.get(reason, 0) + 1
+            if seen[reason] == 1 or seen[reason] % HANDSHAKE_LOG_EVERY == 0:
                 log.warning(
-                    "peer port: refused a connection from %s: %s",
-                    address,
-                    _handshake_failure_reason(event, secure=self.security is not None),
+                    "peer port: refused a connection (%d so far for this reason): %s",
+                    seen[reason],
+                    reason,
                 )
 
     def send(self, address: str, frame: bytes, server_key: bytes | None = None) -> bool:
@@ -172,9 +197,23 @@ class PeerTransport:
         except zmq.Again:
             outbox.dropped += 1
             self.stats.frames_dropped += 1
+            self._renew_if_stuck(address, outbox)
             return False
+        outbox.failing_since = None
         self.stats.frames_sent += 1
         return True
+
+    def _renew_if_stuck(self, address: str, outbox: "_Outbox") -> None:
+        """libzmq never reconnects after the other side refused our key, so an outbox
+        that has dropped everything for a while is opened anew: the peer may trust us now
+        (its trusted directory was reloaded), and a fresh connect asks it again."""
+        now = time.monotonic()
+        if outbox.failing_since is None:
+            outbox.failing_since = now
+        elif now - outbox.failing_since >= OUTBOX_RENEW_AFTER_S:
+            dropped = outbox.dropped
+            self.forget(address)
+            self._open(address, outbox.server_key).dropped = dropped
 
     def dropped(self, address: str) -> int:
         outbox = self._outboxes.get(address)
@@ -220,16 +259,17 @@ class PeerTransport:
         await asyncio.to_thread(self._context.term)
 
 
-def _handshake_failure_reason(event: Mapping[str, object], *, secure: bool) -> str:
-    code, value = event.get("event"), event.get("value")
+def _handshake_failure_reason(code: int, value: int, *, secure: bool) -> str:
     if code == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return "its key is not trusted here (not in the trusted key directory)"
     if code == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
         if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             if secure:
-                return "it speaks plaintext; is it running with --insecure-peers?"
-            return "it speaks CURVE; this node runs with --insecure-peers"
+                return "it speaks plaintext: is it running with --insecure-peers?"
+            return "it speaks CURVE, and this node runs with --insecure-peers"
         if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
             return "its CURVE handshake failed (it expected another key for this node)"
-        return f"ZMTP protocol error {value!r}"
-    return "not a ZeroMQ peer (garbage or another protocol)"
+        return f"ZMTP protocol error {value:#x}"
+    if secure:
+        return "no CURVE handshake: not a ZeroMQ peer, or a node running with --insecure-peers"
+    return "no ZeroMQ handshake: not a ZeroMQ peer, or another protocol"

@@ -188,3 +188,35 @@ def test_a_node_killed_and_restarted_under_the_app_loses_and_doubles_nothing(
             assert "resumed" in app.shown_text
 
     run_async(scenario(), timeout_s=60)
+
+
+# ESC sequences (clear screen, set title), BEL, a newline, a bidi override and a C1 CSI.
+HOSTILE_BODY = "hi\x1b[2J\x1b]0;owned\x07\nsecond line\u202eevil\x9b31m"
+
+
+def test_a_hostile_body_and_name_are_shown_escaped_on_one_line(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        app = app_for(node, ["lobby"])
+        # "[/]" is a valid user name, and Rich markup if shown as a str: it must not break.
+        mallory = client_for(node, user="[/]mallory")
+        async with app.run_test(size=(110, 30)) as pilot, mallory:
+            await until(pilot, lambda: app.client.connected and joined(app, "lobby"))
+            await mallory.join("lobby")
+            await mallory.typing("lobby")
+            await mallory.send("lobby", HOSTILE_BODY)
+            await until(pilot, lambda: "[/]mallory: hi" in app.shown_text, what="the message")
+            (line,) = [text for text in app.shown_text.splitlines() if "mallory: hi" in text]
+            assert line.endswith(
+                "[/]mallory: hi\\x1b[2J\\x1b]0;owned\\x07⏎second line\\u202eevil\\x9b31m"
+            )
+            assert not any(
+                ord(character) < 0x20 or 0x7F <= ord(character) <= 0x9F or character == "\u202e"
+                for character in app.shown_text.replace("\n", "")
+            )
+            await until(
+                pilot,
+                lambda: "[/]mallory" in str(app.query_one("#members").render()),
+                what="the member list",
+            )
+
+    run_async(scenario())

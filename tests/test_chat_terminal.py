@@ -129,3 +129,20 @@ def test_plain_mode_through_a_pipe(node: NodeProcess) -> None:
     assert "-- in lobby: ann" in lines
     assert any(line.startswith("! not a command: /bogus") for line in lines)
     assert shown.count("ann: hello") == 1
+
+
+def test_plain_mode_prints_a_hostile_body_escaped_on_one_line(node: NodeProcess) -> None:
+    send_as_bob(node, "hi\x1b[2J\x1b]0;owned\x07\nsecond\r\nline\u202eevil\x9b31m")
+    result = subprocess.run(
+        [*chat_command(node), "--plain"],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    (shown,) = [line for line in lines if "bob: hi" in line]
+    assert shown.endswith("bob: hi\\x1b[2J\\x1b]0;owned\\x07⏎second⏎line\\u202eevil\\x9b31m")
+    assert not any(byte < 0x20 and byte != 0x0A for byte in result.stdout), result.stdout
+    assert not any(0x7F <= ord(c) <= 0x9F or c == "\u202e" for c in result.stdout.decode())

@@ -53,7 +53,7 @@ def test_a_port_in_use_is_one_line_and_exit_code_2(tmp_path: Path, taken: str) -
 
 def test_an_unreachable_seed_is_retried_while_the_node_serves_alone(cluster: Cluster) -> None:
     (nowhere,) = free_ports(1)
-    node = cluster.add("n1", seeds=[f"{HOST}:{nowhere}"]).start()
+    node = cluster.add("n1", seeds=[f"n0@{HOST}:{nowhere}"]).start()
     wait_for(node.status, 5.0, node.log)
     wait_for(lambda: "has not answered 3 attempt(s)" in node.log(), 10.0, node.log)
     reply = node.status()
@@ -148,7 +148,8 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
     # Every node stopped with `up`, and the second run used the same data dirs.
     assert run_cli("status", "--server", f"{HOST}:{base_port}", "--timeout", "1").returncode == 3
     assert all(incarnations[1][i] > incarnations[0][i] for i in ("n1", "n2", "n3"))
-    assert sorted(p.name for p in data.iterdir()) == ["n1", "n2", "n3"]
+    # Node data dirs, and the key pairs and trusted directory `up` made once and reused.
+    assert sorted(p.name for p in data.iterdir()) == ["keys", "n1", "n2", "n3", "trusted"]
 
 
 def _free_port_block() -> int:

@@ -1,14 +1,22 @@
 """Other users' text as printed: one line, no character that steers a terminal, JSON exact."""
 
 import json
+import os
+import select
+import signal
+import subprocess
+import time
 import unicodedata
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.cli_chat import format_message as cli_line
 from mesh.display_text import LINE_BREAK_MARK, json_safe, terminal_safe
 from mesh.protocol import Message
+from tests.chat_helpers import client_for
+from tests.processes import Cluster, NodeProcess, meshchat_command, run_async, wait_for
 from tools.chat_plain import format_message as plain_line
 from tools.chat_render import line_plain, room_label
 from tools.chat_state import ChatState, Delivery, Line
@@ -116,3 +124,84 @@ def test_the_typing_line_escapes_names() -> None:
 def test_a_failed_send_shows_the_error_escaped() -> None:
     line = Line("~1", "ann", 0, "hello", Delivery.FAILED, error="bad\x1b[0m")
     assert "bad\\x1b[0m" in line_plain(line)
+
+
+# ---- end to end: a hostile body through a real node, printed by the command line ----
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> NodeProcess:
+    node = cluster.add("n1").start()
+    wait_for(node.accepts_clients, 10.0, node.log)
+    return node
+
+
+def meshchat(node: NodeProcess, *arguments: str) -> list[str]:
+    return [*meshchat_command(), arguments[0], "--server", node.client_address, *arguments[1:]]
+
+
+def read_lines(process: "subprocess.Popen[bytes]", count: int, timeout_s: float) -> list[bytes]:
+    """The first `count` lines a running process prints, read with a deadline."""
+    assert process.stdout is not None
+    received = b""
+    deadline = time.monotonic() + timeout_s
+    while received.count(b"\n") < count:
+        left_s = deadline - time.monotonic()
+        readable, _, _ = select.select([process.stdout], [], [], max(0.0, left_s))
+        if not readable:
+            raise AssertionError(f"{count} lines not within {timeout_s}s: {received!r}")
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            raise AssertionError(f"the process ended after {received!r}")
+        received += chunk
+    return received.split(b"\n")[:count]
+
+
+def assert_printable(line: bytes) -> None:
+    assert not any(byte < 0x20 or byte == 0x7F for byte in line), line
+    text = line.decode()
+    assert not any(unsafe(character) for character in text), ascii(text)
+
+
+@pytest.mark.processes
+def test_history_and_tail_print_a_hostile_body_escaped(node: NodeProcess) -> None:
+    async def send_hostile() -> str:
+        async with client_for(node, user="bob") as bob:
+            return (await bob.send("lobby", HOSTILE)).id
+
+    message_id = run_async(send_hostile())
+    tail = subprocess.Popen(
+        meshchat(node, "tail", "--user", "ann", "lobby", "--since", "0000000000000000.0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        (tailed,) = read_lines(tail, 1, timeout_s=15.0)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        try:
+            tail.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            tail.wait()
+    history = subprocess.run(
+        meshchat(node, "history", "--user", "ann", "lobby"),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    as_json = subprocess.run(
+        meshchat(node, "history", "--user", "ann", "lobby", "--json"),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    for printed in (tailed, history, as_json):
+        lines = printed.rstrip(b"\n").split(b"\n")
+        assert len(lines) == 1, printed  # one message, one line
+        assert_printable(lines[0])
+    assert b"bob: hi\\x1b[2J\\x1b]0;owned\\x07\xe2\x8f\x8esecond line" in history
+    assert tailed == history.rstrip(b"\n")
+    document = json.loads(as_json)
+    assert (document["id"], document["body"]) == (message_id, HOSTILE)

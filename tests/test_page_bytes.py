@@ -4,6 +4,7 @@ storage page queries (SQLite and the simulator's disk alike)."""
 
 import asyncio
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -246,27 +247,28 @@ def stored(n: int, body_bytes: int) -> StoredMessage:
     return message(n, body_bytes)
 
 
+# Body bytes of messages 1..8; each message takes about 125 bytes more.
 SIZES = [100, 3000, 50, 5000, 200, 4000, 10, 8000]
-BYTES_MAX = 8000
 
 
-def expected_page(
-    *, after: int | None, before: int | None, limit: int, bytes_max: int
-) -> tuple[list[int], bool]:
-    held = dict(enumerate(SIZES, start=1))
-    answer = page_of(held, after=after, before=before, limit=limit, bytes_max=bytes_max)
-    return [m.time_ms for m in answer.messages], answer.more
+class Query(NamedTuple):
+    after: int | None
+    before: int | None
+    limit: int
+    bytes_max: int
+    page: list[int]  # what the page holds
+    more: bool
 
 
 QUERIES = [
-    {"after": 0, "before": None, "limit": 8, "bytes_max": BYTES_MAX},
-    {"after": 0, "before": None, "limit": 2, "bytes_max": BYTES_MAX},
-    {"after": 3, "before": 8, "limit": 8, "bytes_max": BYTES_MAX},
-    {"after": None, "before": None, "limit": 8, "bytes_max": BYTES_MAX},
-    {"after": None, "before": 8, "limit": 8, "bytes_max": BYTES_MAX},
-    {"after": 0, "before": None, "limit": 8, "bytes_max": 1},
-    {"after": None, "before": None, "limit": 8, "bytes_max": 1},
-    {"after": 0, "before": None, "limit": 8, "bytes_max": 10**9},
+    Query(after=0, before=None, limit=8, bytes_max=8000, page=[1, 2, 3], more=True),
+    Query(after=0, before=None, limit=2, bytes_max=8000, page=[1, 2], more=True),
+    Query(after=3, before=8, limit=8, bytes_max=8000, page=[4, 5], more=True),
+    Query(after=None, before=None, limit=8, bytes_max=8000, page=[8], more=True),  # a lone one
+    Query(after=None, before=8, limit=8, bytes_max=8000, page=[5, 6, 7], more=True),
+    Query(after=0, before=None, limit=8, bytes_max=1, page=[1], more=True),
+    Query(after=None, before=None, limit=8, bytes_max=1, page=[8], more=True),
+    Query(after=0, before=None, limit=8, bytes_max=10**9, page=list(range(1, 9)), more=False),
 ]
 
 
@@ -284,13 +286,12 @@ def test_storage_pages_are_cut_by_bytes_and_always_hold_a_message(tmp_path: Path
             for query in QUERIES:
                 page, more = await storage.history(
                     "lobby",
-                    after=id_of(query["after"]),
-                    before=id_of(query["before"]),
-                    limit=query["limit"],  # type: ignore[arg-type]
-                    bytes_max=query["bytes_max"],  # type: ignore[arg-type]
+                    after=id_of(query.after),
+                    before=id_of(query.before),
+                    limit=query.limit,
+                    bytes_max=query.bytes_max,
                 )
-                assert ([m.time_ms for m in page], more) == expected_page(**query), query
-                assert page, "never an empty page while messages are there"
+                assert ([m.time_ms for m in page], more) == (query.page, query.more), query
         finally:
             await storage.close()
 
@@ -303,13 +304,9 @@ def test_the_simulators_disk_cuts_pages_as_storage_does() -> None:
         store.store(stored(n, size))
     for query in QUERIES:
         page, more = store.history(
-            "lobby",
-            id_of(query["before"]),
-            id_of(query["after"]),
-            query["limit"],  # type: ignore[arg-type]
-            query["bytes_max"],  # type: ignore[arg-type]
+            "lobby", id_of(query.before), id_of(query.after), query.limit, query.bytes_max
         )
-        assert ([m.time_ms for m in page], more) == expected_page(**query), query
+        assert ([m.time_ms for m in page], more) == (query.page, query.more), query
 
 
 def test_late_arrivals_keep_the_most_recent_that_fit_on_both_disks(tmp_path: Path) -> None:

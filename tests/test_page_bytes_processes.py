@@ -35,9 +35,10 @@ def body(number: int, size: int) -> str:
 
 
 async def send_all(node: NodeProcess, count: int, size: int, user_token: str) -> list[str]:
+    """The ids of `count` messages sent at once, in the room's order (by id)."""
     async with client_for(node, user="ann", token=user_token) as ann:
         sent = await asyncio.gather(*(ann.send("lobby", body(n, size)) for n in range(count)))
-    return [reply.id for reply in sent]
+    return sorted(reply.id for reply in sent)
 
 
 class RawSession:

@@ -3,6 +3,7 @@ one bucket, and every refusal says when to retry (retry_after_s > 0, Retry-After
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def _healthy(node: NodeProcess) -> bool:
         return False
 
 
+def send_request(room: str, client_msg_id: str) -> Callable[[int], Send]:
+    return lambda i: Send(request_id=i, room=room, client_msg_id=client_msg_id, body="x")
+
+
 async def send_over_tcp(
     connection: NodeConnection, tally: Tally, name: str, until: float, room: str = "lobby"
 ) -> None:
@@ -107,11 +112,8 @@ async def send_over_tcp(
     n = 0
     while time.monotonic() < until:
         n += 1
-        key = f"{name}-{n}"
         try:
-            reply = await connection.request(
-                lambda i, key=key: Send(request_id=i, room=room, client_msg_id=key, body="x")
-            )
+            reply = await connection.request(send_request(room, f"{name}-{n}"))
         except NodeError as error:
             assert error.code is ErrorCode.RATE_LIMITED, error
             assert error.retry_after_s is not None and error.retry_after_s > 0, error
@@ -199,9 +201,7 @@ def test_tcp_and_http_draw_on_the_same_bucket_and_others_are_not_slowed(
 
     async def send(connection: NodeConnection, key: str) -> NodeError | None:
         try:
-            await connection.request(
-                lambda i: Send(request_id=i, room="lobby", client_msg_id=key, body="x")
-            )
+            await connection.request(send_request("lobby", key))
         except NodeError as error:
             return error
         return None
