@@ -22,7 +22,13 @@ from mesh.config import ClientLimits, NodeConfig
 from mesh.connection import NodeConnection, NodeError, parse_servers
 from mesh.data_lock import DataDirInUseError, DataDirLock
 from mesh.identity import IdentityError
-from mesh.launcher import LocalNode, check_data_dirs_free, plan_mesh, run_mesh
+from mesh.launcher import (
+    LocalNode,
+    check_data_dirs_free,
+    plan_mesh,
+    run_mesh,
+    with_peer_keys,
+)
 from mesh.logs import configure_logging
 from mesh.node import Node
 from mesh.peer_security import parse_seed
@@ -84,7 +90,7 @@ _LIMIT_OPTIONS = (
     ("--frame-bytes-max", "frame_bytes_max", int, "largest client frame"),
     ("--body-bytes-max", "body_bytes_max", int, "largest message body in bytes"),
     ("--rooms-per-session-max", "rooms_per_session_max", int, "rooms one session may join"),
-    ("--sends-per-s", "sends_per_s", float, "sends per second per session"),
+    ("--sends-per-s", "sends_per_s", float, "sends per second per user (TCP and HTTP)"),
     ("--send-burst", "send_burst", int, "sends allowed at once above that rate"),
     ("--session-queue-max", "session_queue_max", int, "frames queued to one client"),
     ("--sessions-max", "sessions_max", int, "sessions at once"),
@@ -430,17 +436,8 @@ def _run_up(args: argparse.Namespace) -> int:
     except DataDirInUseError as error:
         return _fail("up", str(error), EXIT_USAGE)
     if not args.insecure_peers:
-        mesh = _with_peer_keys(args.data, mesh)
+        mesh = with_peer_keys(args.data, mesh)
     return run_mesh(_with_tls(args, mesh), _node_arguments(args), _out)
-
-
-def _with_peer_keys(data: Path, mesh: list[LocalNode]) -> list[LocalNode]:
-    """`up`'s nodes with their CURVE keys, made once in DATA/keys and trusted in DATA/trusted."""
-    secrets, trusted = cli_keys.local_keys(data, [node.node_id for node in mesh])
-    return [
-        replace(node, node_key=secrets[node.node_id], trusted_keys=trusted)
-        for node in mesh
-    ]
 
 
 def _with_tls(args: argparse.Namespace, mesh: list[LocalNode]) -> list[LocalNode]:

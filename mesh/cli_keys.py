@@ -13,17 +13,13 @@ from pathlib import Path
 
 from peers.keys import (
     PUBLIC_SUFFIX,
-    SECRET_SUFFIX,
     NodeKeyError,
     create_key_pair,
-    ensure_node_key,
     fingerprint,
     is_node_id,
     load_trusted,
 )
 
-KEYS_DIR = "keys"
-TRUSTED_DIR = "trusted"
 EXIT_USAGE = 2
 
 
@@ -57,26 +53,11 @@ def add_peer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def peer_arguments(args: argparse.Namespace) -> list[str]:
-    """The peer options `up` passes to every node (keys are per node: see local_keys)."""
+    """The peer options `up` passes to every node (keys are per node: with_peer_keys)."""
     arguments = ["--clock-skew-max", str(args.clock_skew_max)]
     if args.insecure_peers:
         arguments.append("--insecure-peers")
     return arguments
-
-
-def local_keys(data: Path, node_ids: list[str]) -> tuple[dict[str, Path], Path]:
-    """`up`'s keys: a pair per node in DATA/keys (made once, kept after) and one trusted
-    directory DATA/trusted holding every node's public certificate."""
-    keys_dir, trusted_dir = data / KEYS_DIR, data / TRUSTED_DIR
-    trusted_dir.mkdir(parents=True, exist_ok=True)
-    secrets: dict[str, Path] = {}
-    for node_id in node_ids:
-        ensure_node_key(keys_dir, node_id)
-        shutil.copyfile(
-            keys_dir / f"{node_id}{PUBLIC_SUFFIX}", trusted_dir / f"{node_id}{PUBLIC_SUFFIX}"
-        )
-        secrets[node_id] = keys_dir / f"{node_id}{SECRET_SUFFIX}"
-    return secrets, trusted_dir
 
 
 def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -8,7 +8,6 @@ from mesh.tls import CertificateFiles
 from peers.membership import MembershipConfig
 from router.config import RouterConfig
 
-
 # A message frame's fields other than the body, at their largest: 64-character user
 # names and client message ids of 4-byte characters, the id, room and msgpack framing.
 FRAME_FIELDS_BYTES_MAX = 1024
@@ -25,7 +24,8 @@ class ClientLimits:
     # A message body in UTF-8 bytes: a long chat message, not a file transfer.
     body_bytes_max: int = 16 * 1024
     rooms_per_session_max: int = 100
-    # Sends per second per session on average, and the burst allowed above it.
+    # Sends per second per user on average (over all their sessions on this node, TCP and
+    # HTTP), and the burst allowed above it.
     sends_per_s: float = 100.0
     send_burst: int = 200
     # Frames queued towards one client; a client that lets it fill is too slow and is cut off.

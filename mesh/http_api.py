@@ -39,7 +39,7 @@ from mesh.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
 from mesh.rate_limit import UserSendLimits
 from mesh.room_router import RoomUnavailableError
-from mesh.storage import StorageError, StoredMessage
+from mesh.storage import StorageError, StorageOverloadedError, StoredMessage
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.page_bytes import cut_to_bytes
 
@@ -432,6 +432,8 @@ def build_app(backend: HttpBackend) -> Litestar:
             result = await backend.chat.send(
                 user, room, idempotency_key or uuid.uuid4().hex, data.body
             )
+        except StorageOverloadedError as error:  # also a lost data dir: the node is going
+            raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
         except StorageError as error:
             raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
         backend.metrics.observe_ack(time.perf_counter() - started)

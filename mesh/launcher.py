@@ -1,19 +1,25 @@
 """`meshchat up`: a local mesh of node processes in the foreground."""
 
 import logging
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
 from mesh.data_lock import DataDirLock
 from mesh.tls import CertificateFiles
+from peers.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_node_key
 
 log = logging.getLogger(__name__)
+
+# Where `up` keeps its nodes' key pairs and the directory of keys they all trust.
+LOCAL_KEYS_DIR = "keys"
+LOCAL_TRUSTED_DIR = "trusted"
 
 # A node that exits this soon after start failed to start (a port in use, a bad data dir).
 STARTUP_GRACE_S = 2.0
@@ -49,6 +55,21 @@ def plan_mesh(nodes: int, base_port: int, data: Path, host: str) -> list[LocalNo
         )
         for i in range(1, nodes + 1)
     ]
+
+
+def with_peer_keys(data: Path, mesh: list[LocalNode]) -> list[LocalNode]:
+    """A local mesh's nodes with their CURVE keys: a pair per node in DATA/keys, made once
+    and kept after, and one trusted directory DATA/trusted holding every public key."""
+    keys_dir, trusted_dir = data / LOCAL_KEYS_DIR, data / LOCAL_TRUSTED_DIR
+    trusted_dir.mkdir(parents=True, exist_ok=True)
+    keyed = []
+    for node in mesh:
+        ensure_node_key(keys_dir, node.node_id)
+        public = f"{node.node_id}{PUBLIC_SUFFIX}"
+        shutil.copyfile(keys_dir / public, trusted_dir / public)
+        secret = keys_dir / f"{node.node_id}{SECRET_SUFFIX}"
+        keyed.append(replace(node, node_key=secret, trusted_keys=trusted_dir))
+    return keyed
 
 
 def check_data_dirs_free(mesh: list[LocalNode]) -> None:

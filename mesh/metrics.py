@@ -81,6 +81,26 @@ _COUNTERS = {
         "meshchat_peer_handshake_failures_total",
         "Connections to the peer port that failed.",
     ),
+    "peer_records_untrusted": (
+        "meshchat_peer_records_untrusted_total",
+        "Member records about node ids this node does not trust, ignored.",
+    ),
+    "peer_incarnations_refused": (
+        "meshchat_peer_incarnations_refused_total",
+        "Member records with an incarnation beyond the allowed clock skew, ignored.",
+    ),
+    "peer_hearsay_ignored": (
+        "meshchat_peer_hearsay_ignored_total",
+        "Gossip that a node left while its own heartbeats are heard, ignored.",
+    ),
+    "peer_ids_refused": (
+        "meshchat_peer_ids_refused_total",
+        "Peer room messages carrying ids or times beyond the allowed clock skew.",
+    ),
+    "client_tls_handshake_failures": (
+        "meshchat_client_tls_handshake_failures_total",
+        "Client and HTTPS connections whose TLS handshake failed.",
+    ),
     "heartbeats_sent": ("meshchat_heartbeats_sent_total", "Heartbeats sent to peers."),
     "heartbeats_received": ("meshchat_heartbeats_received_total", "Heartbeats received."),
     "writes_coordinated": (

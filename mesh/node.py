@@ -340,6 +340,9 @@ class Node:
             "welcomes_sent": membership.welcomes_sent,
             "stale_peer_messages": membership.stale_messages,
             "membership_anomalies": self.anomalies,
+            "send_limit_users": len(self.send_limits),
+            "send_limit_refusals": self.send_limits.stats.refused,
+            "send_limit_users_forgotten_busy": self.send_limits.stats.forgotten_busy,
             "peer_records_untrusted": membership.untrusted_records,
             "peer_incarnations_refused": membership.future_incarnations,
             "peer_hearsay_ignored": membership.hearsay_ignored,
@@ -431,9 +434,12 @@ class Node:
         while True:
             self._apply(self.membership.tick(time.monotonic()))
             self.rooms.tick()
-            if self._peer_book_dirty:
+            if self._peer_book_dirty and self.data_dir_lost is None:
                 self._peer_book_dirty = False
-                save_peer_addresses(self.config.data_dir, self._peer_book())
+                try:
+                    save_peer_addresses(self.config.data_dir, self._peer_book())
+                except OSError as error:  # the dir going away is the watcher's to report
+                    log.warning("could not save the peer book: %s", error)
             await asyncio.sleep(tick_interval_s)
 
     def _reject(self, reason: str) -> None:

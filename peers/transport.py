@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 # Reconnect quickly to a peer that restarts, but back off from one that stays away.
 RECONNECT_INTERVAL_MS = 100
 RECONNECT_INTERVAL_MAX_MS = 2000
-# An outbox that could send nothing for this long is opened anew (see _renew_if_stuck);
-# above the reconnect backoff's ceiling, so a peer that is merely down is not churned.
-OUTBOX_RENEW_AFTER_S = 5.0
+# An outbox that could send nothing for this long is opened anew (see _renew_if_stuck):
+# past the reconnect backoff's ceiling, so a peer merely down costs one socket per period.
+OUTBOX_RENEW_AFTER_S = 2.5
 # How long closing waits for queued frames (a Leave) to go out.
 CLOSE_LINGER_MS = 1000
 

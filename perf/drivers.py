@@ -7,6 +7,7 @@ buffered it (core NATS has no acknowledgement; its delivery latency is the fair 
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg as NatsMessage
 from mesh.client import ChatClient, ClientSettings
 from mesh.connection import parse_servers
 from mesh.protocol import MessageEvent
+from perf.workload import MESHCHAT_TARGETS
 
 OnPayload = Callable[[str], None]
 
@@ -30,14 +32,21 @@ class Driver(Protocol):
 
 
 class MeshchatDriver:
-    def __init__(self, endpoints: list[str], user: str) -> None:
+    def __init__(
+        self, endpoints: list[str], user: str, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         settings = ClientSettings(
             client_name="meshchat-perf",
             request_timeout_s=60.0,
             events_max=100_000,
             backoff_max_s=0.5,
         )
-        self.client = ChatClient(parse_servers(",".join(endpoints)), token=user, settings=settings)
+        self.client = ChatClient(
+            parse_servers(",".join(endpoints)),
+            token=user,
+            settings=settings,
+            ssl_context=ssl_context,
+        )
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -123,12 +132,15 @@ class NatsDriver:
             await self.connection.drain()
 
 
-def driver_for(target: str, endpoints: list[str], client: int) -> Driver:
+def driver_for(
+    target: str, endpoints: list[str], client: int, ssl_context: ssl.SSLContext | None = None
+) -> Driver:
+    """`ssl_context`: meshchat clients connect on TLS with it (None: plaintext)."""
     # Spread users over the endpoints; meshchat clients keep the rest for failover.
     first = client % len(endpoints)
     ordered = endpoints[first:] + endpoints[:first]
-    if target == "meshchat":
-        return MeshchatDriver(ordered, f"perf{client}")
+    if target in MESHCHAT_TARGETS:
+        return MeshchatDriver(ordered, f"perf{client}", ssl_context)
     if target == "redis":
         return RedisDriver(ordered[0])
     return NatsDriver(ordered[0])

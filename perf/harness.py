@@ -15,9 +15,9 @@ from rich.live import Live
 from rich.table import Table
 
 from perf.report import summarize, table_rows, write
-from perf.targets import ExternalMesh, LocalMesh, OsServer, Target
+from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
-from perf.workload import Workload
+from perf.workload import MESHCHAT_TARGETS, Workload
 
 READY_TIMEOUT_S = 90.0
 # Time the run may take beyond its schedule: answers, late deliveries, slow exits.
@@ -33,32 +33,55 @@ class RunOptions:
     restart_at_s: float | None = None
     out_dir: Path = Path("perf-results")
     live: bool = True
+    insecure_peers: bool = False  # plaintext peer links: the baseline CURVE is measured against
+
+
+# What each meshchat target secures: (peer links on CURVE, client ports on TLS, label words).
+MESHCHAT_SECURITY = {
+    "meshchat": (True, False, "CURVE"),
+    "meshchat-plain": (False, False, "plaintext peers"),
+    "meshchat-tls": (True, True, "CURVE + TLS clients"),
+}
 
 
 def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[str, Any]]:
-    if workload.target == "meshchat":
-        if options.servers:
-            return ExternalMesh(options.servers), {
-                "name": "meshchat",
-                "label": "meshchat (external)",
-                "servers": options.servers,
-                "description": f"meshchat at {', '.join(options.servers)}",
-            }
-        return LocalMesh(options.nodes), {
-            "name": "meshchat",
-            "label": f"meshchat x{options.nodes} (durable)",
-            "nodes": options.nodes,
-            "description": (
-                f"meshchat, {options.nodes} local node(s), acks durable (fsync)"
-                + (", N=3, W=2" if options.nodes >= 3 else f", N=W={options.nodes}")
-            ),
-        }
+    if workload.target in MESHCHAT_TARGETS:
+        return _make_mesh(workload.target, options)
     server = OsServer(workload.target)
     kind = "pub/sub" if workload.target == "redis" else "core subjects"
     return server, {
         "name": workload.target,
         "label": f"{workload.target} (in memory)",
         "description": f"{workload.target} {kind}, in memory, not durable",
+    }
+
+
+def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
+    if options.servers:
+        if name != "meshchat":
+            raise TargetUnavailableError(
+                f"{name} sets up the nodes' security itself: it needs --nodes, not --servers"
+            )
+        return ExternalMesh(options.servers), {
+            "name": name,
+            "label": "meshchat (external)",
+            "servers": options.servers,
+            "description": f"meshchat at {', '.join(options.servers)}",
+        }
+    curve, tls, words = MESHCHAT_SECURITY[name]
+    mesh = LocalMesh(options.nodes, insecure_peers=not curve, tls=tls)
+    return mesh, {
+        "name": name,
+        "label": f"meshchat x{options.nodes} {words}",
+        "nodes": options.nodes,
+        "curve_peers": curve,
+        "tls_clients": tls,
+        "description": (
+            f"meshchat, {options.nodes} local node(s), acks durable (fsync)"
+            + (", N=3, W=2" if options.nodes >= 3 else f", N=W={options.nodes}")
+            + (", peer links on CURVE" if curve else ", plaintext unauthenticated peer links")
+            + (", clients on TLS" if tls else ", plaintext clients")
+        ),
     }
 
 
@@ -77,7 +100,8 @@ def run(workload: Workload, options: RunOptions, console: Console | None = None)
     try:
         endpoints = target.endpoints
         for index, clients in enumerate(shares):
-            plan = WorkerPlan(index, clients, msgspec.json.encode(workload), endpoints)
+            ca_file = None if target.ca_file is None else str(target.ca_file)
+            plan = WorkerPlan(index, clients, msgspec.json.encode(workload), endpoints, ca_file)
             process = context.Process(
                 target=worker_main, args=(plan, start_at, go, results), daemon=True
             )

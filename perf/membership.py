@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mesh import runtime
 from mesh.cli import fetch_status
-from mesh.launcher import LocalNode, node_command, plan_mesh
+from mesh.launcher import LocalNode, node_command, plan_mesh, with_peer_keys
 
 POLL_INTERVAL_S = 0.01
 PHASE_TIMEOUT_S = 60.0
@@ -54,7 +54,7 @@ def _wait(observers: list[LocalNode], wanted: dict[str, str]) -> float:
 
 def measure_once(nodes: int, base_port: int, timing: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as data:
-        mesh = plan_mesh(nodes, base_port, Path(data), "127.0.0.1")
+        mesh = with_peer_keys(Path(data), plan_mesh(nodes, base_port, Path(data), "127.0.0.1"))
         processes = []
         try:
             started = time.monotonic()

@@ -2,9 +2,12 @@
 OS packages, each on a free loopback port and stopped afterwards."""
 
 import asyncio
+import dataclasses
+import datetime
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -12,8 +15,9 @@ import time
 from pathlib import Path
 
 from mesh.connection import NodeConnection, NodeError
-from mesh.launcher import LocalNode, node_command
+from mesh.launcher import LocalNode, node_command, with_peer_keys
 from mesh.protocol import StatusReply, StatusRequest
+from mesh.tls import client_context, prepare_local_tls
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 15.0
@@ -53,18 +57,41 @@ def wait_listening(port: int, timeout_s: float = START_TIMEOUT_S) -> None:
 
 
 class LocalMesh:
-    """K meshchat nodes in a temp dir; can kill -9 and restart one of them."""
+    """K meshchat nodes in a temp dir; can kill -9 and restart one of them.
+
+    Peer links are on CURVE unless `insecure_peers`; with `tls` the client ports are on
+    TLS, with a local CA made in the temp dir (`ca_file`, for the clients to verify with).
+    """
 
     name = "meshchat"
 
-    def __init__(self, nodes: int) -> None:
+    def __init__(self, nodes: int, *, insecure_peers: bool = False, tls: bool = False) -> None:
         self._data = tempfile.TemporaryDirectory(prefix="meshchat-perf-")
         root = Path(self._data.name)
         self.nodes = [
             LocalNode(f"n{i}", LOOPBACK, free_port(), free_port(), root / f"n{i}")
             for i in range(1, nodes + 1)
         ]
+        self._options = list(UNLIMITED)
+        if insecure_peers:
+            self._options.append("--insecure-peers")
+        else:
+            self.nodes = with_peer_keys(root, self.nodes)
+        self.ca_file: Path | None = None
+        self._client_tls: ssl.SSLContext | None = None
+        if tls:
+            self._use_tls(root / "tls")
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _use_tls(self, directory: Path) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        node_ids = [node.node_id for node in self.nodes]
+        ca, certificates = prepare_local_tls(directory, node_ids, LOOPBACK, now)
+        self.nodes = [
+            dataclasses.replace(node, tls=certificates[node.node_id]) for node in self.nodes
+        ]
+        self.ca_file = ca.cert
+        self._client_tls = client_context(ca.cert)
 
     @property
     def endpoints(self) -> list[str]:
@@ -83,7 +110,7 @@ class LocalMesh:
         deadline = time.monotonic() + timeout_s
         for node in self.nodes:
             while True:
-                alive = await _alive_members(node)
+                alive = await _alive_members(node, self._client_tls)
                 if alive == len(self.nodes):
                     break
                 if time.monotonic() > deadline:
@@ -94,7 +121,7 @@ class LocalMesh:
                 await asyncio.sleep(0.1)
 
     def _start(self, node: LocalNode) -> None:
-        command = node_command(node, self.nodes, UNLIMITED)
+        command = node_command(node, self.nodes, self._options)
         command[0:3] = [sys.executable, "-m", "mesh"]
         self._processes[node.node_id] = subprocess.Popen(command, stderr=subprocess.DEVNULL)
 
@@ -123,10 +150,12 @@ class LocalMesh:
         self._data.cleanup()
 
 
-async def _alive_members(node: LocalNode) -> int:
+async def _alive_members(node: LocalNode, ssl_context: ssl.SSLContext | None) -> int:
     """How many members (itself included) a node sees alive; 0 if it cannot say."""
     try:
-        connection = await NodeConnection.open(node.host, node.client_port, token="perf")
+        connection = await NodeConnection.open(
+            node.host, node.client_port, token="perf", ssl_context=ssl_context
+        )
     except (OSError, NodeError):
         return 0
     try:
@@ -144,6 +173,7 @@ class ExternalMesh:
     """A mesh someone else runs (`--servers`); faults cannot be injected into it."""
 
     name = "meshchat"
+    ca_file: Path | None = None
 
     def __init__(self, endpoints: list[str]) -> None:
         self.endpoints = endpoints
@@ -163,6 +193,8 @@ class ExternalMesh:
 
 class OsServer:
     """redis-server or nats-server from the OS packages, on a free loopback port."""
+
+    ca_file: Path | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

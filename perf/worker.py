@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
@@ -24,6 +25,7 @@ import redis.exceptions
 from hdrh.histogram import HdrHistogram
 
 from mesh.connection import NodeError
+from mesh.tls import client_context
 from perf.drivers import Driver, driver_for
 from perf.workload import Workload, decode_payload, encode_payload
 
@@ -158,6 +160,7 @@ class WorkerPlan:
     clients: list[int]
     workload_json: bytes
     endpoints: list[str]
+    ca_file: str | None = None  # set: clients connect on TLS and verify nodes with this CA
 
 
 async def _run(
@@ -166,7 +169,11 @@ async def _run(
     workload = msgspec.json.decode(plan.workload_json, type=Workload)
     index, clients, endpoints = plan.index, plan.clients, plan.endpoints
     state = WorkerState(workload, clients)
-    drivers: dict[int, Driver] = {c: driver_for(workload.target, endpoints, c) for c in clients}
+    # One context for all of this process's clients: it holds the loaded CA.
+    tls = None if plan.ca_file is None else client_context(Path(plan.ca_file))
+    drivers: dict[int, Driver] = {
+        c: driver_for(workload.target, endpoints, c, tls) for c in clients
+    }
     try:
         for client, driver in drivers.items():
             await driver.connect()

@@ -6,11 +6,15 @@ which all processes on the machine share), so any receiver can tell latency, los
 duplicates without asking anyone.
 """
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
-TargetName = Literal["meshchat", "redis", "nats"]
+# meshchat: CURVE peer links, plaintext clients (the default); meshchat-plain: plaintext,
+# unauthenticated peer links (--insecure-peers); meshchat-tls: CURVE and clients on TLS.
+TargetName = Literal["meshchat", "meshchat-plain", "meshchat-tls", "redis", "nats"]
+TARGET_NAMES: tuple[TargetName, ...] = get_args(TargetName)
+MESHCHAT_TARGETS: frozenset[TargetName] = frozenset({"meshchat", "meshchat-plain", "meshchat-tls"})
 PAYLOAD_HEADER_MAX = 40
 
 

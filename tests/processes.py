@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,6 +189,10 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def _has_logged(node: NodeProcess, text: str) -> bool:
+    return text in node.log()
+
+
 def run_async(scenario: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
     """Run a test's async scenario with a deadline."""
 
@@ -208,6 +213,13 @@ class Cluster:
         self.keys_dir = root / "keys"
         self.trusted_dir = root / "trusted"
         self.trusted_dir.mkdir(parents=True, exist_ok=True)
+
+    def _wait_trusted_by_running_nodes(self, node_id: str) -> None:
+        """Running nodes re-read the trusted dir each second; a node they have not yet
+        read the key of would be refused at its first connect."""
+        for node in self.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                wait_for(partial(_has_logged, node, f"{node_id} added"), 5.0, node.log)
 
     def member_key(self, node_id: str) -> tuple[bytes, bytes]:
         """A new key pair that every node trusts as `node_id` (z85 public, secret): for
@@ -237,6 +249,7 @@ class Cluster:
         if not (self.keys_dir / f"{node_id}.key_secret").exists():
             public_path, _ = create_key_pair(self.keys_dir, node_id)
             shutil.copyfile(public_path, self.trusted_dir / public_path.name)
+            self._wait_trusted_by_running_nodes(node_id)
         node = NodeProcess(
             node_id,
             peer_port,
