@@ -36,11 +36,11 @@ class RunOptions:
     insecure_peers: bool = False  # plaintext peer links: the baseline CURVE is measured against
 
 
-# What each meshchat target secures: (peer links on CURVE, client ports on TLS, label words).
+# What each meshchat target secures: (peer links on CURVE, client ports on TLS).
 MESHCHAT_SECURITY = {
-    "meshchat": (True, False, "CURVE"),
-    "meshchat-plain": (False, False, "plaintext peers"),
-    "meshchat-tls": (True, True, "CURVE + TLS clients"),
+    "meshchat": (True, False),
+    "meshchat-plain": (False, False),
+    "meshchat-tls": (True, True),
 }
 
 
@@ -68,7 +68,9 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
             "servers": options.servers,
             "description": f"meshchat at {', '.join(options.servers)}",
         }
-    curve, tls, words = MESHCHAT_SECURITY[name]
+    curve, tls = MESHCHAT_SECURITY[name]
+    curve = curve and not options.insecure_peers
+    words = ("CURVE" if curve else "plaintext peers") + (" + TLS clients" if tls else "")
     mesh = LocalMesh(options.nodes, insecure_peers=not curve, tls=tls)
     return mesh, {
         "name": name,
