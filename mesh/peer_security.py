@@ -24,6 +24,8 @@ from peers.transport import PeerSecurity
 
 log = logging.getLogger(__name__)
 
+# Trusted peers named in the start-up line; a longer list is for `meshchat keys list`.
+TRUSTED_NAMED_MAX = 16
 # Where a node keeps the key pair it made itself, and the keys it trusts, by default.
 OWN_KEYS_DIR: Final = "keys"
 TRUSTED_KEYS_DIR: Final = "trusted"
@@ -81,9 +83,12 @@ def describe_security(security: PeerSecurity | None, peer_port: int) -> tuple[in
             f"peer links: CURVE; no peer is trusted yet: put each peer's ID.key in "
             f"{security.trusted.directory}"
         )
+    named = ", ".join(trusted[:TRUSTED_NAMED_MAX]) + (
+        ", ..." if len(trusted) > TRUSTED_NAMED_MAX else ""
+    )
     return logging.INFO, (
         f"peer links: CURVE, key {fingerprint(security.own.public)}, trusting "
-        f"{len(trusted)} peer(s) from {security.trusted.directory}"
+        f"{len(trusted)} peer(s) from {security.trusted.directory}: {named}"
     )
 
 

@@ -13,10 +13,10 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
 import msgspec

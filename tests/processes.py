@@ -6,6 +6,7 @@ process a test starts is stopped by the fixture that made it, whatever the outco
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,8 +190,12 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _has_logged(node: NodeProcess, text: str) -> bool:
-    return text in node.log()
+def _trusts(node: NodeProcess, node_id: str) -> bool:
+    """Has the node said it trusts `node_id`: at start, or on re-reading its trusted dir?"""
+    named = re.escape(node_id)
+    started = rf"trusting \d+ peer\(s\) from \S+: (.*, )?{named}(,|$)"
+    reloaded = rf"reloaded: (.*, )?{named}(,| added)"
+    return re.search(f"{started}|{reloaded}", node.log(), re.MULTILINE) is not None
 
 
 def run_async(scenario: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
@@ -219,7 +224,7 @@ class Cluster:
         read the key of would be refused at its first connect."""
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
-                wait_for(partial(_has_logged, node, f"{node_id} added"), 5.0, node.log)
+                wait_for(partial(_trusts, node, node_id), 5.0, node.log)
 
     def member_key(self, node_id: str) -> tuple[bytes, bytes]:
         """A new key pair that every node trusts as `node_id` (z85 public, secret): for

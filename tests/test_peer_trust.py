@@ -20,6 +20,7 @@ from router.records import RoomMessage
 from router.wire import Announce, Forward, Posted, Replicate
 from tests.chat_helpers import client_for, next_messages
 from tests.processes import (
+    DEAD_AFTER_S,
     HOST,
     Cluster,
     NodeProcess,
@@ -51,7 +52,12 @@ class PeerActor:
     optionally with CURVE keys, and a ROUTER of its own where a node would answer it."""
 
     def __init__(
-        self, target: NodeProcess, *, keys: tuple[bytes, bytes] | None, server_key: bytes | None
+        self,
+        target: NodeProcess,
+        *,
+        keys: tuple[bytes, bytes] | None,
+        server_key: bytes | None,
+        routing_id: bytes | None = None,
     ) -> None:
         self.context = zmq.Context()
         self.inbox = self.context.socket(zmq.ROUTER)
@@ -64,8 +70,8 @@ class PeerActor:
                 socket_.curve_publickey, socket_.curve_secretkey = public, secret
             self.inbox.curve_server = True
             self.dealer.curve_serverkey = server_key
-        else:
-            self.dealer.setsockopt(zmq.ROUTING_ID, b"n9")
+        if routing_id is not None:
+            self.dealer.setsockopt(zmq.ROUTING_ID, routing_id)
         self.inbox.bind(f"tcp://{self.address}")
         self.dealer.connect(f"tcp://{target.peer_address}")
 
@@ -87,10 +93,13 @@ class PeerActor:
 
 @contextmanager
 def actor(
-    cluster: Cluster, target: str, keys: tuple[bytes, bytes] | None, server_key: bool = True
+    cluster: Cluster,
+    target: str,
+    keys: tuple[bytes, bytes] | None,
+    routing_id: bytes | None = None,
 ) -> Iterator[PeerActor]:
-    key = cluster.server_key(target) if server_key else None
-    peer = PeerActor(cluster.nodes[target], keys=keys, server_key=key)
+    key = cluster.server_key(target)
+    peer = PeerActor(cluster.nodes[target], keys=keys, server_key=key, routing_id=routing_id)
     try:
         yield peer
     finally:
@@ -130,7 +139,7 @@ def test_a_stranger_without_a_trusted_key_gets_nothing(two_nodes: Cluster) -> No
     n1 = two_nodes.nodes["n1"]
     failures_before = counters(n1)["peer_handshake_failures"]
     strangers = [
-        (actor(two_nodes, "n1", None), "--insecure-peers"),
+        (actor(two_nodes, "n1", None, routing_id=b"n2"), "--insecure-peers"),
         (actor(two_nodes, "n1", zmq.curve_keypair()), "its key is not trusted here"),
     ]
     for stranger_context, refusal in strangers:
@@ -162,7 +171,8 @@ def test_a_trusted_key_cannot_speak_for_another_node(two_nodes: Cluster) -> None
     wait_trusted(n1, "n9")
     n2_before = members(n1)["n2"]
     rejected_before = counters(n1)["peer_frames_rejected"]
-    with actor(two_nodes, "n1", keys) as liar:
+    # n9's key, n2's routing id: once enough to take over n2's pipe (ROUTER_HANDOVER).
+    with actor(two_nodes, "n1", keys, routing_id=b"n2") as liar:
         impostor = record("n2", n2.peer_address, n2_before[1] + 1000)
         liar.send(
             heartbeat(impostor),  # a newer start of n2, said by n9
@@ -171,7 +181,13 @@ def test_a_trusted_key_cannot_speak_for_another_node(two_nodes: Cluster) -> None
             Announce(Posted(RoomMessage("0190000000000000.n2", "lobby", "bob", "c", 1, "x"))),
         )
         wait_for(lambda: counters(n1)["peer_frames_rejected"] >= rejected_before + 4, 5.0, n1.log)
-    assert members(n1)["n2"] == n2_before
+        # n2's own link is untouched: it stays alive past a whole dead window.
+        time.sleep(DEAD_AFTER_S * 2)
+        assert members(n1)["n2"] == n2_before
+        reply = n1.status()
+        assert reply is not None
+        (n2_row,) = [row for row in reply.members if row.id == "n2"]
+        assert n2_row.last_heard_s is not None and n2_row.last_heard_s < DEAD_AFTER_S
     assert "n9" not in members(n1)
 
 

@@ -1,7 +1,9 @@
 """The performance harness, run briefly: figures produced, consistent, files written.
 Timings are never asserted here; docs/benchmarks.md has the measurements."""
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 from perf.harness import RunOptions, run
 from perf.workload import TargetName, Workload, decode_payload, encode_payload
+from tests.processes import meshchat_command
 
 pytestmark = pytest.mark.processes
 
@@ -70,6 +73,68 @@ def test_a_short_run_against_three_nodes_with_a_kill_loses_nothing(tmp_path: Pat
     summary = run(workload, options)
     check_consistent(summary, tmp_path, workload)
     assert [fault["event"] for fault in summary["faults"]] == ["kill n3", "restart n3"]
+
+
+# Three short runs, each starting a node and spawning a load process.
+COMPARE_TIMEOUT_S = 120.0
+
+
+def test_compare_runs_plaintext_curve_and_tls_variants_with_a_sweep(tmp_path: Path) -> None:
+    """`perf compare --sweep` across the peer-link and client-port security variants, from
+    the command line: every variant runs, loses nothing and is compared with the first."""
+    targets = ["meshchat-plain", "meshchat", "meshchat-tls"]
+    command = [
+        *meshchat_command(),
+        "perf",
+        "compare",
+        "--nodes",
+        "1",
+        "--targets",
+        ",".join(targets),
+        "--clients",
+        "4",
+        "--rooms",
+        "2",
+        "--rate",
+        "40",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--workers",
+        "1",
+        "--sweep",
+        "--max-steps",
+        "1",
+        "--p99-bound-ms",
+        "10000",
+        "--out",
+        str(tmp_path),
+    ]
+    finished = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=COMPARE_TIMEOUT_S
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    document = json.loads((tmp_path / "compare.json").read_text())
+    rows = document["rows"]
+    assert [row["name"] for row in rows] == targets
+    assert [row["target"] for row in rows] == [
+        "meshchat x1 plaintext peers",
+        "meshchat x1 CURVE",
+        "meshchat x1 CURVE + TLS clients",
+    ]
+    assert document["baseline"] == "meshchat-plain"
+    for row in rows:
+        assert row["lost"] == 0 and row["duplicated"] == 0, row
+        assert row["errors"] == {}, row
+        assert row["delivery_latency_ms"]["p99"] is not None
+        assert row["delivery_p99_vs_baseline"] is not None
+        sweep = json.loads(Path(row["sweep"]).read_text())
+        assert [step["rate"] for step in sweep["steps"]] == [40]
+        assert "highest_sustainable_rate" in row
+        assert row["target"] in finished.stdout
+    assert rows[0]["delivery_p99_vs_baseline"] == 1.0
+    assert (tmp_path / "compare-sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_payloads_carry_sender_sequence_and_due_time() -> None:
