@@ -384,6 +384,8 @@ class ChatClient:
                     raise ConnectionError("the node closed the connection")
             except* (ConnectionError, TimeoutError, OSError) as group:
                 reason = str(group.exceptions[0])
+                if isinstance(group.exceptions[0], protocol.NodeReplyError):
+                    self._next_server += 1  # a node that sent garbage is tried last, not first
             except* NodeError as group:
                 error = group.exceptions[0]
                 assert isinstance(error, NodeError)

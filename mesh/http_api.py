@@ -500,7 +500,8 @@ def build_app(backend: HttpBackend) -> Litestar:
         code = _CODE_OF_STATUS.get(status_code, ErrorCode.INTERNAL)
         message = str(error.detail)
         if status_code == 404:
-            version = re.match(r"^/v(\d+)(/|$)", request.url.path)
+            # The scope's path, not request.url: that parses the Host header, which may be junk.
+            version = re.match(r"^/v(\d+)(/|$)", request.scope.get("path", ""))
             if version is not None and version.group(1) != API_VERSION:
                 code = ErrorCode.UNSUPPORTED_VERSION
                 message = f"API version {version.group(1)} does not exist; this node serves v1"
@@ -526,7 +527,7 @@ def build_app(backend: HttpBackend) -> Litestar:
 
     def handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
         # The app has no logging_config (the node configures logging), so not request.logger.
-        log.exception("HTTP %s %s failed", request.method, request.url.path)
+        log.exception("HTTP %s %s failed", request.method, request.scope.get("path", "?"))
         return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
 
     async def correct_allow_header(message: Any, scope: Any) -> None:

@@ -80,6 +80,9 @@ WARMUP_SHARE: Final = 0.1
 # A node that holds nothing per bad frame stays well inside this; a leak of even 100 bytes
 # per frame crosses it within a million frames.
 RSS_GROWTH_MIB_MAX: Final = 50.0
+# RSS readings after the warm-up, evenly spread: a plateau and a slope tell apart a
+# cache filling up and a leak.
+RSS_SAMPLES: Final = 5
 # Connections in flight per TCP port: enough to keep the node busy while the next batch is
 # drawn, few enough that two cores are not spent on switching.
 CONNECTIONS_IN_FLIGHT: Final = 3
@@ -1309,7 +1312,7 @@ class LegitTraffic:
         with contextlib.suppress(asyncio.CancelledError):
             await self._tasks[1]
         failures = self._compare(history)
-        summary = {
+        summary: dict[str, Any] = {
             "room": self.room,
             "acked": len(self.acked),
             "unacked": len(self.unacked),
@@ -1319,9 +1322,15 @@ class LegitTraffic:
             "reader_connects": self.reader_connects,
             "writer_reconnects": self.writer.reconnects,
         }
+        return summary, failures
+
+    async def close(self) -> None:
+        self._sending = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.writer.close()
         await self.reader.close()
-        return summary, failures
 
     async def _history(self) -> dict[str, list[str]]:
         stored: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
@@ -1446,41 +1455,63 @@ class FuzzRun:
         self.summary: dict[str, Any] = {"seed": settings.seed, "ports": {}}
 
     async def run(self) -> dict[str, Any]:
-        settings, started = self.settings, time.monotonic()
-        secure = settings.secure_peers and hasattr(self.cluster, "member_key")
-        key = member_key(self.cluster, secure)
-        node = await asyncio.to_thread(start_node, self.cluster, secure)
-        identity = peer_identity(self.cluster, key)
-        assert node.process is not None and node.http_port is not None
-        self.summary["peer_links"] = "curve" if secure else "plaintext"
-        fuzzers = self._fuzzers(node, identity)
+        started = time.monotonic()
+        node, fuzzers = await self._start()
         peer = fuzzers.get("peer")
-        assert peer is None or isinstance(peer, PeerPortFuzzer)
-        if peer is not None:
-            peer.start()
-            await wait_member(node, identity.node_id)
         legit = LegitTraffic([(HOST, node.client_port)], await pick_legit_room(node))
         await legit.start()
-        initial = (await node_status(node)).counters
-        sent_before = peer.messages_sent if peer else 0
-        warmup = max(1, int(settings.frames_per_port * WARMUP_SHARE))
-        await self._fuzz(fuzzers, warmup)
-        rss_before = rss_mib(node.process.pid)
-        await self._fuzz(fuzzers, settings.frames_per_port - warmup)
-        if peer is not None:
-            await self._wait_peer_frames(node, initial, peer.messages_sent - sent_before)
-        legit_summary, legit_failures = await legit.stop_and_check()
-        self.failures += legit_failures
-        final = (await node_status(node)).counters
-        self.summary["rss_mib"] = self._check_rss(rss_before, rss_mib(node.process.pid))
-        self._check_counters(fuzzers, initial, final)
+        try:
+            await self._attack(node, fuzzers, legit)
+        except NodeExitedError as error:
+            self.failures.append(str(error))
+        finally:
+            await legit.close()
+            if isinstance(peer, PeerPortFuzzer):
+                await peer.close()
         self._check_log(node)
-        if peer is not None:
-            await peer.close()
-        self.summary["legit"] = legit_summary
         self.summary["elapsed_s"] = round(time.monotonic() - started, 1)
         self.summary["failures"] = self.failures
         return self.summary
+
+    async def _start(self) -> tuple[NodeProcess, dict[str, Any]]:
+        """The node, and the fuzzers of the ports asked for (the member already joined)."""
+        secure = self.settings.secure_peers and hasattr(self.cluster, "member_key")
+        key = member_key(self.cluster, secure)
+        node = await asyncio.to_thread(start_node, self.cluster, secure)
+        identity = peer_identity(self.cluster, key)
+        self.summary["peer_links"] = "curve" if secure else "plaintext"
+        fuzzers = self._fuzzers(node, identity)
+        peer = fuzzers.get("peer")
+        if isinstance(peer, PeerPortFuzzer):
+            peer.start()
+            await wait_member(node, identity.node_id)
+        return node, fuzzers
+
+    async def _attack(
+        self, node: NodeProcess, fuzzers: dict[str, Any], legit: "LegitTraffic"
+    ) -> None:
+        """Warm up, fuzz, then check the legitimate traffic, memory and counters."""
+        assert node.process is not None
+        peer = fuzzers.get("peer")
+        initial = (await node_status(node)).counters
+        sent_before = peer.messages_sent if isinstance(peer, PeerPortFuzzer) else 0
+        warmup = max(1, int(self.settings.frames_per_port * WARMUP_SHARE))
+        await self._fuzz(node, fuzzers, warmup)
+        rss_before = rss_mib(node.process.pid)
+        remaining = self.settings.frames_per_port - warmup
+        rss_samples = []
+        for chunk in range(RSS_SAMPLES):  # RSS along the way: a plateau or a slope
+            frames = remaining // RSS_SAMPLES + (remaining % RSS_SAMPLES if chunk == 0 else 0)
+            await self._fuzz(node, fuzzers, frames)
+            rss_samples.append(round(rss_mib(node.process.pid), 1))
+        if isinstance(peer, PeerPortFuzzer):
+            await self._wait_peer_frames(node, initial, peer.messages_sent - sent_before)
+        self.summary["legit"], legit_failures = await legit.stop_and_check()
+        self.failures += legit_failures
+        final = (await node_status(node)).counters
+        self.summary["rss_mib"] = self._check_rss(rss_before, rss_mib(node.process.pid))
+        self.summary["rss_mib"]["samples"] = rss_samples
+        self._check_counters(fuzzers, initial, final)
 
     def _fuzzers(
         self, node: NodeProcess, identity: PeerIdentity
@@ -1496,10 +1527,23 @@ class FuzzRun:
         }
         return {name: fuzzers[name] for name in self.settings.ports}
 
-    async def _fuzz(self, fuzzers: dict[str, Any], frames: int) -> None:
+    async def _fuzz(self, node: NodeProcess, fuzzers: dict[str, Any], frames: int) -> None:
+        """`frames` more frames on every port at once; stops at once if the node exits."""
         timeout_s = 60.0 + SECONDS_PER_1000_FRAMES_MAX * frames / 1000
-        async with asyncio.timeout(timeout_s):
-            await asyncio.gather(*(fuzzer.run(frames) for fuzzer in fuzzers.values()))
+        attack = asyncio.ensure_future(
+            asyncio.gather(*(fuzzer.run(frames) for fuzzer in fuzzers.values()))
+        )
+        watch = asyncio.ensure_future(_wait_exit(node))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait({attack, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (attack, watch):
+                task.cancel()
+            await asyncio.gather(attack, watch, return_exceptions=True)
+        if watch.done() and not watch.cancelled():
+            raise NodeExitedError(f"the node exited with code {watch.result()} under fuzzing")
+        attack.result()
 
     async def _wait_peer_frames(
         self, node: NodeProcess, initial: dict[str, int], sent: int
@@ -1515,7 +1559,7 @@ class FuzzRun:
             await asyncio.sleep(0.1)
         self.failures.append(f"peer: the node read {received} of the {sent} messages sent")
 
-    def _check_rss(self, before_mib: float, after_mib: float) -> dict[str, float]:
+    def _check_rss(self, before_mib: float, after_mib: float) -> dict[str, Any]:
         growth_mib = after_mib - before_mib
         if growth_mib > self.settings.rss_growth_mib_max:
             self.failures.append(
@@ -1578,6 +1622,17 @@ class FuzzRun:
             level for line in lines for level in ("WARNING", "ERROR", "CRITICAL") if level in line
         )
         self.summary["log"] = {"lines": len(lines), "tracebacks": tracebacks, **levels}
+
+
+class NodeExitedError(Exception):
+    """The fuzzed node died: the one failure after which nothing else can be checked."""
+
+
+async def _wait_exit(node: NodeProcess) -> int:
+    assert node.process is not None
+    while (code := node.process.poll()) is None:
+        await asyncio.sleep(0.2)
+    return code
 
 
 async def fuzz(settings: FuzzSettings, root: Path) -> dict[str, Any]:

@@ -72,6 +72,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def run_cli(*arguments: str, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Run one `meshchat` command to its end, as an operator would."""
+    return subprocess.run(
+        [*meshchat_command(), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def wait_for(
     condition: Callable[[], T | None],
     timeout_s: float,
@@ -188,6 +200,13 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def counters(node: NodeProcess) -> dict[str, int]:
+    """The node's counters from `status`; fails with its log when it does not answer."""
+    reply = node.status()
+    assert reply is not None, node.log()
+    return reply.counters
 
 
 def _trusts(node: NodeProcess, node_id: str) -> bool:

@@ -13,15 +13,9 @@ import zmq
 from mesh.framing import encode_frame
 from mesh.protocol import CLIENT_FRAME_BYTES_MAX
 from peers.records import MemberRecord
-from tests.processes import HOST, Cluster, NodeProcess, wait_for
+from tests.processes import HOST, Cluster, counters, wait_for
 
 pytestmark = pytest.mark.processes
-
-
-def counters(node: NodeProcess) -> dict[str, int]:
-    reply = node.status()
-    assert reply is not None, node.log()
-    return reply.counters
 
 
 def send_raw(port: int, data: bytes, *, reset_ok: bool = False) -> bytes:

@@ -8,20 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import HOST, Cluster, free_ports, meshchat_command, wait_for
+from tests.processes import HOST, Cluster, free_ports, meshchat_command, run_cli, wait_for
 
 pytestmark = pytest.mark.processes
-
-
-def run_cli(*arguments: str, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*meshchat_command(), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("taken", ["peer", "client"])

@@ -2,7 +2,6 @@
 attackers that speak ZeroMQ as a stranger or with a trusted key of their own."""
 
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,21 +23,16 @@ from tests.processes import (
     HOST,
     Cluster,
     NodeProcess,
+    counters,
     free_ports,
-    meshchat_command,
     run_async,
+    run_cli,
     wait_for,
 )
 
 pytestmark = pytest.mark.processes
 
 FAR_FUTURE_ID = "ffffffffffff0000.n9"
-
-
-def counters(node: NodeProcess) -> dict[str, int]:
-    reply = node.status()
-    assert reply is not None, node.log()
-    return reply.counters
 
 
 def members(node: NodeProcess) -> dict[str, tuple[str, int]]:
@@ -306,16 +300,16 @@ def test_a_revoked_node_is_dropped_and_a_trusted_one_returns(cluster: Cluster) -
         cluster.add(node_id, seeds=[first.peer_address]).start()
     for observer in ("n1", "n2"):
         cluster.wait_sees(observer, "n3", "alive", timeout_s=10.0)
-    revoked = run_meshchat("keys", "revoke", "--id", "n3", "--trusted", str(cluster.trusted_dir))
+    revoked = run_cli("keys", "revoke", "--id", "n3", "--trusted", str(cluster.trusted_dir))
     assert revoked.returncode == 0, revoked.stderr
-    listed = run_meshchat("keys", "list", str(cluster.trusted_dir))
+    listed = run_cli("keys", "list", str(cluster.trusted_dir))
     assert [line.split()[0] for line in listed.stdout.splitlines()] == ["n1", "n2"]
     for observer in ("n1", "n2"):
         node = cluster.nodes[observer]
         wait_for(partial(dropped, node, "n3"), 5.0, node.log)
     time.sleep(1.0)  # n3 keeps knocking; it must stay out
     assert "n3" not in members(cluster.nodes["n1"])
-    trusted = run_meshchat(
+    trusted = run_cli(
         "keys", "trust", str(cluster.keys_dir / "n3.key"), "--trusted", str(cluster.trusted_dir)
     )
     assert trusted.returncode == 0, trusted.stderr
@@ -323,14 +317,14 @@ def test_a_revoked_node_is_dropped_and_a_trusted_one_returns(cluster: Cluster) -
 
 
 def test_keys_new_writes_a_private_secret_and_never_overwrites(tmp_path: Path) -> None:
-    made = run_meshchat("keys", "new", "--id", "eu-1", "--out", str(tmp_path))
+    made = run_cli("keys", "new", "--id", "eu-1", "--out", str(tmp_path))
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "eu-1.key_secret").stat().st_mode & 0o777 == 0o600
     assert b"secret-key" not in (tmp_path / "eu-1.key").read_bytes()
-    again = run_meshchat("keys", "new", "--id", "eu-1", "--out", str(tmp_path))
+    again = run_cli("keys", "new", "--id", "eu-1", "--out", str(tmp_path))
     assert again.returncode == 2 and "exists already" in again.stderr
     peer_port, client_port = free_ports(2)
-    wrong = run_meshchat(
+    wrong = run_cli(
         "node", "--id", "eu-2", "--peer-port", str(peer_port), "--client-port",
         str(client_port), "--data", str(tmp_path / "d"),
         "--node-key", str(tmp_path / "eu-1.key_secret"),
@@ -342,17 +336,6 @@ def test_keys_new_writes_a_private_secret_and_never_overwrites(tmp_path: Path) -
     ]
 
 
-def run_meshchat(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*meshchat_command(), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def test_a_node_refused_before_its_key_was_trusted_joins_once_it_is(cluster: Cluster) -> None:
     first = cluster.add("n1").start()
     late = cluster.add("n2", seeds=[first.peer_address])
@@ -361,7 +344,7 @@ def test_a_node_refused_before_its_key_was_trusted_joins_once_it_is(cluster: Clu
     time.sleep(1.5)  # n1's trusted dir reload has passed
     late.start()
     wait_for(partial(logged, first, "its key is not trusted here"), 10.0, first.log)
-    trusted = run_meshchat(
+    trusted = run_cli(
         "keys", "trust", str(cluster.keys_dir / "n2.key"), "--trusted", str(cluster.trusted_dir)
     )
     assert trusted.returncode == 0, trusted.stderr
