@@ -530,6 +530,14 @@ def build_app(backend: HttpBackend) -> Litestar:
         log.exception("HTTP %s %s failed", request.method, request.scope.get("path", "?"))
         return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
 
+    def check_host(request: Request[Any, Any, Any]) -> None:
+        # Litestar parses the Host header into request.url when it reports a bad parameter;
+        # a junk one (a port that is no number) must be a bad request, not a crash there.
+        try:
+            _ = request.url
+        except ValueError as error:
+            raise ApiError(ErrorCode.BAD_REQUEST, "the Host header is not HOST[:PORT]") from error
+
     async def correct_allow_header(message: Any, scope: Any) -> None:
         # Litestar answers OPTIONS with the methods of the first handler registered for a
         # path; the messages path has GET and POST.
@@ -542,6 +550,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             message["headers"] = [*headers, (b"allow", b"GET, OPTIONS, POST")]
 
     return Litestar(
+        before_request=check_host,
         before_send=[correct_allow_header],
         route_handlers=[
             list_messages,

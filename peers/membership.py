@@ -19,10 +19,12 @@ A node leaving cleanly sends `Leave`, and peers mark it `left`.
 Records are claims, checked before they are believed. Only trusted node ids enter the
 table (with CURVE, the ids whose keys the node trusts). An incarnation further ahead of
 this node's wall clock than the allowed skew is refused: incarnations are wall-clock
-milliseconds, and one near 2^63 would outlive every real start. Gossip that a node left
-is not believed while that node's own heartbeats are still heard, and a start known only
-from gossip gives way when the node itself keeps speaking from another: only a node can
-speak for itself, the others only pass on what it said.
+milliseconds, and one near 2^63 would outlive every real start. Only a node can speak
+for itself; the others only pass on what it said. So while a node's own heartbeats are
+heard, gossip about it (another start, another address, a departure) is not believed;
+a departure gossip did bring is undone by the node's next heartbeat from that start;
+and a start known only from gossip gives way when, a whole dead window later, the node
+still speaks from another.
 
 This module is sans-IO: it takes messages and the current time, and returns effects
 (messages to send, state changes to report). It reads no clock and touches no socket.
@@ -36,6 +38,9 @@ from peers.failure_detector import DetectorConfig, Liveness, judge
 from peers.limits import GOSSIP_RECORDS_MAX, MEMBERS_MAX
 from peers.records import MemberRecord, merge_record
 from peers.wire import Heartbeat, Leave, PeerMessage
+
+# Anomalies about distinct ids reported once each; past it they are only counted.
+ANOMALIES_REMEMBERED_MAX = 2 * MEMBERS_MAX
 
 
 class MemberState(enum.StrEnum):
@@ -81,6 +86,7 @@ _STATE_OF_LIVENESS = {
 class SendTo:
     address: str
     message: PeerMessage
+    node_id: str | None = None  # the node expected at `address`; None for a bare seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,7 @@ class _Peer:
     liveness: Liveness
     known_since: float
     last_heard_at: float | None
+    left_by_hearsay: bool = False  # `left` came from gossip: the node's own word undoes it
 
     @property
     def state(self) -> MemberState:
@@ -186,7 +193,7 @@ class Membership:
     _next_heartbeat_at: float = field(init=False)
     _gossip_offset: int = field(default=0, init=False)
     _leaving: bool = field(default=False, init=False)
-    _untrusted_seen: set[str] = field(default_factory=set, init=False)
+    _said: set[tuple[str, str]] = field(default_factory=set, init=False)  # (anomaly, id)
     stats: MembershipStatistics = field(default_factory=MembershipStatistics, init=False)
 
     def __post_init__(self) -> None:
@@ -217,12 +224,13 @@ class Membership:
                 self._learn(record, now, direct=False, effects=effects)
         if self._leaving:
             return effects
+        sender = message.sender
         if learned is _Learned.NEW:
             self.stats.welcomes_sent += 1
-            self._send_heartbeat(message.sender.address, suspects_you=False, effects=effects)
+            self._send_heartbeat(sender.address, False, effects, node_id=sender.id)
         elif message.suspects_you:
             self.stats.refutations_sent += 1
-            self._send_heartbeat(message.sender.address, suspects_you=False, effects=effects)
+            self._send_heartbeat(sender.address, False, effects, node_id=sender.id)
         return effects
 
     def tick(self, now: float) -> list[Effect]:
@@ -244,7 +252,9 @@ class Membership:
             for peer in self._peers.values():
                 if not peer.record.left:
                     suspects = peer.liveness is not Liveness.ALIVE
-                    self._send_heartbeat(peer.record.address, suspects, effects)
+                    self._send_heartbeat(
+                        peer.record.address, suspects, effects, node_id=peer.record.id
+                    )
         self._probe_seeds(now, effects)
         return effects
 
@@ -252,7 +262,7 @@ class Membership:
         """A new set of trusted ids: members no longer in it are dropped at once."""
         del now  # immediate; the parameter keeps every event's signature alike
         self.trusted = trusted
-        self._untrusted_seen.clear()
+        self._said.clear()
         effects: list[Effect] = []
         for member_id in [member for member in self._peers if member not in trusted]:
             peer = self._peers.pop(member_id)
@@ -275,7 +285,7 @@ class Membership:
         self._leaving = True
         self.own = MemberRecord(self.own.id, self.own.address, self.own.incarnation, left=True)
         return [
-            SendTo(peer.record.address, Leave(sender=self.own))
+            SendTo(peer.record.address, Leave(sender=self.own), peer.record.id)
             for peer in self._peers.values()
             if not peer.record.left
         ]
@@ -332,30 +342,37 @@ class Membership:
         if not self._believable(record, now, effects):
             return _Learned.STALE if own_word else _Learned.KNOWN
         peer = self._peers.get(record.id)
-        if peer is not None and not own_word and self._contradicts_live_peer(peer, record):
-            self.stats.hearsay_ignored += 1
+        if peer is not None and not own_word and self._heard_alive(peer):
+            if record != peer.record and record.incarnation >= peer.record.incarnation:
+                self.stats.hearsay_ignored += 1
             return _Learned.KNOWN
-        if peer is not None and own_word and self._outlived_hearsay(peer, record, now):
+        if peer is not None and direct and self._outlived_hearsay(peer, record, now):
             peer = None
             del self._peers[record.id]
         if peer is None:
             if len(self._peers) + 1 >= MEMBERS_MAX:
                 self.stats.members_rejected += 1
-                effects.append(Anomaly(f"member table full ({MEMBERS_MAX}); ignored {record.id}"))
+                reason = f"member table full ({MEMBERS_MAX}); ignored {record.id}"
+                self._say_once("full", record.id, reason, effects)
                 return _Learned.KNOWN
-            peer = _Peer(record, Liveness.ALIVE, now, now if direct else None)
+            hearsay_left = record.left and not own_word
+            peer = _Peer(record, Liveness.ALIVE, now, now if direct else None, hearsay_left)
             self._peers[record.id] = peer
             self._changed(peer, None, new_incarnation=True, effects=effects)
             return _Learned.NEW
         if record.incarnation < peer.record.incarnation:
             return _Learned.STALE
         before = peer.state
-        merged = merge_record(peer.record, record)
+        merged = self._merged(peer, record, own_word=own_word)
         if merged.incarnation > peer.record.incarnation:
             # A new start of the node: forget everything about the old one.
-            self._peers[record.id] = _Peer(merged, Liveness.ALIVE, now, now if direct else None)
-            self._changed(self._peers[record.id], before, new_incarnation=True, effects=effects)
+            hearsay_left = merged.left and not own_word
+            fresh = _Peer(merged, Liveness.ALIVE, now, now if direct else None, hearsay_left)
+            self._peers[record.id] = fresh
+            self._changed(fresh, before, new_incarnation=True, effects=effects)
             return _Learned.NEW
+        if merged.left and not peer.record.left:
+            peer.left_by_hearsay = not own_word
         peer.record = merged
         if direct and not merged.left:
             peer.last_heard_at = now
@@ -368,37 +385,45 @@ class Membership:
         """Is the record about a node that may be a member, at a possible incarnation?"""
         if self.trusted is not None and record.id not in self.trusted:
             self.stats.untrusted_records += 1
-            if record.id not in self._untrusted_seen and len(self._untrusted_seen) < MEMBERS_MAX:
-                self._untrusted_seen.add(record.id)
-                effects.append(Anomaly(f"ignored {record.id}: not a trusted node id"))
+            self._say_once(
+                "untrusted", record.id, f"ignored {record.id}: not a trusted node id", effects
+            )
             return False
         wall_ms = now * 1000 + self.wall_offset_ms
         if record.incarnation > wall_ms + self.config.clock_skew_max_s * 1000:
             self.stats.future_incarnations += 1
-            effects.append(
-                Anomaly(
-                    f"ignored {record.id} at incarnation {record.incarnation}: more than "
-                    f"{self.config.clock_skew_max_s:g}s ahead of this node's clock"
-                )
+            reason = (
+                f"ignored {record.id} at incarnation {record.incarnation}: more than "
+                f"{self.config.clock_skew_max_s:g}s ahead of this node's clock"
             )
+            self._say_once("future", record.id, reason, effects)
             return False
         return True
 
-    def _contradicts_live_peer(self, peer: _Peer, record: MemberRecord) -> bool:
-        """Gossip that a node we hear ourselves has left: its own heartbeats say otherwise."""
+    def _heard_alive(self, peer: _Peer) -> bool:
+        """Do we hear this node ourselves? Then hearsay about it (another start, another
+        address, a departure) is not believed: its own heartbeats say otherwise."""
         return (
-            record.left
-            and not peer.record.left
-            and record.incarnation >= peer.record.incarnation
+            not peer.record.left
             and peer.last_heard_at is not None
             and peer.liveness is Liveness.ALIVE
         )
+
+    @staticmethod
+    def _merged(peer: _Peer, record: MemberRecord, *, own_word: bool) -> MemberRecord:
+        """The record to hold. Within one start, a node's own word stands over gossip: its
+        address is the one it says, and a departure only gossip claimed is undone."""
+        if not own_word or record.incarnation != peer.record.incarnation:
+            return merge_record(peer.record, record)
+        left = record.left or (peer.record.left and not peer.left_by_hearsay)
+        return MemberRecord(record.id, record.address, record.incarnation, left)
 
     def _outlived_hearsay(self, peer: _Peer, record: MemberRecord, now: float) -> bool:
         """The node speaks from an older start than the one gossip claimed, and the
         claimed start has not been heard from in a whole dead window: the claim was false."""
         return (
             record.incarnation < peer.record.incarnation
+            and not record.left
             and peer.last_heard_at is None
             and now - peer.known_since >= self.config.dead_after_s
         )
@@ -423,10 +448,24 @@ class Membership:
             )
         )
 
-    def _send_heartbeat(self, address: str, suspects_you: bool, effects: list[Effect]) -> None:
+    def _send_heartbeat(
+        self,
+        address: str,
+        suspects_you: bool,
+        effects: list[Effect],
+        *,
+        node_id: str | None = None,
+    ) -> None:
         self.stats.heartbeats_sent += 1
         heartbeat = Heartbeat(self.own, self._sequence, self._gossip(), suspects_you)
-        effects.append(SendTo(address, heartbeat))
+        effects.append(SendTo(address, heartbeat, node_id))
+
+    def _say_once(self, kind: str, member_id: str, reason: str, effects: list[Effect]) -> None:
+        """An anomaly about one id is reported the first time only (it may recur on every
+        heartbeat); the statistics count every time."""
+        if (kind, member_id) not in self._said and len(self._said) < ANOMALIES_REMEMBERED_MAX:
+            self._said.add((kind, member_id))
+            effects.append(Anomaly(reason))
 
     def _gossip(self) -> list[MemberRecord]:
         """A rotating window of the table, so large tables spread over several rounds."""
@@ -462,6 +501,6 @@ class Membership:
                 self.config.heartbeat_interval_s * 2 ** min(probe.attempts - 1, 16),
             )
             probe.next_at = now + delay_s
-            self._send_heartbeat(address, suspects_you=False, effects=effects)
+            self._send_heartbeat(address, False, effects)
             if probe.attempts > 1:
                 effects.append(SeedUnanswered(address, probe.attempts - 1, delay_s))

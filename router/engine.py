@@ -42,7 +42,7 @@ from router.effects import (
     Warn,
 )
 from router.handoff import HintedHandoff
-from router.id_bounds import latest_time_ms
+from router.id_bounds import check_times, message_time_ms
 from router.interest import InterestTable
 from router.memberships import Memberships, ring_key
 from router.message_ids import HybridClock, MessageId, at_time, is_message_id
@@ -646,16 +646,17 @@ class RoomEngine:
 
     def handle(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
         self._latest_now = now
-        latest_ms = latest_time_ms(message)
-        if latest_ms and self._too_far_ahead(latest_ms, now):
-            self.stats.future_ids_refused += 1
-            return [
-                Refusal(
-                    sender,
-                    f"a {type(message).__name__} carrying time {latest_ms} ms, more than "
-                    f"{self.config.clock_skew_max_ms} ms ahead of this node's clock",
-                )
-            ]
+        checked = check_times(message, self._wall_ms(now) + self.config.clock_skew_max_ms)
+        if checked.message is None or checked.dropped:
+            self.stats.future_ids_refused += max(1, checked.dropped)
+            refusal = Refusal(
+                sender,
+                f"a {type(message).__name__} carrying ids or times more than "
+                f"{self.config.clock_skew_max_ms} ms ahead of this node's clock",
+            )
+            if checked.message is None:
+                return [refusal]
+            return [refusal, *self.handle(sender, checked.message, now)]
         match message:
             case Forward(forward_id, room, user, client_msg_id, body):
                 request = SendRequest(room, user, client_msg_id, body)
@@ -1047,6 +1048,12 @@ class RoomEngine:
     def _deliver_here(self, event: RoomEvent, *, caught_up: bool = False) -> list[Effect]:
         local = self._local.get(event.room)
         if isinstance(event, Posted):
+            latest_now = self._latest_now
+            if latest_now is not None and self._too_far_ahead(
+                message_time_ms(event.message), latest_now
+            ):
+                self.stats.future_ids_refused += 1  # acknowledged with its stream, not shown
+                return []
             self.observe(event.message.id)
             if local is None:
                 return []

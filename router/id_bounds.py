@@ -3,11 +3,16 @@
 Message ids are hybrid-clock readings, and every id a node sees moves its clock past it:
 one id from far in the future would drag the clock there, and every later id would
 sort after every honest one (or, near the end of the 48-bit range, no id could be made
-at all). So a message carrying an id, or a time, further ahead of the receiver's wall
-clock than the allowed skew is refused whole, before anything in it is believed.
+at all). So what a peer sends is checked before anything in it is believed: a message
+about one write carrying a time further ahead of the receiver's wall clock than the
+allowed skew is refused whole; a list (a page, a set of ids) loses only its bad items,
+so that one bad row on a replica's disk cannot stall every read that would show it.
+Pushes are checked where they are delivered, so that their stream still moves on.
 """
 
-from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
 
 from router.message_ids import is_message_id
 from router.records import RoomMessage
@@ -18,7 +23,6 @@ from router.wire import (
     MembershipReply,
     MembershipUpdate,
     Posted,
-    Push,
     ReadReply,
     ReplicaAck,
     Replicate,
@@ -27,43 +31,55 @@ from router.wire import (
 )
 
 
-def _message_times(message: RoomMessage) -> Iterator[int]:
-    yield message.time_ms
-    if is_message_id(message.id):
-        yield int(message.id[:12], 16)
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A message as far as it may be believed: None when refused whole, and how many
+    of its items (messages, ids, changes) were left out for being too far ahead."""
+
+    message: RouterMessage | None
+    dropped: int = 0
 
 
-def _id_time(text: str) -> Iterator[int]:
-    if is_message_id(text):
-        yield int(text[:12], 16)
+def id_time_ms(text: str) -> int:
+    """The time of a message id (0 for text that is not one: patterns refuse those)."""
+    return int(text[:12], 16) if is_message_id(text) else 0
 
 
-def carried_times_ms(message: RouterMessage) -> Iterator[int]:
-    """Every wall-clock time (ms) a peer message asks this node to believe."""
+def message_time_ms(message: RoomMessage) -> int:
+    return max(message.time_ms, id_time_ms(message.id))
+
+
+def check_times(message: RouterMessage, limit_ms: int) -> Checked:
+    """`message` with nothing in it later than `limit_ms` (wall-clock ms)."""
     match message:
-        case ForwardReply(message=RoomMessage() as stored):
-            yield from _message_times(stored)
-        case Replicate(message=copy):
-            yield from _message_times(copy)
-        case ReplicaAck(kept_id=kept_id):
-            yield from _id_time(kept_id)
+        case ForwardReply(message=RoomMessage() as stored) if message_time_ms(stored) > limit_ms:
+            return Checked(None)
+        case Replicate(message=copy) if message_time_ms(copy) > limit_ms:
+            return Checked(None)
+        case ReplicaAck(kept_id=kept_id) if id_time_ms(kept_id) > limit_ms:
+            return Checked(None)
+        case Announce(event=Posted(message=posted)) if message_time_ms(posted) > limit_ms:
+            return Checked(None)
+        case MembershipUpdate(change=change) if change.time_ms > limit_ms:
+            return Checked(None)
         case ReadReply(messages=messages, late=late):
-            for item in (*messages, *late):
-                yield from _message_times(item)
-        case Push(event=Posted(message=posted)) | Announce(event=Posted(message=posted)):
-            yield from _message_times(posted)
+            kept = [item for item in messages if message_time_ms(item) <= limit_ms]
+            kept_late = [item for item in late if message_time_ms(item) <= limit_ms]
+            dropped = len(messages) + len(late) - len(kept) - len(kept_late)
+            if dropped:
+                return Checked(
+                    msgspec.structs.replace(message, messages=kept, late=kept_late), dropped
+                )
         case IdPage(ids=ids) | Want(ids=ids):
-            for text in ids:
-                yield from _id_time(text)
-        case MembershipUpdate(change=change):
-            yield change.time_ms
+            kept_ids = [text for text in ids if id_time_ms(text) <= limit_ms]
+            if len(kept_ids) < len(ids):
+                page = msgspec.structs.replace(message, ids=kept_ids)
+                return Checked(page, len(ids) - len(kept_ids))
         case MembershipReply(changes=changes):
-            for change in changes:
-                yield change.time_ms
+            kept_changes = [change for change in changes if change.time_ms <= limit_ms]
+            if len(kept_changes) < len(changes):
+                reply = msgspec.structs.replace(message, changes=kept_changes)
+                return Checked(reply, len(changes) - len(kept_changes))
         case _:
-            return
-
-
-def latest_time_ms(message: RouterMessage) -> int:
-    """The latest time the message carries (0 when it carries none)."""
-    return max(carried_times_ms(message), default=0)
+            pass
+    return Checked(message)

@@ -95,6 +95,9 @@ HTTP_REQUESTS_PER_CONNECTION_MAX: Final = 400
 # Depths of nesting tried: around msgspec's limit (about 1000 in a node), the 5 KB frame of
 # 5000 levels that once killed a node, and far beyond.
 NESTING_DEPTHS: Final = (64, 900, 1_100, 5_000, 20_000, 100_000, 400_000)
+# Warnings a run may log besides one per attacking connection: the first ten rejected
+# peer frames, membership changes of the fuzzing member, the node's start and stop.
+LOG_LINES_SLACK: Final = 100
 # Replies in a summary's list of failures: enough to see the pattern, not a flood.
 FAILURES_KEPT_MAX: Final = 20
 # The legitimate writer's pace: well under the node's per-user send limit (100/s).
@@ -1035,7 +1038,7 @@ class HttpPortFuzzer:
         if not await self._answers(reader, well_formed):
             return False
         if len(well_formed) == len(batch):
-            return True
+            return not batch[-1].last
         writer.write(batch[-1].data)
         writer.write_eof()
         await self._answers(reader, batch[-1:])
@@ -1463,12 +1466,14 @@ class FuzzRun:
         try:
             await self._attack(node, fuzzers, legit)
         except NodeExitedError as error:
-            self.failures.append(str(error))
+            self.failures.append(f"{error}; the end of its log:\n{node.log()[-2500:]}")
         finally:
             await legit.close()
             if isinstance(peer, PeerPortFuzzer):
                 await peer.close()
-        self._check_log(node)
+        for name, fuzzer in fuzzers.items():  # when the checks did not get that far
+            self.summary["ports"].setdefault(name, fuzzer.report.summary())
+        self._check_log(node, fuzzers)
         self.summary["elapsed_s"] = round(time.monotonic() - started, 1)
         self.summary["failures"] = self.failures
         return self.summary
@@ -1607,7 +1612,9 @@ class FuzzRun:
         if delta.get(name, 0) < least:
             self.failures.append(f"counter {name} rose by {delta.get(name, 0)}, not {least}+")
 
-    def _check_log(self, node: NodeProcess) -> None:
+    def _check_log(self, node: NodeProcess, fuzzers: dict[str, Any]) -> None:
+        """No tracebacks, and bad input logged at most once per connection (the peer port,
+        one connection, logs its first rejections and then every thousandth)."""
         text = node.log()
         lines = text.splitlines()
         tracebacks = text.count("Traceback")
@@ -1622,6 +1629,10 @@ class FuzzRun:
             level for line in lines for level in ("WARNING", "ERROR", "CRITICAL") if level in line
         )
         self.summary["log"] = {"lines": len(lines), "tracebacks": tracebacks, **levels}
+        reports = [fuzzer.report for fuzzer in fuzzers.values()]
+        allowed = sum(r.connections for r in reports) + sum(r.frames for r in reports) // 1000
+        if levels.total() > allowed + LOG_LINES_SLACK:
+            self.failures.append(f"{levels.total()} warnings for {allowed} connections")
 
 
 class NodeExitedError(Exception):

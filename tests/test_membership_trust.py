@@ -4,6 +4,7 @@ and no node evicted or replaced on somebody else's word."""
 import copy
 
 from peers.membership import Anomaly, Membership, MemberState, StateChanged
+from peers.records import MemberRecord
 from peers.wire import Leave
 from router.config import RouterConfig
 from router.effects import Refusal, Store
@@ -77,20 +78,46 @@ def test_a_leave_counts_only_from_the_node_that_leaves() -> None:
     assert states(membership, 0.2)["n2"][0] == "left"
 
 
-def test_a_start_only_gossip_claims_gives_way_to_the_node_itself() -> None:
+def test_hearsay_about_a_node_heard_alive_is_not_believed() -> None:
     membership = member()
     membership.handle_message(heartbeat(record("n2", WALL_MS)), 0.0)
+    elsewhere = MemberRecord("n2", "10.6.6.6:1", WALL_MS + 30_000)  # a newer start, elsewhere
+    same_start = MemberRecord("n2", "10.6.6.6:1", WALL_MS)  # the same start, elsewhere
+    membership.handle_message(heartbeat(record("n3", WALL_MS), elsewhere, same_start), 0.5)
+    assert states(membership, 0.5)["n2"] == ("alive", WALL_MS)
+    assert membership.members(0.5)[1].address == record("n2").address
+    assert membership.stats.hearsay_ignored == 2
+
+
+def test_a_start_only_gossip_claims_gives_way_to_the_node_itself() -> None:
+    membership = member()
     claimed = record("n2", WALL_MS + 30_000)  # within the skew: not refused outright
-    membership.handle_message(heartbeat(record("n3", WALL_MS), claimed), 0.5)
-    assert states(membership, 0.5)["n2"] == ("alive", WALL_MS + 30_000)
-    # Within a dead window the real start's heartbeats are stragglers: a restart is real.
+    membership.handle_message(heartbeat(record("n3", WALL_MS), claimed), 0.0)
+    assert states(membership, 0.0)["n2"] == ("alive", WALL_MS + 30_000)
+    # Within a dead window the older start's heartbeats are stragglers of a real restart.
     membership.handle_message(heartbeat(record("n2", WALL_MS)), 1.0)
     assert states(membership, 1.0)["n2"][1] == WALL_MS + 30_000
     # The claimed start never spoke for a whole dead window, while the real one did.
-    later = 0.5 + CONFIG.dead_after_s + 0.1
+    later = CONFIG.dead_after_s + 0.1
     effects = membership.handle_message(heartbeat(record("n2", WALL_MS)), later)
     assert states(membership, later)["n2"] == ("alive", WALL_MS)
     assert any(isinstance(e, StateChanged) and e.new_incarnation for e in effects)
+
+
+def test_a_departure_gossip_claimed_is_undone_by_the_nodes_own_heartbeat() -> None:
+    membership = member()
+    membership.handle_message(heartbeat(record("n2", WALL_MS)), 0.0)
+    membership.tick(CONFIG.suspect_after_s + 0.5)  # a hiccup: n2 is suspect
+    lie = record("n2", WALL_MS, left=True)
+    membership.handle_message(heartbeat(record("n3", WALL_MS), lie), CONFIG.suspect_after_s + 1)
+    assert states(membership, CONFIG.suspect_after_s + 1)["n2"][0] == "left"
+    back = CONFIG.suspect_after_s + 1.5
+    membership.handle_message(heartbeat(record("n2", WALL_MS)), back)
+    assert states(membership, back)["n2"] == ("alive", WALL_MS)
+    # Its own Leave is final.
+    membership.handle_message(Leave(sender=record("n2", WALL_MS, left=True)), back + 0.1)
+    membership.handle_message(heartbeat(record("n2", WALL_MS)), back + 0.2)
+    assert states(membership, back + 0.2)["n2"][0] == "left"
 
 
 def test_a_node_no_longer_trusted_is_dropped_at_once() -> None:
@@ -130,7 +157,8 @@ def test_a_peer_message_carrying_a_far_future_time_changes_nothing() -> None:
         MembershipUpdate(1, MembershipChange("ann", "lobby", True, WALL_MS + skew_ms + 1)),
     ):
         effects = rooms.handle("n2", message, 0.0)
-        assert [type(e) for e in effects] == [Refusal]
+        assert isinstance(effects[0], Refusal)
+        assert not [e for e in effects if isinstance(e, Store)]
     assert rooms.stats.future_ids_refused == 4
     # A copy within the skew is stored, and the next own id still follows the wall clock.
     near = copy_at(WALL_MS + skew_ms - 1)
