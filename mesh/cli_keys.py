@@ -18,6 +18,7 @@ from peers.keys import (
     fingerprint,
     is_node_id,
     load_trusted,
+    read_public_key,
 )
 
 EXIT_USAGE = 2
@@ -99,15 +100,13 @@ def _trust(certificate: Path, trusted: Path) -> int:
     node_id = certificate.name.removesuffix(PUBLIC_SUFFIX)
     if not certificate.name.endswith(PUBLIC_SUFFIX) or not is_node_id(node_id):
         return _fail(f"{certificate} is not a public certificate named ID{PUBLIC_SUFFIX}")
+    public = read_public_key(certificate)  # before anything is replaced: NodeKeyError
     trusted.mkdir(parents=True, exist_ok=True)
     target = trusted / certificate.name
     temporary = target.with_suffix(".tmp")
     shutil.copyfile(certificate, temporary)
     temporary.replace(target)  # running nodes never read half a file
-    if node_id not in load_trusted(trusted):
-        target.unlink()
-        return _fail(f"{certificate} holds no usable public key")
-    _out(f"trusting {node_id} ({fingerprint(load_trusted(trusted)[node_id])})")
+    _out(f"trusting {node_id} ({fingerprint(public)})")
     return 0
 
 

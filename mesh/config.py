@@ -38,9 +38,7 @@ class ClientLimits:
 
     def __post_init__(self) -> None:
         if not FRAME_BYTES_MIN <= self.frame_bytes_max <= CLIENT_FRAME_BYTES_MAX:
-            raise ValueError(
-                f"frame_bytes_max must be {FRAME_BYTES_MIN}..{CLIENT_FRAME_BYTES_MAX}"
-            )
+            raise ValueError(f"frame_bytes_max must be {FRAME_BYTES_MIN}..{CLIENT_FRAME_BYTES_MAX}")
         if not 1 <= self.body_bytes_max <= self.frame_bytes_max - FRAME_FIELDS_BYTES_MAX:
             raise ValueError("body_bytes_max must leave room for the frame's other fields")
         for name in (

@@ -155,9 +155,11 @@ class Node:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
         incarnation = self.incarnation
-        seeds = self._seed_addresses(load_peer_addresses(config.data_dir))
-        remembered = seeds[len(config.seeds) :]
-        self.engine.expect_peers(bool(seeds))
+        remembered = load_peer_addresses(config.data_dir)
+        seeds = self._seed_addresses(remembered)
+        # A book it cannot use (plain addresses from before CURVE) still says the node was
+        # part of a mesh: it must not act alone, and its peers will find it.
+        self.engine.expect_peers(bool(config.seeds or remembered))
         security = self.peer_keys.security
         started_at = time.monotonic()
         self.membership = Membership(
@@ -165,7 +167,7 @@ class Node:
             seeds=tuple(dict.fromkeys(seeds)),
             config=config.membership,
             now=started_at,
-            wall_offset_ms=int(time.time() * 1000 - started_at * 1000),
+            wall_offset_ms=_wall_offset_ms(),
             trusted=None if security is None else security.trusted.nodes(),
         )
         log.log(*describe_security(security, config.peer_port))
@@ -247,21 +249,21 @@ class Node:
         """Tell every peer we are leaving, retrying briefly where no connection is up yet."""
         assert self.membership is not None
         pending = [
-            (effect.address, encode_node_message(effect.message))
+            (effect.address, encode_node_message(effect.message), effect.node_id)
             for effect in self.membership.leave(time.monotonic())
             if isinstance(effect, SendTo)
         ]
         deadline = time.monotonic() + LEAVE_ANNOUNCE_TIMEOUT_S
         while pending:
             pending = [
-                (address, frame)
-                for address, frame in pending
-                if not self.transport.send(address, frame, self.peer_keys.key_for_address(address))
+                (address, frame, node_id)
+                for address, frame, node_id in pending
+                if not self.transport.send(address, frame, self.peer_keys.key_for(node_id, address))
             ]
             if not pending or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        for address, _ in pending:
+        for address, _, _ in pending:
             log.warning("could not tell %s that we are leaving; it will detect it", address)
 
     def status(self, request_id: int) -> StatusReply:
@@ -405,13 +407,10 @@ class Node:
         assert self.membership is not None
         while True:
             received = await self.transport.receive()
-            if received is None:
-                self._reject("an envelope that is not [routing id, frame]")
+            if isinstance(received, str):
+                self._reject(received)
                 continue
             sender_id, frame = received
-            if not self.peer_keys.trusts(sender_id):
-                self._reject(f"from {sender_id[:64]!r}: its key is no longer trusted")
-                continue
             try:
                 message = decode_node_message(frame)
             except PeerDecodeError as error:
@@ -432,6 +431,9 @@ class Node:
         assert self.membership is not None
         tick_interval_s = min(ROOM_TICK_INTERVAL_S, self.config.membership.heartbeat_interval_s / 2)
         while True:
+            # The wall clock may be stepped (NTP) after start: clock-skew bounds follow it.
+            self.membership.wall_offset_ms = _wall_offset_ms()
+            self.engine.set_wall_offset_ms(self.membership.wall_offset_ms)
             self._apply(self.membership.tick(time.monotonic()))
             self.rooms.tick()
             if self._peer_book_dirty and self.data_dir_lost is None:
@@ -459,17 +461,28 @@ class Node:
 
     def _seed_addresses(self, remembered: list[str]) -> list[str]:
         """Configured seeds, then remembered peers, as addresses; their node ids (written
-        ID@HOST:PORT) are noted for the keys the links need."""
+        ID@HOST:PORT) are noted for the keys the links need. A remembered entry that is
+        unusable is skipped: the book is a shortcut, never a reason not to start."""
         addresses = []
+        skipped = []
         for text in [*self.config.seeds, *remembered]:
-            node_id, address = parse_seed(text)
+            try:
+                node_id, address = parse_seed(text)
+            except ValueError:
+                skipped.append(text)
+                continue
             if node_id is None and self.peer_keys.security is not None:
-                log.warning(
-                    "ignoring seed %s: with CURVE a seed names its node (ID@HOST:PORT)", text
-                )
+                skipped.append(text)
                 continue
             self.peer_keys.learn_seed(node_id, address)
             addresses.append(address)
+        if skipped:
+            log.warning(
+                "ignoring %d remembered peer(s) that name no node (CURVE needs ID@HOST:PORT), "
+                "e.g. %r; the node rejoins through its seeds or when a peer reaches it",
+                len(skipped),
+                skipped[0][:80],
+            )
         return addresses
 
     def _peer_book(self) -> list[str]:
@@ -512,20 +525,23 @@ class Node:
         self._addresses = {
             view.id: view.address for view in current if view.id != self.config.node_id
         }
-        self.peer_keys.learn_records(self.membership.records())
         self.rooms.set_members({view.id: HEALTH[view.state] for view in current})
 
     def _apply(self, effects: list[Effect]) -> None:
         members_changed = False
         for effect in effects:
             match effect:
-                case SendTo(address, message):
-                    key = self.peer_keys.key_for_address(address)
+                case SendTo(address, message, node_id):
+                    key = self.peer_keys.key_for(node_id, address)
                     self.transport.send(address, encode_node_message(message), key)
                 case StateChanged() as change:
                     members_changed = True
                     if change.new_incarnation:
                         self._peer_book_dirty = True
+                        # Drop what is queued for the old start, wherever it was.
+                        previous = self._addresses.get(change.member_id)
+                        if previous is not None:
+                            self.transport.forget(previous)
                         if change.before is not None:
                             self.transport.forget(change.address)
                     log.info(
@@ -550,6 +566,11 @@ class Node:
                     log.warning("membership: %s", reason)
         if members_changed:
             self._members_changed()
+
+
+def _wall_offset_ms() -> int:
+    """Wall-clock ms minus monotonic ms: turns the shell's monotonic times into wall time."""
+    return int(time.time() * 1000 - time.monotonic() * 1000)
 
 
 def _bind(host: str, port: int) -> "socket.socket":

@@ -7,7 +7,6 @@ from member records) and looks the key up through it.
 """
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -19,7 +18,6 @@ from peers.keys import (
     is_node_id,
     load_node_key,
 )
-from peers.records import MemberRecord
 from peers.transport import PeerSecurity
 
 log = logging.getLogger(__name__)
@@ -93,25 +91,22 @@ def describe_security(security: PeerSecurity | None, peer_port: int) -> tuple[in
 
 
 class PeerKeys:
-    """Address -> node id -> trusted key, for opening links; None in insecure mode."""
+    """The trusted key a link to a node must answer with; None in insecure mode.
+
+    Links to members are keyed by their node id; only a seed is known by its address
+    (and the id it was written with), since no member record names it yet."""
 
     def __init__(self, security: PeerSecurity | None) -> None:
         self.security = security
-        self._node_at: dict[str, str] = {}
+        self._seed_at: dict[str, str] = {}  # address -> node id, from the seeds only
 
     def learn_seed(self, node_id: str | None, address: str) -> None:
         if node_id is not None:
-            self._node_at[address] = node_id
+            self._seed_at[address] = node_id
 
-    def learn_records(self, records: Iterable[MemberRecord]) -> None:
-        for record in records:
-            self._node_at[record.address] = record.id
-
-    def node_at(self, address: str) -> str | None:
-        return self._node_at.get(address)
-
-    def key_for_address(self, address: str) -> bytes | None:
-        node = self._node_at.get(address)
+    def key_for(self, node_id: str | None, address: str) -> bytes | None:
+        """The key of `node_id`, or of the seed at `address` when the id is not known."""
+        node = node_id if node_id is not None else self._seed_at.get(address)
         return None if node is None else self.key_for_node(node)
 
     def key_for_node(self, node_id: str) -> bytes | None:
@@ -119,9 +114,6 @@ class PeerKeys:
             return None
         return self.security.trusted.key_of(node_id)
 
-    def trusts(self, node_id: str) -> bool:
-        """May frames from this (authenticated) node id be believed right now?"""
-        return self.security is None or self.security.trusted.key_of(node_id) is not None
 
 
 __all__ = ["NodeKeyError", "PeerKeys", "SeedError", "load_security", "parse_seed"]

@@ -1,5 +1,5 @@
 """ZAP for the peer port: a CURVE client is let in only with a trusted node's key, and
-every frame it sends then carries that node's id as its User-Id.
+every frame it sends then carries that node's id and key as its User-Id.
 
 pyzmq's asyncio authenticator does the ZAP protocol; this subclass answers from the
 node's trusted keys, so a reload of the trusted directory takes effect on the next
@@ -42,7 +42,8 @@ class PeerAuthenticator(AsyncioAuthenticator):
         self.configure_curve_callback(PEER_ZAP_DOMAIN, _TrustedKeysProvider(trusted))
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        node = self._trusted.node_of(z85.encode(client_public_key))
-        # Only called once the callback admitted the key; a reload in between leaves
-        # an id no frame check will accept.
-        return node if node is not None else ""
+        """ "node/key": the transport checks the key against the trusted one on every
+        frame, so a key revoked or replaced after the handshake is heard no more."""
+        key = z85.encode(client_public_key)
+        node = self._trusted.node_of(key)
+        return f"{node}/{key.decode()}" if node is not None else ""

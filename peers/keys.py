@@ -123,6 +123,12 @@ def load_trusted(directory: Path) -> dict[str, bytes]:
     return trusted
 
 
+def read_public_key(path: Path) -> bytes:
+    """The z85 public key of a certificate file, or NodeKeyError saying why not."""
+    public, _ = _read_certificate(path)
+    return public
+
+
 def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
     try:
         if path.stat().st_size > CERTIFICATE_BYTES_MAX:

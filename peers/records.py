@@ -26,7 +26,13 @@ NODE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$(?!\n)"
 NodeId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=NODE_ID_LENGTH_MAX, pattern=NODE_ID_PATTERN)
 ]
-PeerAddress = Annotated[str, msgspec.Meta(min_length=3, max_length=ADDRESS_LENGTH_MAX)]
+# HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 one: anything else
+# could not be connected to, and a record is a peer's claim until checked.
+PEER_ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[1-9][0-9]{0,4}$(?!\n)"
+PeerAddress = Annotated[
+    str,
+    msgspec.Meta(min_length=3, max_length=ADDRESS_LENGTH_MAX, pattern=PEER_ADDRESS_PATTERN),
+]
 Incarnation = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 

@@ -24,7 +24,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from peers.authenticator import PEER_ZAP_DOMAIN, PeerAuthenticator
 from peers.keys import NodeKey, TrustedKeys
-from peers.limits import PEER_FRAME_BYTES_MAX, PEER_OUTBOX_MESSAGES_MAX
+from peers.limits import MEMBERS_MAX, PEER_FRAME_BYTES_MAX, PEER_OUTBOX_MESSAGES_MAX
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ RECONNECT_INTERVAL_MAX_MS = 2000
 # An outbox that could send nothing for this long is opened anew (see _renew_if_stuck):
 # past the reconnect backoff's ceiling, so a peer merely down costs one socket per period.
 OUTBOX_RENEW_AFTER_S = 2.5
+# Outboxes held at once: one per member, and as many again for members that moved or
+# restarted elsewhere; past it the oldest is closed (its peer is long gone).
+OUTBOXES_MAX = 2 * MEMBERS_MAX
 # How long closing waits for queued frames (a Leave) to go out.
 CLOSE_LINGER_MS = 1000
 
@@ -64,6 +67,8 @@ class TransportStatistics:
     frames_dropped: int = 0
     malformed_envelopes: int = 0
     handshake_failures: int = 0
+    bad_addresses: int = 0
+    untrusted_frames: int = 0  # from a connection whose key is no longer the node's
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +101,7 @@ class PeerTransport:
         self._context = zmq.Context()
         self._async_context = zmq.asyncio.Context.shadow(self._context)
         self._inbox = self._async_context.socket(zmq.ROUTER)
-        self._outboxes: dict[str, _Outbox] = {}
+        self._outboxes: dict[tuple[str, bytes | None], _Outbox] = {}  # by address, key
         self._monitor: zmq.asyncio.Socket | None = None
         self._authenticator: PeerAuthenticator | None = None
         self._handshake_failures_by_reason: dict[str, int] = {}
@@ -123,8 +128,8 @@ class PeerTransport:
             raise
         self._monitor = inbox.get_monitor_socket(_HANDSHAKE_EVENTS)
 
-    async def receive(self) -> tuple[str, bytes] | None:
-        """The next (sender node id, frame); None for an envelope that is not ours.
+    async def receive(self) -> tuple[str, bytes] | str:
+        """The next (sender node id, frame), or why a frame was refused unread.
 
         With CURVE the sender is the node whose key the connection authenticated with;
         without, it is the routing id the sender chose."""
@@ -132,15 +137,17 @@ class PeerTransport:
         self.stats.frames_received += 1
         if len(parts) != 2:
             self.stats.malformed_envelopes += 1
-            return None
+            return "an envelope that is not [routing id, frame]"
         identity, frame = parts
         if self.security is None:
             return identity.bytes.decode("utf-8", "replace"), frame.bytes
-        sender = frame.get("User-Id")
-        if not sender:
-            self.stats.malformed_envelopes += 1
-            return None
-        return str(sender), frame.bytes
+        # "node/key" (peers/authenticator.py): the key must still be the node's trusted
+        # one, so a connection made with a revoked or replaced key is heard no more.
+        node, _, key = str(frame.get("User-Id")).partition("/")
+        if not node or self.security.trusted.key_of(node) != key.encode():
+            self.stats.untrusted_frames += 1
+            return f"from {node[:64]!r}: its key is no longer the one trusted for it"
+        return node, frame.bytes
 
     async def watch_handshakes(self) -> None:
         """Count connections that failed the ZMTP handshake, and say why: each reason in
@@ -158,8 +165,9 @@ class PeerTransport:
                 if len(pending) < PENDING_HANDSHAKES_MAX:
                     pending[value] = None
                 continue
-            if code == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                pending.pop(value, None)
+            if code == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # names no fd either (value 0)
+                if pending:
+                    del pending[next(iter(pending))]
                 continue
             if code == zmq.EVENT_DISCONNECTED:
                 if value not in pending:
@@ -181,17 +189,18 @@ class PeerTransport:
     def send(self, address: str, frame: bytes, server_key: bytes | None = None) -> bool:
         """Queue a frame to a peer without waiting; False (and counted) when dropped.
 
-        With CURVE, `server_key` is the z85 public key of the node at `address`: a frame
-        towards an address whose node has no trusted key is dropped."""
-        outbox = self._outboxes.get(address)
-        if outbox is not None and outbox.server_key != server_key:
-            self.forget(address)  # the node there now has another key
-            outbox = None
+        With CURVE, `server_key` is the z85 public key of the node expected at `address`:
+        a frame towards a node with no trusted key is dropped. Outboxes are per address
+        and key, so two ids claiming one address cannot make a link flap between keys."""
+        if self.security is not None and server_key is None:
+            self.stats.frames_dropped += 1
+            return False
+        outbox = self._outboxes.get((address, server_key))
         if outbox is None:
-            if self.security is not None and server_key is None:
+            outbox = self._open(address, server_key)
+            if outbox is None:
                 self.stats.frames_dropped += 1
                 return False
-            outbox = self._open(address, server_key)
         try:
             outbox.socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:
@@ -211,21 +220,29 @@ class PeerTransport:
         if outbox.failing_since is None:
             outbox.failing_since = now
         elif now - outbox.failing_since >= OUTBOX_RENEW_AFTER_S:
-            dropped = outbox.dropped
-            self.forget(address)
-            self._open(address, outbox.server_key).dropped = dropped
+            self._close((address, outbox.server_key))
+            renewed = self._open(address, outbox.server_key)
+            if renewed is not None:
+                renewed.dropped = outbox.dropped
 
     def dropped(self, address: str) -> int:
-        outbox = self._outboxes.get(address)
-        return 0 if outbox is None else outbox.dropped
+        return sum(box.dropped for (at, _), box in self._outboxes.items() if at == address)
 
     def forget(self, address: str) -> None:
-        """Close the outbox to an address, discarding what is queued for an old incarnation."""
-        outbox = self._outboxes.pop(address, None)
+        """Close the outboxes to an address, discarding what is queued for an old start."""
+        for key in [key for key in self._outboxes if key[0] == address]:
+            self._close(key)
+
+    def _close(self, key: tuple[str, bytes | None]) -> None:
+        outbox = self._outboxes.pop(key, None)
         if outbox is not None:
             outbox.socket.close(linger=0)
 
-    def _open(self, address: str, server_key: bytes | None) -> _Outbox:
+    def _open(self, address: str, server_key: bytes | None) -> "_Outbox | None":
+        """A new outbox; None when the address cannot be connected to (a peer's record
+        may carry any text that fits the schema)."""
+        if len(self._outboxes) >= OUTBOXES_MAX:
+            self._close(next(iter(self._outboxes)))  # the oldest: a member long gone
         socket = self._context.socket(zmq.DEALER)
         if self.security is None:
             socket.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
@@ -239,9 +256,16 @@ class PeerTransport:
         socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_INTERVAL_MS)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_INTERVAL_MAX_MS)
         socket.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        socket.connect(f"tcp://{address}")
+        try:
+            socket.connect(f"tcp://{address}")
+        except zmq.ZMQError as error:
+            socket.close(linger=0)
+            self.stats.bad_addresses += 1
+            if self.stats.bad_addresses == 1 or self.stats.bad_addresses % 1000 == 0:
+                log.warning("cannot connect to peer address %r: %s", address[:80], error)
+            return None
         outbox = _Outbox(socket, server_key)
-        self._outboxes[address] = outbox
+        self._outboxes[(address, server_key)] = outbox
         return outbox
 
     async def close(self) -> None:

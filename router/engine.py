@@ -369,6 +369,11 @@ class RoomEngine:
             return "this node is still joining the mesh"
         return "no replica of the room is alive"
 
+    def set_wall_offset_ms(self, wall_offset_ms: int) -> None:
+        """The shell's wall clock was stepped: ids and skew bounds follow it (the id clock
+        itself never goes back, see message_ids.py)."""
+        self._wall_offset_ms = wall_offset_ms
+
     def _wall_ms(self, now: float) -> int:
         return int(now * 1000) + self._wall_offset_ms
 

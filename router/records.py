@@ -4,6 +4,8 @@ from typing import Annotated, Final
 
 import msgspec
 
+from router.message_ids import MESSAGE_ID_PATTERN
+
 # Bounds a peer accepts for one message's fields; the client protocol's own limits are
 # smaller, so anything a gateway let in passes between nodes.
 ROOM_NAME_MAX: Final = 128
@@ -16,7 +18,11 @@ RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_MAX)]
 UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_NAME_MAX)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=CLIENT_MSG_ID_MAX)]
 Body = Annotated[str, msgspec.Meta(max_length=BODY_CHARS_MAX)]
-MessageIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=MESSAGE_ID_MAX)]
+# Every id a peer sends is a real one: text that is not would sort after every id and
+# could never be a client's cursor.
+MessageIdText = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MESSAGE_ID_MAX, pattern=MESSAGE_ID_PATTERN)
+]
 
 
 class RoomMessage(msgspec.Struct, frozen=True):

@@ -350,3 +350,52 @@ def test_a_node_refused_before_its_key_was_trusted_joins_once_it_is(cluster: Clu
     assert trusted.returncode == 0, trusted.stderr
     cluster.wait_sees("n1", "n2", "alive", timeout_s=15.0)
     cluster.wait_sees("n2", "n1", "alive", timeout_s=5.0)
+
+
+def test_a_replaced_key_cuts_off_the_connection_made_with_the_old_one(two_nodes: Cluster) -> None:
+    n1 = two_nodes.nodes["n1"]
+    keys = two_nodes.member_key("n9")
+    wait_trusted(n1, "n9")
+    with actor(two_nodes, "n1", keys) as member:
+        own = record("n9", member.address)
+        member.send(heartbeat(own))
+        wait_for(lambda: members(n1).get("n9", ("?",))[0] == "alive", 5.0, n1.log)
+        # n9 gets a new key; the connection made with the old one must be heard no more.
+        replacement = two_nodes.root / "replacement"
+        assert run_cli("keys", "new", "--id", "n9", "--out", str(replacement)).returncode == 0
+        trusted = run_cli(
+            "keys", "trust", str(replacement / "n9.key"), "--trusted", str(two_nodes.trusted_dir)
+        )
+        assert trusted.returncode == 0, trusted.stderr
+        wait_for(lambda: n1.log().count("n9 added or changed") >= 2, 5.0, n1.log)
+        seen = counters(n1)
+        refused_before = seen["peer_frames_rejected"] + seen["peer_handshake_failures"]
+        deadline = time.monotonic() + 4 * DEAD_AFTER_S
+        while time.monotonic() < deadline:  # the old key keeps talking, and is not heard
+            member.send(heartbeat(own))
+            time.sleep(0.05)
+        assert members(n1)["n9"][0] == "dead"
+        seen = counters(n1)
+        assert seen["peer_frames_rejected"] + seen["peer_handshake_failures"] > refused_before
+
+
+def test_a_member_record_with_an_address_nobody_can_reach_does_no_harm(
+    two_nodes: Cluster,
+) -> None:
+    n1 = two_nodes.nodes["n1"]
+    keys = two_nodes.member_key("n9")
+    wait_trusted(n1, "n9")
+    with actor(two_nodes, "n1", keys) as member:
+        malformed = msgspec.msgpack.encode(
+            {"type": "heartbeat", "sender": ["n9", "h:abc", int(time.time() * 1000)], "sequence": 1}
+        )
+        rejected_before = counters(n1)["peer_frames_rejected"]
+        member.send(malformed)
+        wait_for(lambda: counters(n1)["peer_frames_rejected"] > rejected_before, 5.0, n1.log)
+        member.send(heartbeat(record("n9", "_:1")))  # fits the schema, libzmq refuses it
+        wait_for(lambda: members(n1).get("n9", ("?",))[0] == "alive", 5.0, n1.log)
+        wait_for(partial(logged, n1, "cannot connect to peer address"), 5.0, n1.log)
+    n1.stop()
+    assert n1.start() is n1
+    two_nodes.wait_sees("n1", "n2", "alive", timeout_s=10.0)
+    assert "Traceback" not in n1.log()

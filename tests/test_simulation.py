@@ -16,9 +16,7 @@ SEEDS = int(os.environ.get("MESHCHAT_SIM_SEEDS", "100"))
 # Everything settles within the dead window plus a few heartbeat rounds of gossip, plus
 # the suspect window: gossip of a node's new start is believed only once its old start
 # falls silent (a paused observer may just have heard the old one's last heartbeat).
-SETTLE_BOUND_S = (
-    CONFIG.dead_after_s + CONFIG.suspect_after_s + 4 * CONFIG.heartbeat_interval_s
-)
+SETTLE_BOUND_S = CONFIG.dead_after_s + CONFIG.suspect_after_s + 4 * CONFIG.heartbeat_interval_s
 
 
 def test_nodes_join_through_one_seed_and_converge() -> None:
