@@ -42,7 +42,7 @@ from router.effects import (
     StoreHint,
 )
 from router.engine import RoomEngine
-from router.message_ids import earlier_by
+from router.message_ids import ORIGIN, earlier_by
 from router.wire import LATE_MESSAGES_MAX
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
@@ -262,7 +262,7 @@ class SimulatedRooms(SimulatedWorld):
     def sweep(self, node_id: str) -> None:
         """Read every room whole from all its replicas: read repair evens them out."""
         for room in self.rooms:
-            self._sweep_page(self.nodes[node_id], room, "0")
+            self._sweep_page(self.nodes[node_id], room, ORIGIN)
 
     def _sweep_page(self, node: SimNode, room: str, after: str) -> None:
         ticket = next(self._tickets)
@@ -293,7 +293,7 @@ class SimulatedRooms(SimulatedWorld):
             if isinstance(outcome, Ready):
                 # As the client library does: a little before the last seen id.
                 start = earlier_by(member.cursor, RESUME_MARGIN_MS)
-                self._replay(member, start or "0", first=True)
+                self._replay(member, start or ORIGIN, first=True)
             elif member.node == node.node_id and node.up:
                 member.abandon()
                 self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
