@@ -18,6 +18,7 @@ from mesh import protocol
 from mesh.auth import Authenticator, AuthError
 from mesh.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
 from mesh.config import ClientLimits
+from mesh.display_text import terminal_safe
 from mesh.errors import ErrorCode, ProtocolError
 from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
 from mesh.protocol import (
@@ -164,7 +165,8 @@ class Gateway:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, str(error), close=True) from error
         except ProtocolError as error:
             self._count(error.code)
-            log.warning("client %s: handshake refused: %s: %s", peer, error.code, error.message)
+            message = terminal_safe(error.message)  # it may quote what the client sent
+            log.warning("client %s: handshake refused: %s: %s", peer, error.code, message)
             await self._write_now(writer, error.code, error.message)
             return None
         welcome = Welcome(
@@ -248,7 +250,8 @@ class Gateway:
                     )
                 )
                 if error.close:
-                    log.warning("client %s: closing: %s: %s", peer, error.code, error.message)
+                    message = terminal_safe(error.message)
+                    log.warning("client %s: closing: %s: %s", peer, error.code, message)
                     return
                 continue
             try:

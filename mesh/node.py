@@ -16,6 +16,7 @@ from mesh.auth import Authenticator
 from mesh.chat import ChatService
 from mesh.config import NodeConfig
 from mesh.data_lock import DataDirLock
+from mesh.display_text import terminal_safe
 from mesh.gateway import Gateway
 from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.identity import next_incarnation
@@ -448,7 +449,8 @@ class Node:
         self.peer_frames_rejected += 1
         count = self.peer_frames_rejected
         if count <= 10 or count % REJECTED_FRAME_LOG_EVERY == 0:
-            log.warning("peer port: rejected frame #%d: %s", count, reason)
+            # The reason quotes the frame: no control character from a peer reaches the log.
+            log.warning("peer port: rejected frame #%d: %s", count, terminal_safe(reason))
 
     def _local_users(self, room: str) -> list[str]:
         return self.chat.hub.users(room)

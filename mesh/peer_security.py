@@ -115,5 +115,4 @@ class PeerKeys:
         return self.security.trusted.key_of(node_id)
 
 
-
 __all__ = ["NodeKeyError", "PeerKeys", "SeedError", "load_security", "parse_seed"]

@@ -96,6 +96,10 @@ class StorageLostError(StorageOverloadedError):
     more. Answered like overload (`unavailable`), so clients retry through another node."""
 
 
+class IdConflictError(StorageError):
+    """A copy's id is held by another message: refused, and only this write fails."""
+
+
 # Every replica stores the message exactly as the coordinator made it.
 StoredMessage = RoomMessage
 
@@ -149,6 +153,7 @@ class StorageStatistics:
     commits: int = 0
     writes: int = 0
     duplicates: int = 0
+    id_conflicts: int = 0
     failures: int = 0
     last_batch_size: int = 0
     commit_seconds_total: float = 0.0
@@ -376,7 +381,11 @@ class Storage:
             for write, _ in batch:
                 match write:
                     case _Append(message, late_at_ms):
-                        result = self._append_in(connection, message)
+                        try:
+                            result = self._append_in(connection, message)
+                        except IdConflictError as conflict:
+                            results.append(conflict)  # this write fails; the batch goes on
+                            continue
                         results.append(result)
                         highest = max(highest, message.id)
                         # A copy that replaced its twin counts too: a client may have had
@@ -428,7 +437,21 @@ class Storage:
     def _append_in(self, connection: sqlite3.Connection, message: StoredMessage) -> SendResult:
         """Store a copy once. A twin (same sender and client_msg_id, other id: a retry that
         reached another coordinator) is resolved the same way on every replica: the
-        smaller id stays, so replicas converge on one message."""
+        smaller id stays, so replicas converge on one message. A copy whose id is taken
+        by another message (only a broken or hostile peer reuses an id) leaves the held one
+        in place and fails alone, never the batch it was written in."""
+        taken = connection.execute(
+            "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
+            "WHERE room = ? AND id = ?",
+            (message.room, message.id),
+        ).fetchone()
+        if taken is not None:
+            held = StoredMessage(*taken)
+            if (held.sender, held.client_msg_id) != (message.sender, message.client_msg_id):
+                self.stats.id_conflicts += 1
+                raise IdConflictError(f"{message.room}: id {message.id} holds another message")
+            self.stats.duplicates += 1
+            return SendResult(held, duplicate=True)
         row = connection.execute(
             "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
             "WHERE sender = ? AND client_msg_id = ?",

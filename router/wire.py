@@ -8,6 +8,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from router.digest import BUCKET_DIGITS
 from router.records import MembershipChange, MessageIdText, RoomMessage, RoomName, UserName
 
 # Messages per read reply: a history page is at most a few hundred.
@@ -194,7 +195,10 @@ DIGEST_BUCKETS_MAX: Final = 4096
 # Ids in one page of a bucket compared between two replicas.
 ID_PAGE_MAX: Final = 2000
 
-BucketName = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+# A bucket is a fixed-width hex prefix of ids (router/digest.py): anything else is not.
+BucketName = Annotated[
+    str, msgspec.Meta(max_length=BUCKET_DIGITS, pattern=rf"^[0-9a-f]{{{BUCKET_DIGITS}}}$(?!\n)")
+]
 
 
 class BucketDigest(msgspec.Struct, frozen=True, array_like=True):

@@ -3,7 +3,7 @@
 import asyncio
 
 from mesh.client import ChatClient, ClientEvent, ClientSettings
-from mesh.connection import parse_servers
+from mesh.connection import NodeError, parse_servers
 from mesh.protocol import Message, MessageEvent
 from tests.processes import NodeProcess
 
@@ -47,3 +47,19 @@ async def next_event(client: ChatClient, kind: type, timeout_s: float = 5.0) -> 
             if isinstance(event, kind):
                 return event
     raise AssertionError("events ended")
+
+
+async def wait_serving(*nodes: NodeProcess, room: str = "lobby", timeout_s: float = 10.0) -> None:
+    """Until each node serves rooms: alive in its peers' eyes is not enough, a node joins
+    a moment after it first hears the mesh (the join settle)."""
+    for node in nodes:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    async with client_for(node, user="prober") as prober:
+                        await prober.history(room, limit=1)
+                        break
+                except NodeError as error:
+                    if error.code != "unavailable":
+                        raise
+                await asyncio.sleep(0.1)

@@ -110,6 +110,8 @@ SECONDS_PER_1000_FRAMES_MAX: Final = 30.0
 # formula of mesh/http_api.py: a body of escaped characters, and the JSON around it).
 CLIENT_LIMITS: Final = ClientLimits()
 HTTP_BODY_BYTES_MAX: Final = CLIENT_LIMITS.body_bytes_max * 6 + 4096
+# uvicorn's HTTP parser (h11) refuses a request line and headers longer than this.
+HTTP_HEAD_BYTES_MAX: Final = 16 * 1024
 # The member the peer-port fuzzer speaks as, and the users it and the writers use.
 FUZZ_MEMBER_ID: Final = "fz"
 FUZZ_USERS: Final = ("fuzz-a", "fuzz-b", "fuzz-c", "fuzz-d")
@@ -781,6 +783,8 @@ def http_request(
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")
     head = "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n"
+    if len(head) > HTTP_HEAD_BYTES_MAX:
+        kind = "malformed"  # refused by the HTTP parser before the API sees it
     return HttpRequest(head + body, kind)
 
 
@@ -1598,11 +1602,14 @@ class FuzzRun:
                 self._expect(delta, "peer_frames_rejected", 1)
             self.summary["ports"][name] = summary
         shown = (
-            "peer_frames",
-            "peer_handshake",
+            "peer_",
             "client_errors",
             "client_requests",
             "client_sessions",
+            "storage_failures",
+            "writes_failed",
+            "room_catch_ups",
+            "late_posts",
         )
         self.summary["counters"] = {
             name: value for name, value in sorted(delta.items()) if name.startswith(shown) and value

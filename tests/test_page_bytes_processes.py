@@ -14,7 +14,7 @@ from mesh.auth import issue_token
 from mesh.framing import encode_frame, read_frame
 from mesh.protocol import History, HistoryPage, Join, Joined, MessageEvent
 from router.message_ids import ORIGIN
-from tests.chat_helpers import client_for, next_messages
+from tests.chat_helpers import client_for, next_messages, wait_serving
 from tests.processes import HOST, Cluster, NodeProcess, run_async, wait_for
 
 pytestmark = pytest.mark.processes
@@ -170,6 +170,7 @@ def test_three_nodes_replay_and_page_big_messages_through_peer_read_replies(
             if member != observer:
                 cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
     nodes = cluster.nodes
+    run_async(wait_serving(*nodes.values()))
     sent = run_async(send_all(nodes["n1"], 600, BODY_BYTES_MAX, "ann"), timeout_s=30)
 
     async def scenario() -> None:

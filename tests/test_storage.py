@@ -10,6 +10,7 @@ from mesh.storage import (
     DATABASE_FILE,
     MIGRATIONS,
     SCHEMA_VERSION,
+    IdConflictError,
     Storage,
     StorageError,
     StoredMessage,
@@ -259,6 +260,34 @@ def test_late_arrivals_are_recorded_once_for_new_copies_and_found_by_arrival_and
             # Records older than the window go when a newer one is written.
             await storage.append(late(5), late_at_ms=9_501 + 10 * 60 * 1000)
             assert await found(0, 9) == [5]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_copy_whose_id_another_message_holds_fails_alone(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1")
+        try:
+            held = message(clock, "lobby", 1)
+            await storage.append(held)
+            impostor = StoredMessage(held.id, "lobby", "mallory", "m1", held.time_ms, "not it")
+            neighbours = [message(clock, "lobby", n) for n in (2, 3)]
+            results = await asyncio.gather(
+                storage.append(neighbours[0]),
+                storage.append(impostor),
+                storage.append(neighbours[1]),
+                return_exceptions=True,
+            )
+            assert isinstance(results[1], IdConflictError)
+            assert [r.duplicate for r in (results[0], results[2])] == [False, False]  # type: ignore[union-attr]
+            page, _ = await storage.history("lobby")
+            assert page == [held, *neighbours]
+            assert storage.stats.id_conflicts == 1
+            again = await storage.append(held)  # the same message under its id is a repeat
+            assert again.duplicate and again.message == held
         finally:
             await storage.close()
 

@@ -47,6 +47,11 @@ class MemoryStore:
         a twin with a smaller id wins. As the node's shell reports it to the engine. A
         copy new here (or replacing its twin) with `late_at_ms` is recorded as a late
         arrival."""
+        taken = self.rooms.get(message.room, {}).get(message.id)
+        if taken is not None:
+            # Only a broken peer reuses an id: the held message stays (storage.py refuses
+            # the copy; here, as in the engine's view of a refusal, nothing changes).
+            return taken, True
         held = self.by_key.get(message.key)
         if held is not None:
             if held.id <= message.id:
