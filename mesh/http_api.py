@@ -8,6 +8,7 @@ conventions: versioned paths, `{"error": {code, message, docs}}`, cursor paginat
 """
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import logging
@@ -18,7 +19,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -265,9 +266,21 @@ class HttpBackend:
     status: Callable[[], StatusReply]
     metrics: NodeMetrics
     send_limits: UserSendLimits  # the node's one registry, shared with the TCP gateway
+    errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 def build_app(backend: HttpBackend) -> Litestar:
+
+    def answer_error(
+        status: int,
+        code: ErrorCode,
+        message: str,
+        headers: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
+    ) -> Response[ErrorOut]:
+        backend.errors_by_code[code.value] += 1  # counted like the TCP port's errors
+        return _error_response(status, code, message, headers, retry_after_s)
+
     history = backend.chat.history
 
     def user_of(request: Request[Any, Any, Any]) -> str:
@@ -485,7 +498,7 @@ def build_app(backend: HttpBackend) -> Litestar:
 
     def handle_api_error(request: Request[Any, Any, Any], error: ApiError) -> Response[ErrorOut]:
         del request
-        return _error_response(
+        return answer_error(
             _STATUS_OF_CODE[error.code],
             error.code,
             error.message,
@@ -508,27 +521,27 @@ def build_app(backend: HttpBackend) -> Litestar:
         extra = getattr(error, "extra", None)
         if extra:
             message = f"{message}: {extra}"
-        return _error_response(status_code, code, message, dict(error.headers or {}))
+        return answer_error(status_code, code, message, dict(error.headers or {}))
 
     def handle_unavailable(
         request: Request[Any, Any, Any], error: RoomUnavailableError
     ) -> Response[ErrorOut]:
         del request
         if error.code == ErrorCode.INTERNAL:
-            return _error_response(500, ErrorCode.INTERNAL, str(error))
-        return _error_response(503, ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"})
+            return answer_error(500, ErrorCode.INTERNAL, str(error))
+        return answer_error(503, ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"})
 
     def handle_too_deep(
         request: Request[Any, Any, Any], error: RecursionError
     ) -> Response[ErrorOut]:
         # msgspec recurses once per nesting level of a JSON body, before any handler runs.
         del request, error
-        return _error_response(400, ErrorCode.BAD_REQUEST, BODY_TOO_DEEP)
+        return answer_error(400, ErrorCode.BAD_REQUEST, BODY_TOO_DEEP)
 
     def handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
         # The app has no logging_config (the node configures logging), so not request.logger.
         log.exception("HTTP %s %s failed", request.method, request.scope.get("path", "?"))
-        return _error_response(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
+        return answer_error(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
 
     def check_host(request: Request[Any, Any, Any]) -> None:
         # Litestar parses the Host header into request.url when it reports a bad parameter;

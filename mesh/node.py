@@ -121,6 +121,7 @@ class Node:
         self._addresses: dict[str, str] = {}  # node id -> peer address, from membership
         self._hint_summary: dict[str, tuple[int, int]] = {}
         self.peer_frames_rejected = 0
+        self.http_backend: HttpBackend | None = None  # made in run() when there is an HTTP port
         self.anomalies = 0
         self._peer_book_dirty = False
 
@@ -193,17 +194,16 @@ class Node:
                 ]
                 http_stop = asyncio.Event()
                 if http_listener is not None:
-                    app = build_app(
-                        HttpBackend(
-                            config.node_id,
-                            self.chat,
-                            self.authenticator,
-                            config.client_limits,
-                            lambda: self.status(0),
-                            self.metrics,
-                            self.send_limits,
-                        )
+                    self.http_backend = HttpBackend(
+                        config.node_id,
+                        self.chat,
+                        self.authenticator,
+                        config.client_limits,
+                        lambda: self.status(0),
+                        self.metrics,
+                        self.send_limits,
                     )
+                    app = build_app(self.http_backend)
                     tls = None if self.client_tls is None else self.client_tls.context
                     http = tasks.create_task(
                         serve_http(app, http_listener, http_stop, tls), name="http"
@@ -400,6 +400,9 @@ class Node:
                 "memberships_spread_abandoned": self.engine.memberships.stats.spreads_abandoned,
             }
         )
+        if self.http_backend is not None:
+            for code, count in sorted(self.http_backend.errors_by_code.items()):
+                counters[f"http_errors_{code}"] = count
         for code, count in sorted(gateway.errors_by_code.items()):
             counters[f"client_errors_{code}"] = count
         return counters

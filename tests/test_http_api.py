@@ -14,7 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mesh import runtime
 from mesh.auth import issue_token
+from mesh.cli import fetch_status
 from tests.chat_helpers import client_for
 from tests.processes import HOST, Cluster, NodeProcess, free_ports, run_async, wait_for
 
@@ -183,9 +185,15 @@ def test_every_error_path_answers_its_status_and_code(cluster: Cluster, tmp_path
     assert (limited.status_code, error_of(limited)) == (429, "rate_limited")
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["retry_after_s"] > 0
-    # After all of it, the node still serves.
+    # After all of it, the node still serves, and counted every refusal by its code.
     assert httpx.get(f"{node.http_url}/v1/health").status_code == 200
     assert get(node, "/v1/rooms/lobby/messages").status_code == 200
+    status = runtime.run(fetch_status([(HOST, node.client_port)], token("operator"), 2.0))
+    seen = status.counters
+    assert seen["http_errors_unauthorized"] >= 4
+    assert seen["http_errors_bad_request"] >= 3
+    assert seen["http_errors_too_large"] == 1
+    assert seen["http_errors_rate_limited"] >= 1
 
 
 def test_schemathesis_finds_nothing_against_the_live_document(node: NodeProcess) -> None:
