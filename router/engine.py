@@ -136,11 +136,10 @@ class _LocalRoom:
     recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
     held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
 
-    def synced(self, replica: str | None = None) -> int:
-        """Since when pushes from `replica` (from every replica, if None) are known whole."""
-        if replica is not None:
-            return self.synced_ms.get(replica, self.subscribed_wall_ms)
-        return min(self.synced_ms.values(), default=self.subscribed_wall_ms)
+    def synced(self, replica: str) -> int:
+        """Since when pushes from another node, `replica`, are known whole (see
+        RoomEngine._synced_ms for this node's own part)."""
+        return self.synced_ms.get(replica, self.subscribed_wall_ms)
 
     catch_ups_running: int = 0
     # Messages that arrived well after their id's time, with when (wall ms).
@@ -314,6 +313,7 @@ class RoomEngine:
         nodes coordinate and take writes; a suspect one keeps its registrations and the
         pushes owed to it (it may be only slow), a dead one loses them."""
         before = {room: self.coordinator(room) for room in self._local}
+        placed = {room: set(self.preference_list(room)) for room in self._local}
         for node in self._ring.nodes - set(members) - {self.node_id}:
             self._ring.remove(node)
         for node in members:
@@ -339,12 +339,26 @@ class RoomEngine:
             replicas = set(self.live_replicas(room))
             if coordinator != before[room] or replicas & returned:
                 effects += self._register(room, local, now, renewal=local.ready)
-                old = before[room]
-                if local.ready and coordinator != old:
-                    # The new coordinator may never have had pushes the old one owed us.
-                    since_ms = local.synced(old) if old is not None else None
-                    effects += self._catch_up(room, now, since_ms=since_ms)
+            if local.ready:
+                effects += self._catch_up_owed(room, local, before[room], gone & placed[room], now)
         return effects
+
+    def _catch_up_owed(
+        self, room: str, local: _LocalRoom, old: str | None, gone: set[str], now: float
+    ) -> list[Effect]:
+        """After the membership view changed: pushes owed to this node may be lost with
+        a coordinator that changed (its successor may never have had them) or with a
+        replica that pushed here and is now dead or departed. Catch up from the earliest
+        moment they were known whole."""
+        owed = [node for node in gone if node in local.synced_ms]
+        changed = self.coordinator(room) != old
+        if changed and old is not None:
+            owed.append(old)
+        if not owed:
+            return self._catch_up(room, now) if changed else []
+        now_ms = self._wall_ms(now)
+        since_ms = min(self._synced_ms(room, local, now_ms, node) for node in owed)
+        return self._catch_up(room, now, since_ms=since_ms)
 
     def preference_list(self, room: str) -> list[str]:
         return self._ring.preference_list(room, self.config.replicas)
@@ -750,13 +764,16 @@ class RoomEngine:
             self._joined = True
             # Rooms can be placed now: register interest and catch up as for any change.
             effects += self.set_members(self._last_members, now)
-        stalled_s = now - self._last_tick if self._last_tick is not None else 0.0
+        ran_until = self._last_tick if self._last_tick is not None else now
+        stalled_s = now - ran_until
         self._last_tick = self._latest_now = now
         if stalled_s >= self.config.stall_after_s and self._local:
             effects.append(Warn(f"this node stood still for {stalled_s:.1f}s; catching up"))
+            ran_until_ms = self._wall_ms(ran_until)
             for room, local in self._local.items():
                 if local.ready:
-                    effects += self._catch_up(room, now, since_ms=local.synced())
+                    since_ms = self._synced_ms(room, local, ran_until_ms)
+                    effects += self._catch_up(room, now, since_ms=since_ms)
         effects += self._tick_forwards(now)
         effects += self._tick_writes(now)
         for read_id in [key for key, read in self._reads.items() if now >= read.deadline]:
@@ -1188,7 +1205,9 @@ class RoomEngine:
             return []
         late_since_ms = None
         if after is None:
-            reference_ms = local.synced() if since_ms is None else since_ms
+            reference_ms = since_ms
+            if reference_ms is None:
+                reference_ms = self._synced_ms(room, local, self._wall_ms(now))
             late_since_ms = max(0, reference_ms - self.config.catch_up_margin_ms)
             after = at_time(late_since_ms)
         self.stats.catch_ups += 1
@@ -1206,6 +1225,23 @@ class RoomEngine:
             now=now,
             quorum=self.config.resume_quorum,
             late_since_ms=late_since_ms,
+        )
+
+    def _synced_ms(
+        self, room: str, local: _LocalRoom, own_ms: int, replica: str | None = None
+    ) -> int:
+        """Since when (wall ms) pushes from `replica`, or from every reachable replica of
+        the room if None, are known whole. What this node coordinates it hands to its own
+        sessions directly, so its own part is whole up to `own_ms`, when it last ran. What
+        a dead or departed replica owed was caught up when it went (_catch_up_owed), and
+        its return registers anew: its mark would only pull every catch-up back to then."""
+        if replica is not None:
+            replicas = [replica]
+        else:
+            replicas = [node for node in self.preference_list(room) if node in self._reachable]
+        return min(
+            (own_ms if node == self.node_id else local.synced(node) for node in replicas),
+            default=own_ms,
         )
 
     # ---- reads ----
