@@ -81,5 +81,5 @@ def check_times(message: RouterMessage, limit_ms: int) -> Checked:
                 reply = msgspec.structs.replace(message, changes=kept_changes)
                 return Checked(reply, len(changes) - len(kept_changes))
         case _:
-            pass
+            return Checked(message)  # carries no time, or none past the limit
     return Checked(message)

@@ -72,6 +72,21 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def holds_for(
+    condition: Callable[[], object],
+    duration_s: float,
+    describe: Callable[[], str],
+    interval_s: float = 0.05,
+) -> None:
+    """Poll `condition` for `duration_s` and fail the first time it is false: for what
+    must stay true (a node stays out, a link stays up), not for waiting."""
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        if not condition():
+            raise AssertionError(f"stopped holding within {duration_s}s: {describe()}")
+        time.sleep(interval_s)
+
+
 def run_cli(*arguments: str, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
     """Run one `meshchat` command to its end, as an operator would."""
     return subprocess.run(

@@ -71,7 +71,7 @@ class Mesh:
                 case SendPeer(node, message) if node in self.peers_up:
                     pending += self.answer(node, message, now)
                 case _:
-                    pass
+                    continue  # timers, warnings, pushes to peers that are down: no reply
 
     def answer(self, peer: str, message: object, now: float) -> list[Effect]:
         match message:
