@@ -324,14 +324,11 @@ class Node:
     def _dropped_towards(self, member_id: str, address: str) -> int:
         return 0 if member_id == self.config.node_id else self.transport.dropped(address)
 
-    def counters(self) -> dict[str, int]:
+    def _peer_counters(self) -> dict[str, int]:
+        """The peer port and membership: traffic, and what was refused or ignored."""
         assert self.membership is not None
-        transport, gateway, membership = (
-            self.transport.stats,
-            self.gateway.stats,
-            self.membership.stats,
-        )
-        counters = {
+        transport, membership = self.transport.stats, self.membership.stats
+        return {
             "peer_frames_received": transport.frames_received,
             "peer_frames_sent": transport.frames_sent,
             "peer_frames_dropped": transport.frames_dropped,
@@ -343,12 +340,18 @@ class Node:
             "welcomes_sent": membership.welcomes_sent,
             "stale_peer_messages": membership.stale_messages,
             "membership_anomalies": self.anomalies,
-            "send_limit_users": len(self.send_limits),
-            "send_limit_refusals": self.send_limits.stats.refused,
-            "send_limit_users_forgotten_busy": self.send_limits.stats.forgotten_busy,
             "peer_records_untrusted": membership.untrusted_records,
             "peer_incarnations_refused": membership.future_incarnations,
             "peer_hearsay_ignored": membership.hearsay_ignored,
+        }
+
+    def counters(self) -> dict[str, int]:
+        gateway = self.gateway.stats
+        counters = {
+            **self._peer_counters(),
+            "send_limit_users": len(self.send_limits),
+            "send_limit_refusals": self.send_limits.stats.refused,
+            "send_limit_users_forgotten_busy": self.send_limits.stats.forgotten_busy,
             "client_sessions_open": self.gateway.session_count,
             "client_tls_handshake_failures": (
                 self.client_tls.handshake_failures if self.client_tls else 0

@@ -42,7 +42,7 @@ from router.effects import (
     Warn,
 )
 from router.handoff import HintedHandoff
-from router.id_bounds import check_times, message_time_ms
+from router.id_bounds import Checked, check_times, message_time_ms
 from router.interest import InterestTable
 from router.memberships import Memberships, ring_key
 from router.message_ids import HybridClock, MessageId, at_time, is_message_id
@@ -667,15 +667,7 @@ class RoomEngine:
         self._latest_now = now
         checked = check_times(message, self._wall_ms(now) + self.config.clock_skew_max_ms)
         if checked.message is None or checked.dropped:
-            self.stats.future_ids_refused += max(1, checked.dropped)
-            refusal = Refusal(
-                sender,
-                f"a {type(message).__name__} carrying ids or times more than "
-                f"{self.config.clock_skew_max_ms} ms ahead of this node's clock",
-            )
-            if checked.message is None:
-                return [refusal]
-            return [refusal, *self.handle(sender, checked.message, now)]
+            return self._refuse_future(sender, message, checked, now)
         match message:
             case Forward(forward_id, room, user, client_msg_id, body):
                 request = SendRequest(room, user, client_msg_id, body)
@@ -752,6 +744,20 @@ class RoomEngine:
                 del self._whos[request_id]
                 return [Complete(who.ticket, Users(sorted(who.users)))]
         return []
+
+    def _refuse_future(
+        self, sender: str, message: RouterMessage, checked: Checked, now: float
+    ) -> list[Effect]:
+        """Count and report what was too far ahead; handle what is left of the message."""
+        self.stats.future_ids_refused += max(1, checked.dropped)
+        refusal = Refusal(
+            sender,
+            f"a {type(message).__name__} carrying ids or times more than "
+            f"{self.config.clock_skew_max_ms} ms ahead of this node's clock",
+        )
+        if checked.message is None:
+            return [refusal]
+        return [refusal, *self.handle(sender, checked.message, now)]
 
     # ---- time ----
 
