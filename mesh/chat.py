@@ -1,6 +1,6 @@
 """Rooms as this node's clients see them: sends, joins, replays, presence and typing.
 
-The mesh does the work (mesh/room_router.py drives the room engine): a send goes to the
+The mesh does the work (mesh/room_driver.py drives the room engine): a send goes to the
 room's coordinator and is acknowledged once W replicas hold it; history comes from the
 room's replicas. This module ties that to the node's sessions: who is in which room here,
 and handing each pushed message or event to them.
@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 from mesh import protocol
 from mesh.framing import encode_frame
-from mesh.room_router import RoomRouter
+from mesh.room_requests import RoomRequests
 from mesh.rooms import RoomHub
 from mesh.session import Session
-from mesh.storage import SendResult, Storage, StoredMessage
+from mesh.storage import SendResult, StoredMessage
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, TypingNotice
 
@@ -44,47 +44,13 @@ def _frame(event: protocol.NodeMessage) -> bytes:
     return encode_frame(protocol.encode(event))
 
 
-class ChatService:
-    def __init__(
-        self, node_id: str, storage: Storage, router: RoomRouter, wall_clock_ms: Callable[[], int]
-    ) -> None:
-        self.node_id = node_id
-        self.storage = storage  # this node's own data: room membership of its users
-        self.router = router
-        self.hub = RoomHub()
-        self._wall_clock_ms = wall_clock_ms
+class SessionDeliveries:
+    """What the mesh pushes, handed to this node's sessions in the room (the room
+    driver's LocalSessions)."""
+
+    def __init__(self, hub: RoomHub) -> None:
+        self.hub = hub
         self.messages_delivered = 0
-        router.attach(self)
-
-    # ---- writes ----
-
-    def send(
-        self, user: str, room: str, client_msg_id: str, body: str
-    ) -> "asyncio.Future[SendResult]":
-        """Resolves once W replicas hold the message; never blocks the caller."""
-        return self.router.send(room, user, client_msg_id, body)
-
-    # ---- reads ----
-
-    async def history(
-        self,
-        room: str,
-        *,
-        before: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-        bytes_max: int | None = None,
-    ) -> tuple[list[RoomMessage], bool]:
-        """A page, and whether more lie beyond it; with `bytes_max`, its messages'
-        router/page_bytes.py message_bytes sum to at most that (always one message)."""
-        return await self.router.read(
-            room, before=before, after=after, limit=limit, bytes_max=bytes_max
-        )
-
-    async def who(self, room: str) -> list[str]:
-        return sorted(set(await self.router.who(room)) | set(self.hub.users(room)))
-
-    # ---- deliveries from the mesh ----
 
     def deliver_message(self, message: RoomMessage) -> None:
         frame = _frame(protocol.MessageEvent(message=to_wire(message)))
@@ -112,6 +78,52 @@ class ChatService:
             if session.user != event.user:
                 session.push_if_room(frame)
 
+
+class ChatService:
+    def __init__(
+        self,
+        node_id: str,
+        rooms: RoomRequests,
+        hub: RoomHub,
+        wall_clock_ms: Callable[[], int],
+    ) -> None:
+        self.node_id = node_id
+        self.rooms = rooms
+        self.hub = hub
+        self._wall_clock_ms = wall_clock_ms
+
+    # ---- writes ----
+
+    def send(
+        self, user: str, room: str, client_msg_id: str, body: str
+    ) -> "asyncio.Future[SendResult]":
+        """Resolves once W replicas hold the message; never blocks the caller."""
+        return self.rooms.send(room, user, client_msg_id, body)
+
+    # ---- reads ----
+
+    async def history(
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        bytes_max: int | None = None,
+    ) -> tuple[list[RoomMessage], bool]:
+        """A page, and whether more lie beyond it; with `bytes_max`, its messages'
+        router/page_bytes.py message_bytes sum to at most that (always one message)."""
+        return await self.rooms.read(
+            room, before=before, after=after, limit=limit, bytes_max=bytes_max
+        )
+
+    async def who(self, room: str) -> list[str]:
+        return sorted(set(await self.rooms.who(room)) | set(self.hub.users(room)))
+
+    async def rooms_of(self, user: str) -> list[str]:
+        """The user's rooms, whichever nodes they joined through."""
+        return await self.rooms.rooms_of(user)
+
     # ---- rooms ----
 
     async def join(
@@ -126,13 +138,13 @@ class ChatService:
         if since is not None:
             session.begin_catch_up(room)
         newly_present = self.hub.subscribe(room, session)
-        await self.router.subscribe(room)
+        await self.rooms.subscribe(room)
         if newly_present:
             self._presence(room, session, "joined")
-        await self.router.record_membership(
+        await self.rooms.record_membership(
             MembershipChange(session.user, room, joined=True, time_ms=self._wall_clock_ms())
         )
-        newest, _ = await self.router.read(room, limit=1)
+        newest, _ = await self.rooms.read(room, limit=1)
         return await self.who(room), newest[-1].id if newest else None
 
     async def replay(self, session: Session, room: str, since: str) -> int:
@@ -146,9 +158,7 @@ class ChatService:
         late: dict[str, RoomMessage] = {}
         try:
             while True:
-                page = await self.router.resume(
-                    room, cursor, REPLAY_PAGE_SIZE, first=cursor == since
-                )
+                page = await self.rooms.resume(room, cursor, REPLAY_PAGE_SIZE, since=since)
                 late.update((message.id, message) for message in page.late)
                 for message in page.messages:
                     await session.push_waiting(
@@ -158,7 +168,6 @@ class ChatService:
                 replayed += len(page.messages)
                 if not page.more:
                     break
-            late.update((m.id, m) for m in self.router.engine.late_arrivals(room) if m.id <= since)
             for message_id in sorted(late):
                 await session.push_waiting(
                     _frame(protocol.MessageEvent(message=to_wire(late[message_id])))
@@ -172,7 +181,7 @@ class ChatService:
 
     async def leave(self, session: Session, room: str) -> None:
         self.unsubscribe(session, room)
-        await self.router.record_membership(
+        await self.rooms.record_membership(
             MembershipChange(session.user, room, joined=False, time_ms=self._wall_clock_ms())
         )
 
@@ -188,14 +197,14 @@ class ChatService:
         if self.hub.unsubscribe(room, session):
             self._presence(room, session, "left")
         if not self.hub.sessions(room):
-            self.router.unsubscribe(room)
+            self.rooms.unsubscribe(room)
 
     def typing(self, session: Session, room: str) -> None:
         frame = _frame(protocol.TypingEvent(room=room, user=session.user))
         for other in self.hub.sessions(room):
             if other.user != session.user:
                 other.push_if_room(frame)
-        self.router.announce(TypingNotice(room=room, user=session.user, origin=self.node_id))
+        self.rooms.announce(TypingNotice(room=room, user=session.user, origin=self.node_id))
 
     def _presence(self, room: str, session: Session, state: str) -> None:
         event = protocol.PresenceEvent(room=room, user=session.user, state=state)  # type: ignore[arg-type]
@@ -203,6 +212,6 @@ class ChatService:
         for other in self.hub.sessions(room):
             if other is not session:
                 other.push(frame)
-        self.router.announce(
+        self.rooms.announce(
             PresenceChanged(room=room, user=session.user, state=state, origin=self.node_id)  # type: ignore[arg-type]
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from mesh import cli_chat, cli_keys, runtime
+from mesh.allocator import bound_allocator_growth
 from mesh.auth import load_secret
 from mesh.config import ClientLimits, NodeConfig
 from mesh.connection import NodeConnection, NodeError, parse_servers
@@ -382,6 +383,7 @@ def _run_node(args: argparse.Namespace) -> int:
     )
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    bound_allocator_growth()
 
     async def serve() -> None:
         stop = asyncio.Event()

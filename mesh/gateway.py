@@ -46,7 +46,7 @@ from mesh.protocol import (
     Who,
 )
 from mesh.rate_limit import UserSendLimits
-from mesh.room_router import RoomUnavailableError
+from mesh.room_requests import RoomUnavailableError
 from mesh.session import Session
 from mesh.storage import SendResult, StorageError, StorageOverloadedError
 from router.page_bytes import MESSAGE_OVERHEAD_BYTES
@@ -290,7 +290,7 @@ class Gateway:
             case History():
                 await self._history(session, request)
             case ListRooms(request_id=request_id):
-                rooms = await self.chat.router.rooms_of(session.user)
+                rooms = await self.chat.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
             case Who(request_id=request_id, room=room):
                 users = await self.chat.who(room)

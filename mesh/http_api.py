@@ -39,7 +39,7 @@ from mesh.metrics import CONTENT_TYPE, NodeMetrics
 from mesh.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
 from mesh.rate_limit import UserSendLimits
-from mesh.room_router import RoomUnavailableError
+from mesh.room_requests import RoomUnavailableError
 from mesh.storage import StorageError, StorageOverloadedError, StoredMessage
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.page_bytes import cut_to_bytes
@@ -454,7 +454,7 @@ def build_app(backend: HttpBackend) -> Litestar:
 
     @get("/v1/rooms", summary="The caller's rooms", tags=["rooms"], responses={**UNAUTHORIZED})
     async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
-        return RoomsOut(await backend.chat.router.rooms_of(user_of(request)))
+        return RoomsOut(await backend.chat.rooms_of(user_of(request)))
 
     @get(
         "/v1/rooms/{room:str}/members",

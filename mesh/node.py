@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from mesh.auth import Authenticator
-from mesh.chat import ChatService
+from mesh.chat import ChatService, SessionDeliveries
 from mesh.config import NodeConfig
 from mesh.data_lock import DataDirLock
 from mesh.display_text import terminal_safe
@@ -26,7 +26,10 @@ from mesh.peer_codec import decode_node_message, encode_node_message
 from mesh.peer_security import PeerKeys, describe_security, load_security, parse_seed
 from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
 from mesh.rate_limit import UserSendLimits
-from mesh.room_router import RoomRouter
+from mesh.room_driver import RoomDriver, members_changed
+from mesh.room_requests import PendingTickets, RoomRequests
+from mesh.rooms import RoomHub
+from mesh.sqlite_disk import SqliteDisk
 from mesh.storage import Storage, StorageError, StorageLostError
 from mesh.tls import ServerTls
 from peers.membership import (
@@ -41,7 +44,8 @@ from peers.membership import (
 from peers.records import MemberRecord
 from peers.transport import PeerTransport, PortInUseError
 from peers.wire import Heartbeat, Leave, PeerDecodeError
-from router.engine import Health, RoomEngine
+from router.engine import RoomEngine
+from router.events import PeerMessage, Tick
 from router.wire import RouterMessage
 
 log = logging.getLogger(__name__)
@@ -49,12 +53,6 @@ log = logging.getLogger(__name__)
 # Log the first rejected peer frames one by one, then only every Nth, so a flood of
 # garbage cannot flood the log as well.
 REJECTED_FRAME_LOG_EVERY = 1000
-# A member's state as the room engine sees it (left members are off the ring).
-HEALTH: dict[MemberState, Health] = {
-    MemberState.ALIVE: "alive",
-    MemberState.SUSPECT: "suspect",
-    MemberState.DEAD: "dead",
-}
 # How often the room engine checks its timers: retransmissions, timeouts, acks of pushes.
 ROOM_TICK_INTERVAL_S = 0.05
 # How long a stopping node keeps trying to reach peers whose connection is not up yet.
@@ -94,9 +92,20 @@ class Node:
             wall_offset_ms=int(time.time() * 1000 - time.monotonic() * 1000),
             local_users=self._local_users,
         )
-        self.rooms = RoomRouter(self.engine, self.storage, self._send_to_node)
+        hub = RoomHub()
+        self.deliveries = SessionDeliveries(hub)
+        self.disk = SqliteDisk(self.storage, _wall_clock_ms)
+        self.pending = PendingTickets()
+        self.rooms_driver = RoomDriver(
+            self.engine,
+            disk=self.disk,
+            wire=self,
+            sessions=self.deliveries,
+            completions=self.pending,
+            clock=time.monotonic,
+        )
         self.chat = ChatService(
-            config.node_id, self.storage, self.rooms, lambda: int(time.time() * 1000)
+            config.node_id, RoomRequests(self.rooms_driver, self.pending), hub, _wall_clock_ms
         )
         self.authenticator = Authenticator(config.secret)
         # One per node: a user's sends count against one limit over every session, TCP or HTTP.
@@ -224,7 +233,8 @@ class Node:
                     await server.wait_closed()
             if self.data_dir_lost is None:  # else the dir may be gone: recreate nothing
                 save_peer_addresses(config.data_dir, self._peer_book())
-            await self.rooms.close()
+            self.pending.close()
+            await self.disk.close()
             await self._announce_leave()
             await self.transport.close()
             await self.storage.close()
@@ -364,45 +374,18 @@ class Node:
         counters.update(
             {
                 "client_sessions_cut_off": gateway.sessions_cut_off,
-                "messages_stored": self.rooms.copies_stored,
-                "messages_delivered": self.chat.messages_delivered,
+                "messages_stored": self.rooms_driver.stats.copies_stored,
+                "messages_delivered": self.deliveries.messages_delivered,
                 "storage_commits": storage.commits,
                 "storage_writes": storage.writes,
                 "storage_duplicates": storage.duplicates,
                 "storage_failures": storage.failures,
             }
         )
-        engine = self.engine.stats
-        counters.update(
-            {
-                "writes_coordinated": engine.writes_coordinated,
-                "writes_acknowledged": engine.writes_acknowledged,
-                "writes_failed": engine.writes_failed,
-                "writes_in_flight": self.engine.writes_in_flight,
-                "forwards_sent": engine.forwards_sent,
-                "reads_served": engine.reads_served,
-                "read_repairs": engine.read_repairs,
-                "pushes_sent": engine.pushes_sent,
-                "push_retransmits": engine.push_retransmits,
-                "pushes_unacknowledged": self.engine.pushes_unacknowledged(),
-                "room_catch_ups": engine.catch_ups,
-                "interest_registrations": self.engine.interest_registrations,
-                "interest_dropped": engine.interest_dropped,
-                "late_posts": engine.late_posts,
-                "peer_ids_refused": engine.future_ids_refused,
-                "hints_stored": self.engine.handoff.stats.hints_stored,
-                "hints_replayed": self.engine.handoff.stats.hints_replayed,
-                "hints_dropped": self.engine.handoff.stats.hints_dropped,
-                "anti_entropy_rounds": self.engine.anti_entropy.stats.rounds,
-                "anti_entropy_buckets_compared": self.engine.anti_entropy.stats.buckets_compared,
-                "anti_entropy_messages_sent": self.engine.anti_entropy.stats.messages_sent,
-                "anti_entropy_messages_deferred": (
-                    self.engine.anti_entropy.stats.messages_deferred
-                ),
-                "memberships_spread": self.engine.memberships.stats.changes_spread,
-                "memberships_spread_abandoned": self.engine.memberships.stats.spreads_abandoned,
-            }
-        )
+        counters.update(self.engine.statistics())
+        driver = self.rooms_driver.stats
+        counters["room_storage_failures"] = driver.storage_failures
+        counters["room_storage_in_flight"] = driver.storage_in_flight
         if self.http_backend is not None:
             for code, count in sorted(self.http_backend.errors_by_code.items()):
                 counters[f"http_errors_{code}"] = count
@@ -425,7 +408,7 @@ class Node:
                 continue
             if not isinstance(message, Heartbeat | Leave):
                 if sender_id in self._addresses:
-                    self.rooms.handle(sender_id, message)
+                    self.rooms_driver.handle(PeerMessage(sender_id, message))
                 else:
                     self._reject(f"a room message from {sender_id[:64]!r}, not a member")
                 continue
@@ -442,7 +425,7 @@ class Node:
             self.membership.wall_offset_ms = _wall_offset_ms()
             self.engine.set_wall_offset_ms(self.membership.wall_offset_ms)
             self._apply(self.membership.tick(time.monotonic()))
-            self.rooms.tick()
+            self.rooms_driver.handle(Tick())
             if self._peer_book_dirty and self.data_dir_lost is None:
                 self._peer_book_dirty = False
                 try:
@@ -461,7 +444,8 @@ class Node:
     def _local_users(self, room: str) -> list[str]:
         return self.chat.hub.users(room)
 
-    def _send_to_node(self, node: str, message: RouterMessage) -> None:
+    def send_to(self, node: str, message: RouterMessage) -> None:
+        """The room driver's wire: a room message to a member, if it has an address."""
         address = self._addresses.get(node)
         if address is not None:
             frame = encode_node_message(message)
@@ -533,7 +517,7 @@ class Node:
         self._addresses = {
             view.id: view.address for view in current if view.id != self.config.node_id
         }
-        self.rooms.set_members({view.id: HEALTH[view.state] for view in current})
+        self.rooms_driver.handle(members_changed(current))
 
     def _apply(self, effects: list[Effect]) -> None:
         members_changed = False
@@ -574,6 +558,10 @@ class Node:
                     log.warning("membership: %s", reason)
         if members_changed:
             self._members_changed()
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _wall_offset_ms() -> int:

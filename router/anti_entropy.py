@@ -141,6 +141,11 @@ class AntiEntropy:
         self.stats.rounds += 1
         return [LoadDigest(self._token(_Offer(room, peer, give_only)), room)]
 
+    def abandon(self, token: int) -> list[Effect]:
+        """A read of this round failed: the round ends here; a later one compares again."""
+        self._tokens.pop(token, None)
+        return []
+
     def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
         self._tokens.pop(token, None)
         self._rooms = sorted(rooms)

@@ -17,19 +17,25 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from router.anti_entropy import AntiEntropy
 from router.channel import InboundStream, OutboundStream
 from router.config import RouterConfig
-from router.digest import Digest
 from router.effects import (
     Acked,
     Complete,
+    DeleteHint,
     DeliverEvent,
     DeliverMessage,
     Effect,
+    ExpireHints,
+    ListRooms,
     Load,
+    LoadDigest,
+    LoadHints,
+    LoadIds,
+    LoadMemberships,
+    LoadMessages,
     Outcome,
     Page,
     Ready,
@@ -38,8 +44,38 @@ from router.effects import (
     SendPeer,
     Store,
     StoreHint,
+    StoreMembership,
     Users,
     Warn,
+)
+from router.events import (
+    AnnounceEvent,
+    DigestLoaded,
+    Done,
+    Event,
+    Health,
+    HintsExpired,
+    HintsLoaded,
+    IdsLoaded,
+    Loaded,
+    MembersChanged,
+    MembershipsLoaded,
+    PeerMessage,
+    ReadPage,
+    RecordMembership,
+    ResumeRoom,
+    RoomsListed,
+    RoomsOf,
+    SendMessage,
+    StorageDone,
+    StorageEffect,
+    StorageFailed,
+    StorageResult,
+    Stored,
+    Subscribe,
+    Tick,
+    Unsubscribe,
+    WhoIsIn,
 )
 from router.handoff import HintedHandoff
 from router.id_bounds import Checked, check_times, message_time_ms
@@ -83,7 +119,7 @@ from router.wire import (
 from router.writes import Forward as PendingForward
 from router.writes import LocalOrigin, Origin, RemoteOrigin, SendRequest, Write
 
-Health = Literal["alive", "suspect", "dead"]
+__all__ = ["EngineStatistics", "Health", "RoomEngine"]
 
 # Retransmitted pushes per peer per tick: a returning peer is refilled at a bounded pace.
 PUSH_RETRIES_PER_TICK = 256
@@ -112,6 +148,7 @@ class _Read:
     waiting: set[str]
     needed: int  # answers without which the page could miss acknowledged messages
     bytes_max: int | None = None  # the merged page's budget (router/page_bytes.py)
+    resume_since: str | None = None  # where the session's replay began, for a resume
     pages: dict[str, ReplicaPage] = field(default_factory=dict)
 
 
@@ -308,7 +345,7 @@ class RoomEngine:
     def _too_far_ahead(self, time_ms: int, now: float) -> bool:
         return time_ms > self._wall_ms(now) + self.config.clock_skew_max_ms
 
-    def set_members(self, members: Mapping[str, Health], now: float) -> list[Effect]:
+    def _set_members(self, members: Mapping[str, Health], now: float) -> list[Effect]:
         """The membership view: every node not departed, and its health. Only alive
         nodes coordinate and take writes; a suspect one keeps its registrations and the
         pushes owed to it (it may be only slow), a dead one loses them."""
@@ -393,7 +430,7 @@ class RoomEngine:
 
     # ---- requests from this node's clients ----
 
-    def send(self, ticket: int, request: SendRequest, now: float) -> list[Effect]:
+    def _send(self, ticket: int, request: SendRequest, now: float) -> list[Effect]:
         coordinator = self.coordinator(request.room)
         if coordinator is None:
             return [Complete(ticket, Refused("unavailable", self._why_no_replica()))]
@@ -405,7 +442,7 @@ class RoomEngine:
         self.stats.forwards_sent += 1
         return [SendPeer(coordinator, _forward_message(forward_id, request))]
 
-    def read(
+    def _read(
         self,
         ticket: int,
         room: str,
@@ -417,6 +454,7 @@ class RoomEngine:
         quorum: int | None = None,
         late_since_ms: int | None = None,
         bytes_max: int | None = None,
+        resume_since: str | None = None,
     ) -> list[Effect]:
         """A page of the room from R replicas (this node first when it is one), merged,
         its messages within `bytes_max` (router/page_bytes.py message_bytes) when given.
@@ -449,6 +487,7 @@ class RoomEngine:
             set(targets),
             needed=wanted,
             bytes_max=bytes_max,
+            resume_since=resume_since,
         )
         effects: list[Effect] = []
         for target in targets:
@@ -461,19 +500,19 @@ class RoomEngine:
                 effects.append(SendPeer(target, request))
         return effects
 
-    def resume(
-        self, ticket: int, room: str, after: str, limit: int, now: float, *, first: bool
+    def _resume(
+        self, ticket: int, room: str, after: str, limit: int, now: float, *, since: str
     ) -> list[Effect]:
         """A page of a session's replay from `after`, read from enough replicas to overlap
-        every write quorum. The `first` page also brings the late arrivals replicas
-        recorded since a margin before `after`'s time, with ids up to `after`: written
+        every write quorum. The first page (at `since`) also brings the late arrivals
+        replicas recorded since a margin before its time, with ids up to it: written
         where this node could not hear, they sort before the resume point although the
-        client never saw them."""
+        client never saw them. The last page adds those this node noted itself."""
         late_since_ms = None
-        if first and is_message_id(after):
+        if after == since and is_message_id(after):
             late_since_ms = max(0, MessageId.parse(after).time_ms - self.config.catch_up_margin_ms)
         quorum = self.config.resume_quorum
-        return self.read(
+        return self._read(
             ticket,
             room,
             before=None,
@@ -482,9 +521,10 @@ class RoomEngine:
             now=now,
             quorum=quorum,
             late_since_ms=late_since_ms,
+            resume_since=since,
         )
 
-    def subscribe(self, ticket: int, room: str, now: float) -> list[Effect]:
+    def _subscribe(self, ticket: int, room: str, now: float) -> list[Effect]:
         """This node has (or now gets) sessions in the room: register for its pushes.
         Completes with Ready once the coordinator has the registration."""
         local = self._local.get(room)
@@ -502,7 +542,7 @@ class RoomEngine:
             return []
         return self._register(room, local, now, renewal=False)
 
-    def unsubscribe(self, room: str, now: float) -> list[Effect]:
+    def _unsubscribe(self, room: str, now: float) -> list[Effect]:
         """No session on this node is in the room any more."""
         local = self._local.pop(room, None)
         if local is None:
@@ -517,7 +557,7 @@ class RoomEngine:
                 effects.append(SendPeer(node, Interest(0, withdrawn=[room])))
         return effects
 
-    def announce(self, event: PresenceChanged | TypingNotice, now: float) -> list[Effect]:
+    def _announce_event(self, event: PresenceChanged | TypingNotice, now: float) -> list[Effect]:
         """A presence or typing event of a local session: to the room's other nodes (this
         node's own sessions are the shell's to tell)."""
         coordinator = self.coordinator(event.room)
@@ -527,7 +567,7 @@ class RoomEngine:
             return self._fan_out(event, event.room, now)
         return [SendPeer(coordinator, Announce(event))]
 
-    def who(self, ticket: int, room: str, now: float) -> list[Effect]:
+    def _who(self, ticket: int, room: str, now: float) -> list[Effect]:
         """Everyone with a session in the room, on any live node."""
         users = set(self._local_users(room))
         others = self._alive - {self.node_id}
@@ -537,26 +577,101 @@ class RoomEngine:
         self._whos[request_id] = _Who(ticket, now + self.config.read_timeout_s, set(others), users)
         return [SendPeer(node, WhoRequest(request_id, room)) for node in sorted(others)]
 
-    def record_membership(self, ticket: int, change: MembershipChange, now: float) -> list[Effect]:
+    def _record_membership(self, ticket: int, change: MembershipChange, now: float) -> list[Effect]:
         """A user joined or left a room through this node: keep it here and with the
         user's nodes (router/memberships.py). Completes with Ready once on this disk."""
         return self.memberships.record(ticket, change, now)
 
-    def rooms_of(self, ticket: int, user: str, now: float) -> list[Effect]:
+    def _rooms_of(self, ticket: int, user: str, now: float) -> list[Effect]:
         """The rooms the user is in, whichever nodes they joined through: Rooms."""
         return self.memberships.lookup(ticket, user, now)
 
-    # ---- storage completions ----
+    # ---- the one door ----
 
-    def membership_stored(self, token: int, ok: bool) -> list[Effect]:
-        return self.memberships.stored(token, ok)
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        """Everything that happens to the engine, with the time it happened."""
+        match event:
+            case PeerMessage(sender, message):
+                return self._peer_message(sender, message, now)
+            case StorageDone(effect, result):
+                return self._storage_done(effect, result, now)
+            case Tick():
+                return self._tick(now)
+            case MembersChanged(members):
+                return self._set_members(members, now)
+            case SendMessage(ticket, request):
+                return self._send(ticket, request, now)
+            case ReadPage(ticket, room, before, after, limit, quorum, bytes_max):
+                return self._read(
+                    ticket,
+                    room,
+                    before=before,
+                    after=after,
+                    limit=limit,
+                    now=now,
+                    quorum=quorum,
+                    bytes_max=bytes_max,
+                )
+            case ResumeRoom(ticket, room, after, limit, since):
+                return self._resume(ticket, room, after, limit, now, since=since)
+            case Subscribe(ticket, room):
+                return self._subscribe(ticket, room, now)
+            case Unsubscribe(room):
+                return self._unsubscribe(room, now)
+            case AnnounceEvent(announced):
+                return self._announce_event(announced, now)
+            case WhoIsIn(ticket, room):
+                return self._who(ticket, room, now)
+            case RecordMembership(ticket, change):
+                # Kept here and with the user's nodes; Ready once on this disk.
+                return self.memberships.record(ticket, change, now)
+            case RoomsOf(ticket, user):
+                return self.memberships.lookup(ticket, user, now)
+        raise AssertionError(f"not an engine event: {event!r}")
 
-    def memberships_loaded(
-        self, token: int, changes: list[MembershipChange] | None
+    def _storage_done(
+        self, effect: StorageEffect, result: StorageResult, now: float
     ) -> list[Effect]:
-        return self.memberships.loaded(token, changes)
+        """Hand the end of a storage effect to whoever asked for it; a failure ends the
+        request as a failure, so nothing waits on a token for good."""
+        failed = isinstance(result, StorageFailed)
+        match effect, result:
+            case (Store(token) | StoreHint(token), Stored(kept, known)):
+                return self._stored(token, kept, known, now)
+            case (Store(token) | StoreHint(token), StorageFailed()):
+                return self._stored(token, None, False, now)
+            case (Load(token) | LoadMessages(token), Loaded(messages, more, late)):
+                return self._loaded(token, messages, more, now, late)
+            case (Load(token) | LoadMessages(token), StorageFailed()):
+                return self._loaded(token, None, False, now)
+            case (LoadHints(token), HintsLoaded(messages)):
+                return self.handoff.hints_loaded(token, messages, now)
+            case (LoadHints(token), StorageFailed()):
+                return self.handoff.hints_failed(token, now)
+            case (ExpireHints(token), HintsExpired(dropped)):
+                return self.handoff.hints_expired(token, dropped)
+            case (ExpireHints(token), StorageFailed()):
+                return self.handoff.hints_expired(token, {})
+            case (DeleteHint(), Done() | StorageFailed()):
+                # A hint left behind is replayed again; the owner keeps one copy.
+                return []
+            case (ListRooms(token), RoomsListed(rooms)):
+                return self.anti_entropy.rooms_listed(token, rooms)
+            case (LoadDigest(token), DigestLoaded(digest)):
+                return self.anti_entropy.digest_loaded(token, digest)
+            case (LoadIds(token), IdsLoaded(ids, more)):
+                return self.anti_entropy.ids_loaded(token, ids, more)
+            case (ListRooms(token) | LoadDigest(token) | LoadIds(token), StorageFailed()):
+                return self.anti_entropy.abandon(token)
+            case (StoreMembership(token), Done() | StorageFailed()):
+                return self.memberships.stored(token, not failed)
+            case (LoadMemberships(token), MembershipsLoaded(changes)):
+                return self.memberships.loaded(token, changes)
+            case (LoadMemberships(token), StorageFailed()):
+                return self.memberships.loaded(token, None)
+        raise AssertionError(f"{type(result).__name__} cannot end {type(effect).__name__}")
 
-    def stored(
+    def _stored(
         self, token: int, kept: RoomMessage | None, duplicate: bool, now: float
     ) -> list[Effect]:
         """A Store finished: `kept` is the copy on disk (None if the write failed)."""
@@ -620,22 +735,7 @@ class RoomEngine:
                 effects += self._announce(message, now)
         return effects
 
-    def hints_loaded(self, token: int, messages: list[RoomMessage], now: float) -> list[Effect]:
-        return self.handoff.hints_loaded(token, messages, now)
-
-    def hints_expired(self, token: int, dropped: dict[str, int]) -> list[Effect]:
-        return self.handoff.hints_expired(token, dropped)
-
-    def rooms_listed(self, token: int, rooms: list[str]) -> list[Effect]:
-        return self.anti_entropy.rooms_listed(token, rooms)
-
-    def digest_loaded(self, token: int, digest: Digest) -> list[Effect]:
-        return self.anti_entropy.digest_loaded(token, digest)
-
-    def ids_loaded(self, token: int, ids: list[str], more: bool) -> list[Effect]:
-        return self.anti_entropy.ids_loaded(token, ids, more)
-
-    def loaded(
+    def _loaded(
         self,
         token: int,
         messages: list[RoomMessage] | None,
@@ -663,7 +763,7 @@ class RoomEngine:
 
     # ---- peer messages ----
 
-    def handle(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
+    def _peer_message(self, sender: str, message: RouterMessage, now: float) -> list[Effect]:
         self._latest_now = now
         checked = check_times(message, self._wall_ms(now) + self.config.clock_skew_max_ms)
         if checked.message is None or checked.dropped:
@@ -757,11 +857,11 @@ class RoomEngine:
         )
         if checked.message is None:
             return [refusal]
-        return [refusal, *self.handle(sender, checked.message, now)]
+        return [refusal, *self._peer_message(sender, checked.message, now)]
 
     # ---- time ----
 
-    def tick(self, now: float) -> list[Effect]:
+    def _tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         settled = self._first_peer_at is not None and (
             now - self._first_peer_at >= self.config.join_settle_s
@@ -769,7 +869,7 @@ class RoomEngine:
         if not self._joined and settled:
             self._joined = True
             # Rooms can be placed now: register interest and catch up as for any change.
-            effects += self.set_members(self._last_members, now)
+            effects += self._set_members(self._last_members, now)
         ran_until = self._last_tick if self._last_tick is not None else now
         stalled_s = now - ran_until
         self._last_tick = self._latest_now = now
@@ -1116,7 +1216,7 @@ class RoomEngine:
         if message.time_ms < now_ms - LATE_AFTER_MS:
             local.late.append((now_ms, message))
 
-    def late_arrivals(self, room: str) -> list[RoomMessage]:
+    def _late_arrivals(self, room: str) -> list[RoomMessage]:
         """Messages that reached this node late (see _note_if_late) within the last
         late_post_window_ms, oldest id first: a resume adds them to what it replays."""
         local = self._local.get(room)
@@ -1222,7 +1322,7 @@ class RoomEngine:
         local.catch_ups_running += 1
         if local.held is None:
             local.held = []
-        return self.read(
+        return self._read(
             ticket,
             room,
             before=None,
@@ -1277,7 +1377,11 @@ class RoomEngine:
         for replica, missing in merged.repairs.items():
             self.stats.read_repairs += len(missing)
             effects += self._repair(replica, missing, now)
-        page = Page(merged.messages, merged.more, merged.late)
+        late = merged.late
+        if read.resume_since is not None and not merged.more:
+            since = read.resume_since
+            late = late + [m for m in self._late_arrivals(read.room) if m.id <= since]
+        page = Page(merged.messages, merged.more, late)
         return effects + self._complete(read.ticket, page, now)
 
     def _repair(self, node: str, messages: Iterable[RoomMessage], now: float) -> list[Effect]:
@@ -1320,6 +1424,37 @@ class RoomEngine:
         return effects
 
     # ---- what the shell shows ----
+
+    def statistics(self) -> dict[str, int]:
+        """The engine's counters and gauges, by the names the node publishes them under."""
+        stats, handoff = self.stats, self.handoff.stats
+        anti_entropy, memberships = self.anti_entropy.stats, self.memberships.stats
+        return {
+            "writes_coordinated": stats.writes_coordinated,
+            "writes_acknowledged": stats.writes_acknowledged,
+            "writes_failed": stats.writes_failed,
+            "writes_in_flight": len(self._writes),
+            "forwards_sent": stats.forwards_sent,
+            "reads_served": stats.reads_served,
+            "read_repairs": stats.read_repairs,
+            "pushes_sent": stats.pushes_sent,
+            "push_retransmits": stats.push_retransmits,
+            "pushes_unacknowledged": self.pushes_unacknowledged(),
+            "room_catch_ups": stats.catch_ups,
+            "interest_registrations": self._interest.registrations,
+            "interest_dropped": stats.interest_dropped,
+            "late_posts": stats.late_posts,
+            "peer_ids_refused": stats.future_ids_refused,
+            "hints_stored": handoff.hints_stored,
+            "hints_replayed": handoff.hints_replayed,
+            "hints_dropped": handoff.hints_dropped,
+            "anti_entropy_rounds": anti_entropy.rounds,
+            "anti_entropy_buckets_compared": anti_entropy.buckets_compared,
+            "anti_entropy_messages_sent": anti_entropy.messages_sent,
+            "anti_entropy_messages_deferred": anti_entropy.messages_deferred,
+            "memberships_spread": memberships.changes_spread,
+            "memberships_spread_abandoned": memberships.spreads_abandoned,
+        }
 
     @property
     def writes_in_flight(self) -> int:

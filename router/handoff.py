@@ -140,6 +140,17 @@ class HintedHandoff:
             effects.append(SendPeer(owner, Replicate(write_id, message, handed_off=True)))
         return effects
 
+    def hints_failed(self, token: int, now: float) -> list[Effect]:
+        """A batch could not be read: the owner's replay tries again later, from where it
+        was, with its budget given back."""
+        loading = self._loading.pop(token, None)
+        if loading is None:
+            return []
+        owner, limit = loading
+        self._next_look[owner] = now + REPLAY_INTERVAL_S
+        self._allowance[owner] = min(self._batch(), self._allowance.get(owner, 0.0) + limit)
+        return []
+
     def acknowledged(self, sender: str, write_id: int, kept_id: str) -> list[Effect]:
         flight = self._in_flight.pop(write_id, None)
         if flight is None or flight.owner != sender or not kept_id:

@@ -10,6 +10,16 @@ from mesh.node import ROOM_TICK_INTERVAL_S
 from router.config import RouterConfig
 from router.effects import Complete, DeliverMessage, Effect, Load, Ready, SendPeer, Store
 from router.engine import Health, RoomEngine
+from router.events import (
+    Loaded,
+    MembersChanged,
+    PeerMessage,
+    SendMessage,
+    StorageDone,
+    Stored,
+    Subscribe,
+    Tick,
+)
 from router.interest import InterestTable
 from router.message_ids import at_time
 from router.records import RoomMessage
@@ -21,6 +31,7 @@ from router.wire import (
     ReadRequest,
     ReplicaAck,
     Replicate,
+    RouterMessage,
 )
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
@@ -57,13 +68,15 @@ class Mesh:
         while pending:
             effect = pending.pop(0)
             match effect:
-                case Store(token, message, late_at_ms):
+                case Store(_, message, late_at_ms):
                     kept, duplicate = self.store.store(message, late_at_ms)
-                    pending += self.engine.stored(token, kept, duplicate, now)
-                case Load(token=token):
+                    pending += self.engine.handle(StorageDone(effect, Stored(kept, duplicate)), now)
+                case Load():
                     self.note_read(effect.after)
                     messages, more, late = read(self.store, effect)
-                    pending += self.engine.loaded(token, messages, more, now, late)
+                    pending += self.engine.handle(
+                        StorageDone(effect, Loaded(messages, more, late)), now
+                    )
                 case DeliverMessage(message):
                     self.delivered.append(message.id)
                 case Complete(ticket, Ready()):
@@ -78,20 +91,23 @@ class Mesh:
             case Replicate(write_id, copy):
                 self.peer_store.store(copy)
                 if write_id:
-                    return self.engine.handle(peer, ReplicaAck(write_id, copy.id), now)
+                    return self.peer_message(peer, ReplicaAck(write_id, copy.id), now)
             case Interest(request_id, rooms, withdrawn):
                 table = self.peers_up[peer]
                 table.withdraw(NODE, withdrawn)
                 if rooms:
                     numbers = table.register(NODE, rooms, now)
-                    return self.engine.handle(peer, InterestAck(request_id, rooms, numbers), now)
+                    return self.peer_message(peer, InterestAck(request_id, rooms, numbers), now)
             case ReadRequest(read_id, room, before, after, limit, late_since_ms):
                 self.note_read(after)
                 load = Load(0, room, before, after, limit, late_since_ms)
                 messages, more, late = read(self.peer_store, load)
                 reply = ReadReply(read_id, messages, more, late=late)
-                return self.engine.handle(peer, reply, now)
+                return self.peer_message(peer, reply, now)
         return []
+
+    def peer_message(self, peer: str, message: RouterMessage, now: float) -> list[Effect]:
+        return self.engine.handle(PeerMessage(peer, message), now)
 
     def note_read(self, after: str | None) -> None:
         if after is not None:
@@ -99,7 +115,7 @@ class Mesh:
 
     def tick(self, now: float) -> None:
         self.last_tick = now
-        self.carry(self.engine.tick(now), now)
+        self.carry(self.engine.handle(Tick(), now), now)
 
     def run_until(self, now: float) -> None:
         """Time passes with the node running: ticks at their usual pace."""
@@ -113,11 +129,11 @@ class Mesh:
             now = start_s + (number - first) * SEND_INTERVAL_S
             self.run_until(now)
             request = SendRequest(room, "ann", f"c{number}", f"m{number}")
-            self.carry(self.engine.send(number, request, now), now)
+            self.carry(self.engine.handle(SendMessage(number, request), now), now)
         return now
 
     def subscribe(self, room: str, now: float) -> None:
-        self.carry(self.engine.subscribe(0, room, now), now)
+        self.carry(self.engine.handle(Subscribe(0, room), now), now)
         assert self.ready == [0], "the room is ready at once"
 
     def set_members(self, members: dict[str, Health], now: float) -> None:
@@ -128,7 +144,7 @@ class Mesh:
                 self.peers_up.setdefault(peer, InterestTable(self.engine.config.interest_lapse_s))
             else:
                 self.peers_up.pop(peer, None)
-        self.carry(self.engine.set_members(members, now), now)
+        self.carry(self.engine.handle(MembersChanged(members), now), now)
 
     def stand_still(self, seconds: float) -> None:
         self.tick(self.last_tick + seconds)
@@ -147,7 +163,7 @@ class Mesh:
 
 
 def read(store: MemoryStore, load: Load) -> tuple[list[RoomMessage], bool, list[RoomMessage]]:
-    """A page, as a node's disk answers a Load (mesh/room_router.py)."""
+    """A page, as a node's disk answers a Load (mesh/sqlite_disk.py)."""
     messages, more = store.history(load.room, load.before, load.after, load.limit)
     late: list[RoomMessage] = []
     if load.late_since_ms is not None and load.after is not None:

@@ -9,6 +9,7 @@ from peers.wire import Leave
 from router.config import RouterConfig
 from router.effects import Refusal, Store
 from router.engine import RoomEngine
+from router.events import PeerMessage
 from router.records import MembershipChange, RoomMessage
 from router.wire import IdPage, MembershipUpdate, Replicate
 from tests.test_membership import CONFIG, changes, heartbeat, record, states
@@ -156,13 +157,14 @@ def test_a_peer_message_carrying_a_far_future_time_changes_nothing() -> None:
         IdPage("lobby", "b", "", [far.id]),
         MembershipUpdate(1, MembershipChange("ann", "lobby", True, WALL_MS + skew_ms + 1)),
     ):
-        effects = rooms.handle("n2", message, 0.0)
+        effects = rooms.handle(PeerMessage("n2", message), 0.0)
         assert isinstance(effects[0], Refusal)
         assert not [e for e in effects if isinstance(e, Store)]
     assert rooms.stats.future_ids_refused == 4
     # A copy within the skew is stored, and the next own id still follows the wall clock.
     near = copy_at(WALL_MS + skew_ms - 1)
-    assert any(isinstance(e, Store) for e in rooms.handle("n2", Replicate(2, near), 0.0))
+    effects = rooms.handle(PeerMessage("n2", Replicate(2, near)), 0.0)
+    assert any(isinstance(e, Store) for e in effects)
 
 
 def test_a_far_future_id_on_disk_is_not_followed_at_start() -> None:

@@ -19,6 +19,7 @@ from peers.limits import PEER_FRAME_BYTES_MAX
 from router.config import RouterConfig
 from router.effects import Load, SendPeer
 from router.engine import RoomEngine
+from router.events import Loaded, PeerMessage, StorageDone
 from router.page_bytes import (
     LATE_PAGE_BYTES_MAX,
     MESSAGE_BYTES_MAX,
@@ -214,12 +215,12 @@ def test_a_replica_cuts_its_read_reply_to_fit_the_peer_frame(forward: bool) -> N
     engine = replica_engine()
     after = f"{0:012x}0000.n1" if forward else None
     request = ReadRequest(7, "lobby", after=after, limit=READ_MESSAGES_MAX, late_since_ms=0)
-    (load,) = engine.handle("n1", request, now=1.0)
+    (load,) = engine.handle(PeerMessage("n1", request), 1.0)
     assert isinstance(load, Load)
     # A full page and a full late list of the largest bodies: 96 MB unbounded.
     page = [message(n, BIG_BODY_BYTES) for n in range(1, READ_MESSAGES_MAX + 1)]
     late = [message(n, BIG_BODY_BYTES, sender="bob") for n in range(1, LATE_MESSAGES_MAX + 1)]
-    (effect,) = engine.loaded(load.token, page, False, 1.0, late)
+    (effect,) = engine.handle(StorageDone(load, Loaded(page, False, late)), 1.0)
     assert isinstance(effect, SendPeer) and isinstance(effect.message, ReadReply)
     reply = effect.message
     assert len(encode_node_message(reply)) < PEER_FRAME_BYTES_MAX
@@ -232,10 +233,10 @@ def test_a_replica_cuts_its_read_reply_to_fit_the_peer_frame(forward: bool) -> N
 
 def test_a_replica_page_that_fits_goes_out_whole() -> None:
     engine = replica_engine()
-    (load,) = engine.handle("n1", ReadRequest(8, "lobby", limit=5), now=1.0)
+    (load,) = engine.handle(PeerMessage("n1", ReadRequest(8, "lobby", limit=5)), 1.0)
     assert isinstance(load, Load)
     page = [message(n, 100) for n in range(1, 6)]
-    (effect,) = engine.loaded(load.token, page, True, 1.0)
+    (effect,) = engine.handle(StorageDone(load, Loaded(page, True)), 1.0)
     assert isinstance(effect, SendPeer)
     assert effect.message == ReadReply(8, page, True)
 

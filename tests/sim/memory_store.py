@@ -1,12 +1,20 @@
 """A node's disk in the simulator: the storage rules of mesh/storage.py, in memory.
 
 It survives a simulated crash (it is the disk); writes land when their simulated commit
-completes, so a crash before that loses them, as on a real node.
+completes, so a crash before that loses them, as on a real node. tests/test_disk_contract.py
+runs the same contract against this disk and the SQLite one.
 """
 
+from mesh.late_rows import WINDOW_MS as LATE_WINDOW_MS
+from mesh.storage import IDS_PER_QUERY, IdConflictError
 from router.digest import Digest, digest_of
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
-from router.records import RoomMessage
+from router.records import MembershipChange, RoomMessage
+
+
+def hint_bytes(message: RoomMessage) -> int:
+    """A hint's size against an owner's byte bound, as mesh/hint_rows.py counts it."""
+    return len(message.body.encode()) + len(message.id) + len(message.room)
 
 
 class MemoryStore:
@@ -17,26 +25,54 @@ class MemoryStore:
         self.hints: dict[str, dict[str, tuple[RoomMessage, int]]] = {}
         # room -> message id -> when it arrived late (wall ms)
         self.late: dict[str, dict[str, int]] = {}
+        # (user, room) -> the latest join or leave
+        self.memberships: dict[tuple[str, str], MembershipChange] = {}
+        # The largest id of every copy stored or repeated, a twin that lost included: a
+        # restarted node's clock runs past it (storage.py keeps it in its meta table).
+        self._highest_id = ""
 
-    def store_hint(self, owner: str, message: RoomMessage, now_ms: int) -> None:
-        self.hints.setdefault(owner, {}).setdefault(message.id, (message, now_ms))
+    def store_hint(self, owner: str, message: RoomMessage, now_ms: int) -> bool:
+        """Keep a copy for `owner`; True when it was held already (a retried replication)."""
+        held = self.hints.setdefault(owner, {})
+        if message.id in held:
+            return True
+        held[message.id] = (message, now_ms)
+        return False
 
     def hints_for(self, owner: str, limit: int, after: str = "") -> list[RoomMessage]:
         held = self.hints.get(owner, {})
         return [held[i][0] for i in sorted(i for i in held if i > after)[:limit]]
 
+    def hint_summary(self) -> dict[str, tuple[int, int]]:
+        """owner -> (hints held, when the oldest was stored, wall-clock ms)."""
+        return {
+            owner: (len(held), min(at for _, at in held.values()))
+            for owner, held in self.hints.items()
+            if held
+        }
+
     def delete_hint(self, owner: str, message_id: str) -> None:
         self.hints.get(owner, {}).pop(message_id, None)
 
-    def expire_hints(self, older_than_ms: int, count_max: int) -> dict[str, int]:
+    def expire_hints(
+        self, older_than_ms: int, count_max: int, bytes_max: int | None = None
+    ) -> dict[str, int]:
+        """Drop hints past the window, then the oldest beyond the count and byte bounds
+        (no byte bound when None) of each owner holding any; how many went per owner."""
         dropped: dict[str, int] = {}
         for owner, held in self.hints.items():
-            ordered = sorted(held.items(), key=lambda item: (item[1][1], item[0]))
-            doomed = [i for i, (_, at) in ordered if at < older_than_ms]
-            kept = len(ordered) - len(doomed)
-            doomed += [i for i, _ in ordered[len(doomed) :]][: max(0, kept - count_max)]
+            if not held:
+                continue  # storage.py only sees owners with rows
+            doomed = [i for i, (_, at) in held.items() if at < older_than_ms]
             for message_id in doomed:
                 del held[message_id]
+            newest_first = sorted(held.items(), key=lambda item: (item[1][1], item[0]))[::-1]
+            kept_bytes = 0
+            for index, (message_id, (message, _)) in enumerate(newest_first):
+                kept_bytes += hint_bytes(message)
+                if index >= count_max or (bytes_max is not None and kept_bytes > bytes_max):
+                    doomed.append(message_id)
+                    del held[message_id]
             dropped[owner] = len(doomed)
         return dropped
 
@@ -46,11 +82,13 @@ class MemoryStore:
         """(the copy kept, whether the send was held already, under this id or a twin's);
         a twin with a smaller id wins. As the node's shell reports it to the engine. A
         copy new here (or replacing its twin) with `late_at_ms` is recorded as a late
-        arrival."""
+        arrival. A copy whose id holds another message raises IdConflictError and
+        changes nothing, as storage.py refuses it."""
         taken = self.rooms.get(message.room, {}).get(message.id)
+        if taken is not None and taken.key != message.key:
+            raise IdConflictError(f"{message.room}: id {message.id} holds another message")
+        self._highest_id = max(self._highest_id, message.id)
         if taken is not None:
-            # Only a broken peer reuses an id: the held message stays (storage.py refuses
-            # the copy; here, as in the engine's view of a refusal, nothing changes).
             return taken, True
         held = self.by_key.get(message.key)
         if held is not None:
@@ -60,8 +98,17 @@ class MemoryStore:
         self.rooms.setdefault(message.room, {})[message.id] = message
         self.by_key[message.key] = message
         if late_at_ms is not None:
-            self.late.setdefault(message.room, {})[message.id] = late_at_ms
+            self._record_late(message, late_at_ms)
         return message, held is not None
+
+    def _record_late(self, message: RoomMessage, late_at_ms: int) -> None:
+        """As mesh/late_rows.py: the first record of an id stays, and any new record
+        takes every room's records older than the late window with it."""
+        self.late.setdefault(message.room, {}).setdefault(message.id, late_at_ms)
+        horizon_ms = late_at_ms - LATE_WINDOW_MS
+        for recorded in self.late.values():
+            for message_id in [i for i, at in recorded.items() if at < horizon_ms]:
+                del recorded[message_id]
 
     def late_arrivals(
         self,
@@ -108,8 +155,14 @@ class MemoryStore:
         return chosen[:limit], len(chosen) > limit
 
     def messages(self, room: str, ids: list[str]) -> list[RoomMessage]:
+        """The held ones, in id order within each query's worth of ids, as storage.py
+        answers them."""
         held = self.rooms.get(room, {})
-        return [held[i] for i in ids if i in held]
+        found: list[RoomMessage] = []
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = set(ids[start : start + IDS_PER_QUERY])
+            found += [held[i] for i in sorted(chunk) if i in held]
+        return found
 
     def digest(self, room: str) -> Digest:
         return digest_of(self.ids(room))
@@ -119,4 +172,20 @@ class MemoryStore:
 
     @property
     def highest_id(self) -> str:
-        return max((i for room in self.rooms.values() for i in room), default="")
+        return self._highest_id
+
+    # ---- room memberships ----
+
+    def set_membership(self, user: str, room: str, *, joined: bool, time_ms: int) -> None:
+        """The later change of a (user, room) wins; at the same millisecond a join does."""
+        change = MembershipChange(user, room, joined, time_ms)
+        held = self.memberships.get((user, room))
+        if held is None or change.order > held.order:
+            self.memberships[(user, room)] = change
+
+    def memberships_of(self, user: str) -> list[MembershipChange]:
+        """The latest change of each room the user joined or left, leaves included."""
+        return [self.memberships[key] for key in sorted(self.memberships) if key[0] == user]
+
+    def rooms_of(self, user: str) -> list[str]:
+        return [change.room for change in self.memberships_of(user) if change.joined]

@@ -8,6 +8,18 @@ import random
 from dataclasses import dataclass
 
 from router.config import RouterConfig
+from router.effects import (
+    DeleteHint,
+    ExpireHints,
+    ListRooms,
+    Load,
+    LoadDigest,
+    LoadHints,
+    LoadIds,
+    LoadMessages,
+    Store,
+    StoreHint,
+)
 from tests.sim.rooms_mesh import SimulatedRooms
 
 SIZE = 5
@@ -16,6 +28,22 @@ MEMBERS_PER_ROOM = 2
 SENDS_PER_S = 15.0
 FAULT_PHASE_S = 12.0
 SETTLE_S = 8.0
+# What a "disk" fault can make fail, by name (a plan stays plain, printable data).
+STORAGE_EFFECTS: dict[str, type] = {
+    kind.__name__: kind
+    for kind in (
+        Store,
+        StoreHint,
+        DeleteHint,
+        ExpireHints,
+        Load,
+        LoadMessages,
+        LoadHints,
+        ListRooms,
+        LoadDigest,
+        LoadIds,
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -25,17 +53,20 @@ class Fault:
     nodes: tuple[str, ...] = ()
     loss: float = 0.0
     duplication: float = 0.0
+    storage: str = ""  # for "disk": the kind of storage effect that fails
+    count: int = 0  # for "disk": how many of them in a row
 
     def __str__(self) -> str:
         detail = ",".join(self.nodes) or f"{self.loss:.2f}/{self.duplication:.2f}"
-        return f"{self.at:6.2f}s {self.action} {detail}"
+        failing = f" {self.count} {self.storage}" if self.storage else ""
+        return f"{self.at:6.2f}s {self.action} {detail}{failing}"
 
 
 def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) -> list[Fault]:
     """Faults from the menu at random moments: "crash" (and restart), "wipe" (a crashed
     node restarts with an empty disk; once per run, so that no acknowledged message
     loses W disks), "pause" (and resume), "partition" (and heal), "loss" (and
-    duplication)."""
+    duplication), "disk" (the next storage effects of one kind fail on a node)."""
     rng = random.Random(seed * 7919 + 1)
     ids = [f"n{i}" for i in range(1, SIZE + 1)]
     plan: list[Fault] = []
@@ -72,6 +103,10 @@ def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) 
             plan.append(Fault(at, "partition", side))
         elif choice < 0.8 and "partition" in menu:
             plan.append(Fault(at, "heal"))
+        elif choice < 0.85 and "disk" in menu and up:
+            kind = rng.choice(sorted(STORAGE_EFFECTS))
+            victim = rng.choice(up)
+            plan.append(Fault(at, "disk", (victim,), storage=kind, count=rng.randint(1, 5)))
         elif "loss" in menu:
             loss = rng.choice([0.0, 0.05, 0.1, 0.2])
             plan.append(Fault(at, "loss", loss=loss, duplication=rng.choice([0.0, 0.05])))
@@ -139,6 +174,8 @@ def _strike(sim: SimulatedRooms, fault: Fault) -> None:
             sim.heal()
         case "loss":
             sim.set_loss(fault.loss, fault.duplication)
+        case "disk" if (disk := sim.nodes[nodes[0]].disk) is not None:
+            disk.fail_next(STORAGE_EFFECTS[fault.storage], fault.count)
 
 
 def check(seed: int, plan: list[Fault]) -> list[str]:

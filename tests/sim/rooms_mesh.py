@@ -10,49 +10,38 @@ last id they saw, as the client library does. One seed decides everything.
 
 import itertools
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesh.client import RESUME_MARGIN_MS
-from mesh.node import HEALTH
 from mesh.peer_codec import decode_node_message, encode_node_message
+from mesh.room_driver import RoomDriver, members_changed
 from peers.membership import Effect as MembershipEffect
 from peers.membership import Membership, MembershipConfig, SendTo, StateChanged
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.config import RouterConfig
-from router.effects import (
-    Acked,
-    Complete,
-    DeleteHint,
-    DeliverMessage,
-    Effect,
-    ExpireHints,
-    ListRooms,
-    Load,
-    LoadDigest,
-    LoadHints,
-    LoadIds,
-    LoadMessages,
-    Page,
-    Ready,
-    Refused,
-    SendPeer,
-    Store,
-    StoreHint,
-)
+from router.effects import Acked, Outcome, Page, Ready, Refused
 from router.engine import RoomEngine
+from router.events import (
+    Event,
+    PeerMessage,
+    ReadPage,
+    ResumeRoom,
+    SendMessage,
+    Subscribe,
+    Tick,
+)
 from router.message_ids import ORIGIN, earlier_by
-from router.wire import LATE_MESSAGES_MAX
+from router.records import RoomMessage
+from router.wire import PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
+from tests.sim.simulated_disk import SimulatedDisk
 from tests.sim.world import SimulatedWorld
 
 TICK_INTERVAL_S = 0.05
 DELAY_MIN_S = 0.001
 DELAY_MAX_S = 0.020
-COMMIT_MIN_S = 0.0005
-COMMIT_MAX_S = 0.005
 MEMBERSHIP = MembershipConfig(heartbeat_interval_s=0.2, suspect_after_s=1.0, dead_after_s=2.0)
 RETRY_AFTER_S = 1.0  # a refused send is retried by its writer this much later
 PAGE = 100
@@ -115,11 +104,14 @@ class SimNode:
     incarnation: int = 0
     membership: Membership | None = None
     engine: RoomEngine | None = None
+    driver: RoomDriver | None = None  # the node's own shell, over the simulated disk
+    disk: SimulatedDisk | None = None
     paused: bool = False
     held: list[tuple[str, str, object]] = field(default_factory=list)
     remembered: tuple[str, ...] = ()
     # (room, id) -> live deliveries to its sessions since the room's last join on the node
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events_delivered: int = 0  # presence and typing
 
     @property
     def up(self) -> bool:
@@ -143,7 +135,7 @@ class SimulatedRooms(SimulatedWorld):
         self.acked: dict[tuple[str, str], str] = {}
         self._sending: dict[int, tuple[str, SendRequest]] = {}  # ticket -> (node, request)
         self._joining: dict[int, Member] = {}
-        self._replaying: dict[int, Member] = {}
+        self._replaying: dict[int, tuple[Member, str]] = {}  # ticket -> (member, since)
         self._sweeps: dict[int, str] = {}
         self.refusals = 0
         ids = [f"n{i}" for i in range(1, size + 1)]
@@ -182,6 +174,22 @@ class SimulatedRooms(SimulatedWorld):
         )
         engine.observe(node.store.highest_id)
         node.engine = engine
+        node.disk = SimulatedDisk(
+            node.store,
+            schedule=lambda at, action: self._schedule(at, "disk", node, payload=action),
+            clock=lambda: self.now,
+            wall_ms=lambda: int(self.now * 1000) + WALL_OFFSET_MS,
+            rng=self.rng,
+        )
+        shell = _NodeShell(self, node)
+        node.driver = RoomDriver(
+            engine,
+            disk=node.disk,
+            wire=shell,
+            sessions=shell,
+            completions=shell,
+            clock=lambda: self.now,
+        )
         self.note(f"start {node_id} incarnation {node.incarnation}")
         self._schedule(self.now + self.rng.uniform(0, TICK_INTERVAL_S), "tick", node)
         for member in self.members:
@@ -202,7 +210,7 @@ class SimulatedRooms(SimulatedWorld):
             # As the node's peer book: a start that met nobody keeps the old book.
             node.remembered = tuple(node.membership.peer_addresses()) or node.remembered
         node.membership = None
-        node.engine = None
+        node.engine = node.driver = node.disk = None
         node.paused = False
         node.held.clear()
         self.note(f"crash {node_id}")
@@ -237,7 +245,7 @@ class SimulatedRooms(SimulatedWorld):
         request = SendRequest(room, user, client_msg_id, f"{user} says {client_msg_id}")
         ticket = next(self._tickets)
         self._sending[ticket] = (node.node_id, request)
-        self._run_engine(node, lambda engine: engine.send(ticket, request, self.now))
+        self._feed(node, SendMessage(ticket, request))
 
     def _join(self, member: Member) -> None:
         node = self.nodes[member.node]
@@ -248,16 +256,13 @@ class SimulatedRooms(SimulatedWorld):
         member.catching_up = True
         ticket = next(self._tickets)
         self._joining[ticket] = member
-        self._run_engine(node, lambda engine: engine.subscribe(ticket, member.room, self.now))
+        self._feed(node, Subscribe(ticket, member.room))
 
-    def _replay(self, member: Member, after: str, *, first: bool) -> None:
+    def _replay(self, member: Member, after: str, *, since: str) -> None:
         node = self.nodes[member.node]
         ticket = next(self._tickets)
-        self._replaying[ticket] = member
-        self._run_engine(
-            node,
-            lambda engine: engine.resume(ticket, member.room, after, PAGE, self.now, first=first),
-        )
+        self._replaying[ticket] = (member, since)
+        self._feed(node, ResumeRoom(ticket, member.room, after, PAGE, since))
 
     def sweep(self, node_id: str) -> None:
         """Read every room whole from all its replicas: read repair evens them out."""
@@ -268,15 +273,9 @@ class SimulatedRooms(SimulatedWorld):
         ticket = next(self._tickets)
         self._sweeps[ticket] = room
         quorum = self.config.replicas
-        self._run_engine(
-            node,
-            lambda engine: engine.read(
-                ticket, room, before=None, after=after, limit=1000, now=self.now, quorum=quorum
-            ),
-        )
+        self._feed(node, ReadPage(ticket, room, None, after, 1000, quorum=quorum))
 
-    def _completed(self, node: SimNode, effect: Complete) -> None:
-        ticket, outcome = effect.ticket, effect.outcome
+    def _completed(self, node: SimNode, ticket: int, outcome: Outcome) -> None:
         if ticket in self._sending:
             _, request = self._sending.pop(ticket)
             key = (request.sender, request.client_msg_id)
@@ -292,23 +291,19 @@ class SimulatedRooms(SimulatedWorld):
             member = self._joining.pop(ticket)
             if isinstance(outcome, Ready):
                 # As the client library does: a little before the last seen id.
-                start = earlier_by(member.cursor, RESUME_MARGIN_MS)
-                self._replay(member, start or ORIGIN, first=True)
+                start = earlier_by(member.cursor, RESUME_MARGIN_MS) or ORIGIN
+                self._replay(member, start, since=start)
             elif member.node == node.node_id and node.up:
                 member.abandon()
                 self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
         elif ticket in self._replaying:
-            member = self._replaying.pop(ticket)
+            member, since = self._replaying.pop(ticket)
             if isinstance(outcome, Page):
                 for message in [*outcome.messages, *outcome.late]:
                     member.receive(message.id, message.key)
                 if outcome.more and outcome.messages:
-                    self._replay(member, outcome.messages[-1].id, first=False)
+                    self._replay(member, outcome.messages[-1].id, since=since)
                 else:
-                    # As the gateway does: late arrivals join the replay.
-                    engine = node.engine
-                    for message in [] if engine is None else engine.late_arrivals(member.room):
-                        member.receive(message.id, message.key)
                     member.caught_up()
             elif isinstance(outcome, Refused) and node.up:
                 member.abandon()
@@ -338,12 +333,12 @@ class SimulatedRooms(SimulatedWorld):
             self._happen(node, event.kind, "", event.payload)
 
     def _happen(self, node: SimNode, kind: str, sender: str, payload: object) -> None:
-        engine, membership = node.engine, node.membership
-        if engine is None or membership is None:
+        driver, membership = node.driver, node.membership
+        if driver is None or membership is None:
             return
         if kind == "tick":
             self._membership_effects(node, membership.tick(self.now))
-            self._apply(node, engine.tick(self.now))
+            driver.handle(Tick())
         elif kind == "deliver":
             assert isinstance(payload, tuple)
             origin, frame = payload
@@ -352,58 +347,26 @@ class SimulatedRooms(SimulatedWorld):
             if isinstance(message, Heartbeat | Leave):
                 self._membership_effects(node, membership.handle_message(message, self.now))
             else:
-                self._apply(node, engine.handle(origin, message, self.now))
-        elif kind == "stored" and isinstance(payload, StoreHint):
-            wall_ms = int(self.now * 1000) + WALL_OFFSET_MS
-            node.store.store_hint(payload.owner, payload.message, wall_ms)
-            self._apply(node, engine.stored(payload.token, payload.message, False, self.now))
-        elif kind == "stored":
-            assert isinstance(payload, Store)
-            kept, duplicate = node.store.store(payload.message, payload.late_at_ms)
-            self._apply(node, engine.stored(payload.token, kept, duplicate, self.now))
-        elif kind == "loaded":
-            self._apply(node, self._read_store(node, engine, payload))
+                driver.handle(PeerMessage(origin, message))
+        elif kind == "disk":
+            assert callable(payload)
+            payload()  # a commit or read of the simulated disk completes
         elif kind == "retry":
             self._retry(payload)
         elif kind == "rejoin":
             assert isinstance(payload, Member)
             self._join(payload)
 
-    def _read_store(self, node: SimNode, engine: RoomEngine, payload: object) -> list[Effect]:
-        store = node.store
-        match payload:
-            case Load(token, room, before, after, limit, late_since_ms):
-                messages, more = store.history(room, before, after, limit)
-                late = []
-                if late_since_ms is not None and after is not None:
-                    late = store.late_arrivals(room, late_since_ms, after, LATE_MESSAGES_MAX)
-                return engine.loaded(token, messages, more, self.now, late)
-            case LoadMessages(token, room, ids):
-                return engine.loaded(token, store.messages(room, ids), False, self.now)
-            case LoadIds(token, room, after, before, limit):
-                ids, more = store.ids_between(room, after, before, limit)
-                return engine.ids_loaded(token, ids, more)
-            case LoadDigest(token, room):
-                return engine.digest_loaded(token, store.digest(room))
-            case ListRooms(token):
-                return engine.rooms_listed(token, store.room_names())
-            case LoadHints(token, owner, limit, after):
-                hints = store.hints_for(owner, limit, after)
-                return engine.hints_loaded(token, hints, self.now)
-            case ExpireHints(token, older_than_ms, count_max, _):
-                return engine.hints_expired(token, store.expire_hints(older_than_ms, count_max))
-        raise AssertionError(f"not a read: {payload!r}")
-
     def _retry(self, payload: object) -> None:
         assert isinstance(payload, SendRequest)
         self.send(payload.sender, payload.room, payload.client_msg_id)
 
-    def _run_engine(self, node: SimNode, call: Callable[[RoomEngine], list[Effect]]) -> None:
-        if node.engine is not None:
-            self._apply(node, call(node.engine))
+    def _feed(self, node: SimNode, event: Event) -> None:
+        if node.driver is not None:
+            node.driver.handle(event)
 
     def _membership_effects(self, node: SimNode, effects: list[MembershipEffect]) -> None:
-        assert node.membership is not None and node.engine is not None
+        assert node.membership is not None and node.driver is not None
         changed = False
         for effect in effects:
             if isinstance(effect, SendTo):
@@ -413,35 +376,13 @@ class SimulatedRooms(SimulatedWorld):
             elif isinstance(effect, StateChanged):
                 changed = True
         if changed:
-            views = node.membership.members(self.now)
-            current = {v.id: HEALTH[v.state] for v in views if v.state in HEALTH}
-            self._apply(node, node.engine.set_members(current, self.now))
+            node.driver.handle(members_changed(node.membership.members(self.now)))
 
-    def _apply(self, node: SimNode, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, SendPeer):
-                self._transmit(node.node_id, effect.node, encode_node_message(effect.message))
-            elif isinstance(effect, Store):
-                commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
-                self._schedule(self.now + commit_s, "stored", node, payload=effect)
-            elif isinstance(
-                effect,
-                Load | LoadMessages | LoadIds | LoadDigest | ListRooms | LoadHints | ExpireHints,
-            ):
-                self._schedule(self.now + COMMIT_MIN_S, "loaded", node, payload=effect)
-            elif isinstance(effect, StoreHint):
-                commit_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S)
-                self._schedule(self.now + commit_s, "stored", node, payload=effect)
-            elif isinstance(effect, DeleteHint):
-                node.store.delete_hint(effect.owner, effect.message_id)
-            elif isinstance(effect, DeliverMessage):
-                message = effect.message
-                node.deliveries[(message.room, message.id)] += 1
-                for member in self.members:
-                    if member.node == node.node_id and member.room == message.room:
-                        member.live(message.id, message.key)
-            elif isinstance(effect, Complete):
-                self._completed(node, effect)
+    def _delivered(self, node: SimNode, message: RoomMessage) -> None:
+        node.deliveries[(message.room, message.id)] += 1
+        for member in self.members:
+            if member.node == node.node_id and member.room == message.room:
+                member.live(message.id, message.key)
 
     def _transmit(self, sender: str, target: str, frame: bytes) -> None:
         node = self.nodes.get(target)
@@ -508,3 +449,23 @@ class SimulatedRooms(SimulatedWorld):
     def report(self, reason: str) -> str:
         lines = [f"seed {self.seed}: {reason}", "history:", *self.trace]
         return "\n".join(lines)
+
+
+@dataclass
+class _NodeShell:
+    """One simulated node's wire, sessions and completions, for its driver."""
+
+    world: SimulatedRooms
+    node: SimNode
+
+    def send_to(self, node: str, message: RouterMessage) -> None:
+        self.world._transmit(self.node.node_id, node, encode_node_message(message))
+
+    def deliver_message(self, message: RoomMessage) -> None:
+        self.world._delivered(self.node, message)
+
+    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None:
+        self.node.events_delivered += 1
+
+    def complete(self, ticket: int, outcome: Outcome) -> None:
+        self.world._completed(self.node, ticket, outcome)

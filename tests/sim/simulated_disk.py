@@ -1,0 +1,125 @@
+"""The simulator's disk for the production room driver (mesh/room_driver.py).
+
+Effects are carried out on a MemoryStore once their simulated commit or read time has
+passed; a crash before then loses them, as on a real node. Faults are injected on demand:
+the next effects of the kinds named fail, and reach the engine as StorageFailed through
+the driver's own failure path.
+"""
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh.storage import IdConflictError
+from router.effects import (
+    DeleteHint,
+    ExpireHints,
+    ListRooms,
+    Load,
+    LoadDigest,
+    LoadHints,
+    LoadIds,
+    LoadMemberships,
+    LoadMessages,
+    Store,
+    StoreHint,
+    StoreMembership,
+)
+from router.events import (
+    DigestLoaded,
+    Done,
+    HintsExpired,
+    HintsLoaded,
+    IdsLoaded,
+    Loaded,
+    MembershipsLoaded,
+    RoomsListed,
+    StorageEffect,
+    StorageFailed,
+    StorageResult,
+    Stored,
+)
+from router.wire import LATE_MESSAGES_MAX
+from tests.sim.memory_store import MemoryStore
+
+COMMIT_MIN_S = 0.0005
+COMMIT_MAX_S = 0.005
+READ_S = COMMIT_MIN_S
+WRITES = (Store, StoreHint, DeleteHint, StoreMembership)
+
+# (when, what to do then): the simulator runs it at that time, unless the node crashed.
+Schedule = Callable[[float, Callable[[], None]], None]
+
+
+@dataclass
+class SimulatedDisk:
+    store: MemoryStore
+    schedule: Schedule
+    clock: Callable[[], float]
+    wall_ms: Callable[[], int]
+    rng: random.Random
+    # Effect kinds whose next carrying out fails, with how many more times.
+    faults: dict[type, int] = field(default_factory=dict)
+    faults_injected: int = 0
+
+    def perform(self, effect: StorageEffect, done: Callable[[StorageResult], None]) -> None:
+        is_write = isinstance(effect, WRITES)
+        delay_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S) if is_write else READ_S
+        self.schedule(self.clock() + delay_s, lambda: done(self._carry_out(effect)))
+
+    def fail_next(self, kind: type, count: int = 1) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + count
+
+    def _carry_out(self, effect: StorageEffect) -> StorageResult:
+        left = self.faults.get(type(effect), 0)
+        if left:
+            self.faults[type(effect)] = left - 1
+            self.faults_injected += 1
+            return StorageFailed(f"injected fault in {type(effect).__name__}")
+        return self._result(effect)
+
+    def _result(self, effect: StorageEffect) -> StorageResult:
+        store = self.store
+        match effect:
+            case Store(_, message, late_at_ms):
+                try:
+                    kept, known = store.store(message, late_at_ms)
+                except IdConflictError as error:  # a broken peer reused an id
+                    return StorageFailed(str(error))
+                return Stored(kept, known)
+            case StoreHint(_, owner, message):
+                return Stored(message, store.store_hint(owner, message, self.wall_ms()))
+            case DeleteHint(owner, message_id):
+                store.delete_hint(owner, message_id)
+                return Done()
+            case ExpireHints(_, older_than_ms, count_max, bytes_max):
+                return HintsExpired(store.expire_hints(older_than_ms, count_max, bytes_max))
+            case Load(_, room, before, after, limit, late_since_ms):
+                messages, more = store.history(room, before, after, limit)
+                late = []
+                if late_since_ms is not None and after is not None:
+                    late = store.late_arrivals(room, late_since_ms, after, LATE_MESSAGES_MAX)
+                return Loaded(messages, more, late)
+            case LoadMessages(_, room, ids):
+                return Loaded(store.messages(room, ids))
+            case LoadHints(_, owner, limit, after):
+                return HintsLoaded(store.hints_for(owner, limit, after))
+            case ListRooms():
+                return RoomsListed(store.room_names())
+            case LoadDigest(_, room):
+                return DigestLoaded(store.digest(room))
+            case LoadIds(_, room, after, before, limit):
+                return IdsLoaded(*store.ids_between(room, after, before, limit))
+            case StoreMembership() | LoadMemberships():
+                return self._membership(effect)
+        raise AssertionError(f"not a storage effect: {effect!r}")
+
+    def _membership(self, effect: StoreMembership | LoadMemberships) -> StorageResult:
+        store = self.store
+        if isinstance(effect, StoreMembership):
+            change = effect.change
+            store.set_membership(
+                change.user, change.room, joined=change.joined, time_ms=change.time_ms
+            )
+            return Done()
+        return MembershipsLoaded(store.memberships_of(effect.user))
