@@ -115,73 +115,56 @@ def _tls_files(args: argparse.Namespace) -> CertificateFiles | None:
     return files
 
 
-def _add_node_options(parser: argparse.ArgumentParser) -> None:
-    _add_membership_options(parser)
-    cli_keys.add_peer_options(parser)
-    _add_tls_server_options(parser)
-    parser.add_argument(
-        "--log-format",
-        default="text",
-        choices=["text", "json"],
-        help="log lines as text or one JSON object each (default text)",
-    )
-    parser.add_argument(
-        "--replicas",
-        type=int,
-        default=3,
-        metavar="N",
-        help="nodes that hold each room (default %(default)s)",
-    )
-    parser.add_argument(
+_REPLICATION_OPTIONS: tuple[tuple[str, type[int] | type[float], float, str, str], ...] = (
+    # (option, type, default, metavar, help), in the order --help lists them
+    ("--replicas", int, 3, "N", "nodes that hold each room (default %(default)s)"),
+    (
         "--write-quorum",
-        type=int,
-        default=2,
-        metavar="W",
-        help="copies on disk before a send is acknowledged (default %(default)s)",
-    )
-    parser.add_argument(
+        int,
+        2,
+        "W",
+        "copies on disk before a send is acknowledged (default %(default)s)",
+    ),
+    (
         "--hint-window",
-        type=float,
-        default=3 * 3600.0,
-        metavar="S",
-        help="hints older than this are dropped, left to anti-entropy (default 3 h)",
-    )
-    parser.add_argument(
+        float,
+        3 * 3600.0,
+        "S",
+        "hints older than this are dropped, left to anti-entropy (default 3 h)",
+    ),
+    (
         "--hint-replay-rate",
-        type=float,
-        default=1000.0,
-        metavar="PER_S",
-        help="hints handed back to a returning node per second (default %(default)s)",
-    )
-    parser.add_argument(
+        float,
+        1000.0,
+        "PER_S",
+        "hints handed back to a returning node per second (default %(default)s)",
+    ),
+    (
         "--anti-entropy-interval",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="one room compared with another replica this often (default %(default)s s); "
+        float,
+        1.0,
+        "S",
+        "one room compared with another replica this often (default %(default)s s); "
         "larger leaves more of the node to live traffic",
-    )
-    parser.add_argument(
+    ),
+    (
         "--anti-entropy-rate",
-        type=float,
-        default=2000.0,
-        metavar="PER_S",
-        help="messages anti-entropy sends per second at most, its share next to live "
+        float,
+        2000.0,
+        "PER_S",
+        "messages anti-entropy sends per second at most, its share next to live "
         "traffic (default %(default)s)",
-    )
-    parser.add_argument(
-        "--read-quorum",
-        type=int,
-        default=1,
-        metavar="R",
-        help="replicas asked for each history page (default %(default)s)",
-    )
-    parser.add_argument(
-        "--secret-file",
-        type=Path,
-        metavar="FILE",
-        help="cluster secret: clients then need signed tokens (meshchat token)",
-    )
+    ),
+    ("--read-quorum", int, 1, "R", "replicas asked for each history page (default %(default)s)"),
+)
+
+
+def _add_replication_options(parser: argparse.ArgumentParser) -> None:
+    for option, kind, default, metavar, text in _REPLICATION_OPTIONS:
+        parser.add_argument(option, type=kind, default=default, metavar=metavar, help=text)
+
+
+def _add_client_limit_options(parser: argparse.ArgumentParser) -> None:
     defaults = ClientLimits()
     group = parser.add_argument_group("client limits")
     for option, name, kind, text in _LIMIT_OPTIONS:
@@ -192,6 +175,28 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"{text} (default %(default)s)",
         )
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    """The options `node` and `up` share: membership timing, peer keys, TLS, logging,
+    replication and client limits."""
+    _add_membership_options(parser)
+    cli_keys.add_peer_options(parser)
+    _add_tls_server_options(parser)
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each (default text)",
+    )
+    _add_replication_options(parser)
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="cluster secret: clients then need signed tokens (meshchat token)",
+    )
+    _add_client_limit_options(parser)
 
 
 def _client_limits(args: argparse.Namespace) -> ClientLimits:
@@ -338,10 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-def _run_node(args: argparse.Namespace) -> int:
-    if not re.match(NODE_ID_PATTERN, args.id) or len(args.id) > NODE_ID_LENGTH_MAX:
-        raise ValueError(f"--id must be 1-{NODE_ID_LENGTH_MAX} of A-Z a-z 0-9 _ . -")
-    configure_logging(args.id, args.log_level, args.log_format)
+def _check_seeds(args: argparse.Namespace) -> None:
     for seed in args.seed:
         node_id, _ = parse_seed(seed)  # raises ValueError for a malformed seed
         if node_id is None and not args.insecure_peers:
@@ -349,13 +351,24 @@ def _run_node(args: argparse.Namespace) -> int:
                 f"seed {seed}: with CURVE peer links a seed names its node, "
                 "--seed ID@HOST:PORT (ID's public key is in the trusted directory)"
             )
-    # Before anything reads or writes the data dir or binds a port: a second process on
-    # the dir leaves the owner and its mesh untouched. Held until the process exits.
-    try:
-        data_lock = DataDirLock.acquire(args.data)
-    except DataDirInUseError as error:
-        return _fail("node", str(error), EXIT_USAGE)
-    config = NodeConfig(
+
+
+def _router_config(args: argparse.Namespace) -> RouterConfig:
+    return RouterConfig(
+        replicas=args.replicas,
+        write_quorum=args.write_quorum,
+        read_quorum=args.read_quorum,
+        hint_window_s=args.hint_window,
+        hint_replay_per_s=args.hint_replay_rate,
+        anti_entropy_interval_s=args.anti_entropy_interval,
+        anti_entropy_messages_per_s=args.anti_entropy_rate,
+        clock_skew_max_ms=int(args.clock_skew_max * 1000),
+    )
+
+
+def _node_config(args: argparse.Namespace) -> NodeConfig:
+    """`node`'s options as a NodeConfig; reads the secret file and checks the TLS files."""
+    return NodeConfig(
         node_id=args.id,
         host=args.host,
         peer_port=args.peer_port,
@@ -370,17 +383,22 @@ def _run_node(args: argparse.Namespace) -> int:
         node_key=args.node_key,
         trusted_keys=args.trusted_keys,
         insecure_peers=args.insecure_peers,
-        router=RouterConfig(
-            replicas=args.replicas,
-            write_quorum=args.write_quorum,
-            read_quorum=args.read_quorum,
-            hint_window_s=args.hint_window,
-            hint_replay_per_s=args.hint_replay_rate,
-            anti_entropy_interval_s=args.anti_entropy_interval,
-            anti_entropy_messages_per_s=args.anti_entropy_rate,
-            clock_skew_max_ms=int(args.clock_skew_max * 1000),
-        ),
+        router=_router_config(args),
     )
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    if not re.match(NODE_ID_PATTERN, args.id) or len(args.id) > NODE_ID_LENGTH_MAX:
+        raise ValueError(f"--id must be 1-{NODE_ID_LENGTH_MAX} of A-Z a-z 0-9 _ . -")
+    configure_logging(args.id, args.log_level, args.log_format)
+    _check_seeds(args)
+    # Before anything reads or writes the data dir or binds a port: a second process on
+    # the dir leaves the owner and its mesh untouched. Held until the process exits.
+    try:
+        data_lock = DataDirLock.acquire(args.data)
+    except DataDirInUseError as error:
+        return _fail("node", str(error), EXIT_USAGE)
+    config = _node_config(args)
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     bound_allocator_growth()

@@ -1,18 +1,8 @@
-"""Error codes of the client protocol: stable strings a client may switch on."""
+"""Errors of the client protocol; the codes are the room engine's (router/error_codes.py)."""
 
-import enum
+from router.error_codes import ErrorCode
 
-
-class ErrorCode(enum.StrEnum):
-    BAD_REQUEST = "bad_request"
-    UNAUTHORIZED = "unauthorized"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    TOO_LARGE = "too_large"
-    RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    INTERNAL = "internal"
+__all__ = ["ErrorCode", "ProtocolError"]
 
 
 class ProtocolError(Exception):

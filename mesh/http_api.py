@@ -26,7 +26,9 @@ from urllib.parse import quote
 import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, Example, SecurityScheme
 from litestar.params import Parameter
@@ -50,6 +52,10 @@ MESSAGES_PATH = re.compile(r"^/v1/rooms/[^/]+/messages/?$")
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 DOCS = "docs/api.md#errors"
 BODY_TOO_DEEP = "the body is nested too deeply"
+# A request body may spell each character of a message as a 6-byte JSON escape (\u0001);
+# the JSON object around the body gets 4 KiB.
+ESCAPED_CHAR_BYTES_MAX = 6
+REQUEST_ENVELOPE_BYTES = 4096
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +261,27 @@ def with_links(schema: dict[str, Any]) -> dict[str, Any]:
 MESSAGE_EXAMPLE = MessageOut(
     "01a213ba8e9d0003.n1", "lobby", "ann", "2026-11-25T17:22:03.037Z", "hello, bob"
 )
+# What a post may answer besides 201.
+POSTED = {
+    200: ResponseSpec(
+        MessageOut,
+        description="A retry: the message stored the first time.",
+        examples=[Example(value=msgspec.to_builtins(MESSAGE_EXAMPLE))],
+    ),
+    **BAD_REQUEST,
+    **UNAUTHORIZED,
+    413: _error_spec(
+        "The body is over the limit.",
+        ErrorCode.TOO_LARGE,
+        "body of 20000 bytes exceeds the limit of 16384",
+    ),
+    429: _error_spec(
+        "Too many sends; retry after Retry-After seconds.",
+        ErrorCode.RATE_LIMITED,
+        "more than 100 sends per second by one user on this node",
+    ),
+    **STORAGE,
+}
 
 
 @dataclass
@@ -269,65 +296,224 @@ class HttpBackend:
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-def build_app(backend: HttpBackend) -> Litestar:
+# ---- what every handler checks ----
 
-    def answer_error(
-        status: int,
-        code: ErrorCode,
-        message: str,
-        headers: dict[str, str] | None = None,
-        retry_after_s: float | None = None,
-    ) -> Response[ErrorOut]:
-        backend.errors_by_code[code.value] += 1  # counted like the TCP port's errors
-        return _error_response(status, code, message, headers, retry_after_s)
 
-    history = backend.chat.history
+def _backend_of(request: Request[Any, Any, Any]) -> HttpBackend:
+    """The node behind this app: build_app keeps it in the app's state."""
+    backend = request.app.state.backend
+    assert isinstance(backend, HttpBackend)
+    return backend
 
-    def user_of(request: Request[Any, Any, Any]) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                ErrorCode.UNAUTHORIZED,
-                "send Authorization: Bearer TOKEN",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        try:
-            return backend.authenticator.user_of(token.strip(), time.time())
-        except AuthError as error:
-            raise ApiError(
-                ErrorCode.UNAUTHORIZED,
-                str(error),
-                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from error
 
-    def check_room(room: str) -> None:
-        if not ROOM_PATTERN.fullmatch(room):
-            raise ApiError(
-                ErrorCode.BAD_REQUEST, f"not a room name: {room[:80]!r} ({ROOM_NAME_RULE})"
-            )
+def _user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            "send Authorization: Bearer TOKEN",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        return backend.authenticator.user_of(token.strip(), time.time())
+    except AuthError as error:
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            str(error),
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from error
 
-    def check_cursor(name: str, value: str | None) -> None:
-        if value is not None and not MESSAGE_ID.fullmatch(value):
-            raise ApiError(ErrorCode.BAD_REQUEST, f"{name} is not a message id: {value[:80]!r}")
 
-    def take_send_token(user: str) -> None:
-        wait_s = backend.send_limits.take(user, time.monotonic())
-        if wait_s > 0:
-            raise ApiError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {backend.limits.sends_per_s:g} sends per second by one user"
-                " on this node",
-                # Retry-After counts whole seconds; the body says it to the millisecond.
-                {"Retry-After": str(max(1, math.ceil(wait_s)))},
-                retry_after_s=wait_s,
-            )
+def _check_room(room: str) -> None:
+    if not ROOM_PATTERN.fullmatch(room):
+        raise ApiError(ErrorCode.BAD_REQUEST, f"not a room name: {room[:80]!r} ({ROOM_NAME_RULE})")
 
-    def page_path(room: str, limit: int, **cursor: str) -> str:
-        query = "&".join(f"{name}={value}" for name, value in cursor.items())
-        return f"/v1/rooms/{quote(room, safe='')}/messages?{query}&limit={limit}"
 
-    @get(
+def _check_cursor(name: str, value: str | None) -> None:
+    if value is not None and not MESSAGE_ID.fullmatch(value):
+        raise ApiError(ErrorCode.BAD_REQUEST, f"{name} is not a message id: {value[:80]!r}")
+
+
+def _take_send_token(backend: HttpBackend, user: str) -> None:
+    wait_s = backend.send_limits.take(user, time.monotonic())
+    if wait_s > 0:
+        raise ApiError(
+            ErrorCode.RATE_LIMITED,
+            f"more than {backend.limits.sends_per_s:g} sends per second by one user on this node",
+            # Retry-After counts whole seconds; the body says it to the millisecond.
+            {"Retry-After": str(max(1, math.ceil(wait_s)))},
+            retry_after_s=wait_s,
+        )
+
+
+# ---- the links between pages ----
+
+
+def _page_path(room: str, limit: int, **cursor: str) -> str:
+    query = "&".join(f"{name}={value}" for name, value in cursor.items())
+    return f"/v1/rooms/{quote(room, safe='')}/messages?{query}&limit={limit}"
+
+
+async def _links_paging_forward(
+    chat: ChatService,
+    room: str,
+    limit: int,
+    page: list[StoredMessage],
+    *,
+    more: bool,
+    before: str | None,
+    after: str,
+) -> tuple[str | None, str | None]:
+    """`prev` and `next` of a page read forward from `after` (up to `before`, if given)."""
+    older = page[0].id if page else after
+    has_older = bool((await chat.history(room, before=older, limit=1))[0])
+    prev = _page_path(room, limit, before=older) if has_older else None
+    next_ = None
+    if more:
+        bound = {} if before is None else {"before": before}
+        next_ = _page_path(room, limit, after=page[-1].id, **bound)
+    return prev, next_
+
+
+async def _links_paging_back(
+    chat: ChatService,
+    room: str,
+    limit: int,
+    page: list[StoredMessage],
+    *,
+    more: bool,
+    before: str | None,
+) -> tuple[str | None, str | None]:
+    """`prev` and `next` of the newest page, or of a page read back from `before`."""
+    prev = _page_path(room, limit, before=page[0].id) if more and page else None
+    next_ = None
+    if before is not None:
+        newer = page[-1].id if page else before
+        if (await chat.history(room, after=newer, limit=1))[0]:
+            next_ = _page_path(room, limit, after=newer)
+    return prev, next_
+
+
+# ---- handlers ----
+# A handler's function name is part of its OpenAPI operationId (with_links names two):
+# renaming one changes the published document.
+
+
+async def list_messages(
+    request: Request[Any, Any, Any],
+    room: RoomParameter,
+    limit: Annotated[
+        int, Parameter(ge=1, le=HISTORY_LIMIT_MAX, description="page size")
+    ] = HISTORY_LIMIT_DEFAULT,
+    before: Annotated[
+        str | None,
+        Parameter(pattern=MESSAGE_ID_PATTERN, description="only messages older than this id"),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Parameter(
+            pattern=MESSAGE_ID_PATTERN,
+            description="only messages newer than this id; with `before` too, the "
+            "messages between the two, paging forward",
+        ),
+    ] = None,
+) -> MessagePage:
+    backend = _backend_of(request)
+    _user_of(backend, request)
+    _check_room(room)
+    _check_cursor("before", before)
+    _check_cursor("after", after)
+    chat = backend.chat
+    bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
+    page, more = await chat.history(
+        room, before=before, after=after, limit=limit, bytes_max=bytes_max
+    )
+    page, shown, cut = _fit_json(page, bytes_max, forward=after is not None)
+    more = more or cut
+    if not page and before is None and after is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
+    if after is not None:
+        prev, next_ = await _links_paging_forward(
+            chat, room, limit, page, more=more, before=before, after=after
+        )
+    else:
+        prev, next_ = await _links_paging_back(chat, room, limit, page, more=more, before=before)
+    return MessagePage(shown, prev, next_)
+
+
+async def post_message(
+    request: Request[Any, Any, Any],
+    room: RoomParameter,
+    data: NewMessage,
+    idempotency_key: Annotated[
+        str | None,
+        Parameter(
+            header="Idempotency-Key",
+            min_length=1,
+            max_length=64,
+            description="the client message id; retries with it are safe",
+        ),
+    ] = None,
+) -> Response[MessageOut]:
+    backend = _backend_of(request)
+    user = _user_of(backend, request)
+    _check_room(room)
+    size = len(data.body.encode())
+    if size > backend.limits.body_bytes_max:
+        raise ApiError(
+            ErrorCode.TOO_LARGE,
+            f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
+        )
+    _take_send_token(backend, user)
+    started = time.perf_counter()
+    try:
+        result = await backend.chat.send(user, room, idempotency_key or uuid.uuid4().hex, data.body)
+    except StorageOverloadedError as error:  # also a lost data dir: the node is going
+        raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
+    except StorageError as error:
+        raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
+    backend.metrics.observe_ack(time.perf_counter() - started)
+    return Response(_message_out(result.message), status_code=200 if result.duplicate else 201)
+
+
+async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
+    backend = _backend_of(request)
+    return RoomsOut(await backend.chat.rooms_of(_user_of(backend, request)))
+
+
+async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
+    backend = _backend_of(request)
+    _user_of(backend, request)
+    _check_room(room)
+    return MembersOut(room, await backend.chat.who(room))
+
+
+async def status(request: Request[Any, Any, Any]) -> StatusOut:
+    backend = _backend_of(request)
+    _user_of(backend, request)
+    reply = backend.status()
+    return StatusOut(reply.node, reply.members, reply.counters)
+
+
+async def health(request: Request[Any, Any, Any]) -> HealthOut:
+    return HealthOut("ok", _backend_of(request).node_id)
+
+
+async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return with_links(request.app.openapi_schema.to_schema())
+
+
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return Response(_backend_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+# ---- the route table ----
+# Made anew for each app: Litestar takes ownership of the handler objects it registers.
+
+
+def _message_routes() -> list[HTTPRouteHandler]:
+    listing = get(
         "/v1/rooms/{room:str}/messages",
         summary="A page of a room's messages, oldest first",
         description=(
@@ -338,55 +524,7 @@ def build_app(backend: HttpBackend) -> Litestar:
         tags=["messages"],
         responses={**BAD_REQUEST, **UNAUTHORIZED, **NOT_FOUND},
     )
-    async def list_messages(
-        request: Request[Any, Any, Any],
-        room: RoomParameter,
-        limit: Annotated[
-            int, Parameter(ge=1, le=HISTORY_LIMIT_MAX, description="page size")
-        ] = HISTORY_LIMIT_DEFAULT,
-        before: Annotated[
-            str | None,
-            Parameter(pattern=MESSAGE_ID_PATTERN, description="only messages older than this id"),
-        ] = None,
-        after: Annotated[
-            str | None,
-            Parameter(
-                pattern=MESSAGE_ID_PATTERN,
-                description="only messages newer than this id; with `before` too, the "
-                "messages between the two, paging forward",
-            ),
-        ] = None,
-    ) -> MessagePage:
-        user_of(request)
-        check_room(room)
-        check_cursor("before", before)
-        check_cursor("after", after)
-        bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
-        page, more = await history(
-            room, before=before, after=after, limit=limit, bytes_max=bytes_max
-        )
-        page, shown, cut = _fit_json(page, bytes_max, forward=after is not None)
-        more = more or cut
-        if not page and before is None and after is None:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
-        if after is not None:
-            older = page[0].id if page else after
-            has_older = bool((await history(room, before=older, limit=1))[0])
-            prev = page_path(room, limit, before=older) if has_older else None
-            next_ = None
-            if more:
-                bound = {} if before is None else {"before": before}
-                next_ = page_path(room, limit, after=page[-1].id, **bound)
-        else:
-            prev = page_path(room, limit, before=page[0].id) if more and page else None
-            next_ = None
-            if before is not None:
-                newer = page[-1].id if page else before
-                if (await history(room, after=newer, limit=1))[0]:
-                    next_ = page_path(room, limit, after=newer)
-        return MessagePage(shown, prev, next_)
-
-    @post(
+    posting = post(
         "/v1/rooms/{room:str}/messages",
         summary="Post a message",
         description=(
@@ -396,211 +534,175 @@ def build_app(backend: HttpBackend) -> Litestar:
         ),
         tags=["messages"],
         status_code=201,
-        responses={
-            200: ResponseSpec(
-                MessageOut,
-                description="A retry: the message stored the first time.",
-                examples=[Example(value=msgspec.to_builtins(MESSAGE_EXAMPLE))],
-            ),
-            **BAD_REQUEST,
-            **UNAUTHORIZED,
-            413: _error_spec(
-                "The body is over the limit.",
-                ErrorCode.TOO_LARGE,
-                "body of 20000 bytes exceeds the limit of 16384",
-            ),
-            429: _error_spec(
-                "Too many sends; retry after Retry-After seconds.",
-                ErrorCode.RATE_LIMITED,
-                "more than 100 sends per second by one user on this node",
-            ),
-            **STORAGE,
-        },
+        responses=POSTED,
     )
-    async def post_message(
-        request: Request[Any, Any, Any],
-        room: RoomParameter,
-        data: NewMessage,
-        idempotency_key: Annotated[
-            str | None,
-            Parameter(
-                header="Idempotency-Key",
-                min_length=1,
-                max_length=64,
-                description="the client message id; retries with it are safe",
-            ),
-        ] = None,
-    ) -> Response[MessageOut]:
-        user = user_of(request)
-        check_room(room)
-        size = len(data.body.encode())
-        if size > backend.limits.body_bytes_max:
-            raise ApiError(
-                ErrorCode.TOO_LARGE,
-                f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
-            )
-        take_send_token(user)
-        started = time.perf_counter()
-        try:
-            result = await backend.chat.send(
-                user, room, idempotency_key or uuid.uuid4().hex, data.body
-            )
-        except StorageOverloadedError as error:  # also a lost data dir: the node is going
-            raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
-        except StorageError as error:
-            raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
-        backend.metrics.observe_ack(time.perf_counter() - started)
-        return Response(_message_out(result.message), status_code=200 if result.duplicate else 201)
+    return [listing(list_messages), posting(post_message)]
 
-    @get("/v1/rooms", summary="The caller's rooms", tags=["rooms"], responses={**UNAUTHORIZED})
-    async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
-        return RoomsOut(await backend.chat.rooms_of(user_of(request)))
 
-    @get(
+def _room_routes() -> list[HTTPRouteHandler]:
+    rooms = get(
+        "/v1/rooms", summary="The caller's rooms", tags=["rooms"], responses={**UNAUTHORIZED}
+    )
+    members = get(
         "/v1/rooms/{room:str}/members",
         summary="Who is online in a room",
         tags=["rooms"],
         responses={**BAD_REQUEST, **UNAUTHORIZED},
     )
-    async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
-        user_of(request)
-        check_room(room)
-        return MembersOut(room, await backend.chat.who(room))
+    return [rooms(list_rooms), members(list_members)]
 
-    @get(
+
+def _operation_routes() -> list[HTTPRouteHandler]:
+    mesh_status = get(
         "/v1/status",
         summary="The mesh as this node sees it",
         tags=["operations"],
         responses={**UNAUTHORIZED},
     )
-    async def status(request: Request[Any, Any, Any]) -> StatusOut:
-        user_of(request)
-        reply = backend.status()
-        return StatusOut(reply.node, reply.members, reply.counters)
-
-    @get("/v1/health", summary="Liveness, for load balancers", tags=["operations"], security=[{}])
-    async def health() -> HealthOut:
-        return HealthOut("ok", backend.node_id)
-
-    @get(
+    liveness = get(
+        "/v1/health", summary="Liveness, for load balancers", tags=["operations"], security=[{}]
+    )
+    document = get(
         "/v1/openapi.json",
         summary="This document",
         tags=["operations"],
         security=[{}],
         media_type=MediaType.JSON,
     )
-    async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        return with_links(request.app.openapi_schema.to_schema())
+    exposition = get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE)
+    return [mesh_status(status), liveness(health), document(openapi), exposition(metrics)]
 
-    @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE)
-    async def metrics() -> Response[bytes]:
-        return Response(backend.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    def handle_api_error(request: Request[Any, Any, Any], error: ApiError) -> Response[ErrorOut]:
-        del request
-        return answer_error(
-            _STATUS_OF_CODE[error.code],
-            error.code,
-            error.message,
-            error.headers,
-            error.retry_after_s,
-        )
+# ---- errors: every answer is {"error": {code, message, docs}} ----
 
-    def handle_http_error(
-        request: Request[Any, Any, Any], error: HTTPException
-    ) -> Response[ErrorOut]:
-        status_code = error.status_code
-        code = _CODE_OF_STATUS.get(status_code, ErrorCode.INTERNAL)
-        message = str(error.detail)
-        if status_code == 404:
-            # The scope's path, not request.url: that parses the Host header, which may be junk.
-            version = re.match(r"^/v(\d+)(/|$)", request.scope.get("path", ""))
-            if version is not None and version.group(1) != API_VERSION:
-                code = ErrorCode.UNSUPPORTED_VERSION
-                message = f"API version {version.group(1)} does not exist; this node serves v1"
-        extra = getattr(error, "extra", None)
-        if extra:
-            message = f"{message}: {extra}"
-        return answer_error(status_code, code, message, dict(error.headers or {}))
 
-    def handle_unavailable(
-        request: Request[Any, Any, Any], error: RoomUnavailableError
-    ) -> Response[ErrorOut]:
-        del request
-        if error.code == ErrorCode.INTERNAL:
-            return answer_error(500, ErrorCode.INTERNAL, str(error))
-        return answer_error(503, ErrorCode.UNAVAILABLE, str(error), {"Retry-After": "1"})
+def _answer_error(
+    request: Request[Any, Any, Any],
+    status_code: int,
+    code: ErrorCode,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    retry_after_s: float | None = None,
+) -> Response[ErrorOut]:
+    _backend_of(request).errors_by_code[code.value] += 1  # counted like the TCP port's errors
+    return _error_response(status_code, code, message, headers, retry_after_s)
 
-    def handle_too_deep(
-        request: Request[Any, Any, Any], error: RecursionError
-    ) -> Response[ErrorOut]:
-        # msgspec recurses once per nesting level of a JSON body, before any handler runs.
-        del request, error
-        return answer_error(400, ErrorCode.BAD_REQUEST, BODY_TOO_DEEP)
 
-    def handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
-        # The app has no logging_config (the node configures logging), so not request.logger.
-        log.exception("HTTP %s %s failed", request.method, request.scope.get("path", "?"))
-        return answer_error(500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}")
+def _handle_api_error(request: Request[Any, Any, Any], error: ApiError) -> Response[ErrorOut]:
+    return _answer_error(
+        request,
+        _STATUS_OF_CODE[error.code],
+        error.code,
+        error.message,
+        headers=error.headers,
+        retry_after_s=error.retry_after_s,
+    )
 
-    def check_host(request: Request[Any, Any, Any]) -> None:
-        # Litestar parses the Host header into request.url when it reports a bad parameter;
-        # a junk one (a port that is no number) must be a bad request, not a crash there.
-        try:
-            _ = request.url
-        except ValueError as error:
-            raise ApiError(ErrorCode.BAD_REQUEST, "the Host header is not HOST[:PORT]") from error
 
-    async def correct_allow_header(message: Any, scope: Any) -> None:
-        # Litestar answers OPTIONS with the methods of the first handler registered for a
-        # path; the messages path has GET and POST.
-        if (
-            message["type"] == "http.response.start"
-            and scope.get("method") == "OPTIONS"
-            and MESSAGES_PATH.match(scope.get("path", ""))
-        ):
-            headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
-            message["headers"] = [*headers, (b"allow", b"GET, OPTIONS, POST")]
+def _handle_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[ErrorOut]:
+    status_code = error.status_code
+    code = _CODE_OF_STATUS.get(status_code, ErrorCode.INTERNAL)
+    message = str(error.detail)
+    if status_code == 404:
+        # The scope's path, not request.url: that parses the Host header, which may be junk.
+        version = re.match(r"^/v(\d+)(/|$)", request.scope.get("path", ""))
+        if version is not None and version.group(1) != API_VERSION:
+            code = ErrorCode.UNSUPPORTED_VERSION
+            message = f"API version {version.group(1)} does not exist; this node serves v1"
+    extra = getattr(error, "extra", None)
+    if extra:
+        message = f"{message}: {extra}"
+    return _answer_error(request, status_code, code, message, headers=dict(error.headers or {}))
 
-    return Litestar(
-        before_request=check_host,
-        before_send=[correct_allow_header],
-        route_handlers=[
-            list_messages,
-            post_message,
-            list_rooms,
-            list_members,
-            status,
-            health,
-            openapi,
-            metrics,
-        ],
-        exception_handlers={
-            ApiError: handle_api_error,
-            RoomUnavailableError: handle_unavailable,
-            HTTPException: handle_http_error,
-            RecursionError: handle_too_deep,
-            Exception: handle_crash,
-        },
-        request_max_body_size=backend.limits.body_bytes_max * 6 + 4096,
-        openapi_config=OpenAPIConfig(
-            title="meshchat HTTP API",
-            version="1.0.0",
-            description="Rooms, messages and node status over HTTP. See docs/api.md.",
-            path="/v1/schema",
-            render_plugins=[],
-            enabled_endpoints={"openapi.json"},
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="the same tokens as the TCP protocol",
-                    ),
-                }
-            ),
-            security=[{"bearer": []}],
+
+def _handle_unavailable(
+    request: Request[Any, Any, Any], error: RoomUnavailableError
+) -> Response[ErrorOut]:
+    if error.code == ErrorCode.INTERNAL:
+        return _answer_error(request, 500, ErrorCode.INTERNAL, str(error))
+    return _answer_error(
+        request, 503, ErrorCode.UNAVAILABLE, str(error), headers={"Retry-After": "1"}
+    )
+
+
+def _handle_too_deep(request: Request[Any, Any, Any], error: RecursionError) -> Response[ErrorOut]:
+    # msgspec recurses once per nesting level of a JSON body, before any handler runs.
+    del error
+    return _answer_error(request, 400, ErrorCode.BAD_REQUEST, BODY_TOO_DEEP)
+
+
+def _handle_crash(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorOut]:
+    # The app has no logging_config (the node configures logging), so not request.logger.
+    log.exception("HTTP %s %s failed", request.method, request.scope.get("path", "?"))
+    return _answer_error(
+        request, 500, ErrorCode.INTERNAL, f"internal error: {type(error).__name__}"
+    )
+
+
+# ---- hooks around every request ----
+
+
+def _check_host(request: Request[Any, Any, Any]) -> None:
+    # Litestar parses the Host header into request.url when it reports a bad parameter;
+    # a junk one (a port that is no number) must be a bad request, not a crash there.
+    try:
+        _ = request.url
+    except ValueError as error:
+        raise ApiError(ErrorCode.BAD_REQUEST, "the Host header is not HOST[:PORT]") from error
+
+
+async def _correct_allow_header(message: Any, scope: Any) -> None:
+    # Litestar answers OPTIONS with the methods of the first handler registered for a
+    # path; the messages path has GET and POST.
+    if (
+        message["type"] == "http.response.start"
+        and scope.get("method") == "OPTIONS"
+        and MESSAGES_PATH.match(scope.get("path", ""))
+    ):
+        headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
+        message["headers"] = [*headers, (b"allow", b"GET, OPTIONS, POST")]
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="meshchat HTTP API",
+        version="1.0.0",
+        description="Rooms, messages and node status over HTTP. See docs/api.md.",
+        path="/v1/schema",
+        render_plugins=[],
+        enabled_endpoints={"openapi.json"},
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="the same tokens as the TCP protocol",
+                ),
+            }
         ),
+        security=[{"bearer": []}],
+    )
+
+
+def build_app(backend: HttpBackend) -> Litestar:
+    """The API of one node: its routes, error answers and hooks, serving `backend`."""
+    return Litestar(
+        before_request=_check_host,
+        before_send=[_correct_allow_header],
+        route_handlers=[*_message_routes(), *_room_routes(), *_operation_routes()],
+        exception_handlers={
+            ApiError: _handle_api_error,
+            RoomUnavailableError: _handle_unavailable,
+            HTTPException: _handle_http_error,
+            RecursionError: _handle_too_deep,
+            Exception: _handle_crash,
+        },
+        request_max_body_size=(
+            backend.limits.body_bytes_max * ESCAPED_CHAR_BYTES_MAX + REQUEST_ENVELOPE_BYTES
+        ),
+        openapi_config=_openapi_config(),
+        state=State({"backend": backend}),
         logging_config=None,
     )
 

@@ -174,6 +174,10 @@ _COUNTERS = {
         "meshchat_interest_dropped_total",
         "Nodes given up as push targets for leaving too many pushes unacknowledged.",
     ),
+    "room_storage_failures": (
+        "meshchat_room_storage_failures_total",
+        "Storage reads and writes of the room engine that failed (each ended its request).",
+    ),
 }
 
 # gauge name in status -> (metric name, help)
@@ -186,6 +190,14 @@ _GAUGES = {
     "interest_registrations": (
         "meshchat_interest_registrations",
         "Other nodes' interest in rooms this node holds (room, node pairs).",
+    ),
+    "forwards_in_flight": (
+        "meshchat_forwards_in_flight",
+        "Sends handed to another node's coordinator, not yet answered.",
+    ),
+    "storage_tokens_waiting": (
+        "meshchat_room_storage_waiting",
+        "Storage reads and writes of the room engine not yet ended.",
     ),
 }
 

@@ -385,7 +385,6 @@ class Node:
         counters.update(self.engine.statistics())
         driver = self.rooms_driver.stats
         counters["room_storage_failures"] = driver.storage_failures
-        counters["room_storage_in_flight"] = driver.storage_in_flight
         if self.http_backend is not None:
             for code, count in sorted(self.http_backend.errors_by_code.items()):
                 counters[f"http_errors_{code}"] = count

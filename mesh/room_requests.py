@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import logging
 
+from mesh.errors import ErrorCode
 from mesh.room_driver import RoomDriver, trace
 from mesh.storage import SendResult
 from router.effects import Acked, Outcome, Page, Ready, Refused, Rooms, Users
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class RoomUnavailableError(Exception):
     """The mesh could not serve the request now (too few replicas); retrying is safe."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
 
@@ -60,7 +61,7 @@ class PendingTickets:
         """The node is stopping: every request still waiting is refused."""
         for future in self._waiting.values():
             if not future.done():
-                future.set_result(Refused("unavailable", "the node is stopping"))
+                future.set_result(Refused(ErrorCode.UNAVAILABLE, "the node is stopping"))
         self._waiting.clear()
 
 
@@ -164,4 +165,4 @@ class RoomRequests:
 def _error(outcome: Outcome) -> RoomUnavailableError:
     if isinstance(outcome, Refused):
         return RoomUnavailableError(outcome.code, outcome.reason)
-    return RoomUnavailableError("internal", f"unexpected outcome {outcome!r}")
+    return RoomUnavailableError(ErrorCode.INTERNAL, f"unexpected outcome {outcome!r}")

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,82 +54,108 @@ def machine() -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Merged:
+    """The workers' results added up: what they counted per second, and what each sent and
+    each received."""
+
+    timeline: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    acked: list[tuple[int, int]] = field(default_factory=list)
+    # receiver -> (sender, sequence) -> copies received
+    received: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
+
+
+def _merge(results: list[dict[str, Any]]) -> _Merged:
+    merged = _Merged()
+    for result in results:
+        merged.errors.update(result["errors"])
+        merged.acked.extend(tuple(pair) for pair in result["acked"])
+        for receiver, counts in result["received"].items():
+            merged.received[int(receiver)] = {tuple(key): count for key, count in counts}
+        for second, bucket in result["seconds"].items():
+            row = merged.timeline.setdefault(
+                int(second),
+                {"acks": 0, "deliveries": 0, "ack": histogram(), "delivery": histogram()},
+            )
+            row["acks"] += bucket["acks"]
+            row["deliveries"] += bucket["deliveries"]
+            row["ack"].decode_and_add(bucket["ack"])
+            row["delivery"].decode_and_add(bucket["delivery"])
+    return merged
+
+
+def _delivery_counts(workload: Workload, merged: _Merged) -> dict[str, int]:
+    """Each acknowledged message against each member of its room: delivered once, not at
+    all (lost) or more than once (duplicated)."""
+    lost = duplicated = expected = delivered = 0
+    members = {
+        room: workload.members(room)
+        for room in {workload.room_of(c) for c in range(workload.clients)}
+    }
+    for sender, sequence in merged.acked:
+        for member in members[workload.room_of(sender)]:
+            count = merged.received.get(member, {}).get((sender, sequence), 0)
+            expected += 1
+            delivered += min(count, 1)
+            lost += count == 0
+            duplicated += max(0, count - 1)
+    return {
+        "expected_deliveries": expected,
+        "delivered": delivered,
+        "lost": lost,
+        "duplicated": duplicated,
+    }
+
+
+def _timeline_rows(workload: Workload, timeline: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per second, counted from the end of the warm-up."""
+    rows = []
+    for second, row in sorted(timeline.items()):
+        ack, delivery = _percentiles(row["ack"]), _percentiles(row["delivery"])
+        rows.append(
+            {
+                "second": second - int(workload.warmup_s),
+                "acks": row["acks"],
+                "deliveries": row["deliveries"],
+                "ack_p50_ms": ack["p50"],
+                "ack_p99_ms": ack["p99"],
+                "delivery_p50_ms": delivery["p50"],
+                "delivery_p99_ms": delivery["p99"],
+            }
+        )
+    return rows
+
+
 def summarize(
     workload: Workload,
     target: dict[str, Any],
     results: list[dict[str, Any]],
     faults: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    merged = _merge(results)
     ack_total, delivery_total = histogram(), histogram()
-    timeline: dict[int, dict[str, Any]] = {}
-    errors: collections.Counter[str] = collections.Counter()
-    acked: list[tuple[int, int]] = []
-    received: dict[int, dict[tuple[int, int], int]] = {}
-    for result in results:
-        errors.update(result["errors"])
-        acked.extend(tuple(pair) for pair in result["acked"])
-        for receiver, counts in result["received"].items():
-            received[int(receiver)] = {tuple(key): count for key, count in counts}
-        for second, bucket in result["seconds"].items():
-            row = timeline.setdefault(
-                int(second),
-                {
-                    "acks": 0,
-                    "deliveries": 0,
-                    "ack": histogram(),
-                    "delivery": histogram(),
-                },
-            )
-            row["acks"] += bucket["acks"]
-            row["deliveries"] += bucket["deliveries"]
-            row["ack"].decode_and_add(bucket["ack"])
-            row["delivery"].decode_and_add(bucket["delivery"])
-    for row in timeline.values():
+    for row in merged.timeline.values():
         ack_total.add(row["ack"])
         delivery_total.add(row["delivery"])
-    lost = duplicated = expected = delivered = 0
-    members = {
-        room: workload.members(room)
-        for room in {workload.room_of(c) for c in range(workload.clients)}
-    }
-    for sender, sequence in acked:
-        for member in members[workload.room_of(sender)]:
-            count = received.get(member, {}).get((sender, sequence), 0)
-            expected += 1
-            delivered += min(count, 1)
-            lost += count == 0
-            duplicated += max(0, count - 1)
-    measured_acks = sum(row["acks"] for row in timeline.values())
-    measured_deliveries = sum(row["deliveries"] for row in timeline.values())
+    counts = _delivery_counts(workload, merged)
+    measured_acks = sum(row["acks"] for row in merged.timeline.values())
+    measured_deliveries = sum(row["deliveries"] for row in merged.timeline.values())
     return {
         "workload": msgspec.to_builtins(workload),
         "target": target,
         "machine": machine(),
         "totals": {
-            "acknowledged": len(acked),
+            "acknowledged": len(merged.acked),
             "acknowledged_per_s": round(measured_acks / workload.duration_s, 1),
             "deliveries_per_s": round(measured_deliveries / workload.duration_s, 1),
-            "expected_deliveries": expected,
-            "delivered": delivered,
-            "lost": lost,
-            "duplicated": duplicated,
-            "errors": dict(errors),
+            **counts,
+            "errors": dict(merged.errors),
         },
         "ack_latency_ms": _percentiles(ack_total),
         "delivery_latency_ms": _percentiles(delivery_total),
         "faults": faults,
-        "timeline": [
-            {
-                "second": second - int(workload.warmup_s),
-                "acks": row["acks"],
-                "deliveries": row["deliveries"],
-                "ack_p50_ms": _percentiles(row["ack"])["p50"],
-                "ack_p99_ms": _percentiles(row["ack"])["p99"],
-                "delivery_p50_ms": _percentiles(row["delivery"])["p50"],
-                "delivery_p99_ms": _percentiles(row["delivery"])["p99"],
-            }
-            for second, row in sorted(timeline.items())
-        ],
+        "timeline": _timeline_rows(workload, merged.timeline),
     }
 
 

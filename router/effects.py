@@ -6,6 +6,7 @@ or the simulator) carries them out and reports completions back by token.
 
 from dataclasses import dataclass, field
 
+from router.error_codes import ErrorCode
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 
@@ -177,7 +178,7 @@ class Acked:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    code: str  # a client protocol error code: "unavailable", "internal"
+    code: ErrorCode  # unavailable (a retry is safe) or internal
     reason: str
 
 

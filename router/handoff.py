@@ -35,7 +35,6 @@ class _InFlight:
 
 @dataclass(slots=True)
 class HandoffStatistics:
-    hints_stored: int = 0
     hints_replayed: int = 0
     hints_dropped: int = 0
 
@@ -149,6 +148,7 @@ class HintedHandoff:
         owner, limit = loading
         self._next_look[owner] = now + REPLAY_INTERVAL_S
         self._allowance[owner] = min(self._batch(), self._allowance.get(owner, 0.0) + limit)
+        assert owner not in {o for o, _ in self._loading.values()}, "two loads for one owner"
         return []
 
     def acknowledged(self, sender: str, write_id: int, kept_id: str) -> list[Effect]:

@@ -23,6 +23,7 @@ from router.effects import (
     SendPeer,
     StoreMembership,
 )
+from router.error_codes import ErrorCode
 from router.records import MembershipChange
 from router.wire import (
     MEMBERSHIPS_MAX,
@@ -141,7 +142,9 @@ class Memberships:
         if not isinstance(purpose, _ForChange):
             return []
         if purpose.ticket is not None:
-            outcome = Ready() if ok else Refused("internal", "the room membership was not stored")
+            outcome = (
+                Ready() if ok else Refused(ErrorCode.INTERNAL, "the room membership was not stored")
+            )
             return [Complete(purpose.ticket, outcome)]
         if ok:
             return [SendPeer(purpose.peer, MembershipAck(purpose.request_id))]

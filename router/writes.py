@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from router.effects import Acked, Outcome, Refused
+from router.error_codes import ErrorCode
 from router.message_ids import MessageId
 from router.records import RoomMessage
 
@@ -116,7 +117,7 @@ class Write:
         kept = self.kept.get(node)
         return None if kept is None else self.under(kept)
 
-    def give_up(self, reason: str, code: str = "unavailable") -> Refused:
+    def give_up(self, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE) -> Refused:
         outcome = Refused(code, reason)
         self.outcome = outcome
         return outcome

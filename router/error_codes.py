@@ -1,0 +1,25 @@
+"""The error codes of the client protocol, from the room engine up to the front doors.
+
+Stable strings a client may switch on; the engine refuses with them, the gateway and
+the HTTP API answer with them, and a peer's reply naming any other is read as
+`unavailable` (a retry is safe).
+"""
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INTERNAL = "internal"
+
+    @classmethod
+    def from_peer(cls, text: str) -> "ErrorCode":
+        """A code a peer sent: the mesh's own two, anything else read as unavailable."""
+        return cls.INTERNAL if text == cls.INTERNAL else cls.UNAVAILABLE

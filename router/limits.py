@@ -1,0 +1,30 @@
+"""The room engine's fixed bounds, each with the reason for its value.
+
+Tunable settings (quorums, timeouts, rates) are in router/config.py; these are not meant
+to be changed per mesh. Frame and page limits of the wire are in router/wire.py and
+router/page_bytes.py, those of membership in peers/limits.py.
+"""
+
+from typing import Final
+
+# Numbers (request ids, registrations, storage tokens) one start may give out; with
+# epochs that are millisecond incarnations this stays below 2**63 for millennia.
+EPOCH_NUMBERS: Final = 1_000_000
+# A message arriving this long after its id's time is late: a resuming client, which
+# starts a little (mesh/client.py RESUME_MARGIN_MS) before its last seen id, would skip it.
+LATE_AFTER_MS: Final = 2_000
+# Late arrivals remembered per room for resuming sessions, and late messages waiting for
+# their room to have a coordinator (past it anti-entropy and resumes' reads still bring
+# them, only without a push).
+LATE_ARRIVALS_MAX: Final = 1_000
+# Messages read per page when a node catches a room up after it may have missed pushes:
+# a few seconds of a busy room, within one peer frame (router/page_bytes.py cuts it).
+CATCH_UP_PAGE: Final = 500
+# Pushes held per room while a catch-up runs; past it they are handed on regardless, so
+# a catch-up that cannot finish never holds a room's live traffic for long.
+HELD_PUSHES_MAX: Final = 10_000
+# Retransmitted pushes per peer per tick: a returning peer is refilled at a bounded pace.
+PUSH_RETRIES_PER_TICK: Final = 256
+# Push streams one start may open, as the low part of their epoch (epoch * this + count):
+# a stream reopened to a node that came back must look newer than the one it replaces.
+STREAMS_PER_EPOCH: Final = 1024

@@ -1,0 +1,74 @@
+"""Where rooms live: the ring of nodes, who is alive, and whether this node has joined.
+
+Every role asks it the same questions (a room's replicas, its coordinator); the engine
+alone changes it, when the membership view does.
+"""
+
+from collections.abc import Mapping
+
+from router.config import RouterConfig
+from router.events import Health
+from router.ring import HashRing
+
+
+class Placement:
+    def __init__(self, node_id: str, config: RouterConfig, *, alone: bool) -> None:
+        """`alone`: no peers are expected (no seeds, none remembered), so the node has
+        joined at once, a mesh of one."""
+        self.node_id = node_id
+        self._replicas = config.replicas
+        self._settle_s = config.join_settle_s
+        self.ring = HashRing([node_id], vnodes=config.vnodes)
+        self.alive: set[str] = {node_id}
+        self.reachable: set[str] = {node_id}  # alive or suspect
+        self.joined = alone
+        self._first_peer_at: float | None = None
+        self.members: dict[str, Health] = {}  # the latest view, for the join to replay
+
+    def preference_list(self, room: str) -> list[str]:
+        return self.ring.preference_list(room, self._replicas)
+
+    def live_replicas(self, room: str) -> list[str]:
+        return [node for node in self.preference_list(room) if node in self.alive]
+
+    def coordinator(self, room: str) -> str | None:
+        live = self.live_replicas(room)
+        return live[0] if live and self.joined else None
+
+    def why_no_replica(self) -> str:
+        if not self.joined:
+            return "this node is still joining the mesh"
+        return "no replica of the room is alive"
+
+    def expect_peers(self, expected: bool) -> None:
+        """Set once the shell knows whether the node has seeds or remembered peers."""
+        self.joined = self.joined or not expected
+
+    def update(self, members: Mapping[str, Health], now: float) -> tuple[set[str], set[str]]:
+        """Take a new view: every node not departed, and its health. Returns the nodes
+        no longer reachable, and those alive again (or for the first time)."""
+        for node in self.ring.nodes - set(members) - {self.node_id}:
+            self.ring.remove(node)
+        for node in members:
+            self.ring.add(node)
+        alive = {node for node, health in members.items() if health == "alive"} | {self.node_id}
+        reachable = {node for node, health in members.items() if health != "dead"}
+        self.members = dict(members)
+        if len(alive) > 1 and self._first_peer_at is None:
+            # Joined once the first peer's gossip has had time to fill in the rest of
+            # the mesh: placing rooms on a partial ring would write them to the wrong
+            # nodes. settle() completes the join.
+            self._first_peer_at = now
+        gone = self.reachable - reachable - {self.node_id}
+        returned = alive - self.alive
+        self.alive, self.reachable = alive, reachable | {self.node_id}
+        assert self.alive <= self.reachable and self.node_id in self.ring.nodes
+        return gone, returned
+
+    def settle(self, now: float) -> bool:
+        """True once, when the join completes: rooms can be placed from then on."""
+        first = self._first_peer_at
+        if self.joined or first is None or now - first < self._settle_s:
+            return False
+        self.joined = True
+        return True

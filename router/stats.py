@@ -1,0 +1,22 @@
+"""What the room engine counts, shared by its roles (each adds to its own fields)."""
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class EngineStatistics:
+    writes_coordinated: int = 0
+    writes_acknowledged: int = 0
+    writes_failed: int = 0
+    forwards_sent: int = 0
+    copies_stored: int = 0
+    reads_served: int = 0
+    read_repairs: int = 0
+    pushes_sent: int = 0
+    push_retransmits: int = 0
+    events_delivered: int = 0
+    catch_ups: int = 0
+    interest_dropped: int = 0
+    late_posts: int = 0
+    future_ids_refused: int = 0
+    hints_stored: int = 0  # copies kept as hints, here or as a stand-in
