@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMessage
 
-from mesh.client import ChatClient, ClientSettings
-from mesh.connection import parse_servers
-from mesh.protocol import MessageEvent
+from mesh.client.chat_client import ChatClient, ClientSettings
+from mesh.client.connection import parse_servers
+from mesh.wire.protocol import MessageEvent
 from perf.workload import MESHCHAT_TARGETS
 
 OnPayload = Callable[[str], None]

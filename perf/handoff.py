@@ -19,9 +19,9 @@ import json
 import sys
 import time
 
-from mesh.cli import fetch_status
-from mesh.client import ChatClient, ClientSettings
-from mesh.connection import parse_servers
+from mesh.client.chat_client import ChatClient, ClientSettings
+from mesh.client.connection import parse_servers
+from mesh.client.status import fetch_status
 from perf.targets import LocalMesh
 
 PIPELINE = 256

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mesh import runtime
-from mesh.cli import fetch_status
-from mesh.launcher import LocalNode, node_command, plan_mesh, with_peer_keys
+from mesh.client import runtime
+from mesh.client.status import fetch_status
+from mesh.local.launcher import LocalNode, node_command, plan_mesh, with_peer_keys
 
 POLL_INTERVAL_S = 0.01
 PHASE_TIMEOUT_S = 60.0

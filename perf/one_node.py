@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from mesh.launcher import LocalNode, node_command
+from mesh.local.launcher import LocalNode, node_command
 
 
 def _free_port() -> int:

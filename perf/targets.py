@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mesh.connection import NodeConnection, NodeError
-from mesh.launcher import LocalNode, node_command, with_peer_keys
-from mesh.protocol import StatusReply, StatusRequest
-from mesh.tls import client_context, prepare_local_tls
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.client.tls import client_context
+from mesh.local.certificates import prepare_local_tls
+from mesh.local.launcher import LocalNode, node_command, with_peer_keys
+from mesh.wire.protocol import StatusReply, StatusRequest
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 15.0

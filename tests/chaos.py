@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesh.client import ChatClient
-from mesh.connection import NodeError
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeError
 from tests.chat_helpers import client_for
 from tests.processes import Cluster, NodeProcess
 

@@ -2,9 +2,9 @@
 
 import asyncio
 
-from mesh.client import ChatClient, ClientEvent, ClientSettings
-from mesh.connection import NodeError, parse_servers
-from mesh.protocol import Message, MessageEvent
+from mesh.client.chat_client import ChatClient, ClientEvent, ClientSettings
+from mesh.client.connection import NodeError, parse_servers
+from mesh.wire.protocol import Message, MessageEvent
 from tests.processes import NodeProcess
 
 # Quick to notice a dead node, patient enough for a restart.

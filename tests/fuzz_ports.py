@@ -52,17 +52,18 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from mesh import protocol, runtime
-from mesh.auth import issue_token
-from mesh.cli import fetch_status
-from mesh.client import ChatClient, ClientSettings, ConnectionChanged
-from mesh.config import ClientLimits
-from mesh.connection import NodeConnection, NodeError
-from mesh.errors import ErrorCode, ProtocolError
-from mesh.framing import HEADER, encode_frame, read_frame
-from mesh.peer_codec import decode_node_message as decode_peer_frame
-from mesh.peer_codec import encode_node_message
-from mesh.protocol import MessageEvent, Placement, StatusReply, Where
+from mesh.client import runtime
+from mesh.client.chat_client import ChatClient, ClientSettings, ConnectionChanged
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.client.status import fetch_status
+from mesh.node.config import ClientLimits
+from mesh.node.doors.auth import issue_token
+from mesh.node.peer_codec import decode_node_message as decode_peer_frame
+from mesh.node.peer_codec import encode_node_message
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.framing import HEADER, encode_frame, read_frame
+from mesh.wire.protocol import MessageEvent, Placement, StatusReply, Where
 from peers.limits import PEER_FRAME_BYTES_MAX
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave, PeerDecodeError
@@ -107,7 +108,7 @@ DELIVERY_TIMEOUT_S: Final = 20.0
 # One port's fuzzing may take this long per 1000 frames before the run counts as hung.
 SECONDS_PER_1000_FRAMES_MAX: Final = 30.0
 # The node runs with the default client limits; its HTTP API takes bodies up to this (the
-# formula of mesh/http_api.py: a body of escaped characters, and the JSON around it).
+# formula of mesh/node/doors/http_api.py: a body of escaped characters, and the JSON around it).
 CLIENT_LIMITS: Final = ClientLimits()
 HTTP_BODY_BYTES_MAX: Final = CLIENT_LIMITS.body_bytes_max * 6 + 4096
 # uvicorn's HTTP parser (h11) refuses a request line and headers longer than this.

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 from zmq.auth import load_certificate
 
-from mesh import runtime
-from mesh.cli import fetch_status
-from mesh.protocol import StatusReply
+from mesh.client import runtime
+from mesh.client.status import fetch_status
+from mesh.wire.protocol import StatusReply
 from peers.keys import create_key_pair
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 import zmq
 
-from mesh.framing import encode_frame
-from mesh.protocol import CLIENT_FRAME_BYTES_MAX
+from mesh.wire.framing import encode_frame
+from mesh.wire.protocol import CLIENT_FRAME_BYTES_MAX
 from peers.records import MemberRecord
 from tests.processes import HOST, Cluster, counters, wait_for
 

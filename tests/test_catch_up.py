@@ -6,7 +6,7 @@ and nothing acknowledged within the margin is missed."""
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mesh.node import ROOM_TICK_INTERVAL_S
+from mesh.node.node import ROOM_TICK_INTERVAL_S
 from router.config import RouterConfig
 from router.effects import Complete, DeliverMessage, Effect, Load, Ready, SendPeer, Store
 from router.engine import Health, RoomEngine
@@ -163,7 +163,7 @@ class Mesh:
 
 
 def read(store: MemoryStore, load: Load) -> tuple[list[RoomMessage], bool, list[RoomMessage]]:
-    """A page, as a node's disk answers a Load (mesh/sqlite_disk.py)."""
+    """A page, as a node's disk answers a Load (mesh/node/sqlite_disk.py)."""
     messages, more = store.history(load.room, load.before, load.after, load.limit)
     late: list[RoomMessage] = []
     if load.late_since_ms is not None and load.after is not None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mesh.auth import issue_token
-from mesh.client import ConnectionChanged
-from mesh.connection import NodeError
-from mesh.errors import ErrorCode
-from mesh.protocol import PresenceEvent, TypingEvent
+from mesh.client.chat_client import ConnectionChanged
+from mesh.client.connection import NodeError
+from mesh.node.doors.auth import issue_token
+from mesh.wire.errors import ErrorCode
+from mesh.wire.protocol import PresenceEvent, TypingEvent
 from tests.chat_helpers import client_for, next_event, next_messages
 from tests.processes import Cluster, NodeProcess, meshchat_command, run_async, wait_for
 

@@ -1,6 +1,6 @@
 """The chat tool's state, driven directly: ordering, unread counts, pending sends, completion."""
 
-from mesh.protocol import Message
+from mesh.wire.protocol import Message
 from tools.chat_render import NEW_MESSAGES_MARKER, room_text
 from tools.chat_state import ChatState, Command, Delivery, colour_of, parse_command
 

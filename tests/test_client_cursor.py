@@ -1,7 +1,7 @@
 """The client library's memory of a room: what reached the caller, where a resume starts."""
 
-from mesh.client import _RoomCursor
-from mesh.protocol import Message
+from mesh.client.chat_client import _RoomCursor
+from mesh.wire.protocol import Message
 
 
 def sent(message_id: str, client_msg_id: str, sender: str = "ann") -> Message:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from mesh.client import ChatClient
-from mesh.connection import NodeError
-from mesh.data_lock import LOCK_FILE
-from mesh.launcher import plan_mesh
-from mesh.storage import DATABASE_FILE, SendResult, Storage, StorageLostError, StoredMessage
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeError
+from mesh.local.launcher import plan_mesh
+from mesh.node.data_lock import LOCK_FILE
+from mesh.node.storage import DATABASE_FILE, SendResult, Storage, StorageLostError, StoredMessage
 from router.message_ids import HybridClock
 from tests.chat_helpers import client_for
 from tests.processes import (

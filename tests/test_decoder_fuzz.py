@@ -1,11 +1,12 @@
-"""Every decoder of outside input raises its own error type and nothing else, whatever it is fed.
+"""Every decoder of outside input raises its own error type and nothing else, whatever
+it is fed.
 
-Client frames (mesh/protocol.py), replies as the client library reads them, peer frames
-(mesh/peer_codec.py, peers/wire.py), tokens (mesh/auth.py), the client framing, and the HTTP
-API's bodies, query and path parameters and headers through a real node. Inputs: arbitrary
-bytes, arbitrary msgpack and JSON values, valid messages with mutated fields, unknown fields,
-huge integers, wrong types, and nesting far deeper than msgspec's recursion limit, built
-directly as bytes.
+Client frames (mesh/wire/protocol.py), replies as the client library reads them, peer frames
+(mesh/node/peer_codec.py, peers/wire.py), tokens (mesh/node/doors/auth.py), the client
+framing, and the HTTP API's bodies, query and path parameters and headers through a real
+node. Inputs: arbitrary bytes, arbitrary msgpack and JSON values, valid messages with
+mutated fields, unknown fields, huge integers, wrong types, and nesting far deeper than
+msgspec's recursion limit, built directly as bytes.
 """
 
 import asyncio
@@ -26,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh import peer_codec, protocol
-from mesh.auth import Authenticator, AuthError
-from mesh.client import ChatClient, ClientSettings
-from mesh.connection import NodeConnection
-from mesh.errors import ErrorCode, ProtocolError
-from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
+from mesh.client.chat_client import ChatClient, ClientSettings
+from mesh.client.connection import NodeConnection
+from mesh.node import peer_codec
+from mesh.node.doors.auth import Authenticator, AuthError
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
 from peers.limits import PEER_FRAME_BYTES_MAX
 from peers.records import MemberRecord
 from peers.wire import PeerDecodeError, decode_peer_message

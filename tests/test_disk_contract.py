@@ -1,11 +1,11 @@
 """One contract for both disks: the node's SQLite storage and the simulator's memory store.
 
-The simulator's disk stands in for mesh/storage.py in every simulated run, so what it does
-must be what the node does: twins, repeats, refused ids, late arrivals, pages cut by count
-and by bytes, anti-entropy reads, hints and their bounds, room memberships, and what stays
-after a restart. Each test runs once per disk, through an adapter that gives both the same
-asynchronous interface and reports a stored copy as the node's shell reports it to the
-engine (mesh/room_router.py).
+The simulator's disk stands in for mesh/node/storage.py in every simulated run, so what it
+does must be what the node does: twins, repeats, refused ids, late arrivals, pages cut by
+count and by bytes, anti-entropy reads, hints and their bounds, room memberships, and what
+stays after a restart. Each test runs once per disk, through an adapter that gives both the
+same asynchronous interface and reports a stored copy as the node's disk reports it to the
+engine (mesh/node/sqlite_disk.py).
 """
 
 import asyncio
@@ -16,8 +16,8 @@ from typing import Any, Final, Protocol
 
 import pytest
 
-from mesh.late_rows import WINDOW_MS as LATE_WINDOW_MS
-from mesh.storage import IdConflictError, Storage
+from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
+from mesh.node.storage import IdConflictError, Storage
 from router.digest import Digest, digest_of
 from router.message_ids import ORIGIN, MessageId
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.cli_chat import format_message as cli_line
-from mesh.display_text import LINE_BREAK_MARK, json_safe, terminal_safe
-from mesh.protocol import Message
+from mesh.cli.chat import format_message as cli_line
+from mesh.wire.display_text import LINE_BREAK_MARK, json_safe, terminal_safe
+from mesh.wire.protocol import Message
 from tests.chat_helpers import client_for
 from tests.processes import Cluster, NodeProcess, meshchat_command, run_async, wait_for
 from tools.chat_plain import format_message as plain_line

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from mesh.connection import NodeConnection, NodeError
-from mesh.errors import ErrorCode
-from mesh.framing import encode_frame
-from mesh.protocol import (
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.wire.errors import ErrorCode
+from mesh.wire.framing import encode_frame
+from mesh.wire.protocol import (
     History,
     Join,
     LeaveRoom,

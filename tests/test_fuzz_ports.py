@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh import runtime
+from mesh.client import runtime
 from tests.fuzz_ports import FuzzSettings, fuzz
 
 pytestmark = pytest.mark.processes

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from mesh.client import ChatClient
+from mesh.client.chat_client import ChatClient
 from tests.chat_helpers import client_for
 from tests.processes import Cluster, NodeProcess, run_async, wait_for
 from tests.test_placement_processes import where

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mesh import runtime
-from mesh.auth import issue_token
-from mesh.cli import fetch_status
+from mesh.client import runtime
+from mesh.client.status import fetch_status
+from mesh.node.doors.auth import issue_token
 from tests.chat_helpers import client_for
 from tests.processes import HOST, Cluster, NodeProcess, free_ports, run_async, wait_for
 

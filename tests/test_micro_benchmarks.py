@@ -8,8 +8,8 @@ import struct
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from mesh import protocol
-from mesh.framing import HEADER, encode_frame
+from mesh.wire import protocol
+from mesh.wire.framing import HEADER, encode_frame
 from router.ring import HashRing
 
 MESSAGE = protocol.MessageEvent(

@@ -13,12 +13,12 @@ import msgspec
 import pytest
 from jwt.api_jws import PyJWS
 
-from mesh import protocol
-from mesh.auth import ALGORITHM, Authenticator, AuthError, issue_token
-from mesh.connection import NodeConnection, NodeError
-from mesh.errors import ErrorCode, ProtocolError
-from mesh.names import ROOM_NAME_PATTERN, USER_NAME_PATTERN, is_room_name, is_user_name
-from mesh.protocol import History, Join, Send, Sent
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.node.doors.auth import ALGORITHM, Authenticator, AuthError, issue_token
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.names import ROOM_NAME_PATTERN, USER_NAME_PATTERN, is_room_name, is_user_name
+from mesh.wire.protocol import History, Join, Send, Sent
 from peers.records import MemberRecord
 from router.message_ids import MESSAGE_ID_PATTERN, MessageId, is_message_id
 from tests.processes import HOST, Cluster, NodeProcess, meshchat_command, run_async, wait_for

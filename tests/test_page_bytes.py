@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh import protocol
-from mesh.chat import to_wire
-from mesh.peer_codec import encode_node_message
-from mesh.storage import Storage, StoredMessage
+from mesh.node.doors.chat import to_wire
+from mesh.node.peer_codec import encode_node_message
+from mesh.node.storage import Storage, StoredMessage
+from mesh.wire import protocol
 from peers.limits import PEER_FRAME_BYTES_MAX
 from router.config import RouterConfig
 from router.effects import Load, SendPeer

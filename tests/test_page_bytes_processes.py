@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mesh import protocol
-from mesh.auth import issue_token
-from mesh.framing import encode_frame, read_frame
-from mesh.protocol import History, HistoryPage, Join, Joined, MessageEvent
+from mesh.node.doors.auth import issue_token
+from mesh.wire import protocol
+from mesh.wire.framing import encode_frame, read_frame
+from mesh.wire.protocol import History, HistoryPage, Join, Joined, MessageEvent
 from router.message_ids import ORIGIN
 from tests.chat_helpers import client_for, next_messages, wait_serving
 from tests.processes import HOST, Cluster, NodeProcess, run_async, wait_for

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zmq
 
-from mesh.peer_codec import encode_node_message
+from mesh.node.peer_codec import encode_node_message
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.records import RoomMessage

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from mesh import protocol
-from mesh.framing import encode_frame
+from mesh.wire import protocol
+from mesh.wire.framing import encode_frame
 from tests.processes import HOST, Cluster, wait_for
 
 pytestmark = pytest.mark.processes

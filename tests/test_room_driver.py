@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mesh import node as node_module
-from mesh.room_driver import RoomDriver
-from mesh.sqlite_disk import SqliteDisk
-from mesh.storage import Storage
+from mesh.node import node as node_module
+from mesh.node.room_driver import RoomDriver
+from mesh.node.sqlite_disk import SqliteDisk
+from mesh.node.storage import Storage
 from router.effects import LoadHints, LoadIds, Store
 from router.events import StorageFailed, StorageResult, Stored
 from router.records import RoomMessage

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from mesh.client import ChatClient
-from mesh.connection import NodeError
-from mesh.protocol import Message, PresenceEvent, Sent, TypingEvent
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeError
+from mesh.wire.protocol import Message, PresenceEvent, Sent, TypingEvent
 from tests.chat_helpers import client_for, next_event, next_messages
 from tests.processes import Cluster, NodeProcess, run_async, wait_for
 from tests.test_placement_processes import where

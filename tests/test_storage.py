@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.storage import (
+from mesh.node.storage import (
     DATABASE_FILE,
     MIGRATIONS,
     SCHEMA_VERSION,

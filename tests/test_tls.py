@@ -16,19 +16,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from mesh import protocol, runtime
-from mesh.cli import fetch_status
-from mesh.client import ChatClient
-from mesh.connection import NodeConnection, parse_servers
-from mesh.framing import encode_frame
-from mesh.protocol import Hello, StatusReply
-from mesh.tls import (
-    CertificateFiles,
-    client_context,
-    make_local_ca,
-    make_node_certificate,
-    prepare_local_tls,
-)
+from mesh.client import runtime
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeConnection, parse_servers
+from mesh.client.status import fetch_status
+from mesh.client.tls import client_context
+from mesh.local.certificates import make_local_ca, make_node_certificate, prepare_local_tls
+from mesh.wire import protocol
+from mesh.wire.framing import encode_frame
+from mesh.wire.protocol import Hello, StatusReply
+from mesh.wire.tls import CertificateFiles
 from tests.chat_helpers import TEST_SETTINGS, next_messages
 from tests.processes import HOST, Cluster, NodeProcess, meshchat_command, run_async, wait_for
 

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh.connection import NodeConnection, NodeError
-from mesh.errors import ErrorCode
-from mesh.protocol import Send, Sent
-from mesh.rate_limit import RETRY_AFTER_S_MIN, UserSendLimits, retry_after_s
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.wire.errors import ErrorCode
+from mesh.wire.pacing import RETRY_AFTER_S_MIN, retry_after_s
+from mesh.wire.protocol import Send, Sent
 from tests.processes import HOST, Cluster, NodeProcess, run_async, wait_for
 
 RATE_PER_S = 5

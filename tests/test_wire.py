@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh import protocol
-from mesh.errors import ErrorCode, ProtocolError
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode, ProtocolError
 from peers.limits import GOSSIP_RECORDS_MAX, PEER_FRAME_BYTES_MAX
 from peers.records import MemberRecord
 from peers.wire import (

@@ -20,10 +20,10 @@ from textual.css.query import NoMatches
 from textual.message import Message as TextualMessage
 from textual.widgets import Input, Static
 
-from mesh.client import ChatClient, ConnectionChanged
-from mesh.connection import NodeError
-from mesh.display_text import terminal_safe
-from mesh.protocol import Message, MessageEvent, PresenceEvent, TypingEvent
+from mesh.client.chat_client import ChatClient, ConnectionChanged
+from mesh.client.connection import NodeError
+from mesh.wire.display_text import terminal_safe
+from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, TypingEvent
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
 

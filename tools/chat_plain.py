@@ -12,10 +12,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from mesh.client import ChatClient, ConnectionChanged
-from mesh.connection import NodeError
-from mesh.display_text import terminal_safe
-from mesh.protocol import Message, MessageEvent, PresenceEvent
+from mesh.client.chat_client import ChatClient, ConnectionChanged
+from mesh.client.connection import NodeError
+from mesh.wire.display_text import terminal_safe
+from mesh.wire.protocol import Message, MessageEvent, PresenceEvent
 from tools.chat_render import clock
 from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command
 

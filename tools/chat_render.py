@@ -8,7 +8,7 @@ import datetime
 
 from rich.text import Text
 
-from mesh.display_text import terminal_safe
+from mesh.wire.display_text import terminal_safe
 from tools.chat_state import ACTION_PREFIX, ChatState, Delivery, Line, RoomView, colour_of
 
 NEW_MESSAGES_MARKER = "──── new messages ────"

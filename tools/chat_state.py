@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict
 
-from mesh.display_text import terminal_safe
-from mesh.protocol import Message
+from mesh.wire.display_text import terminal_safe
+from mesh.wire.protocol import Message
 
 # Messages kept per room in memory; older ones are dropped from view (history reloads them).
 ROOM_MESSAGES_MAX = 5000

@@ -1,19 +1,19 @@
-"""A node's disk in the simulator: the storage rules of mesh/storage.py, in memory.
+"""A node's disk in the simulator: the storage rules of mesh/node/storage.py, in memory.
 
 It survives a simulated crash (it is the disk); writes land when their simulated commit
 completes, so a crash before that loses them, as on a real node. tests/test_disk_contract.py
 runs the same contract against this disk and the SQLite one.
 """
 
-from mesh.late_rows import WINDOW_MS as LATE_WINDOW_MS
-from mesh.storage import IDS_PER_QUERY, IdConflictError
+from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
+from mesh.node.storage import IDS_PER_QUERY, IdConflictError
 from router.digest import Digest, digest_of
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
 from router.records import MembershipChange, RoomMessage
 
 
 def hint_bytes(message: RoomMessage) -> int:
-    """A hint's size against an owner's byte bound, as mesh/hint_rows.py counts it."""
+    """A hint's size against an owner's byte bound, as mesh/node/hint_rows.py counts it."""
     return len(message.body.encode()) + len(message.id) + len(message.room)
 
 
@@ -102,7 +102,7 @@ class MemoryStore:
         return message, held is not None
 
     def _record_late(self, message: RoomMessage, late_at_ms: int) -> None:
-        """As mesh/late_rows.py: the first record of an id stays, and any new record
+        """As mesh/node/late_rows.py: the first record of an id stays, and any new record
         takes every room's records older than the late window with it."""
         self.late.setdefault(message.room, {}).setdefault(message.id, late_at_ms)
         horizon_ms = late_at_ms - LATE_WINDOW_MS
@@ -134,7 +134,7 @@ class MemoryStore:
         limit: int,
         bytes_max: int = READ_PAGE_BYTES_MAX,
     ) -> tuple[list[RoomMessage], bool]:
-        """As mesh/storage.py: at most `limit` messages within `bytes_max`, at least one."""
+        """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least one."""
         ids = sorted(self.rooms.get(room, {}))
         if after is not None:
             chosen = [i for i in ids if i > after and (before is None or i < before)]

@@ -12,9 +12,9 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mesh.client import RESUME_MARGIN_MS
-from mesh.peer_codec import decode_node_message, encode_node_message
-from mesh.room_driver import RoomDriver, members_changed
+from mesh.client.chat_client import RESUME_MARGIN_MS
+from mesh.node.peer_codec import decode_node_message, encode_node_message
+from mesh.node.room_driver import RoomDriver, members_changed
 from peers.membership import Effect as MembershipEffect
 from peers.membership import Membership, MembershipConfig, SendTo, StateChanged
 from peers.records import MemberRecord

@@ -1,4 +1,4 @@
-"""The simulator's disk for the production room driver (mesh/room_driver.py).
+"""The simulator's disk for the production room driver (mesh/node/room_driver.py).
 
 Effects are carried out on a MemoryStore once their simulated commit or read time has
 passed; a crash before then loses them, as on a real node. Faults are injected on demand:
@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mesh.storage import IdConflictError
+from mesh.node.storage import IdConflictError
 from router.effects import (
     DeleteHint,
     ExpireHints,

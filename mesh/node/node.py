@@ -12,26 +12,26 @@ import socket
 import time
 from typing import Any
 
-from mesh.auth import Authenticator
-from mesh.chat import ChatService, SessionDeliveries
-from mesh.config import NodeConfig
-from mesh.data_lock import DataDirLock
-from mesh.display_text import terminal_safe
-from mesh.gateway import Gateway
-from mesh.http_api import HttpBackend, bind_http_socket, build_app, serve_http
-from mesh.identity import next_incarnation
-from mesh.metrics import NodeMetrics
-from mesh.peer_book import load_peer_addresses, save_peer_addresses
-from mesh.peer_codec import decode_node_message, encode_node_message
-from mesh.peer_security import PeerKeys, describe_security, load_security, parse_seed
-from mesh.protocol import MemberStatus, Placement, Replica, StatusReply
-from mesh.rate_limit import UserSendLimits
-from mesh.room_driver import RoomDriver, members_changed
-from mesh.room_requests import PendingTickets, RoomRequests
-from mesh.rooms import RoomHub
-from mesh.sqlite_disk import SqliteDisk
-from mesh.storage import Storage, StorageError, StorageLostError
-from mesh.tls import ServerTls
+from mesh.node.config import NodeConfig
+from mesh.node.data_lock import DataDirLock
+from mesh.node.doors.auth import Authenticator
+from mesh.node.doors.chat import ChatService, SessionDeliveries
+from mesh.node.doors.gateway import Gateway
+from mesh.node.doors.http_api import HttpBackend, bind_http_socket, build_app, serve_http
+from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.rooms import RoomHub
+from mesh.node.identity import next_incarnation
+from mesh.node.metrics import NodeMetrics
+from mesh.node.peer_book import load_peer_addresses, save_peer_addresses
+from mesh.node.peer_codec import decode_node_message, encode_node_message
+from mesh.node.peer_security import PeerKeys, describe_security, load_security, parse_seed
+from mesh.node.room_driver import RoomDriver, members_changed
+from mesh.node.room_requests import PendingTickets, RoomRequests
+from mesh.node.sqlite_disk import SqliteDisk
+from mesh.node.storage import Storage, StorageError, StorageLostError
+from mesh.node.tls import ServerTls
+from mesh.wire.display_text import terminal_safe
+from mesh.wire.protocol import MemberStatus, Placement, Replica, StatusReply
 from peers.membership import (
     Anomaly,
     Effect,

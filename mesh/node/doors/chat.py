@@ -1,6 +1,6 @@
 """Rooms as this node's clients see them: sends, joins, replays, presence and typing.
 
-The mesh does the work (mesh/room_driver.py drives the room engine): a send goes to the
+The mesh does the work (mesh/node/room_driver.py drives the room engine): a send goes to the
 room's coordinator and is acknowledged once W replicas hold it; history comes from the
 room's replicas. This module ties that to the node's sessions: who is in which room here,
 and handing each pushed message or event to them.
@@ -10,12 +10,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from mesh import protocol
-from mesh.framing import encode_frame
-from mesh.room_requests import RoomRequests
-from mesh.rooms import RoomHub
-from mesh.session import Session
-from mesh.storage import SendResult, StoredMessage
+from mesh.node.doors.rooms import RoomHub
+from mesh.node.doors.session import Session
+from mesh.node.room_requests import RoomRequests
+from mesh.node.storage import SendResult, StoredMessage
+from mesh.wire import protocol
+from mesh.wire.framing import encode_frame
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, TypingNotice
 

@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from mesh import runtime
-from mesh.auth import issue_token, load_secret, parse_duration
-from mesh.client import ChatClient, ClientSettings
-from mesh.connection import NodeError, parse_servers
-from mesh.display_text import json_safe, terminal_safe
-from mesh.names import ROOM_NAME_RULE, USER_NAME_RULE, is_room_name, is_user_name
-from mesh.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
-from mesh.tls import client_context
+from mesh.client import runtime
+from mesh.client.chat_client import ChatClient, ClientSettings
+from mesh.client.connection import NodeError, parse_servers
+from mesh.client.tls import client_context
+from mesh.node.doors.auth import issue_token, load_secret, parse_duration
+from mesh.wire.display_text import json_safe, terminal_safe
+from mesh.wire.names import ROOM_NAME_RULE, USER_NAME_RULE, is_room_name, is_user_name
+from mesh.wire.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
 
 # Sends from stdin in flight at once: enough to fill the node's commit batches.
 SEND_WINDOW = 512

@@ -10,39 +10,40 @@ import re
 import signal
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 
-from mesh import cli_chat, cli_keys, runtime
-from mesh.allocator import bound_allocator_growth
-from mesh.auth import load_secret
-from mesh.config import ClientLimits, NodeConfig
-from mesh.connection import NodeConnection, NodeError, parse_servers
-from mesh.data_lock import DataDirInUseError, DataDirLock
-from mesh.identity import IdentityError
-from mesh.launcher import (
+from mesh.cli import chat as cli_chat
+from mesh.cli import keys as cli_keys
+from mesh.client import runtime
+from mesh.client.connection import NodeError, parse_servers
+from mesh.client.status import ask_first, fetch_status
+from mesh.local.certificates import prepare_local_tls
+from mesh.local.launcher import (
     LocalNode,
     check_data_dirs_free,
     plan_mesh,
     run_mesh,
     with_peer_keys,
 )
-from mesh.logs import configure_logging
-from mesh.node import Node
-from mesh.peer_security import parse_seed
-from mesh.protocol import (
-    ClientMessage,
-    NodeMessage,
+from mesh.node.allocator import bound_allocator_growth
+from mesh.node.config import ClientLimits, NodeConfig
+from mesh.node.data_lock import DataDirInUseError, DataDirLock
+from mesh.node.doors.auth import load_secret
+from mesh.node.identity import IdentityError
+from mesh.node.logs import configure_logging
+from mesh.node.node import Node
+from mesh.node.peer_security import parse_seed
+from mesh.node.storage import StorageError, StorageLostError
+from mesh.node.tls import server_context
+from mesh.wire.protocol import (
     Placement,
-    StatusReply,
-    StatusRequest,
     Where,
 )
-from mesh.storage import StorageError, StorageLostError
-from mesh.tls import CertificateFiles, prepare_local_tls, server_context
+from mesh.wire.tls import CertificateFiles
 from peers.keys import NodeKeyError
 from peers.limits import NODE_ID_LENGTH_MAX
 from peers.membership import MembershipConfig
@@ -475,49 +476,6 @@ def _with_tls(args: argparse.Namespace, mesh: list[LocalNode]) -> list[LocalNode
     return [replace(node, tls=certificates[node.node_id]) for node in mesh]
 
 
-async def fetch_status(
-    servers: list[tuple[str, int]],
-    token: str,
-    timeout_s: float,
-    ssl_context: ssl.SSLContext | None = None,
-) -> StatusReply:
-    """The status of the first node in `servers` that answers."""
-    reply = await _ask_first(
-        servers, token, timeout_s, lambda i: StatusRequest(request_id=i), ssl_context
-    )
-    assert isinstance(reply, StatusReply)
-    return reply
-
-
-async def _ask_first(
-    servers: list[tuple[str, int]],
-    token: str,
-    timeout_s: float,
-    build: Callable[[int], ClientMessage],
-    ssl_context: ssl.SSLContext | None = None,
-) -> NodeMessage:
-    """One request, answered by the first node in `servers` that can be reached."""
-    errors = []
-    for host, port in servers:
-        try:
-            connection = await NodeConnection.open(
-                host,
-                port,
-                token=token,
-                client_name="meshchat-cli",
-                timeout_s=timeout_s,
-                ssl_context=ssl_context,
-            )
-        except (OSError, TimeoutError) as error:
-            errors.append(f"{host}:{port}: {error or type(error).__name__}")
-            continue
-        try:
-            return await connection.request(build, timeout_s)
-        finally:
-            await connection.close()
-    raise ConnectionError("no node answered: " + "; ".join(errors))
-
-
 def _run_where(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     servers = parse_servers(args.server)
@@ -525,7 +483,7 @@ def _run_where(args: argparse.Namespace) -> int:
     tls = cli_chat.tls_client_context(args)
     try:
         reply = runtime.run(
-            _ask_first(
+            ask_first(
                 servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room), tls
             )
         )

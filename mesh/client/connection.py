@@ -11,10 +11,10 @@ import ssl
 from collections.abc import Callable
 from typing import Self
 
-from mesh import protocol
-from mesh.errors import ErrorCode
-from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
-from mesh.protocol import ErrorReply, Hello, NodeMessage, Welcome
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode
+from mesh.wire.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
+from mesh.wire.protocol import ErrorReply, Hello, NodeMessage, Welcome
 
 
 class NodeError(Exception):

@@ -1,6 +1,6 @@
 """The node's disk for the room driver: storage effects carried out on SQLite.
 
-Writes are queued in the order the engine asked for them (mesh/storage.py commits them in
+Writes are queued in the order the engine asked for them (mesh/node/storage.py commits them in
 batches, in that order); reads run as tasks this adapter owns. Each effect ends in one
 result: a StorageError is its failure, and so is anything unexpected (logged with its
 traceback, since that is a bug), so no request waits on a token for good.
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from mesh.storage import SendResult, Storage, StorageError
+from mesh.node.storage import SendResult, Storage, StorageError
 from router.effects import (
     DeleteHint,
     ExpireHints,

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from mesh import protocol
-from mesh.connection import NodeError, open_stream, read_node_frame
-from mesh.errors import ErrorCode
-from mesh.framing import encode_frame
-from mesh.protocol import (
+from mesh.client.connection import NodeError, open_stream, read_node_frame
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode
+from mesh.wire.framing import encode_frame
+from mesh.wire.pacing import TokenBucket
+from mesh.wire.protocol import (
     ErrorReply,
     Hello,
     History,
@@ -53,7 +54,6 @@ from mesh.protocol import (
     Welcome,
     Who,
 )
-from mesh.rate_limit import TokenBucket
 from router.message_ids import ORIGIN, earlier_by
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ sends shares it, so throughput is not one fsync per message while every acknowle
 is on disk. Reads use their own connection on their own thread; WAL lets them run while
 the writer commits. The schema has a version (PRAGMA user_version) and ordered migrations.
 A commit counts only if the database is still the file at its path: one deleted or replaced
-under the node fails the batch and every later write (mesh/database_file.py).
+under the node fails the batch and every later write (mesh/node/database_file.py).
 """
 
 import asyncio
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesh import database_file, hint_rows, late_rows
+from mesh.node import database_file, hint_rows, late_rows
 from router.digest import BUCKET_DIGITS, Digest, id_hash
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
 from router.records import MembershipChange, RoomMessage

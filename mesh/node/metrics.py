@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mesh.protocol import StatusReply
+from mesh.wire.protocol import StatusReply
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PEER_STATES = ("alive", "suspect", "dead", "left")

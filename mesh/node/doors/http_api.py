@@ -33,16 +33,16 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, Example, SecurityScheme
 from litestar.params import Parameter
 
-from mesh.auth import Authenticator, AuthError
-from mesh.chat import ChatService
-from mesh.config import ClientLimits
-from mesh.errors import ErrorCode
-from mesh.metrics import CONTENT_TYPE, NodeMetrics
-from mesh.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
-from mesh.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
-from mesh.rate_limit import UserSendLimits
-from mesh.room_requests import RoomUnavailableError
-from mesh.storage import StorageError, StorageOverloadedError, StoredMessage
+from mesh.node.config import ClientLimits
+from mesh.node.doors.auth import Authenticator, AuthError
+from mesh.node.doors.chat import ChatService
+from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.metrics import CONTENT_TYPE, NodeMetrics
+from mesh.node.room_requests import RoomUnavailableError
+from mesh.node.storage import StorageError, StorageOverloadedError, StoredMessage
+from mesh.wire.errors import ErrorCode
+from mesh.wire.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
+from mesh.wire.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.page_bytes import cut_to_bytes
 

@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesh.protocol import CLIENT_FRAME_BYTES_MAX
-from mesh.tls import CertificateFiles
+from mesh.wire.protocol import CLIENT_FRAME_BYTES_MAX
+from mesh.wire.tls import CertificateFiles
 from peers.membership import MembershipConfig
 from router.config import RouterConfig
 

@@ -1,4 +1,4 @@
-"""Send rates: a token bucket, and one bucket per user shared by all of a node's front doors.
+"""Send rates: one token bucket per user, shared by all of a node's front doors.
 
 A user's sends are limited across all their sessions on a node and across TCP and HTTP:
 opening more sessions, or posting over HTTP besides, buys no more rate. The node makes one
@@ -10,47 +10,14 @@ forgotten first, which at worst grants that user one more burst (counted).
 """
 
 import collections
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
+
+from mesh.wire.pacing import TokenBucket, retry_after_s
 
 # Users tracked at once: a node's session limit (ClientLimits.sessions_max), so every user
 # with a session open can be busy at the same time without being forgotten.
 USER_BUCKETS_MAX: Final = 10_000
-# The shortest wait told to a refused sender, and the grain waits are rounded up to: a
-# wait rounded down to 0 would invite an immediate retry that is refused again.
-RETRY_AFTER_S_MIN: Final = 0.001
-# Float rounding of `elapsed * rate` may leave a bucket a hair short of a token at the
-# moment it was told to be full; that sender must not be refused a second time.
-TOKEN_ROUNDING: Final = 1e-9
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    rate_per_s: float
-    burst: float
-    tokens: float = field(init=False)
-    updated_at: float | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        assert self.rate_per_s > 0 and self.burst >= 1
-        self.tokens = self.burst
-
-    def take(self, now: float) -> float:
-        """0.0 when a token was taken; otherwise the seconds until one will be there."""
-        if self.updated_at is not None:
-            elapsed = max(0.0, now - self.updated_at)
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
-        self.updated_at = now
-        if self.tokens >= 1.0 - TOKEN_ROUNDING:
-            self.tokens = max(0.0, self.tokens - 1.0)
-            return 0.0
-        return (1.0 - self.tokens) / self.rate_per_s
-
-
-def retry_after_s(wait_s: float) -> float:
-    """A wait as told to a client: rounded up to the millisecond, never 0."""
-    return max(RETRY_AFTER_S_MIN, math.ceil(wait_s * 1000) / 1000)
 
 
 @dataclass(slots=True)

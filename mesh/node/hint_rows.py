@@ -1,7 +1,7 @@
 """Hints in SQLite: copies this node holds for a replica that was down, until handed over.
 
 They live in their own table, apart from the rooms this node replicates, and are written
-in the same batched transactions as messages (mesh/storage.py), so a stand-in that
+in the same batched transactions as messages (mesh/node/storage.py), so a stand-in that
 acknowledged a hint has it on disk and still holds it after a restart.
 """
 

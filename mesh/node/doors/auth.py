@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import jwt
 
-from mesh.names import USER_NAME_RULE, is_user_name
+from mesh.wire.names import USER_NAME_RULE, is_user_name
 
 ALGORITHM: Final = "HS256"
 # Secrets shorter than this are guessable; HS256 wants at least its own 256 bits.

@@ -1,6 +1,6 @@
 """The rooms' live side on this node: which sessions are in which room, and who is present."""
 
-from mesh.session import Session
+from mesh.node.doors.session import Session
 
 
 class RoomHub:

@@ -14,14 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh import protocol
-from mesh.auth import Authenticator, AuthError
-from mesh.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
-from mesh.config import ClientLimits
-from mesh.display_text import terminal_safe
-from mesh.errors import ErrorCode, ProtocolError
-from mesh.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
-from mesh.protocol import (
+from mesh.node.config import ClientLimits
+from mesh.node.doors.auth import Authenticator, AuthError
+from mesh.node.doors.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
+from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.session import Session
+from mesh.node.room_requests import RoomUnavailableError
+from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
+from mesh.wire import protocol
+from mesh.wire.display_text import terminal_safe
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
+from mesh.wire.protocol import (
     ErrorReply,
     Hello,
     History,
@@ -45,10 +49,6 @@ from mesh.protocol import (
     Where,
     Who,
 )
-from mesh.rate_limit import UserSendLimits
-from mesh.room_requests import RoomUnavailableError
-from mesh.session import Session
-from mesh.storage import SendResult, StorageError, StorageOverloadedError
 from router.page_bytes import MESSAGE_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)

@@ -1,24 +1,15 @@
-"""TLS for the client port and the HTTP API: contexts, failed handshakes, a local CA.
+"""A local certificate authority for `meshchat up --tls`: no set-up needed.
 
-A node given a certificate and key serves both client-facing ports on TLS 1.2 or later.
-A failed handshake (a plaintext client, garbage, a client that does not trust us) closes
-only that connection; it is counted, and logged without a traceback (the first ones, then
-one in every thousand).
-`meshchat up --tls` needs no set-up: it makes a local certificate authority and one
-certificate per node in its data dir, and keeps them.
+It makes a CA and one certificate per node in the mesh's data dir, and keeps them while
+they are good; clients are given the CA file.
 """
 
 import datetime
 import ipaddress
 import logging
 import os
-import re
 import socket
-import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -26,14 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mesh.wire.tls import CertificateFiles, TlsError
+
 log = logging.getLogger(__name__)
 
-# TLS 1.0 and 1.1 are broken and withdrawn (RFC 8996); every client we support has 1.2.
-TLS_VERSION_MIN = ssl.TLSVersion.TLSv1_2
-# Log the first failed handshakes one by one, then only every Nth, so a port scan or a
-# misconfigured client retrying in a loop cannot flood the log.
-HANDSHAKE_FAILURES_LOGGED_FIRST = 10
-HANDSHAKE_FAILURE_LOG_EVERY = 1000
 # The local CA lives long (its file is what clients are configured with); node
 # certificates stay within the 825 days that some TLS clients accept at most.
 CA_VALIDITY = datetime.timedelta(days=3650)
@@ -45,109 +32,6 @@ CLOCK_SLACK = datetime.timedelta(minutes=5)
 CA_COMMON_NAME = "meshchat local CA"
 LOCALHOST = "localhost"
 PRIVATE_KEY_MODE = 0o600
-
-
-class TlsError(ValueError):
-    """A certificate, key or CA file that cannot be used; the message names the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateFiles:
-    """A PEM certificate and its PEM private key."""
-
-    cert: Path
-    key: Path
-
-
-# ---- contexts ----
-
-
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """The context of a node's client port and HTTP API; a bad file raises TlsError."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = TLS_VERSION_MIN
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except FileNotFoundError as error:
-        raise TlsError(f"{error.filename}: no such file") from error
-    except (ssl.SSLError, OSError) as error:
-        raise TlsError(
-            f"--tls-cert {cert_file} / --tls-key {key_file}: not a PEM certificate and its "
-            f"key ({_describe(error)})"
-        ) from error
-    return context
-
-
-def client_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A client's context: the node's certificate must chain to `ca_file` (or, without it,
-    to the system's CAs) and name the host the client connects to."""
-    try:
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=None if ca_file is None else str(ca_file)
-        )
-    except FileNotFoundError as error:
-        raise TlsError(f"--ca-file {ca_file}: no such file") from error
-    except (ssl.SSLError, OSError) as error:
-        raise TlsError(
-            f"--ca-file {ca_file}: not a PEM certificate ({_describe(error)})"
-        ) from error
-    context.minimum_version = TLS_VERSION_MIN
-    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
-    return context
-
-
-def _describe(error: OSError) -> str:
-    """OpenSSL's reason in words, without the C source location."""
-    if isinstance(error, ssl.SSLError) and error.reason:
-        return str(error.reason).lower().replace("_", " ")
-    text = error.strerror or str(error) or type(error).__name__
-    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
-
-
-# ---- a node's side ----
-
-
-class ServerTls:
-    """A node's TLS on its client port and HTTP API: one context, and the handshakes that
-    failed on it (a plaintext client, garbage, a client that does not trust us)."""
-
-    def __init__(self, files: CertificateFiles, handshake_timeout_s: float) -> None:
-        assert handshake_timeout_s > 0
-        self.context = server_context(files.cert, files.key)
-        self.context.sslobject_class = _watched_ssl_object(self._handshake_failed)
-        self.handshake_timeout_s = handshake_timeout_s
-        self.handshake_failures = 0
-
-    def server_options(self) -> dict[str, Any]:
-        """What `asyncio.start_server` needs to serve on TLS."""
-        return {"ssl": self.context, "ssl_handshake_timeout": self.handshake_timeout_s}
-
-    def _handshake_failed(self, error: ssl.SSLError) -> None:
-        self.handshake_failures += 1
-        count = self.handshake_failures
-        if count <= HANDSHAKE_FAILURES_LOGGED_FIRST or count % HANDSHAKE_FAILURE_LOG_EVERY == 0:
-            log.info("client connection: TLS handshake failed (#%d): %s", count, _describe(error))
-
-
-def _watched_ssl_object(on_failure: Callable[[ssl.SSLError], None]) -> type[ssl.SSLObject]:
-    """An SSLObject class that reports a failed handshake before the event loop closes the
-    connection: asyncio and uvloop both drive the handshake through `do_handshake`, and
-    neither tells the application when it fails (they only log it at DEBUG)."""
-
-    class WatchedSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            try:
-                super().do_handshake()
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise  # the handshake goes on when more bytes arrive
-            except ssl.SSLError as error:
-                on_failure(error)
-                raise
-
-    return WatchedSSLObject
-
-
-# ---- a local certificate authority for `meshchat up --tls` ----
 
 
 def prepare_local_tls(

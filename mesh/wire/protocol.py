@@ -10,8 +10,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from mesh.errors import ErrorCode, ProtocolError
-from mesh.names import ROOM_NAME_LENGTH_MAX, ROOM_NAME_PATTERN
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.names import ROOM_NAME_LENGTH_MAX, ROOM_NAME_PATTERN
 from router.message_ids import MESSAGE_ID_PATTERN
 
 PROTOCOL_VERSION: Final = 1

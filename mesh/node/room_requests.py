@@ -9,9 +9,9 @@ import asyncio
 import itertools
 import logging
 
-from mesh.errors import ErrorCode
-from mesh.room_driver import RoomDriver, trace
-from mesh.storage import SendResult
+from mesh.node.room_driver import RoomDriver, trace
+from mesh.node.storage import SendResult
+from mesh.wire.errors import ErrorCode
 from router.effects import Acked, Outcome, Page, Ready, Refused, Rooms, Users
 from router.events import (
     AnnounceEvent,

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from mesh.data_lock import DataDirLock
-from mesh.tls import CertificateFiles
+from mesh.node.data_lock import DataDirLock
+from mesh.wire.tls import CertificateFiles
 from peers.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, ensure_node_key
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The meshchat command line."""

@@ -1,0 +1,1 @@
+"""Local meshes: node processes started on this machine, for `meshchat up`, tests and benchmarks."""

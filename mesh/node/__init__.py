@@ -1,0 +1,1 @@
+"""The node: the room driver and its disk, storage, the peer codec, config, metrics."""
