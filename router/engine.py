@@ -9,7 +9,7 @@ each in its own module, none calling another:
 - quorum_reads.py: pages read from R replicas, merged, replicas repaired;
 - fan_out.py: events pushed to every interested node;
 - subscriptions.py: this node's rooms: registrations, pushes, catch-ups;
-- who.py, handoff.py, anti_entropy.py, memberships.py: presence, hints, repair, rooms of users.
+- who.py, handoff.py, anti_entropy.py, user_rooms.py: presence, hints, repair, users' rooms.
 A role returns effects and internal events (router/internal_events.py); the engine hands
 each internal event to the role it is for, and remembers which role issued each storage
 token, so the end of a storage effect goes back to it. Its only clock is the `now` given.
@@ -89,7 +89,6 @@ from router.internal_events import (
     WithdrawHere,
 )
 from router.limits import EPOCH_NUMBERS
-from router.memberships import Memberships, ring_key
 from router.message_ids import MessageId, is_message_id
 from router.node_clock import NodeClock
 from router.placement import Placement
@@ -99,6 +98,7 @@ from router.replica import Replica
 from router.role_context import RoleContext
 from router.stats import EngineStatistics
 from router.subscriptions import Subscriptions
+from router.user_rooms import UserRooms, ring_key
 from router.who import WhoIsThere
 from router.wire import (
     LATE_MESSAGES_MAX,
@@ -153,7 +153,7 @@ class _Role(enum.Enum):
     READS = "reads"
     HANDOFF = "handoff"
     ANTI_ENTROPY = "anti-entropy"
-    MEMBERSHIPS = "memberships"
+    USER_ROOMS = "user rooms"
     OTHER = "other"  # issues no storage effects
 
 
@@ -197,7 +197,7 @@ class RoomEngine:
             lambda room: node_id in placement.preference_list(room),
             config.anti_entropy_messages_per_s,
         )
-        self.memberships = Memberships(
+        self.user_rooms = UserRooms(
             node_id,
             config,
             numbers,
@@ -252,11 +252,11 @@ class RoomEngine:
                 steps = self._who.ask(ticket, room, now)
             case RecordMembership(ticket, change):
                 # Kept here and with the user's nodes; Ready once on this disk.
-                steps = self.memberships.record(ticket, change, now)
-                return self._run(_Role.MEMBERSHIPS, steps, now)
+                steps = self.user_rooms.record(ticket, change, now)
+                return self._run(_Role.USER_ROOMS, steps, now)
             case RoomsOf(ticket, user):
-                steps = self.memberships.lookup(ticket, user, now)
-                return self._run(_Role.MEMBERSHIPS, steps, now)
+                steps = self.user_rooms.lookup(ticket, user, now)
+                return self._run(_Role.USER_ROOMS, steps, now)
             case _:
                 raise AssertionError(f"not an engine event: {event!r}")
         return self._run(_Role.OTHER, steps, now)
@@ -338,8 +338,8 @@ class RoomEngine:
                 steps = self._hints_done(effect, result, now)
             case _Role.ANTI_ENTROPY:
                 steps = self._anti_entropy_done(effect, result)
-            case _Role.MEMBERSHIPS:
-                steps = self._memberships_done(effect, result)
+            case _Role.USER_ROOMS:
+                steps = self._user_rooms_done(effect, result)
             case _:
                 raise AssertionError(f"{role} issued no storage token")
         return self._run(role, steps, now)
@@ -386,15 +386,15 @@ class RoomEngine:
                 return anti_entropy.abandon(effect.token)  # type: ignore[union-attr]
         raise AssertionError(f"{type(result).__name__} cannot end {type(effect).__name__}")
 
-    def _memberships_done(self, effect: StorageEffect, result: StorageResult) -> Sequence[Step]:
-        memberships = self.memberships
+    def _user_rooms_done(self, effect: StorageEffect, result: StorageResult) -> Sequence[Step]:
+        user_rooms = self.user_rooms
         match effect, result:
             case (StoreMembership(token), Done() | StorageFailed()):
-                return memberships.stored(token, isinstance(result, Done))
+                return user_rooms.stored(token, isinstance(result, Done))
             case (LoadMemberships(token), MembershipsLoaded(changes)):
-                return memberships.loaded(token, changes)
+                return user_rooms.loaded(token, changes)
             case (LoadMemberships(token), StorageFailed()):
-                return memberships.loaded(token, None)
+                return user_rooms.loaded(token, None)
         raise AssertionError(f"{type(result).__name__} cannot end {type(effect).__name__}")
 
     # ---- peer messages ----
@@ -443,7 +443,7 @@ class RoomEngine:
             case DigestOffer() | DigestDiff() | IdPage() | Want():
                 return _Role.ANTI_ENTROPY, self.anti_entropy.handle(sender, message)
             case MembershipUpdate() | MembershipAck() | MembershipQuery() | MembershipReply():
-                return _Role.MEMBERSHIPS, self.memberships.handle(sender, message)
+                return _Role.USER_ROOMS, self.user_rooms.handle(sender, message)
             case WhoRequest():
                 return _Role.OTHER, self._who.answer(sender, message)
             case WhoReply():
@@ -497,7 +497,7 @@ class RoomEngine:
         steps += self._subscriptions.acknowledge_pushes()
         steps += self._fan_out.retransmit(now)
         effects += self._run(_Role.OTHER, steps, now)
-        effects += self._run(_Role.MEMBERSHIPS, self.memberships.tick(now), now)
+        effects += self._run(_Role.USER_ROOMS, self.user_rooms.tick(now), now)
         if self._placement.joined:
             effects += self._run(_Role.OTHER, self._fan_out.announce_waiting(now), now)
             effects += self._run(_Role.ANTI_ENTROPY, self.anti_entropy.tick(now), now)
@@ -546,7 +546,7 @@ class RoomEngine:
     def statistics(self) -> dict[str, int]:
         """The engine's counters and gauges, by the names the node publishes them under."""
         stats, handoff = self.stats, self.handoff.stats
-        anti_entropy, memberships = self.anti_entropy.stats, self.memberships.stats
+        anti_entropy, user_rooms = self.anti_entropy.stats, self.user_rooms.stats
         return {
             "writes_coordinated": stats.writes_coordinated,
             "writes_acknowledged": stats.writes_acknowledged,
@@ -571,8 +571,8 @@ class RoomEngine:
             "anti_entropy_buckets_compared": anti_entropy.buckets_compared,
             "anti_entropy_messages_sent": anti_entropy.messages_sent,
             "anti_entropy_messages_deferred": anti_entropy.messages_deferred,
-            "memberships_spread": memberships.changes_spread,
-            "memberships_spread_abandoned": memberships.spreads_abandoned,
+            "memberships_spread": user_rooms.changes_spread,
+            "memberships_spread_abandoned": user_rooms.spreads_abandoned,
             "storage_tokens_waiting": len(self._tokens),
         }
 

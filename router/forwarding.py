@@ -10,8 +10,7 @@ from router.error_codes import ErrorCode
 from router.internal_events import Coordinate, Step
 from router.role_context import RoleContext
 from router.wire import Forward, ForwardReply
-from router.writes import Forward as PendingForward
-from router.writes import LocalOrigin, SendRequest
+from router.writes import LocalOrigin, PendingForward, SendRequest
 
 
 class Forwarding:

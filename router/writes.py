@@ -42,7 +42,7 @@ class SendRequest:
 
 
 @dataclass(slots=True)
-class Forward:
+class PendingForward:
     """A send this node, as gateway, handed to the room's coordinator."""
 
     ticket: int

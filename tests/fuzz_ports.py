@@ -58,8 +58,7 @@ from mesh.client.connection import NodeConnection, NodeError
 from mesh.client.status import fetch_status
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import issue_token
-from mesh.node.peer_codec import decode_node_message as decode_peer_frame
-from mesh.node.peer_codec import encode_node_message
+from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode, ProtocolError
 from mesh.wire.framing import HEADER, encode_frame, read_frame
@@ -1161,9 +1160,7 @@ class PeerPortFuzzer:
     def _heartbeat(self, gossip: Sequence[MemberRecord] = (), suspects_you: bool = False) -> bytes:
         self._sequence += 1
         self.heartbeats_sent += 1
-        return encode_node_message(
-            Heartbeat(self.record, self._sequence, list(gossip), suspects_you)
-        )
+        return encode_peer_frame(Heartbeat(self.record, self._sequence, list(gossip), suspects_you))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -1184,7 +1181,7 @@ class PeerPortFuzzer:
                 continue
             answer = _member_answer(message)
             if answer is not None:
-                await self._dealer.send(encode_node_message(answer))
+                await self._dealer.send(encode_peer_frame(answer))
                 self.messages_sent += 1
 
     async def run(self, frames: int) -> None:

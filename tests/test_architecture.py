@@ -28,7 +28,7 @@ ROLES = (
     "router.who",
     "router.handoff",
     "router.anti_entropy",
-    "router.memberships",
+    "router.user_rooms",
 )
 
 # (package, what it may import of the project besides itself)

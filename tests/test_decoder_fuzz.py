@@ -226,14 +226,14 @@ def test_client_framing_raises_only_its_own_errors(tail: bytes, length: int) -> 
 @fuzz_settings
 @given(msgpack_frames(PEER_CORPUS, PEER_FRAME_BYTES_MAX))
 def test_peer_frames_raise_only_peer_decode_errors(frame: bytes) -> None:
-    only_raises(PeerDecodeError, peer_codec.decode_node_message, frame)
+    only_raises(PeerDecodeError, peer_codec.decode_peer_frame, frame)
     only_raises(PeerDecodeError, decode_peer_message, frame)
 
 
 DECODERS: list[tuple[str, Callable[[bytes], Any], type[Exception]]] = [
     ("client", protocol.decode_client_message, ProtocolError),
     ("node", protocol.decode_node_message, protocol.NodeReplyError),
-    ("peer", peer_codec.decode_node_message, PeerDecodeError),
+    ("peer", peer_codec.decode_peer_frame, PeerDecodeError),
     ("membership", decode_peer_message, PeerDecodeError),
 ]
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesh.node.doors.chat import to_wire
-from mesh.node.peer_codec import encode_node_message
+from mesh.node.peer_codec import encode_peer_frame
 from mesh.node.storage import Storage, StoredMessage
 from mesh.wire import protocol
 from peers.limits import PEER_FRAME_BYTES_MAX
@@ -223,7 +223,7 @@ def test_a_replica_cuts_its_read_reply_to_fit_the_peer_frame(forward: bool) -> N
     (effect,) = engine.handle(StorageDone(load, Loaded(page, False, late)), 1.0)
     assert isinstance(effect, SendPeer) and isinstance(effect.message, ReadReply)
     reply = effect.message
-    assert len(encode_node_message(reply)) < PEER_FRAME_BYTES_MAX
+    assert len(encode_peer_frame(reply)) < PEER_FRAME_BYTES_MAX
     assert reply.more, "a page cut short by bytes says so"
     assert 1 <= len(reply.messages) < len(page)
     expected = page[: len(reply.messages)] if forward else page[-len(reply.messages) :]

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import zmq
 
-from mesh.node.peer_codec import encode_node_message
+from mesh.node.peer_codec import encode_peer_frame
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.records import RoomMessage
@@ -73,7 +73,7 @@ class PeerActor:
     def send(self, *messages: object) -> None:
         for message in messages:
             frame = (
-                message if isinstance(message, bytes) else encode_node_message(message)  # type: ignore[arg-type]
+                message if isinstance(message, bytes) else encode_peer_frame(message)  # type: ignore[arg-type]
             )
             self.dealer.send(frame)
 

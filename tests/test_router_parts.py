@@ -13,10 +13,10 @@ from router.config import RouterConfig
 from router.effects import Acked, DeleteHint, LoadHints, SendPeer
 from router.handoff import HintedHandoff
 from router.interest import InterestTable
-from router.memberships import rooms_joined
 from router.message_ids import ORIGIN, at_time, earlier_by, is_message_id
 from router.reads import ReplicaPage, merge_pages
 from router.records import MembershipChange, RoomMessage
+from router.user_rooms import rooms_joined
 from router.wire import Posted, Replicate
 from router.writes import LocalOrigin, Write
 

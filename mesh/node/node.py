@@ -23,7 +23,7 @@ from mesh.node.doors.rooms import RoomHub
 from mesh.node.identity import next_incarnation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.peer_book import load_peer_addresses, save_peer_addresses
-from mesh.node.peer_codec import decode_node_message, encode_node_message
+from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
 from mesh.node.peer_security import PeerKeys, describe_security, load_security, parse_seed
 from mesh.node.room_driver import RoomDriver, members_changed
 from mesh.node.room_requests import PendingTickets, RoomRequests
@@ -136,6 +136,37 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then leave the mesh cleanly."""
+        server, http_listener = await self._open()
+        self._join_mesh()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                loops = [
+                    tasks.create_task(self._receive_loop(), name="peer-receive"),
+                    tasks.create_task(self._tick_loop(), name="membership-tick"),
+                    tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
+                    tasks.create_task(self._refresh_hint_summary(), name="hint-summary"),
+                    tasks.create_task(self._reload_trusted_keys(), name="trusted-keys"),
+                    tasks.create_task(self._watch_data_dir(stop), name="data-dir-watch"),
+                ]
+                http_stop = asyncio.Event()
+                http = None
+                if http_listener is not None:
+                    http = tasks.create_task(
+                        self._serve_http(http_listener, http_stop), name="http"
+                    )
+                await stop.wait()
+                for loop in loops:
+                    loop.cancel()
+                http_stop.set()
+                if http is not None:
+                    await http
+        finally:
+            await self._close(server)
+        if self.data_dir_lost is not None:
+            raise StorageLostError(self.data_dir_lost)
+
+    async def _open(self) -> tuple[asyncio.Server, "socket.socket | None"]:
+        """Bind every port and open storage; on any failure undo what was done."""
         config = self.config
         self.transport.bind()
         http_listener = None
@@ -165,19 +196,22 @@ class Node:
             if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
                 raise PortInUseError(config.host, config.client_port) from error
             raise
-        incarnation = self.incarnation
+        return server, http_listener
+
+    def _join_mesh(self) -> None:
+        """Start membership from the seeds and the peer book, and say how the node runs."""
+        config = self.config
         remembered = load_peer_addresses(config.data_dir)
         seeds = self._seed_addresses(remembered)
         # A book it cannot use (plain addresses from before CURVE) still says the node was
         # part of a mesh: it must not act alone, and its peers will find it.
         self.engine.expect_peers(bool(config.seeds or remembered))
         security = self.peer_keys.security
-        started_at = time.monotonic()
         self.membership = Membership(
-            own=MemberRecord(config.node_id, config.peer_address, incarnation),
+            own=MemberRecord(config.node_id, config.peer_address, self.incarnation),
             seeds=tuple(dict.fromkeys(seeds)),
             config=config.membership,
-            now=started_at,
+            now=time.monotonic(),
             wall_offset_ms=_wall_offset_ms(),
             trusted=None if security is None else security.trusted.nodes(),
         )
@@ -187,60 +221,42 @@ class Node:
             config.peer_address,
             config.host,
             config.client_port,
-            incarnation,
+            self.incarnation,
             ", ".join(config.seeds) or "none",
             len(remembered),
         )
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                loops = [
-                    tasks.create_task(self._receive_loop(), name="peer-receive"),
-                    tasks.create_task(self._tick_loop(), name="membership-tick"),
-                    tasks.create_task(self.transport.watch_handshakes(), name="peer-monitor"),
-                    tasks.create_task(self._refresh_hint_summary(), name="hint-summary"),
-                    tasks.create_task(self._reload_trusted_keys(), name="trusted-keys"),
-                    tasks.create_task(self._watch_data_dir(stop), name="data-dir-watch"),
-                ]
-                http_stop = asyncio.Event()
-                if http_listener is not None:
-                    self.http_backend = HttpBackend(
-                        config.node_id,
-                        self.chat,
-                        self.authenticator,
-                        config.client_limits,
-                        lambda: self.status(0),
-                        self.metrics,
-                        self.send_limits,
-                    )
-                    app = build_app(self.http_backend)
-                    tls = None if self.client_tls is None else self.client_tls.context
-                    http = tasks.create_task(
-                        serve_http(app, http_listener, http_stop, tls), name="http"
-                    )
-                    scheme = "http" if tls is None else "https"
-                    log.info("HTTP API on %s://%s:%d/v1", scheme, config.host, config.http_port)
-                await stop.wait()
-                for loop in loops:
-                    loop.cancel()
-                http_stop.set()
-                if http_listener is not None:
-                    await http
-        finally:
-            server.close()
-            await self.gateway.close_sessions()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await server.wait_closed()
-            if self.data_dir_lost is None:  # else the dir may be gone: recreate nothing
-                save_peer_addresses(config.data_dir, self._peer_book())
-            self.pending.close()
-            await self.disk.close()
-            await self._announce_leave()
-            await self.transport.close()
-            await self.storage.close()
-            log.info("node stopped")
-        if self.data_dir_lost is not None:
-            raise StorageLostError(self.data_dir_lost)
+
+    async def _serve_http(self, listener: "socket.socket", stop: asyncio.Event) -> None:
+        config = self.config
+        self.http_backend = HttpBackend(
+            config.node_id,
+            self.chat,
+            self.authenticator,
+            config.client_limits,
+            lambda: self.status(0),
+            self.metrics,
+            self.send_limits,
+        )
+        tls = None if self.client_tls is None else self.client_tls.context
+        scheme = "http" if tls is None else "https"
+        log.info("HTTP API on %s://%s:%d/v1", scheme, config.host, config.http_port)
+        await serve_http(build_app(self.http_backend), listener, stop, tls)
+
+    async def _close(self, server: asyncio.Server) -> None:
+        """Close the doors, save the peer book, tell the peers, close storage."""
+        server.close()
+        await self.gateway.close_sessions()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await server.wait_closed()
+        if self.data_dir_lost is None:  # else the dir may be gone: recreate nothing
+            save_peer_addresses(self.config.data_dir, self._peer_book())
+        self.pending.close()
+        await self.disk.close()
+        await self._announce_leave()
+        await self.transport.close()
+        await self.storage.close()
+        log.info("node stopped")
 
     async def _watch_data_dir(self, stop: asyncio.Event) -> None:
         """Stop the node once its database or lock file is deleted or replaced: it must not
@@ -260,7 +276,7 @@ class Node:
         """Tell every peer we are leaving, retrying briefly where no connection is up yet."""
         assert self.membership is not None
         pending = [
-            (effect.address, encode_node_message(effect.message), effect.node_id)
+            (effect.address, encode_peer_frame(effect.message), effect.node_id)
             for effect in self.membership.leave(time.monotonic())
             if isinstance(effect, SendTo)
         ]
@@ -401,7 +417,7 @@ class Node:
                 continue
             sender_id, frame = received
             try:
-                message = decode_node_message(frame)
+                message = decode_peer_frame(frame)
             except PeerDecodeError as error:
                 self._reject(f"from {sender_id[:64]!r}: {error}")
                 continue
@@ -447,7 +463,7 @@ class Node:
         """The room driver's wire: a room message to a member, if it has an address."""
         address = self._addresses.get(node)
         if address is not None:
-            frame = encode_node_message(message)
+            frame = encode_peer_frame(message)
             self.transport.send(address, frame, self.peer_keys.key_for_node(node))
 
     def _seed_addresses(self, remembered: list[str]) -> list[str]:
@@ -524,7 +540,7 @@ class Node:
             match effect:
                 case SendTo(address, message, node_id):
                     key = self.peer_keys.key_for(node_id, address)
-                    self.transport.send(address, encode_node_message(message), key)
+                    self.transport.send(address, encode_peer_frame(message), key)
                 case StateChanged() as change:
                     members_changed = True
                     if change.new_incarnation:

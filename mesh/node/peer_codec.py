@@ -11,10 +11,10 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[NodeMessage] = msgspec.msgpack.Decoder(NodeMessage)
 
 
-def encode_node_message(message: PeerMessage | RouterMessage) -> bytes:
+def encode_peer_frame(message: PeerMessage | RouterMessage) -> bytes:
     return _encoder.encode(message)
 
 
-def decode_node_message(frame: bytes) -> NodeMessage:
+def decode_peer_frame(frame: bytes) -> NodeMessage:
     """Decode one frame, or raise PeerDecodeError; never anything else."""
     return decode_bounded(_decoder, frame)

@@ -59,7 +59,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     hint_rows.SCHEMA,
     late_rows.SCHEMA,
     # Room memberships keep leaves too, so that the latest change wins wherever it is
-    # merged (router/memberships.py).
+    # merged (router/user_rooms.py).
     """
     ALTER TABLE room_members RENAME COLUMN joined_at_ms TO changed_at_ms;
     ALTER TABLE room_members ADD COLUMN joined INTEGER NOT NULL DEFAULT 1;

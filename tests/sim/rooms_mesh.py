@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mesh.client.chat_client import RESUME_MARGIN_MS
-from mesh.node.peer_codec import decode_node_message, encode_node_message
+from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
 from mesh.node.room_driver import RoomDriver, members_changed
 from peers.membership import Effect as MembershipEffect
 from peers.membership import Membership, MembershipConfig, SendTo, StateChanged
@@ -343,7 +343,7 @@ class SimulatedRooms(SimulatedWorld):
             assert isinstance(payload, tuple)
             origin, frame = payload
             self.witness(frame)
-            message = decode_node_message(frame)
+            message = decode_peer_frame(frame)
             if isinstance(message, Heartbeat | Leave):
                 self._membership_effects(node, membership.handle_message(message, self.now))
             else:
@@ -372,7 +372,7 @@ class SimulatedRooms(SimulatedWorld):
             if isinstance(effect, SendTo):
                 target = self._by_address.get(effect.address)
                 if target is not None:
-                    self._transmit(node.node_id, target, encode_node_message(effect.message))
+                    self._transmit(node.node_id, target, encode_peer_frame(effect.message))
             elif isinstance(effect, StateChanged):
                 changed = True
         if changed:
@@ -459,7 +459,7 @@ class _NodeShell:
     node: SimNode
 
     def send_to(self, node: str, message: RouterMessage) -> None:
-        self.world._transmit(self.node.node_id, node, encode_node_message(message))
+        self.world._transmit(self.node.node_id, node, encode_peer_frame(message))
 
     def deliver_message(self, message: RoomMessage) -> None:
         self.world._delivered(self.node, message)

@@ -89,7 +89,7 @@ class _ForLookup:
 
 
 @dataclass(slots=True)
-class MembershipStatistics:
+class UserRoomsStatistics:
     changes_recorded: int = 0
     changes_spread: int = 0
     spreads_abandoned: int = 0
@@ -97,12 +97,12 @@ class MembershipStatistics:
 
 
 @dataclass(slots=True)
-class Memberships:
+class UserRooms:
     node_id: str
     config: RouterConfig
     numbers: Iterator[int]
     user_nodes: Callable[[str], list[str]]  # the user's live nodes (none while joining)
-    stats: MembershipStatistics = field(default_factory=MembershipStatistics)
+    stats: UserRoomsStatistics = field(default_factory=UserRoomsStatistics)
     _tokens: dict[int, _ForChange | _ForLookup] = field(default_factory=dict)
     _spreading: dict[int, _Spread] = field(default_factory=dict)  # request id -> spread
     _lookups: dict[int, _Lookup] = field(default_factory=dict)  # request id -> lookup
