@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from router.digest import Digest, bucket_bounds, differing
 from router.effects import Effect, ListRooms, LoadDigest, LoadIds, LoadMessages, SendPeer
+from router.limits import BUCKETS_PER_ROUND
 from router.records import RoomMessage
 from router.wire import (
     DIGEST_BUCKETS_MAX,
@@ -33,9 +34,6 @@ from router.wire import (
     Replicate,
     Want,
 )
-
-# Differing buckets compared per round; the rest wait for the room's next round.
-BUCKETS_PER_ROUND = 8
 
 
 @dataclass(frozen=True, slots=True)

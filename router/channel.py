@@ -10,12 +10,9 @@ duplicates and reordering on the network never reach a session as a gap or a rep
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
 
+from router.limits import EARLY_EVENTS_MAX
 from router.wire import Push, RoomEvent
-
-# Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
-EARLY_EVENTS_MAX: Final = 4096
 
 
 @dataclass(slots=True)

@@ -14,16 +14,9 @@ from dataclasses import dataclass, field
 
 from router.config import RouterConfig
 from router.effects import DeleteHint, Effect, ExpireHints, LoadHints, SendPeer, Warn
+from router.limits import EXPIRE_INTERVAL_S, REPLAY_INTERVAL_S, REPLAY_TIMEOUT_S
 from router.records import RoomMessage
 from router.wire import Replicate
-
-# How often an owner with no hints left is looked at again, and how often the bounds
-# are applied. An owner with hints gets its next batch as soon as the last one is
-# acknowledged, as the replay rate allows.
-REPLAY_INTERVAL_S = 0.5
-EXPIRE_INTERVAL_S = 10.0
-# A replayed hint not acknowledged by then is sent again in a later batch.
-REPLAY_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)

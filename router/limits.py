@@ -29,3 +29,19 @@ PUSH_RETRIES_PER_TICK: Final = 256
 # Push streams one start may open, as the low part of their epoch (epoch * this + count):
 # a stream reopened to a node that came back must look newer than the one it replaces.
 STREAMS_PER_EPOCH: Final = 1024
+# How often an owner with no hints left is looked at again, and how often the bounds
+# are applied. An owner with hints gets its next batch as soon as the last one is
+# acknowledged, as the replay rate allows.
+REPLAY_INTERVAL_S: Final = 0.5
+EXPIRE_INTERVAL_S: Final = 10.0
+# A replayed hint not acknowledged by then is sent again in a later batch.
+REPLAY_TIMEOUT_S: Final = 5.0
+# Differing buckets compared per round; the rest wait for the room's next round.
+BUCKETS_PER_ROUND: Final = 8
+# A change not acknowledged by one of the user's nodes is sent again this many times
+# (every retry interval) before that node is left out.
+SPREAD_ATTEMPTS_MAX: Final = 20
+# Changes being spread at once; past it the oldest is left to the gateway's own copy.
+SPREADING_MAX: Final = 10_000
+# Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
+EARLY_EVENTS_MAX: Final = 4096

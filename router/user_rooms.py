@@ -24,6 +24,7 @@ from router.effects import (
     StoreMembership,
 )
 from router.error_codes import ErrorCode
+from router.limits import SPREAD_ATTEMPTS_MAX, SPREADING_MAX
 from router.records import MembershipChange
 from router.wire import (
     MEMBERSHIPS_MAX,
@@ -32,12 +33,6 @@ from router.wire import (
     MembershipReply,
     MembershipUpdate,
 )
-
-# A change not acknowledged by one of the user's nodes is sent again this many times
-# (every retry interval) before that node is left out.
-SPREAD_ATTEMPTS_MAX = 20
-# Changes being spread at once; past it the oldest is left to the gateway's own copy.
-SPREADING_MAX = 10_000
 
 
 def ring_key(user: str) -> str:
