@@ -80,6 +80,7 @@ from router.internal_events import (
     ClientRead,
     Coordinate,
     DeliverHere,
+    InternalEvent,
     Publish,
     ReadDone,
     ReadWanted,
@@ -130,6 +131,8 @@ from router.writes import RemoteOrigin, SendRequest
 
 __all__ = ["EngineStatistics", "Health", "RoomEngine"]
 
+# Storage effects with a token, whose end goes back to the role that asked (a DeleteHint
+# ends with no one waiting).
 TOKEN_EFFECTS = (
     Store,
     StoreHint,
@@ -142,6 +145,20 @@ TOKEN_EFFECTS = (
     LoadIds,
     StoreMembership,
     LoadMemberships,
+)
+
+
+# router/internal_events.py InternalEvent, as a tuple for isinstance on the hot path.
+INTERNAL_EVENTS = (
+    Coordinate,
+    Publish,
+    AnnounceLate,
+    DeliverHere,
+    Repair,
+    ReadWanted,
+    ReadDone,
+    RegisterHere,
+    WithdrawHere,
 )
 
 
@@ -268,35 +285,40 @@ class RoomEngine:
         in order; each storage token is noted with the role that issued it."""
         effects: list[Effect] = []
         for step in steps:
-            match step:
-                case Coordinate(origin, request):
-                    done = self._coordinator.coordinate(origin, request, now)
-                    effects += self._run(_Role.COORDINATOR, done, now)
-                case Publish(event):
-                    effects += self._run(_Role.OTHER, self._fan_out.publish(event, now), now)
-                case AnnounceLate(message):
-                    announced = self._fan_out.announce(Posted(message), now)
-                    effects += self._run(_Role.OTHER, announced, now)
-                case DeliverHere(event, caught_up):
-                    delivered = self._subscriptions.deliver_here(event, caught_up=caught_up)
-                    effects += self._run(_Role.OTHER, delivered, now)
-                case Repair(node, messages):
-                    repaired = self._replica.repair(node, messages, now)
-                    effects += self._run(_Role.REPLICA, repaired, now)
-                case ReadWanted():
-                    effects += self._run(_Role.READS, self._reads.read(step, now), now)
-                case ReadDone(reader, outcome):
-                    effects += self._read_done(reader, outcome, now)
-                case RegisterHere(room):
-                    self._fan_out.register_here(room, now)
-                case WithdrawHere(room):
-                    self._fan_out.withdraw_here(room)
-                case _:
-                    if isinstance(step, TOKEN_EFFECTS):
-                        assert step.token not in self._tokens, f"token {step.token} issued twice"
-                        self._tokens[step.token] = role
-                    effects.append(step)
+            if isinstance(step, INTERNAL_EVENTS):
+                effects += self._route(step, now)
+                continue
+            if isinstance(step, TOKEN_EFFECTS):
+                assert step.token not in self._tokens, f"token {step.token} issued twice"
+                self._tokens[step.token] = role
+            effects.append(step)
         return effects
+
+    def _route(self, step: InternalEvent, now: float) -> list[Effect]:
+        """An internal event, handed to the role it is for."""
+        match step:
+            case Coordinate(origin, request):
+                done = self._coordinator.coordinate(origin, request, now)
+                return self._run(_Role.COORDINATOR, done, now)
+            case Publish(event):
+                return self._run(_Role.OTHER, self._fan_out.publish(event, now), now)
+            case AnnounceLate(message):
+                return self._run(_Role.OTHER, self._fan_out.announce(Posted(message), now), now)
+            case DeliverHere(event, caught_up):
+                delivered = self._subscriptions.deliver_here(event, caught_up=caught_up)
+                return self._run(_Role.OTHER, delivered, now)
+            case Repair(node, messages):
+                repaired = self._replica.repair(node, messages, now)
+                return self._run(_Role.REPLICA, repaired, now)
+            case ReadWanted():
+                return self._run(_Role.READS, self._reads.read(step, now), now)
+            case ReadDone(reader, outcome):
+                return self._read_done(reader, outcome, now)
+            case RegisterHere(room):
+                self._fan_out.register_here(room, now)
+            case WithdrawHere(room):
+                self._fan_out.withdraw_here(room)
+        return []
 
     def _read_done(
         self, reader: ClientRead | CatchUpRead, outcome: Outcome, now: float

@@ -85,7 +85,6 @@ class Completions(Protocol):
 class DriverStatistics:
     copies_stored: int = 0  # new copies on this disk (not a send held already)
     storage_failures: int = 0
-    storage_in_flight: int = 0
     refusals: int = 0
 
 
@@ -132,14 +131,12 @@ class RoomDriver:
                     self._perform(effect)
 
     def _perform(self, effect: StorageEffect) -> None:
-        self.stats.storage_in_flight += 1
         ended = False
 
         def done(result: StorageResult) -> None:
             nonlocal ended
             assert not ended, f"{type(effect).__name__} ended twice"
             ended = True
-            self.stats.storage_in_flight -= 1
             self._storage_done(effect, result)
 
         self._disk.perform(effect, done)
