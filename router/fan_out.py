@@ -12,10 +12,23 @@ from router.channel import OutboundStream
 from router.effects import SendPeer, Warn
 from router.interest import InterestTable
 from router.internal_events import DeliverHere, Step
-from router.limits import LATE_ARRIVALS_MAX, PUSH_RETRIES_PER_TICK, STREAMS_PER_EPOCH
-from router.records import RoomMessage
+from router.limits import (
+    LATE_ARRIVALS_MAX,
+    PRESENCE_HELD_MAX_MS,
+    PUSH_RETRIES_PER_TICK,
+    STREAMS_PER_EPOCH,
+)
 from router.role_context import RoleContext
-from router.wire import Announce, Interest, InterestAck, Posted, PushAck, RoomEvent
+from router.wire import (
+    Announce,
+    Interest,
+    InterestAck,
+    Posted,
+    PresenceChanged,
+    PushAck,
+    RoomEvent,
+    TypingNotice,
+)
 
 
 class FanOut:
@@ -37,7 +50,11 @@ class FanOut:
         )
         self._outbound: dict[str, OutboundStream] = {}
         self._streams_opened = 0
-        self._unannounced: deque[RoomMessage] = deque(maxlen=LATE_ARRIVALS_MAX)
+        # Late messages and presence changes waiting for a coordinator, with when
+        # (wall ms) they began to wait.
+        self._unannounced: deque[tuple[int, Posted | PresenceChanged]] = deque(
+            maxlen=LATE_ARRIVALS_MAX
+        )
 
     def publish(self, event: RoomEvent, now: float) -> list[Step]:
         """To every interested node but this one and the event's origin, and to this
@@ -82,12 +99,13 @@ class FanOut:
 
     def announce(self, event: RoomEvent, now: float) -> list[Step]:
         """A local session's presence or typing, or a late message: to the room's
-        coordinator for a push. A late message with no coordinator yet (this node is
-        still joining, or the room's replicas are down) waits for one."""
+        coordinator for a push. A late message or a presence change with no coordinator
+        yet (this node is still joining, or the room's replicas are down) waits for one;
+        typing is news only now."""
         coordinator = self._placement.coordinator(event.room)
         if coordinator is None:
-            if isinstance(event, Posted):
-                self._unannounced.append(event.message)
+            if not isinstance(event, TypingNotice):
+                self._unannounced.append((self._clock.wall_ms(now), event))
             return []
         if coordinator == self._placement.node_id:
             return self.publish(event, now)
@@ -97,11 +115,16 @@ class FanOut:
         if not self._unannounced:
             return []
         waiting, self._unannounced = self._unannounced, deque(maxlen=LATE_ARRIVALS_MAX)
-        horizon_ms = self._clock.wall_ms(now) - self._config.late_post_window_ms
+        now_ms = self._clock.wall_ms(now)
+        late_horizon_ms = now_ms - self._config.late_post_window_ms
         steps: list[Step] = []
-        for message in waiting:
-            if message.time_ms >= horizon_ms:
-                steps += self.announce(Posted(message), now)
+        for held_ms, event in waiting:
+            if isinstance(event, Posted):
+                fresh = event.message.time_ms >= late_horizon_ms
+            else:
+                fresh = held_ms >= now_ms - PRESENCE_HELD_MAX_MS
+            if fresh:
+                steps += self.announce(event, now)
         return steps
 
     def registered(self, sender: str, interest: Interest, now: float) -> list[Step]:

@@ -18,6 +18,9 @@ LATE_AFTER_MS: Final = 2_000
 # their room to have a coordinator (past it anti-entropy and resumes' reads still bring
 # them, only without a push).
 LATE_ARRIVALS_MAX: Final = 1_000
+# How long a presence change waits for its room to have a coordinator (this node is
+# still joining, or the room's replicas are down): past it, it is news no longer.
+PRESENCE_HELD_MAX_MS: Final = 30_000
 # Messages read per page when a node catches a room up after it may have missed pushes:
 # a few seconds of a busy room, within one peer frame (router/page_bytes.py cuts it).
 CATCH_UP_PAGE: Final = 500
