@@ -15,3 +15,8 @@ GOSSIP_RECORDS_MAX: Final = 64
 PEER_FRAME_BYTES_MAX: Final = 4 * 1024 * 1024
 # Messages queued towards one peer before further sends to it are dropped and counted.
 PEER_OUTBOX_MESSAGES_MAX: Final = 1000
+# Room messages to one peer gathered over one turn of the event loop go as one frame
+# (mesh/node/peer_bundles.py): up to this many, and a new frame once this many bytes are
+# in one, well inside a frame, so that one large reply never waits for a full bundle.
+PEER_BUNDLE_MESSAGES_MAX: Final = 1024
+PEER_BUNDLE_BYTES_MAX: Final = 1024 * 1024

@@ -102,6 +102,7 @@ class PeerTransport:
         self._async_context = zmq.asyncio.Context.shadow(self._context)
         self._inbox = self._async_context.socket(zmq.ROUTER)
         self._outboxes: dict[tuple[str, bytes | None], _Outbox] = {}  # by address, key
+        self._closed = False  # a frame queued after close() (a late callback) is dropped
         self._monitor: zmq.asyncio.Socket | None = None
         self._authenticator: PeerAuthenticator | None = None
         self._handshake_failures_by_reason: dict[str, int] = {}
@@ -192,7 +193,7 @@ class PeerTransport:
         With CURVE, `server_key` is the z85 public key of the node expected at `address`:
         a frame towards a node with no trusted key is dropped. Outboxes are per address
         and key, so two ids claiming one address cannot make a link flap between keys."""
-        if self.security is not None and server_key is None:
+        if self._closed or (self.security is not None and server_key is None):
             self.stats.frames_dropped += 1
             return False
         outbox = self._outboxes.get((address, server_key))
@@ -270,6 +271,7 @@ class PeerTransport:
 
     async def close(self) -> None:
         """Close every socket, giving queued frames up to CLOSE_LINGER_MS to leave."""
+        self._closed = True
         if self._monitor is not None:
             self._inbox.disable_monitor()
             self._monitor.close(linger=0)

@@ -10,6 +10,7 @@ import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mesh.node.config import NodeConfig
@@ -23,7 +24,8 @@ from mesh.node.doors.rooms import RoomHub
 from mesh.node.identity import next_incarnation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.peer_book import load_peer_addresses, save_peer_addresses
-from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
+from mesh.node.peer_bundles import PeerBundler, unbundled
+from mesh.node.peer_codec import PeerBundle, decode_peer_frame, encode_peer_frame
 from mesh.node.peer_security import PeerKeys, describe_security, load_security, parse_seed
 from mesh.node.room_driver import RoomDriver, members_changed
 from mesh.node.room_requests import PendingTickets, RoomRequests
@@ -96,10 +98,11 @@ class Node:
         self.deliveries = SessionDeliveries(hub)
         self.disk = SqliteDisk(self.storage, _wall_clock_ms)
         self.pending = PendingTickets()
+        self.bundler = PeerBundler(self._send_frame, _call_soon)
         self.rooms_driver = RoomDriver(
             self.engine,
             disk=self.disk,
-            wire=self,
+            wire=self.bundler,
             sessions=self.deliveries,
             completions=self.pending,
             clock=time.monotonic,
@@ -253,6 +256,7 @@ class Node:
             save_peer_addresses(self.config.data_dir, self._peer_book())
         self.pending.close()
         await self.disk.close()
+        self.bundler.flush()  # what this turn had for the peers leaves before the Leave
         await self._announce_leave()
         await self.transport.close()
         await self.storage.close()
@@ -358,6 +362,9 @@ class Node:
             "peer_frames_received": transport.frames_received,
             "peer_frames_sent": transport.frames_sent,
             "peer_frames_dropped": transport.frames_dropped,
+            # Room messages sent, and the frames (one message, or a bundle) they went in.
+            "peer_room_messages_sent": self.bundler.stats.messages_sent,
+            "peer_room_frames_sent": self.bundler.stats.frames_sent,
             "peer_frames_rejected": self.peer_frames_rejected + transport.malformed_envelopes,
             "peer_handshake_failures": transport.handshake_failures,
             "heartbeats_sent": membership.heartbeats_sent,
@@ -423,7 +430,7 @@ class Node:
                 continue
             if not isinstance(message, Heartbeat | Leave):
                 if sender_id in self._addresses:
-                    self.rooms_driver.handle(PeerMessage(sender_id, message))
+                    self._room_messages(sender_id, message)
                 else:
                     self._reject(f"a room message from {sender_id[:64]!r}, not a member")
                 continue
@@ -431,6 +438,10 @@ class Node:
                 self._reject(f"routing id {sender_id!r} sent a message as {message.sender.id!r}")
                 continue
             self._apply(self.membership.handle_message(message, time.monotonic()))
+
+    def _room_messages(self, sender_id: str, message: RouterMessage | PeerBundle) -> None:
+        for each in unbundled(message):
+            self.rooms_driver.handle(PeerMessage(sender_id, each))
 
     async def _tick_loop(self) -> None:
         assert self.membership is not None
@@ -459,11 +470,11 @@ class Node:
     def _local_users(self, room: str) -> list[str]:
         return self.chat.hub.users(room)
 
-    def send_to(self, node: str, message: RouterMessage) -> None:
-        """The room driver's wire: a room message to a member, if it has an address."""
+    def _send_frame(self, node: str, frame: bytes) -> None:
+        """The bundler's way out: a frame of room messages to a member, if it has an
+        address."""
         address = self._addresses.get(node)
         if address is not None:
-            frame = encode_peer_frame(message)
             self.transport.send(address, frame, self.peer_keys.key_for_node(node))
 
     def _seed_addresses(self, remembered: list[str]) -> list[str]:
@@ -573,6 +584,10 @@ class Node:
                     log.warning("membership: %s", reason)
         if members_changed:
             self._members_changed()
+
+
+def _call_soon(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
 
 
 def _wall_clock_ms() -> int:

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mesh.client.chat_client import RESUME_MARGIN_MS
+from mesh.node.peer_bundles import PeerBundler, unbundled
 from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
 from mesh.node.room_driver import RoomDriver, members_changed
 from peers.membership import Effect as MembershipEffect
@@ -33,7 +34,7 @@ from router.events import (
 )
 from router.message_ids import ORIGIN, earlier_by
 from router.records import RoomMessage
-from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.wire import PresenceChanged, TypingNotice
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
 from tests.sim.simulated_disk import SimulatedDisk
@@ -182,10 +183,15 @@ class SimulatedRooms(SimulatedWorld):
             rng=self.rng,
         )
         shell = _NodeShell(self, node)
+        # The node's own bundler: a flush is an event of its start, like a disk completion.
+        bundler = PeerBundler(
+            lambda target, frame: self._transmit(node_id, target, frame),
+            lambda flush: self._schedule(self.now, "flush", node, payload=flush),
+        )
         node.driver = RoomDriver(
             engine,
             disk=node.disk,
-            wire=shell,
+            wire=bundler,
             sessions=shell,
             completions=shell,
             clock=lambda: self.now,
@@ -347,10 +353,11 @@ class SimulatedRooms(SimulatedWorld):
             if isinstance(message, Heartbeat | Leave):
                 self._membership_effects(node, membership.handle_message(message, self.now))
             else:
-                driver.handle(PeerMessage(origin, message))
-        elif kind == "disk":
+                for each in unbundled(message):
+                    driver.handle(PeerMessage(origin, each))
+        elif kind in ("disk", "flush"):
             assert callable(payload)
-            payload()  # a commit or read of the simulated disk completes
+            payload()  # a commit or read of the simulated disk completes, or a bundle goes
         elif kind == "retry":
             self._retry(payload)
         elif kind == "rejoin":
@@ -457,9 +464,6 @@ class _NodeShell:
 
     world: SimulatedRooms
     node: SimNode
-
-    def send_to(self, node: str, message: RouterMessage) -> None:
-        self.world._transmit(self.node.node_id, node, encode_peer_frame(message))
 
     def deliver_message(self, message: RoomMessage) -> None:
         self.world._delivered(self.node, message)
