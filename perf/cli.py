@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from perf.compare import compare, compare_table
+from perf.fanout import FanoutWorkload, fanout_line, fanout_table, run_fanout, write_fanout
 from perf.harness import RunOptions, print_summary, run
 from perf.sweep import SweepPlan, sweep, write_sweep
 from perf.targets import TargetUnavailableError
@@ -57,6 +58,30 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
             )
         if name in ("sweep", "compare"):
             _add_sweep_options(action)
+    _add_fanout_command(actions)
+
+
+def _add_fanout_command(actions: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    action = actions.add_parser(
+        "fanout", help="rooms of members, one publisher bursting with a window of sends"
+    )
+    action.add_argument(
+        "--targets",
+        default="meshchat",
+        help=f"comma-separated, of {', '.join(TARGET_NAMES)}; run in turn, each round "
+        "(ratios are against nats when it is one of them)",
+    )
+    group = action.add_mutually_exclusive_group()
+    group.add_argument("--nodes", type=int, default=1, help="local meshchat nodes to start")
+    group.add_argument("--servers", help="use running meshchat nodes: HOST:PORT,...")
+    action.add_argument("--rooms", type=int, default=10)
+    action.add_argument("--members", type=int, default=5, help="subscriber connections per room")
+    action.add_argument("--messages", type=int, default=100_000)
+    action.add_argument("--window", type=int, default=1_000, help="sends in flight")
+    action.add_argument("--body-size", type=int, default=100, metavar="B")
+    action.add_argument("--rounds", type=int, default=1)
+    action.add_argument("--workers", type=int, help="subscriber processes (default: cores)")
+    action.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
 
 
 def _add_sweep_options(action: argparse.ArgumentParser) -> None:
@@ -116,6 +141,8 @@ def run_perf(args: argparse.Namespace) -> int:
                 _sweep(args, console, out)
             case "compare":
                 _compare(args, console, out)
+            case "fanout":
+                _fanout(args, console, out)
     except TargetUnavailableError as error:
         console.print(f"[red]{error}[/red]")
         return 3
@@ -156,3 +183,26 @@ def _compare(args: argparse.Namespace, console: Console, out: Console) -> None:
     document = compare(workloads, run_step, plan, args.out, console)
     out.print(compare_table(document))
     out.print(f"figures: {args.out / 'compare.json'}")
+
+
+def _fanout(args: argparse.Namespace, console: Console, out: Console) -> None:
+    targets = [_target_name(text.strip()) for text in args.targets.split(",")]
+    results: list[dict[str, Any]] = []
+    for round_number in range(1, args.rounds + 1):
+        for target in targets:
+            workload = FanoutWorkload(
+                target=target,
+                rooms=args.rooms,
+                members=args.members,
+                messages=args.messages,
+                window=args.window,
+                body_size=args.body_size,
+            )
+            options = _options(args, args.out / f"{target}-{round_number}")
+            summary = run_fanout(workload, options, console)
+            summary["round"] = round_number
+            results.append(summary)
+            out.print(fanout_line(summary))
+    path = write_fanout(results, args.out)
+    out.print(fanout_table(results))
+    out.print(f"figures: {path}")

@@ -17,7 +17,7 @@ from rich.table import Table
 from perf.report import summarize, table_rows, write
 from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
-from perf.workload import MESHCHAT_TARGETS, Workload
+from perf.workload import MESHCHAT_TARGETS, TargetName, Workload
 
 READY_TIMEOUT_S = 90.0
 # Time the run may take beyond its schedule: answers, late deliveries, slow exits.
@@ -44,15 +44,15 @@ MESHCHAT_SECURITY = {
 }
 
 
-def make_target(workload: Workload, options: RunOptions) -> tuple[Target, dict[str, Any]]:
-    if workload.target in MESHCHAT_TARGETS:
-        return _make_mesh(workload.target, options)
-    server = OsServer(workload.target)
-    kind = "pub/sub" if workload.target == "redis" else "core subjects"
+def make_target(name: TargetName, options: RunOptions) -> tuple[Target, dict[str, Any]]:
+    if name in MESHCHAT_TARGETS:
+        return _make_mesh(name, options)
+    server = OsServer(name)
+    kind = "pub/sub" if name == "redis" else "core subjects"
     return server, {
-        "name": workload.target,
-        "label": f"{workload.target} (in memory)",
-        "description": f"{workload.target} {kind}, in memory, not durable",
+        "name": name,
+        "label": f"{name} (in memory)",
+        "description": f"{name} {kind}, in memory, not durable",
     }
 
 
@@ -89,7 +89,7 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
 
 def run(workload: Workload, options: RunOptions, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
-    target, description = make_target(workload, options)
+    target, description = make_target(workload.target, options)
     worker_count = options.workers or max(1, min(workload.clients, (os.cpu_count() or 2)))
     shares = [list(range(i, workload.clients, worker_count)) for i in range(worker_count)]
     shares = [share for share in shares if share]

@@ -51,8 +51,13 @@ class RouterConfig:
     # a long stall): its peers may have given it up and written around it, so it catches
     # every room up.
     stall_after_s: float = 1.0
-    # Ids remembered per room so that no message reaches a node's sessions twice.
-    recent_ids_per_room: int = 4096
+    # Ids remembered per room so that no message reaches a node's sessions twice are kept
+    # as far back as a catch-up may read (router/delivered_ids.py); this bounds them at
+    # about 8 MiB for a room busier than any one client could follow.
+    delivered_ids_per_room_max: int = 50_000
+    # Pushes held per room while a catch-up runs; past it, newer ones are left to the
+    # catch-up (see router/subscriptions.py).
+    held_pushes_max: int = 10_000
 
     @property
     def resume_quorum(self) -> int:

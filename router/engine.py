@@ -582,6 +582,8 @@ class RoomEngine:
             "push_retransmits": stats.push_retransmits,
             "pushes_unacknowledged": self._fan_out.unacknowledged(),
             "room_catch_ups": stats.catch_ups,
+            "pushes_left_to_catch_up": stats.pushes_left_to_catch_up,
+            "delivered_ids_evicted": stats.delivered_ids_evicted,
             "interest_registrations": self._fan_out.interest.registrations,
             "interest_dropped": stats.interest_dropped,
             "late_posts": stats.late_posts,

@@ -18,15 +18,15 @@ LATE_AFTER_MS: Final = 2_000
 # their room to have a coordinator (past it anti-entropy and resumes' reads still bring
 # them, only without a push).
 LATE_ARRIVALS_MAX: Final = 1_000
+# Ids given to a room's sessions kept beyond any catch-up's reach (router/delivered_ids.py),
+# for a late message pushed again: a few minutes of a busy room.
+PAST_REACH_IDS_MAX: Final = 4_096
 # How long a presence change waits for its room to have a coordinator (this node is
 # still joining, or the room's replicas are down): past it, it is news no longer.
 PRESENCE_HELD_MAX_MS: Final = 30_000
 # Messages read per page when a node catches a room up after it may have missed pushes:
 # a few seconds of a busy room, within one peer frame (router/page_bytes.py cuts it).
 CATCH_UP_PAGE: Final = 500
-# Pushes held per room while a catch-up runs; past it they are handed on regardless, so
-# a catch-up that cannot finish never holds a room's live traffic for long.
-HELD_PUSHES_MAX: Final = 10_000
 # Retransmitted pushes per peer per tick: a returning peer is refilled at a bounded pace.
 PUSH_RETRIES_PER_TICK: Final = 256
 # Push streams one start may open, as the low part of their epoch (epoch * this + count):

@@ -16,6 +16,8 @@ class EngineStatistics:
     push_retransmits: int = 0
     events_delivered: int = 0
     catch_ups: int = 0
+    pushes_left_to_catch_up: int = 0  # let go while a catch-up ran; it read them
+    delivered_ids_evicted: int = 0
     interest_dropped: int = 0
     late_posts: int = 0
     future_ids_refused: int = 0

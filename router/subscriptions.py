@@ -7,10 +7,11 @@ replica died or restarted, this node stood still), the room is caught up by read
 from a little before the last moment pushes were known whole; newer pushes wait meanwhile.
 """
 
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from router.channel import InboundStream
+from router.delivered_ids import DeliveredIds
 from router.effects import (
     Complete,
     DeliverEvent,
@@ -25,7 +26,7 @@ from router.effects import (
 from router.error_codes import ErrorCode
 from router.id_bounds import message_time_ms
 from router.internal_events import CatchUpRead, ReadWanted, RegisterHere, Step, WithdrawHere
-from router.limits import CATCH_UP_PAGE, HELD_PUSHES_MAX, LATE_AFTER_MS, LATE_ARRIVALS_MAX
+from router.limits import CATCH_UP_PAGE, LATE_AFTER_MS, LATE_ARRIVALS_MAX
 from router.message_ids import at_time
 from router.records import RoomMessage
 from router.role_context import RoleContext
@@ -37,13 +38,16 @@ class _LocalRoom:
     """A room with sessions on this node."""
 
     subscribed_wall_ms: int
+    delivered: DeliveredIds  # given to the sessions here, as far back as a catch-up reads
     ready: bool = False
     tickets: list[int] = field(default_factory=list)
     registration: int | None = None  # request id awaiting the coordinator's ack
     awaiting: str | None = None  # the coordinator asked
     deadline: float = 0.0
-    recent: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
     held: list[RoomMessage] | None = None  # pushes waiting for a catch-up (None: none runs)
+    # The newest push let go because too many waited: the catch-up reads at least that far.
+    dropped_through: str = ""
+    catch_up_failing: bool = False  # its last read failed (too few replicas answered)
     catch_ups_running: int = 0
     # Messages that arrived well after their id's time, with when (wall ms).
     late: "deque[tuple[int, RoomMessage]]" = field(
@@ -88,12 +92,15 @@ class Subscriptions:
         Completes with Ready once the coordinator has the registration."""
         local = self._local.get(room)
         if local is None:
-            local = self._local[room] = _LocalRoom(subscribed_wall_ms=self._clock.wall_ms(now))
+            local = self._local[room] = _LocalRoom(
+                subscribed_wall_ms=self._clock.wall_ms(now),
+                delivered=DeliveredIds(self._config.delivered_ids_per_room_max, self._stats),
+            )
         # A message handed on before this session came may reach the room again (its
         # send retried after a failure and now acknowledged): the newcomer needs it, and
         # its replay may not have it yet. Earlier sessions may see it twice; clients
         # drop repeats by id.
-        local.recent.clear()
+        local.delivered.clear()
         if local.ready:
             return [Complete(ticket, Ready())]
         local.tickets.append(ticket)
@@ -199,6 +206,9 @@ class Subscriptions:
             if local.ready:
                 owed_by = gone & old_replicas
                 steps += self._catch_up_owed(room, local, old_coordinator, owed_by, now)
+            for node in [n for n in local.synced_ms if n not in placement.ring.nodes]:
+                # Departed (not only dead): its mark would hold every id here for good.
+                del local.synced_ms[node]
         return steps
 
     def _catch_up_owed(
@@ -254,43 +264,60 @@ class Subscriptions:
         if local.held is not None and not caught_up:
             # A catch-up is filling a gap: newer pushes wait, so that sessions (and
             # the resume points of their clients) never pass an undelivered message.
-            local.held.append(event.message)
-            if len(local.held) <= HELD_PUSHES_MAX:
+            if len(local.held) < self._config.held_pushes_max:
+                local.held.append(event.message)
                 return []
-            warning = Warn(f"{event.room}: catch-up too slow, pushes passed it")
-            return [warning, *self._release(local)]
-        self._note_if_late(local, event.message)
-        if not self._first_time(local, event.message.id):
+            if local.catch_up_failing:
+                # The gap cannot be read now (too few replicas answer): live traffic
+                # goes on, out of order with what the retry brings.
+                warning = Warn(f"{event.room}: catch-up failing, pushes passed it")
+                return [warning, *self._release(local), *self.deliver_here(event)]
+            if self._is_late(event.message):
+                # Out of its place whatever is done (it reached the coordinator late),
+                # and the catch-up may be past its id already: handed on now.
+                return self._hand_on(local, event.message)
+            # Too many wait while the read runs: let this one go; it is stored, and the
+            # catch-up reads on at least as far as it, so it still comes, in its place.
+            first = not local.dropped_through
+            local.dropped_through = max(local.dropped_through, event.message.id)
+            self._stats.pushes_left_to_catch_up += 1
+            return [Warn(f"{event.room}: catch-up slow, newer pushes left to it")] if first else []
+        return self._hand_on(local, event.message)
+
+    def _hand_on(self, local: _LocalRoom, message: RoomMessage) -> list[Step]:
+        self._note_if_late(local, message)
+        if not self._first_time(local, message.id):
             return []
         self._stats.events_delivered += 1
-        return [DeliverMessage(event.message)]
+        return [DeliverMessage(message)]
 
     def _release(self, local: _LocalRoom) -> list[Step]:
         """The gap is filled: hand on the pushes that waited, in id order."""
         held, local.held = local.held or [], None
+        local.dropped_through = ""
         steps: list[Step] = []
         for message in sorted(held, key=lambda message: message.id):
             steps += self.deliver_here(Posted(message))
         return steps
 
     def _first_time(self, local: _LocalRoom, message_id: str) -> bool:
-        if message_id in local.recent:
-            return False
-        local.recent[message_id] = None
-        if len(local.recent) > self._config.recent_ids_per_room:
-            local.recent.popitem(last=False)
-        return True
+        return local.delivered.first_time(message_id)
 
     # ---- late arrivals ----
 
+    def _is_late(self, message: RoomMessage) -> bool:
+        """It reached this node well after its id's time."""
+        latest_now = self._clock.latest_now
+        return latest_now is not None and (
+            message.time_ms < self._clock.wall_ms(latest_now) - LATE_AFTER_MS
+        )
+
     def _note_if_late(self, local: _LocalRoom, message: RoomMessage) -> None:
-        """Remember a message that reached this node well after its id's time: a client
-        resuming from a point past its id would not ask for it."""
-        if self._clock.latest_now is None:
-            return
-        now_ms = self._clock.wall_ms(self._clock.latest_now)
-        if message.time_ms < now_ms - LATE_AFTER_MS:
-            local.late.append((now_ms, message))
+        """Remember a late message: a client resuming from a point past its id would not
+        ask for it."""
+        if self._is_late(message):
+            assert self._clock.latest_now is not None
+            local.late.append((self._clock.wall_ms(self._clock.latest_now), message))
 
     def late_arrivals(self, room: str) -> list[RoomMessage]:
         """Messages that reached this node late within the last late_post_window_ms,
@@ -337,19 +364,33 @@ class Subscriptions:
         local.catch_ups_running -= 1
         assert local.catch_ups_running >= 0, f"{read.room}: a catch-up ended twice"
         if not isinstance(outcome, Page):
-            # Keep the earliest start: the gap is still there until a read succeeds.
-            pending = local.catch_up_after
-            local.catch_up_after = read.after if pending is None else min(pending, read.after)
-            local.catch_up_retry_at = now + self._config.retry_interval_s
+            local.catch_up_failing = True
+            self._retry_catch_up(local, read.after, now)
             return []
+        local.catch_up_failing = False
         steps: list[Step] = []
         for message in [*outcome.late, *outcome.messages]:
             steps += self.deliver_here(Posted(message), caught_up=True)
+        last_id = outcome.messages[-1].id if outcome.messages else read.after
         if outcome.more and outcome.messages:
-            steps += self._catch_up(read.room, now, after=outcome.messages[-1].id)
+            steps += self._catch_up(read.room, now, after=last_id)
+        elif last_id < local.dropped_through:
+            # Pushes let go lie beyond what was read (stored since): read on, at once if
+            # this page brought something, else after a pause (not a tight loop).
+            if outcome.messages:
+                steps += self._catch_up(read.room, now, after=last_id)
+            else:
+                self._retry_catch_up(local, last_id, now)
         elif local.catch_ups_running == 0 and local.catch_up_after is None:
             steps += self._release(local)
         return steps
+
+    def _retry_catch_up(self, local: _LocalRoom, after: str, now: float) -> None:
+        """Read on from `after` at the next tick past the retry interval; the earliest
+        start is kept: the gap is there until a read succeeds."""
+        pending = local.catch_up_after
+        local.catch_up_after = after if pending is None else min(pending, after)
+        local.catch_up_retry_at = now + self._config.retry_interval_s
 
     def _synced_ms(
         self, room: str, local: _LocalRoom, own_ms: int, replica: str | None = None
@@ -368,6 +409,16 @@ class Subscriptions:
             (own_ms if node == placement.node_id else local.synced(node) for node in replicas),
             default=own_ms,
         )
+
+    def _reach_ms(self, room: str, local: _LocalRoom, now_ms: int) -> int:
+        """How far back (wall ms) the ids given are kept: to the earliest moment a catch-up
+        may read from, less the margin. Every catch-up starts from some replica's mark, a
+        replica of the room that has none yet counting from the subscription, so a room
+        with such a replica (one down since) keeps up to the count bound."""
+        replicas = self._placement.preference_list(room)
+        others = [node for node in replicas if node != self._placement.node_id]
+        marks = [*local.synced_ms.values(), *(local.synced(node) for node in others), now_ms]
+        return min(marks) - self._config.catch_up_margin_ms
 
     # ---- time ----
 
@@ -397,10 +448,13 @@ class Subscriptions:
                     tickets, local.tickets = local.tickets, []
                     reason = f"the room's coordinator {local.awaiting} did not answer"
                     steps += [Complete(t, Refused(ErrorCode.UNAVAILABLE, reason)) for t in tickets]
+        now_ms = self._clock.wall_ms(now)
         for room, local in self._local.items():
             if local.catch_up_after is not None and now >= local.catch_up_retry_at:
                 after, local.catch_up_after = local.catch_up_after, None
                 steps += self._catch_up(room, now, after=after)
+            if local.held is None:  # no catch-up runs or waits: none reads from before
+                local.delivered.forget_before(self._reach_ms(room, local, now_ms))
         if now >= self._next_refresh:
             self._next_refresh = now + self._config.interest_refresh_s
             steps += self._renew()

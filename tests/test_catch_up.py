@@ -3,8 +3,11 @@ changed: it re-reads only from where it is known whole (less the catch-up margin
 room busier than the ids a node remembers is not handed to its sessions a second time,
 and nothing acknowledged within the margin is missed."""
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+
+import msgspec
 
 from mesh.node.node import ROOM_TICK_INTERVAL_S
 from router.config import RouterConfig
@@ -27,6 +30,8 @@ from router.wire import (
     LATE_MESSAGES_MAX,
     Interest,
     InterestAck,
+    Posted,
+    Push,
     ReadReply,
     ReadRequest,
     ReplicaAck,
@@ -39,9 +44,10 @@ from tests.sim.memory_store import MemoryStore
 NODE = "n1"
 # Wall-clock ms at the engine's time 0: ids then look like today's.
 WALL_OFFSET_MS = 1_800_000_000_000
-# Past the ids a node remembers per room (RouterConfig.recent_ids_per_room), so that a
-# re-read of everything sent shows as repeats.
-MESSAGES = RouterConfig().recent_ids_per_room + 500
+# Many more than one catch-up margin holds, so that a re-read of everything sent would
+# show (with a small bound on remembered ids, as repeats).
+MESSAGES = 4_600
+REMEMBERED_IDS = 4_096
 # Far fewer messages per catch-up margin than the node remembers.
 SEND_INTERVAL_S = 0.01
 # Ticks come this often while the node runs normally, as on a real node.
@@ -62,6 +68,8 @@ class Mesh:
     reads_from: list[str] = field(default_factory=list)  # each forward read's `after`
     ready: list[int] = field(default_factory=list)
     last_tick: float = 0.0
+    # Read requests to peers waiting for the test to answer them (None: answered at once).
+    held_reads: list[tuple[str, ReadRequest]] | None = None
 
     def carry(self, effects: list[Effect], now: float) -> None:
         pending = list(effects)
@@ -98,6 +106,8 @@ class Mesh:
                 if rooms:
                     numbers = table.register(NODE, rooms, now)
                     return self.peer_message(peer, InterestAck(request_id, rooms, numbers), now)
+            case ReadRequest() if self.held_reads is not None:
+                self.held_reads.append((peer, message))
             case ReadRequest(read_id, room, before, after, limit, late_since_ms):
                 self.note_read(after)
                 load = Load(0, room, before, after, limit, late_since_ms)
@@ -122,11 +132,18 @@ class Mesh:
         while self.last_tick + TICK_INTERVAL_S <= now:
             self.tick(self.last_tick + TICK_INTERVAL_S)
 
-    def fill(self, room: str, start_s: float, first: int = 0) -> float:
-        """MESSAGES sends, one every SEND_INTERVAL_S; the time of the last."""
+    def fill(
+        self,
+        room: str,
+        start_s: float,
+        first: int = 0,
+        count: int = MESSAGES,
+        interval_s: float = SEND_INTERVAL_S,
+    ) -> float:
+        """`count` sends, one every `interval_s`; the time of the last."""
         now = start_s
-        for number in range(first, first + MESSAGES):
-            now = start_s + (number - first) * SEND_INTERVAL_S
+        for number in range(first, first + count):
+            now = start_s + (number - first) * interval_s
             self.run_until(now)
             request = SendRequest(room, "ann", f"c{number}", f"m{number}")
             self.carry(self.engine.handle(SendMessage(number, request), now), now)
@@ -209,7 +226,9 @@ def unseen_message(room: str, time_s: float) -> RoomMessage:
 
 
 def test_a_node_of_one_that_stood_still_rereads_only_the_margin() -> None:
-    mesh = mesh_of(RouterConfig(replicas=1, write_quorum=1), [NODE])
+    mesh = mesh_of(
+        RouterConfig(replicas=1, write_quorum=1, delivered_ids_per_room_max=REMEMBERED_IDS), [NODE]
+    )
     mesh.subscribe("lobby", 0.0)
     mesh.fill("lobby", 1.0)
     ran_until_s = mesh.last_tick
@@ -222,8 +241,25 @@ def test_a_node_of_one_that_stood_still_rereads_only_the_margin() -> None:
     mesh.assert_each_once("lobby")
 
 
-def test_what_lies_within_the_margin_unseen_is_still_caught_up() -> None:
+def test_a_catch_up_over_more_messages_than_any_fixed_window_repeats_none() -> None:
+    """Ids delivered are kept as far back as a catch-up reads, not by count: a stall
+    after a burst re-reads the whole burst (all within the margin) and hands on none
+    of it again."""
     mesh = mesh_of(RouterConfig(replicas=1, write_quorum=1), [NODE])
+    mesh.subscribe("lobby", 0.0)
+    burst = 3 * REMEMBERED_IDS
+    mesh.fill("lobby", 1.0, count=burst, interval_s=0.0005)
+    mesh.reads_from.clear()
+    mesh.stand_still(mesh.engine.config.stall_after_s + 0.5)
+    assert mesh.reads_from and min(mesh.reads_from) < at_time(WALL_OFFSET_MS + 1000)
+    mesh.assert_each_once("lobby")
+    assert len(mesh.delivered) == burst
+
+
+def test_what_lies_within_the_margin_unseen_is_still_caught_up() -> None:
+    mesh = mesh_of(
+        RouterConfig(replicas=1, write_quorum=1, delivered_ids_per_room_max=REMEMBERED_IDS), [NODE]
+    )
     mesh.subscribe("lobby", 0.0)
     last_s = mesh.fill("lobby", 1.0)
     # On this disk yet never delivered: its id lies behind the newest delivered, within
@@ -236,7 +272,9 @@ def test_what_lies_within_the_margin_unseen_is_still_caught_up() -> None:
 
 
 def test_stalls_again_and_again_deliver_each_message_once() -> None:
-    mesh = mesh_of(RouterConfig(replicas=1, write_quorum=1), [NODE])
+    mesh = mesh_of(
+        RouterConfig(replicas=1, write_quorum=1, delivered_ids_per_room_max=REMEMBERED_IDS), [NODE]
+    )
     mesh.subscribe("lobby", 0.0)
     for round_number in range(4):
         mesh.fill("lobby", mesh.last_tick + 0.01, first=round_number * MESSAGES)
@@ -246,7 +284,7 @@ def test_stalls_again_and_again_deliver_each_message_once() -> None:
 
 
 def test_a_replica_that_died_is_caught_up_at_once_and_not_at_every_stall() -> None:
-    config = RouterConfig(replicas=3, write_quorum=2)
+    config = RouterConfig(replicas=3, write_quorum=2, delivered_ids_per_room_max=REMEMBERED_IDS)
     mesh = mesh_of(config, [NODE, "n2", "n3"])
     room = room_placed(mesh, [NODE])
     mesh.subscribe(room, 0.0)
@@ -275,7 +313,12 @@ def test_a_replica_that_died_is_caught_up_at_once_and_not_at_every_stall() -> No
 
 def test_a_coordinator_taking_a_room_back_from_this_node_rereads_only_the_margin() -> None:
     # Registrations outlive n2's absence, so its return needs no catch-up of its own.
-    config = RouterConfig(replicas=3, write_quorum=2, interest_lapse_s=600.0)
+    config = RouterConfig(
+        replicas=3,
+        write_quorum=2,
+        interest_lapse_s=600.0,
+        delivered_ids_per_room_max=REMEMBERED_IDS,
+    )
     mesh = mesh_of(config, [NODE, "n2", "n3"])
     room = room_placed(mesh, ["n2", NODE])
     mesh.subscribe(room, 0.0)
@@ -288,3 +331,40 @@ def test_a_coordinator_taking_a_room_back_from_this_node_rereads_only_the_margin
     # What n1 coordinated it delivered itself: it is whole up to now.
     assert mesh.reads_from and min(mesh.reads_from) >= mesh.floor(mesh.last_tick)
     mesh.assert_each_once(room)
+
+
+def test_pushes_piling_up_behind_a_slow_catch_up_come_once_and_in_order() -> None:
+    """The catch-up's read waits while the coordinator pushes far more than the node
+    holds back: the surplus is left to the catch-up, which reads on past it; every
+    message reaches the sessions once, in id order."""
+    config = RouterConfig(replicas=3, write_quorum=2, held_pushes_max=5)
+    mesh = mesh_of(config, [NODE, "n2", "n3"])
+    room = room_placed(mesh, ["n2", NODE])
+    mesh.subscribe(room, 0.0)
+    sequence = itertools.count()
+
+    def pushed_by_n2(number: int, now: float) -> None:
+        message = unseen_message(room, now)
+        message = msgspec.structs.replace(
+            message, id=f"{message.id[:12]}{number:04x}.n2", client_msg_id=f"b{number}"
+        )
+        mesh.peer_store.store(message)
+        push = Push(epoch=1, seq=next(sequence), base=0, event=Posted(message))
+        mesh.carry(mesh.peer_message("n2", push, now), now)
+
+    for number in range(10):
+        pushed_by_n2(number, 1.0 + number * 0.01)
+    assert len(mesh.delivered) == 10
+    mesh.held_reads = []
+    mesh.stand_still(config.stall_after_s + 0.5)  # a catch-up starts; its read waits
+    assert mesh.held_reads, "the catch-up asked a replica"
+    for number in range(10, 40):
+        pushed_by_n2(number, mesh.last_tick + 0.001 * number)
+    assert len(mesh.delivered) == 10, "newer pushes wait for the catch-up"
+    assert mesh.engine.stats.pushes_left_to_catch_up == 40 - 10 - config.held_pushes_max
+    held, mesh.held_reads = mesh.held_reads, None  # from now on, replicas answer at once
+    for peer, read in held:
+        mesh.carry(mesh.answer(peer, read, mesh.last_tick), mesh.last_tick)
+    mesh.tick(mesh.last_tick + config.retry_interval_s)
+    assert mesh.delivered == sorted(mesh.delivered), "in id order"
+    assert len(mesh.delivered) == len(set(mesh.delivered)) == 40

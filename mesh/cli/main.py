@@ -30,6 +30,7 @@ from mesh.local.launcher import (
     with_peer_keys,
 )
 from mesh.node.allocator import bound_allocator_growth
+from mesh.node.collector import tune_collector
 from mesh.node.config import ClientLimits, NodeConfig
 from mesh.node.data_lock import DataDirInUseError, DataDirLock
 from mesh.node.doors.auth import load_secret
@@ -409,7 +410,9 @@ def _run_node(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await Node(config, data_lock).run(stop)
+        node = Node(config, data_lock)
+        tune_collector()
+        await node.run(stop)
 
     try:
         runtime.run(serve())

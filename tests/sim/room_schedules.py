@@ -54,11 +54,16 @@ class Fault:
     loss: float = 0.0
     duplication: float = 0.0
     storage: str = ""  # for "disk": the kind of storage effect that fails
-    count: int = 0  # for "disk": how many of them in a row
+    count: int = 0  # for "disk": how many of them in a row; for "burst": sends at once
+    factor: float = 1.0  # for "slow disk": how many times slower (1: back to normal)
 
     def __str__(self) -> str:
         detail = ",".join(self.nodes) or f"{self.loss:.2f}/{self.duplication:.2f}"
         failing = f" {self.count} {self.storage}" if self.storage else ""
+        if self.action == "burst":
+            return f"{self.at:6.2f}s burst of {self.count} sends"
+        if self.action == "slow disk":
+            return f"{self.at:6.2f}s slow disk {detail} x{self.factor:g}"
         return f"{self.at:6.2f}s {self.action} {detail}{failing}"
 
 
@@ -176,6 +181,14 @@ def _strike(sim: SimulatedRooms, fault: Fault) -> None:
             sim.set_loss(fault.loss, fault.duplication)
         case "disk" if (disk := sim.nodes[nodes[0]].disk) is not None:
             disk.fail_next(STORAGE_EFFECTS[fault.storage], fault.count)
+        case "slow disk" if (disk := sim.nodes[nodes[0]].disk) is not None:
+            disk.slowdown = fault.factor
+        case "burst":
+            # Far more at once than the mesh takes in the time: sends pile up in every
+            # queue on the way (forwards, writes in flight, disks, pushes).
+            for number in range(fault.count):
+                room = sim.rng.choice(sim.rooms)
+                sim.send(f"burster{number % 5}", room, f"{room}/burst{fault.at:g}-{number}")
 
 
 def check(seed: int, plan: list[Fault]) -> list[str]:

@@ -113,6 +113,10 @@ class SimNode:
     # (room, id) -> live deliveries to its sessions since the room's last join on the node
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
     events_delivered: int = 0  # presence and typing
+    # Per room, the newest id handed to its sessions, and the deliveries that came after
+    # a newer one (since the node's start).
+    newest_delivered: dict[str, str] = field(default_factory=dict)
+    out_of_order: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def up(self) -> bool:
@@ -157,6 +161,8 @@ class SimulatedRooms(SimulatedWorld):
         node.paused = False
         node.held.clear()
         node.deliveries = Counter()
+        node.newest_delivered.clear()
+        node.out_of_order.clear()
         node.membership = Membership(
             own=MemberRecord(node_id, node.address, node.incarnation),
             seeds=tuple(dict.fromkeys(node.seeds + node.remembered)),
@@ -387,6 +393,10 @@ class SimulatedRooms(SimulatedWorld):
 
     def _delivered(self, node: SimNode, message: RoomMessage) -> None:
         node.deliveries[(message.room, message.id)] += 1
+        newest = node.newest_delivered.get(message.room, "")
+        if message.id < newest:
+            node.out_of_order.append((message.room, message.id))
+        node.newest_delivered[message.room] = max(newest, message.id)
         for member in self.members:
             if member.node == node.node_id and member.room == message.room:
                 member.live(message.id, message.key)

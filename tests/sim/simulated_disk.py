@@ -61,11 +61,19 @@ class SimulatedDisk:
     # Effect kinds whose next carrying out fails, with how many more times.
     faults: dict[type, int] = field(default_factory=dict)
     faults_injected: int = 0
+    slowdown: float = 1.0  # a disk this many times slower than usual (an overloaded one)
+    # Effects are carried out in the order they were asked for, one after another, as a
+    # real disk's queue does: a slow disk builds a backlog rather than overtaking itself.
+    _free_at: float = field(default=0.0, init=False)
 
     def perform(self, effect: StorageEffect, done: Callable[[StorageResult], None]) -> None:
         is_write = isinstance(effect, WRITES)
         delay_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S) if is_write else READ_S
-        self.schedule(self.clock() + delay_s, lambda: done(self._carry_out(effect)))
+        if self.slowdown == 1.0:
+            at = self.clock() + delay_s
+        else:
+            at = self._free_at = max(self.clock(), self._free_at) + delay_s * self.slowdown
+        self.schedule(at, lambda: done(self._carry_out(effect)))
 
     def fail_next(self, kind: type, count: int = 1) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + count
