@@ -13,7 +13,7 @@ from mesh.client.chat_client import ChatClient
 from mesh.client.connection import NodeError
 from mesh.wire.protocol import Message, PresenceEvent, Sent, TypingEvent
 from tests.chat_helpers import client_for, next_event, next_messages
-from tests.processes import Cluster, NodeProcess, run_async, wait_for
+from tests.processes import Cluster, NodeProcess, counters, run_async, wait_for
 from tests.test_placement_processes import where
 
 pytestmark = pytest.mark.processes
@@ -229,7 +229,7 @@ def test_a_users_rooms_are_the_same_through_every_node_and_outlive_the_node_join
             assert time.monotonic() < deadline, f"rooms {rooms}, not {expected}"
             await asyncio.sleep(0.1)
 
-    async def scenario() -> None:
+    async def agree() -> None:
         via = {node_id: client_for(mesh[node_id], user="ann") for node_id in NODES}
         async with via["n1"], via["n2"], via["n3"]:
             await via["n1"].join("alpha")
@@ -241,10 +241,15 @@ def test_a_users_rooms_are_the_same_through_every_node_and_outlive_the_node_join
             await via["n3"].leave("alpha")
             for client in via.values():
                 await rooms_become(client, ["beta"])
-        # "beta" was joined through n2: the change went to the user's other nodes too.
-        mesh["n2"].signal(signal.SIGKILL)
+
+    async def outlive() -> None:
         for node_id in ("n1", "n3"):
             async with client_for(mesh[node_id], user="ann") as ann:
                 await rooms_become(ann, ["beta"])
 
-    run_async(scenario())
+    run_async(agree())
+    # "beta" was joined through n2, which spreads the change to the user's other nodes
+    # after it is on its own disk: once both have acknowledged it, n2 may die.
+    wait_for(lambda: counters(mesh["n2"])["memberships_spread"] >= 2, 10.0, mesh["n2"].log)
+    mesh["n2"].signal(signal.SIGKILL)
+    run_async(outlive())
