@@ -18,6 +18,9 @@ from sortedcontainers import SortedDict
 # reach 1.31x (25 nodes), too close to or past the 1.25x we promise. A 50-node ring of
 # 384 points each builds in about 30 ms, and only when membership changes.
 VNODES_DEFAULT: Final = 384
+# Preference lists remembered until the ring changes: every send and push asks for its
+# room's, and hashing plus walking the ring costs more than the rest of placing it.
+PREFERENCE_CACHE_MAX: Final = 65_536
 
 
 def stable_hash(text: str) -> int:
@@ -32,6 +35,7 @@ class HashRing:
         self.vnodes = vnodes
         self._points: SortedDict = SortedDict()  # point -> node id
         self._nodes: set[str] = set()
+        self._preferences: dict[tuple[str, int], list[str]] = {}
         for node in nodes:
             self.add(node)
 
@@ -43,6 +47,7 @@ class HashRing:
         if node in self._nodes:
             return
         self._nodes.add(node)
+        self._preferences.clear()
         for index in range(self.vnodes):
             point = stable_hash(f"{node}#{index}")
             # A collision of two 64-bit hashes is all but impossible; if it happens, the
@@ -55,6 +60,7 @@ class HashRing:
         if node not in self._nodes:
             return
         self._nodes.discard(node)
+        self._preferences.clear()
         for index in range(self.vnodes):
             point = stable_hash(f"{node}#{index}")
             if self._points.get(point) == node:
@@ -63,6 +69,14 @@ class HashRing:
     def preference_list(self, key: str, count: int) -> list[str]:
         """The first `count` distinct nodes clockwise from the key's point (fewer if the
         ring has fewer nodes)."""
+        cached = self._preferences.get((key, count))
+        if cached is None:
+            if len(self._preferences) >= PREFERENCE_CACHE_MAX:
+                self._preferences.clear()
+            cached = self._preferences[key, count] = self._walk(key, count)
+        return list(cached)
+
+    def _walk(self, key: str, count: int) -> list[str]:
         wanted = min(count, len(self._nodes))
         chosen: list[str] = []
         if wanted == 0:

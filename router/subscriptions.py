@@ -198,6 +198,7 @@ class Subscriptions:
             self._inbound.pop(node, None)
         steps: list[Step] = []
         placement = self._placement
+        ring_nodes = placement.ring.nodes
         for room, local in self._local.items():
             old_coordinator, old_replicas = before[room]
             replicas = set(placement.live_replicas(room))
@@ -206,7 +207,7 @@ class Subscriptions:
             if local.ready:
                 owed_by = gone & old_replicas
                 steps += self._catch_up_owed(room, local, old_coordinator, owed_by, now)
-            for node in [n for n in local.synced_ms if n not in placement.ring.nodes]:
+            for node in [n for n in local.synced_ms if n not in ring_nodes]:
                 # Departed (not only dead): its mark would hold every id here for good.
                 del local.synced_ms[node]
         return steps

@@ -78,3 +78,17 @@ def test_the_hash_is_stable_across_processes() -> None:
 def test_an_empty_ring_places_nothing() -> None:
     assert HashRing().preference_list("lobby", 3) == []
     assert HashRing().owner("lobby") is None
+
+
+def test_remembered_preference_lists_follow_every_change_of_the_ring() -> None:
+    ring = HashRing(["n1", "n2", "n3"], vnodes=16)
+    rooms = [f"room-{number}" for number in range(200)]
+    before = {room: ring.preference_list(room, 2) for room in rooms}
+    before["room-0"].append("tampered")  # a caller's list is its own
+    assert ring.preference_list("room-0", 2) != before["room-0"]
+    ring.add("n4")
+    fresh = HashRing(["n1", "n2", "n3", "n4"], vnodes=16)
+    assert all(ring.preference_list(r, 2) == fresh.preference_list(r, 2) for r in rooms)
+    assert any("n4" in ring.preference_list(r, 2) for r in rooms), "n4 took some rooms"
+    ring.remove("n4")
+    assert all(ring.preference_list(r, 2) == before[r] for r in rooms[1:])
