@@ -22,6 +22,7 @@ from mesh.wire.protocol import MessageEvent
 from perf.workload import MESHCHAT_TARGETS
 
 OnPayload = Callable[[str], None]
+REDIS_PUBLISH_CONNECTIONS = 32
 
 
 class Driver(Protocol):
@@ -76,7 +77,12 @@ class MeshchatDriver:
 class RedisDriver:
     def __init__(self, endpoint: str) -> None:
         host, port = endpoint.rsplit(":", 1)
-        self.publisher = aioredis.Redis(host=host, port=int(port))
+        # Many sends in flight share a few connections (waiting for one) rather than each
+        # opening its own: redis-py's pool refuses past its limit.
+        pool = aioredis.BlockingConnectionPool(
+            host=host, port=int(port), max_connections=REDIS_PUBLISH_CONNECTIONS, timeout=None
+        )
+        self.publisher = aioredis.Redis(connection_pool=pool)
         self.subscriber = aioredis.Redis(host=host, port=int(port))
         self._reader: asyncio.Task[None] | None = None
 
