@@ -4,21 +4,19 @@ The engine never touches a socket or a disk: it returns these, and the shell (th
 or the simulator) carries them out and reports completions back by token.
 """
 
-from dataclasses import dataclass, field
+import msgspec
 
 from router.error_codes import ErrorCode
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 
 
-@dataclass(frozen=True, slots=True)
-class SendPeer:
+class SendPeer(msgspec.Struct, frozen=True):
     node: str
     message: RouterMessage
 
 
-@dataclass(frozen=True, slots=True)
-class Store:
+class Store(msgspec.Struct, frozen=True):
     """Write a copy durably; report with RoomEngine.stored(token, kept). With
     `late_at_ms`, the copy arrived long after its id's time: if it is new here, record it
     as a late arrival at that wall-clock time, for resumes to find (Load.late_since_ms)."""
@@ -28,8 +26,7 @@ class Store:
     late_at_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Load:
+class Load(msgspec.Struct, frozen=True):
     """Read a page of this node's copy of a room; report with RoomEngine.loaded(token, ...)."""
 
     token: int
@@ -42,8 +39,7 @@ class Load:
     late_since_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoreHint:
+class StoreHint(msgspec.Struct, frozen=True):
     """Keep a copy for `owner`, durably, until it is handed over; report with
     stored(token, message or None, duplicate)."""
 
@@ -52,8 +48,7 @@ class StoreHint:
     message: RoomMessage
 
 
-@dataclass(frozen=True, slots=True)
-class LoadHints:
+class LoadHints(msgspec.Struct, frozen=True):
     """Hints held for `owner` with ids after `after`, in id order, at most `limit`;
     report with hints_loaded(token, messages)."""
 
@@ -63,16 +58,14 @@ class LoadHints:
     after: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteHint:
+class DeleteHint(msgspec.Struct, frozen=True):
     """The owner has the message on disk: forget the hint."""
 
     owner: str
     message_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class ExpireHints:
+class ExpireHints(msgspec.Struct, frozen=True):
     """Drop hints past the bounds (age, then count and bytes per owner, oldest first);
     report with hints_expired(token, {owner: dropped})."""
 
@@ -82,15 +75,13 @@ class ExpireHints:
     bytes_max: int
 
 
-@dataclass(frozen=True, slots=True)
-class ListRooms:
+class ListRooms(msgspec.Struct, frozen=True):
     """Name every room this node holds messages of; report with rooms_listed(token, ...)."""
 
     token: int
 
 
-@dataclass(frozen=True, slots=True)
-class LoadDigest:
+class LoadDigest(msgspec.Struct, frozen=True):
     """Summarise this node's copy of a room (router/digest.py); report with
     digest_loaded(token, digest)."""
 
@@ -98,8 +89,7 @@ class LoadDigest:
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class LoadIds:
+class LoadIds(msgspec.Struct, frozen=True):
     """Ids of a room strictly between after and before, oldest first, at most `limit`;
     report with ids_loaded(token, ids, more)."""
 
@@ -110,8 +100,7 @@ class LoadIds:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class LoadMessages:
+class LoadMessages(msgspec.Struct, frozen=True):
     """These messages of a room (those held); report with loaded(token, messages, False)."""
 
     token: int
@@ -119,8 +108,7 @@ class LoadMessages:
     ids: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class StoreMembership:
+class StoreMembership(msgspec.Struct, frozen=True):
     """Keep a change of a user's rooms (the latest per room wins); report with
     RoomEngine.membership_stored(token, ok)."""
 
@@ -128,8 +116,7 @@ class StoreMembership:
     change: MembershipChange
 
 
-@dataclass(frozen=True, slots=True)
-class LoadMemberships:
+class LoadMemberships(msgspec.Struct, frozen=True):
     """The latest change of each of the user's rooms held here; report with
     RoomEngine.memberships_loaded(token, changes or None)."""
 
@@ -137,29 +124,25 @@ class LoadMemberships:
     user: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverMessage:
+class DeliverMessage(msgspec.Struct, frozen=True):
     """A new message for this node's sessions in its room (each id once)."""
 
     message: RoomMessage
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverEvent:
+class DeliverEvent(msgspec.Struct, frozen=True):
     """A presence or typing event for this node's sessions in its room."""
 
     event: PresenceChanged | TypingNotice
 
 
-@dataclass(frozen=True, slots=True)
-class Warn:
+class Warn(msgspec.Struct, frozen=True):
     """Something an operator should see in the log."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
+class Refusal(msgspec.Struct, frozen=True):
     """A peer's message was refused as it stood (its values out of bounds): counted, and
     logged once per peer by the shell, so a flood of them cannot flood the log."""
 
@@ -170,47 +153,40 @@ class Refusal:
 # ---- outcomes of requests made by the shell (completed with `Complete`) ----
 
 
-@dataclass(frozen=True, slots=True)
-class Acked:
+class Acked(msgspec.Struct, frozen=True):
     message: RoomMessage
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True):
     code: ErrorCode  # unavailable (a retry is safe) or internal
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
+class Page(msgspec.Struct, frozen=True):
     messages: list[RoomMessage]
     more: bool
     # Asked for by resumes: messages that reached a replica late, with ids at or before
     # the page's start (a client resuming from there never saw them).
-    late: list[RoomMessage] = field(default_factory=list)
+    late: list[RoomMessage] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Users:
+class Users(msgspec.Struct, frozen=True):
     users: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Rooms:
+class Rooms(msgspec.Struct, frozen=True):
     rooms: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(msgspec.Struct, frozen=True):
     """Interest in a room is registered with its coordinator: live pushes will arrive."""
 
 
 Outcome = Acked | Refused | Page | Users | Rooms | Ready
 
 
-@dataclass(frozen=True, slots=True)
-class Complete:
+class Complete(msgspec.Struct, frozen=True):
     ticket: int
     outcome: Outcome
 

@@ -7,8 +7,9 @@ the engine gave out is left waiting.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 from router.digest import Digest
 from router.effects import (
@@ -34,14 +35,12 @@ Health = Literal["alive", "suspect", "dead"]
 # ---- requests of this node's clients (answered with Complete(ticket, outcome)) ----
 
 
-@dataclass(frozen=True, slots=True)
-class SendMessage:
+class SendMessage(msgspec.Struct, frozen=True):
     ticket: int
     request: SendRequest
 
 
-@dataclass(frozen=True, slots=True)
-class ReadPage:
+class ReadPage(msgspec.Struct, frozen=True):
     """A page of history from R replicas (`quorum` asks more or fewer), its messages
     within `bytes_max` (router/page_bytes.py) when given."""
 
@@ -54,8 +53,7 @@ class ReadPage:
     bytes_max: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ResumeRoom:
+class ResumeRoom(msgspec.Struct, frozen=True):
     """A page of a session's replay that began at `since` and is now at `after`. The
     first page (after == since) brings the late arrivals the replicas recorded, the last
     (not `more`) those this node noted itself: both may sort before `since` unseen."""
@@ -67,40 +65,34 @@ class ResumeRoom:
     since: str
 
 
-@dataclass(frozen=True, slots=True)
-class Subscribe:
+class Subscribe(msgspec.Struct, frozen=True):
     """This node has sessions in the room: Ready once its pushes will arrive."""
 
     ticket: int
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
+class Unsubscribe(msgspec.Struct, frozen=True):
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class AnnounceEvent:
+class AnnounceEvent(msgspec.Struct, frozen=True):
     """A presence or typing event of a local session, for the room's other nodes."""
 
     event: PresenceChanged | TypingNotice
 
 
-@dataclass(frozen=True, slots=True)
-class WhoIsIn:
+class WhoIsIn(msgspec.Struct, frozen=True):
     ticket: int
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class RecordMembership:
+class RecordMembership(msgspec.Struct, frozen=True):
     ticket: int
     change: MembershipChange
 
 
-@dataclass(frozen=True, slots=True)
-class RoomsOf:
+class RoomsOf(msgspec.Struct, frozen=True):
     ticket: int
     user: str
 
@@ -120,8 +112,7 @@ ClientRequest = (
 # ---- what storage effects end with ----
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(msgspec.Struct, frozen=True):
     """A Store or StoreHint is on disk: `kept` is the copy held; `known` says the send
     was held already (under this id, or as a twin the kept copy replaced)."""
 
@@ -129,53 +120,44 @@ class Stored:
     known: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
+class Loaded(msgspec.Struct, frozen=True):
     """A Load or LoadMessages: the messages; `late` only for a Load with late_since_ms."""
 
     messages: list[RoomMessage]
     more: bool = False
-    late: list[RoomMessage] = field(default_factory=list)
+    late: list[RoomMessage] = msgspec.field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class HintsLoaded:
+class HintsLoaded(msgspec.Struct, frozen=True):
     messages: list[RoomMessage]
 
 
-@dataclass(frozen=True, slots=True)
-class HintsExpired:
+class HintsExpired(msgspec.Struct, frozen=True):
     dropped: dict[str, int]  # owner -> hints dropped
 
 
-@dataclass(frozen=True, slots=True)
-class RoomsListed:
+class RoomsListed(msgspec.Struct, frozen=True):
     rooms: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class DigestLoaded:
+class DigestLoaded(msgspec.Struct, frozen=True):
     digest: Digest
 
 
-@dataclass(frozen=True, slots=True)
-class IdsLoaded:
+class IdsLoaded(msgspec.Struct, frozen=True):
     ids: list[str]
     more: bool
 
 
-@dataclass(frozen=True, slots=True)
-class MembershipsLoaded:
+class MembershipsLoaded(msgspec.Struct, frozen=True):
     changes: list[MembershipChange]
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(msgspec.Struct, frozen=True):
     """A StoreMembership or DeleteHint is on disk."""
 
 
-@dataclass(frozen=True, slots=True)
-class StorageFailed:
+class StorageFailed(msgspec.Struct, frozen=True):
     reason: str
 
 
@@ -208,8 +190,7 @@ StorageEffect = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StorageDone:
+class StorageDone(msgspec.Struct, frozen=True):
     """The end of `effect`: its result, or why it failed."""
 
     effect: StorageEffect
@@ -219,23 +200,20 @@ class StorageDone:
 # ---- the rest of the world ----
 
 
-@dataclass(frozen=True, slots=True)
-class PeerMessage:
+class PeerMessage(msgspec.Struct, frozen=True):
     """A room message from `sender`, a member the transport authenticated."""
 
     sender: str
     message: RouterMessage
 
 
-@dataclass(frozen=True, slots=True)
-class MembersChanged:
+class MembersChanged(msgspec.Struct, frozen=True):
     """The membership view: every node not departed, and its health."""
 
     members: Mapping[str, Health]
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(msgspec.Struct, frozen=True):
     """Time passed: retries, deadlines, rounds and replays that are due."""
 
 

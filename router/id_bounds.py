@@ -10,8 +10,6 @@ so that one bad row on a replica's disk cannot stall every read that would show 
 Pushes are checked where they are delivered, so that their stream still moves on.
 """
 
-from dataclasses import dataclass
-
 import msgspec
 
 from router.message_ids import is_message_id
@@ -31,8 +29,7 @@ from router.wire import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
+class Checked(msgspec.Struct, frozen=True):
     """A message as far as it may be believed: None when refused whole, and how many
     of its items (messages, ids, changes) were left out for being too far ahead."""
 

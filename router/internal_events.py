@@ -5,7 +5,7 @@ RoomEngine hands it on: a forward to coordinate here, a settled write to publish
 publication for this node's sessions, a read wanted and its outcome, a copy to repair.
 """
 
-from dataclasses import dataclass
+import msgspec
 
 from router.effects import Effect, Outcome
 from router.records import RoomMessage
@@ -13,23 +13,20 @@ from router.wire import RoomEvent
 from router.writes import Origin, SendRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Coordinate:
+class Coordinate(msgspec.Struct, frozen=True):
     """Carry out a send as the room's coordinator (forwarding → coordinator)."""
 
     origin: Origin
     request: SendRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(msgspec.Struct, frozen=True):
     """Push an event to every node interested in its room (→ fan-out)."""
 
     event: RoomEvent
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverHere:
+class DeliverHere(msgspec.Struct, frozen=True):
     """Hand an event to this node's sessions in its room (→ subscriptions); a catch-up's
     own pages pass the pushes it holds back."""
 
@@ -37,8 +34,7 @@ class DeliverHere:
     caught_up: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Repair:
+class Repair(msgspec.Struct, frozen=True):
     """Give `node` these copies, which it lacks or holds under a twin's larger id
     (→ replica, which stores its own and sends the others')."""
 
@@ -46,15 +42,13 @@ class Repair:
     messages: tuple[RoomMessage, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class AnnounceLate:
+class AnnounceLate(msgspec.Struct, frozen=True):
     """A recent message reached this replica only by repair: have it pushed (→ fan-out)."""
 
     message: RoomMessage
 
 
-@dataclass(frozen=True, slots=True)
-class ClientRead:
+class ClientRead(msgspec.Struct, frozen=True):
     """A read of this node's client; a resume's replay began at `resume_since`."""
 
     ticket: int
@@ -62,8 +56,7 @@ class ClientRead:
     resume_since: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CatchUpRead:
+class CatchUpRead(msgspec.Struct, frozen=True):
     """A page of a room's catch-up, from `after`."""
 
     room: str
@@ -73,8 +66,7 @@ class CatchUpRead:
 Reader = ClientRead | CatchUpRead
 
 
-@dataclass(frozen=True, slots=True)
-class ReadWanted:
+class ReadWanted(msgspec.Struct, frozen=True):
     """A page from R replicas (→ quorum reads)."""
 
     reader: Reader
@@ -87,23 +79,20 @@ class ReadWanted:
     bytes_max: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReadDone:
+class ReadDone(msgspec.Struct, frozen=True):
     """The outcome of a ReadWanted (→ the client, or subscriptions for a catch-up)."""
 
     reader: Reader
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterHere:
+class RegisterHere(msgspec.Struct, frozen=True):
     """This node wants the room's pushes from itself as a replica (→ fan-out)."""
 
     room: str
 
 
-@dataclass(frozen=True, slots=True)
-class WithdrawHere:
+class WithdrawHere(msgspec.Struct, frozen=True):
     room: str
 
 

@@ -17,13 +17,11 @@ from router.message_ids import MessageId
 from router.records import RoomMessage
 
 
-@dataclass(frozen=True, slots=True)
-class LocalOrigin:
+class LocalOrigin(msgspec.Struct, frozen=True):
     ticket: int  # a request of this node's own shell
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteOrigin:
+class RemoteOrigin(msgspec.Struct, frozen=True):
     node: str  # a gateway that forwarded the send
     forward_id: int
 
@@ -31,8 +29,7 @@ class RemoteOrigin:
 Origin = LocalOrigin | RemoteOrigin
 
 
-@dataclass(frozen=True, slots=True)
-class SendRequest:
+class SendRequest(msgspec.Struct, frozen=True):
     """A client's send, as it enters the mesh."""
 
     room: str
