@@ -82,7 +82,7 @@ class RedisDriver:
         pool = aioredis.BlockingConnectionPool(
             host=host, port=int(port), max_connections=REDIS_PUBLISH_CONNECTIONS, timeout=None
         )
-        self.publisher = aioredis.Redis(connection_pool=pool)
+        self.publisher = aioredis.Redis.from_pool(pool)  # closing it closes the pool
         self.subscriber = aioredis.Redis(host=host, port=int(port))
         self._reader: asyncio.Task[None] | None = None
 

@@ -252,12 +252,12 @@ def _expect(
     while len(found) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count - len(found)} process(es) did not report {kind}")
+        ended = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
+        if ended:
+            raise RuntimeError(f"a load process exited with {ended[0]} before {kind}")
         try:
             got, payload = results.get(timeout=0.5)
         except queue.Empty:
-            ended = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
-            if ended:
-                raise RuntimeError(f"a load process exited with {ended[0]} before {kind}") from None
             continue
         if got == kind:
             found.append(payload)

@@ -454,7 +454,8 @@ class Subscriptions:
             if local.catch_up_after is not None and now >= local.catch_up_retry_at:
                 after, local.catch_up_after = local.catch_up_after, None
                 steps += self._catch_up(room, now, after=after)
-            if local.held is None:  # no catch-up runs or waits: none reads from before
+            if local.held is None and local.catch_up_after is None:
+                # No catch-up runs, waits or is to be retried: none reads from before.
                 local.delivered.forget_before(self._reach_ms(room, local, now_ms))
         if now >= self._next_refresh:
             self._next_refresh = now + self._config.interest_refresh_s
