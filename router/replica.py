@@ -106,7 +106,11 @@ class Replica:
             return []
         self._stats.late_posts += 1
         steps: list[Step] = []
-        if self._placement.coordinator(message.room) != self._placement.node_id:
+        late = message.time_ms < self._clock.wall_ms(now) - LATE_AFTER_MS
+        if late and self._placement.coordinator(message.room) != self._placement.node_id:
+            # Only when it is late indeed: a fresh one repaired here while its write is
+            # still under way (a busy replica, say) comes with the room's pushes, in its
+            # place; handed on now, it would pass the pushes still queued before it.
             steps.append(DeliverHere(Posted(message)))
         return [*steps, AnnounceLate(message)]
 
