@@ -129,6 +129,11 @@ class Coordinator:
         self._stats.writes_coordinated += 1
         return write
 
+    def coordinating(self, message: RoomMessage) -> bool:
+        """A write of this send is under way here: it is published in its place once
+        settled, so an announcement of a copy a replica stored late must not pass it."""
+        return message.key in self._write_by_key
+
     def stored(self, token: int, kept: RoomMessage | None, duplicate: bool) -> list[Step]:
         """This node's own copy (or a hint kept here) is on disk, or failed."""
         if token in self._own_hints:

@@ -302,6 +302,8 @@ class RoomEngine:
                 return self._run(_Role.COORDINATOR, done, now)
             case Publish(event):
                 return self._run(_Role.OTHER, self._fan_out.publish(event, now), now)
+            case AnnounceLate(message) if self._coordinator.coordinating(message):
+                return []  # this node's own write of it publishes it, in its place
             case AnnounceLate(message):
                 return self._run(_Role.OTHER, self._fan_out.announce(Posted(message), now), now)
             case DeliverHere(event, caught_up):
@@ -460,6 +462,10 @@ class RoomEngine:
                 return _Role.OTHER, self._subscriptions.pushed(sender, message, now)
             case PushAck():
                 return _Role.OTHER, self._fan_out.acknowledged(sender, message)
+            case Announce(Posted(late_copy)) if self._coordinator.coordinating(late_copy):
+                # A replica stored a copy late while the write is still under way here:
+                # the write publishes it once settled, in its place among the room's.
+                return _Role.OTHER, []
             case Announce(event):
                 return _Role.OTHER, [Publish(event)]
             case DigestOffer() | DigestDiff() | IdPage() | Want():
