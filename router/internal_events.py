@@ -57,10 +57,12 @@ class ClientRead(msgspec.Struct, frozen=True):
 
 
 class CatchUpRead(msgspec.Struct, frozen=True):
-    """A page of a room's catch-up, from `after`."""
+    """A page of a room's catch-up, from `after`, for the room's subscription numbered
+    `subscription` on this node (a read that outlives it is dropped)."""
 
     room: str
     after: str
+    subscription: int
 
 
 Reader = ClientRead | CatchUpRead

@@ -39,6 +39,7 @@ class _LocalRoom:
 
     subscribed_wall_ms: int
     delivered: DeliveredIds  # given to the sessions here, as far back as a catch-up reads
+    number: int  # this subscription of the room here: catch-up reads carry it
     ready: bool = False
     tickets: list[int] = field(default_factory=list)
     registration: int | None = None  # request id awaiting the coordinator's ack
@@ -95,6 +96,7 @@ class Subscriptions:
             local = self._local[room] = _LocalRoom(
                 subscribed_wall_ms=self._clock.wall_ms(now),
                 delivered=DeliveredIds(self._config.delivered_ids_per_room_max, self._stats),
+                number=next(self._numbers),
             )
         # A message handed on before this session came may reach the room again (its
         # send retried after a failure and now acknowledged): the newcomer needs it, and
@@ -353,15 +355,15 @@ class Subscriptions:
         local.catch_ups_running += 1
         if local.held is None:
             local.held = []
-        reader = CatchUpRead(room, after)
+        reader = CatchUpRead(room, after, local.number)
         quorum = self._config.resume_quorum
         return [ReadWanted(reader, room, None, after, CATCH_UP_PAGE, quorum, late_since_ms)]
 
     def caught_up(self, read: CatchUpRead, outcome: Outcome, now: float) -> list[Step]:
         """A page of a catch-up came back (or the read failed: it is retried)."""
         local = self._local.get(read.room)
-        if local is None:
-            return []
+        if local is None or local.number != read.subscription:
+            return []  # the room was left (and maybe joined again) while this read ran
         local.catch_ups_running -= 1
         assert local.catch_ups_running >= 0, f"{read.room}: a catch-up ended twice"
         if not isinstance(outcome, Page):

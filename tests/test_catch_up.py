@@ -22,6 +22,7 @@ from router.events import (
     Stored,
     Subscribe,
     Tick,
+    Unsubscribe,
 )
 from router.interest import InterestTable
 from router.message_ids import at_time
@@ -368,3 +369,24 @@ def test_pushes_piling_up_behind_a_slow_catch_up_come_once_and_in_order() -> Non
     mesh.tick(mesh.last_tick + config.retry_interval_s)
     assert mesh.delivered == sorted(mesh.delivered), "in id order"
     assert len(mesh.delivered) == len(set(mesh.delivered)) == 40
+
+
+def test_a_catch_up_read_that_outlives_its_subscription_is_dropped() -> None:
+    """The room is left and joined again while a catch-up's read is out: its answer,
+    when it comes, belongs to the old subscription and changes nothing."""
+    config = RouterConfig(replicas=3, write_quorum=2)
+    mesh = mesh_of(config, [NODE, "n2", "n3"])
+    room = room_placed(mesh, ["n2", NODE])
+    mesh.subscribe(room, 0.0)
+    mesh.held_reads = []
+    mesh.stand_still(config.stall_after_s + 0.5)
+    assert mesh.held_reads, "a catch-up asked the replicas"
+    held, mesh.held_reads = mesh.held_reads, None
+    mesh.carry(mesh.engine.handle(Unsubscribe(room), mesh.last_tick), mesh.last_tick)
+    mesh.ready.clear()
+    mesh.subscribe(room, mesh.last_tick)
+    before = mesh.engine.statistics()
+    for peer, read in held:
+        mesh.carry(mesh.answer(peer, read, mesh.last_tick), mesh.last_tick)
+    mesh.tick(mesh.last_tick + config.retry_interval_s)
+    assert mesh.engine.statistics()["room_catch_ups"] == before["room_catch_ups"]
