@@ -106,7 +106,7 @@ class Replica:
             return []
         self._stats.late_posts += 1
         steps: list[Step] = []
-        late = message.time_ms < self._clock.wall_ms(now) - LATE_AFTER_MS
+        late = self.late_at(message, now) is not None
         if late and self._placement.coordinator(message.room) != self._placement.node_id:
             # Only when it is late indeed: a fresh one repaired here while its write is
             # still under way (a busy replica, say) comes with the room's pushes, in its
