@@ -97,6 +97,8 @@ _LIMIT_OPTIONS = (
     ("--send-burst", "send_burst", int, "sends allowed at once above that rate"),
     ("--session-queue-max", "session_queue_max", int, "frames queued to one client"),
     ("--sessions-max", "sessions_max", int, "sessions at once"),
+    ("--sends-in-flight-max", "sends_in_flight_max", int, "sends in flight on the node"),
+    ("--send-wait-max-s", "send_wait_max_s", float, "wait for room before unavailable"),
 )
 
 

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from mesh.client.connection import NodeError, open_stream, read_node_frame
+from mesh.client.send_window import SendWindow
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from mesh.wire.framing import encode_frame
@@ -169,6 +170,7 @@ class ChatClient:
         self.user: str | None = None
         self.address: str | None = None
         self.limits: dict[str, float] = {}
+        self._send_window = SendWindow()  # within the announced send_window_max
         self.round_trip_s: float | None = None
         self.reconnects = 0
         self._request_ids = itertools.count(1)
@@ -245,17 +247,24 @@ class ChatClient:
     async def send(self, room: str, body: str, client_msg_id: str | None = None) -> Sent:
         """Store a message; retried (same client message id) until acknowledged or timed out.
 
-        Concurrent sends are written in call order, paced to the rate the node announced,
-        so the node stores them in that order and rarely has to refuse one as too fast.
+        Concurrent sends are written in call order, paced to the rate the node announced
+        and kept within its send window, so the node stores them in that order and rarely
+        has to refuse one as too fast.
         """
         message_id = client_msg_id or uuid.uuid4().hex
         async with self._send_order:
-            await self._pace()
+            await self._send_window.acquire(int(self.limits.get("send_window_max", 0)))
+            try:
+                await self._pace()
+            except BaseException:
+                self._send_window.release()
+                raise
             reply = self._request(
                 lambda i: Send(request_id=i, room=room, client_msg_id=message_id, body=body), Sent
             )
             # Start the request (and so write its frame) before the next send may.
             task = asyncio.ensure_future(reply)
+            task.add_done_callback(lambda _: self._send_window.release())
             await asyncio.sleep(0)
         return await task
 

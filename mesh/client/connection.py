@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Self
 
 from mesh.wire import protocol
@@ -89,6 +89,31 @@ class NodeConnection:
                 reply = await _read_reply(self._reader)
                 if getattr(reply, "request_id", None) == request_id:
                     return reply
+
+    async def pipeline(
+        self, builds: Sequence[Callable[[int], protocol.ClientMessage]], timeout_s: float = 10.0
+    ) -> list[NodeMessage | NodeError]:
+        """Send every request at once, then wait for all their replies: each request's
+        reply, or the error it was answered with, in the order of `builds`."""
+        ids = [next(self._request_ids) for _ in builds]
+        replies: dict[int, NodeMessage | NodeError] = {}
+        async with asyncio.timeout(timeout_s):
+            for request_id, build in zip(ids, builds, strict=True):
+                self._writer.write(encode_frame(protocol.encode(build(request_id))))
+            await self._writer.drain()
+            while len(replies) < len(ids):
+                payload = await read_node_frame(self._reader)
+                if payload is None:
+                    raise ConnectionError("the node closed the connection")
+                reply = protocol.decode_node_message(payload)
+                answered = getattr(reply, "request_id", None)
+                if isinstance(answered, int) and ids[0] <= answered <= ids[-1]:
+                    replies[answered] = (
+                        NodeError(reply.code, reply.message, reply.retry_after_s)
+                        if isinstance(reply, ErrorReply)
+                        else reply
+                    )
+        return [replies[request_id] for request_id in ids]
 
     async def close(self) -> None:
         self._writer.close()

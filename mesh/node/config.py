@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.node.doors.send_admission import ADMISSION_WAIT_MAX_S, SENDS_IN_FLIGHT_MAX
 from mesh.wire.protocol import CLIENT_FRAME_BYTES_MAX
 from mesh.wire.tls import CertificateFiles
 from peers.membership import MembershipConfig
@@ -34,6 +35,10 @@ class ClientLimits:
     send_window_max: int = 1024
     # Sessions beyond this are refused with `unavailable` rather than slowing everyone.
     sessions_max: int = 10_000
+    # Node-wide, not announced: sends in flight over all sessions and both doors, and how
+    # long a send past that waits for room before `unavailable` (doors/send_admission.py).
+    sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX
+    send_wait_max_s: float = ADMISSION_WAIT_MAX_S
     handshake_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -47,11 +52,14 @@ class ClientLimits:
             "session_queue_max",
             "send_window_max",
             "sessions_max",
+            "sends_in_flight_max",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.sends_per_s <= 0:
             raise ValueError("sends_per_s must be positive")
+        if not 0 <= self.send_wait_max_s <= 60:
+            raise ValueError("send_wait_max_s must be 0..60")
 
     def announced(self) -> dict[str, float]:
         return {
@@ -61,6 +69,7 @@ class ClientLimits:
             "sends_per_s": self.sends_per_s,
             "send_burst": self.send_burst,
             "session_queue_max": self.session_queue_max,
+            "send_window_max": self.send_window_max,
         }
 
 

@@ -67,6 +67,10 @@ _COUNTERS = {
         "Sessions closed for reading too slowly.",
     ),
     "client_requests": ("meshchat_client_requests_total", "Requests received from clients."),
+    "sends_refused_busy": (
+        "meshchat_sends_refused_busy_total",
+        "Sends refused as unavailable after waiting for room in flight.",
+    ),
     "storage_commits": ("meshchat_storage_commits_total", "SQLite commits."),
     "storage_failures": ("meshchat_storage_failures_total", "Commits that failed."),
     "storage_duplicates": (
@@ -194,6 +198,14 @@ _GAUGES = {
     "forwards_in_flight": (
         "meshchat_forwards_in_flight",
         "Sends handed to another node's coordinator, not yet answered.",
+    ),
+    "sends_in_flight": (
+        "meshchat_sends_in_flight",
+        "Sends admitted by this node's doors and not yet answered.",
+    ),
+    "sends_waiting_for_room": (
+        "meshchat_sends_waiting",
+        "Sends waiting at the door for the node's in-flight bound.",
     ),
     "storage_tokens_waiting": (
         "meshchat_room_storage_waiting",

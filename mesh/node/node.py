@@ -21,6 +21,7 @@ from mesh.node.doors.gateway import Gateway
 from mesh.node.doors.http_api import HttpBackend, bind_http_socket, build_app, serve_http
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.rooms import RoomHub
+from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.identity import next_incarnation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.peer_book import load_peer_addresses, save_peer_addresses
@@ -114,6 +115,7 @@ class Node:
         # One per node: a user's sends count against one limit over every session, TCP or HTTP.
         limits = config.client_limits
         self.send_limits = UserSendLimits(limits.sends_per_s, limits.send_burst)
+        self.admission = SendAdmission(limits.sends_in_flight_max, limits.send_wait_max_s)
         self.gateway = Gateway(
             config.node_id,
             config.client_limits,
@@ -122,6 +124,7 @@ class Node:
             self.status,
             placement=self.placement,
             send_limits=self.send_limits,
+            admission=self.admission,
             on_ack=self.metrics.observe_ack,
         )
         self.client_tls = (  # TLS on the client port and the HTTP API, if configured
@@ -239,6 +242,7 @@ class Node:
             lambda: self.status(0),
             self.metrics,
             self.send_limits,
+            self.admission,
         )
         tls = None if self.client_tls is None else self.client_tls.context
         scheme = "http" if tls is None else "https"
@@ -385,6 +389,10 @@ class Node:
             "send_limit_users": len(self.send_limits),
             "send_limit_refusals": self.send_limits.stats.refused,
             "send_limit_users_forgotten_busy": self.send_limits.stats.forgotten_busy,
+            "sends_in_flight": self.admission.in_flight,
+            "sends_waiting_for_room": self.admission.waiting,
+            "sends_that_waited_for_room": self.admission.stats.waited,
+            "sends_refused_busy": self.admission.stats.refused,
             "client_sessions_open": self.gateway.session_count,
             "client_tls_handshake_failures": (
                 self.client_tls.handshake_failures if self.client_tls else 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mesh.node import database_file, hint_rows, late_rows
+from mesh.node.drain_rate import DrainRate
 from router.digest import BUCKET_DIGITS, Digest, id_hash
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
 from router.records import MembershipChange, RoomMessage
@@ -89,6 +90,10 @@ class StorageError(Exception):
 
 class StorageOverloadedError(StorageError):
     """The write queue is full; nothing was queued."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # when the queue will have drained, if known
 
 
 class StorageLostError(StorageOverloadedError):
@@ -221,6 +226,10 @@ class Storage:
         self._lost_lock = threading.Lock()
         self._lost_event: asyncio.Event | None = None
         self._files: dict[Path, database_file.FileIdentity] = {}  # what the writer writes
+        # Writes committed per second, for the wait told to a send the full queue refuses;
+        # the writer thread adds to it and the loop reads it.
+        self._committed = DrainRate()
+        self._committed_lock = threading.Lock()
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -335,7 +344,11 @@ class Storage:
         try:
             self._writes.put_nowait((write, future))
         except queue.Full:
-            raise StorageOverloadedError(f"{WRITE_QUEUE_MAX} writes are waiting") from None
+            with self._committed_lock:
+                wait_s = self._committed.wait_s(time.monotonic(), WRITE_QUEUE_MAX)
+            raise StorageOverloadedError(
+                f"{WRITE_QUEUE_MAX} writes are waiting for the disk", wait_s
+            ) from None
         return future
 
     def _write_loop(self, ready: "concurrent.futures.Future[None]") -> None:
@@ -430,6 +443,8 @@ class Storage:
         stats.writes += len(batch)
         stats.last_batch_size = len(batch)
         stats.commit_seconds_total += elapsed_s
+        with self._committed_lock:
+            self._committed.finished(time.monotonic(), len(batch))
         if self._on_commit is not None:
             self._on_commit(elapsed_s, len(batch))
         self._resolve(batch, results)

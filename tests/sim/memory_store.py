@@ -5,6 +5,8 @@ completes, so a crash before that loses them, as on a real node. tests/test_disk
 runs the same contract against this disk and the SQLite one.
 """
 
+import heapq
+
 from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
 from mesh.node.storage import IDS_PER_QUERY, IdConflictError
 from router.digest import Digest, digest_of
@@ -25,6 +27,7 @@ class MemoryStore:
         self.hints: dict[str, dict[str, tuple[RoomMessage, int]]] = {}
         # room -> message id -> when it arrived late (wall ms)
         self.late: dict[str, dict[str, int]] = {}
+        self._late_by_time: list[tuple[int, str, str]] = []  # (late_at_ms, room, id), a heap
         # (user, room) -> the latest join or leave
         self.memberships: dict[tuple[str, str], MembershipChange] = {}
         # The largest id of every copy stored or repeated, a twin that lost included: a
@@ -104,11 +107,15 @@ class MemoryStore:
     def _record_late(self, message: RoomMessage, late_at_ms: int) -> None:
         """As mesh/node/late_rows.py: the first record of an id stays, and any new record
         takes every room's records older than the late window with it."""
-        self.late.setdefault(message.room, {}).setdefault(message.id, late_at_ms)
+        recorded = self.late.setdefault(message.room, {})
+        if message.id not in recorded:
+            recorded[message.id] = late_at_ms
+            heapq.heappush(self._late_by_time, (late_at_ms, message.room, message.id))
         horizon_ms = late_at_ms - LATE_WINDOW_MS
-        for recorded in self.late.values():
-            for message_id in [i for i, at in recorded.items() if at < horizon_ms]:
-                del recorded[message_id]
+        while self._late_by_time and self._late_by_time[0][0] < horizon_ms:
+            at_ms, room, message_id = heapq.heappop(self._late_by_time)
+            if self.late[room].get(message_id) == at_ms:
+                del self.late[room][message_id]
 
     def late_arrivals(
         self,

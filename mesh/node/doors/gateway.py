@@ -18,6 +18,7 @@ from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
 from mesh.node.doors.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
 from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
 from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
@@ -84,10 +85,13 @@ class Gateway:
         *,
         placement: PlacementProvider,
         send_limits: UserSendLimits,
+        admission: SendAdmission,
         on_ack: AckObserver | None = None,
     ) -> None:
-        # Shared with the HTTP API: a user's send rate counts every session and both doors.
+        # Shared with the HTTP API: a user's send rate counts every session and both doors,
+        # and the node's sends in flight count both doors.
         self.send_limits = send_limits
+        self.admission = admission
         self._placement = placement
         self.node_id = node_id
         self._on_ack = on_ack
@@ -268,7 +272,9 @@ class Gateway:
                     )
                 )
             except StorageOverloadedError as error:
-                self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
+                self._reply_error(
+                    session, request, ErrorCode.UNAVAILABLE, str(error), error.retry_after_s
+                )
             except StorageError as error:
                 self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
             except RoomUnavailableError as error:
@@ -332,15 +338,26 @@ class Gateway:
             )
             return
         await session.wait_send_slot(self.limits.send_window_max)
+        try:
+            wait_s = await self.admission.admit()
+        except BaseException:
+            session.release_send_slot()
+            raise
+        if wait_s > 0:
+            session.release_send_slot()
+            self._reply_busy(session, request, wait_s)
+            return
         received_at = time.perf_counter()
         try:
             future = self.chat.send(session.user, request.room, request.client_msg_id, request.body)
         except BaseException:
             session.release_send_slot()
+            self.admission.finished(time.perf_counter() - received_at)
             raise
 
         def answer(done: "asyncio.Future[SendResult]") -> None:
             session.release_send_slot()
+            self.admission.finished(time.perf_counter() - received_at)
             if done.cancelled():
                 return
             error = done.exception()
@@ -371,7 +388,9 @@ class Gateway:
             elif isinstance(error, RoomUnavailableError):
                 self._reply_error(session, request, _code_of(error), str(error))
             elif isinstance(error, StorageOverloadedError):
-                self._reply_error(session, request, ErrorCode.UNAVAILABLE, str(error))
+                self._reply_error(
+                    session, request, ErrorCode.UNAVAILABLE, str(error), error.retry_after_s
+                )
             else:
                 self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
 
@@ -436,11 +455,27 @@ class Gateway:
     # ---- plumbing ----
 
     def _reply_error(
-        self, session: Session, request: protocol.ClientMessage, code: ErrorCode, message: str
+        self,
+        session: Session,
+        request: protocol.ClientMessage,
+        code: ErrorCode,
+        message: str,
+        retry_after_s: float | None = None,
     ) -> None:
         self._count(code)
         request_id = getattr(request, "request_id", None)
-        session.push(_frame(ErrorReply(code=code, message=message, request_id=request_id)))
+        reply = ErrorReply(
+            code=code, message=message, request_id=request_id, retry_after_s=retry_after_s
+        )
+        session.push(_frame(reply))
+
+    def _reply_busy(self, session: Session, request: Send, wait_s: float) -> None:
+        admission = self.admission
+        message = (
+            f"the node has {admission.in_flight} sends in flight and {admission.waiting} "
+            f"waiting (at most {admission.in_flight_max}); retry in {wait_s:g}s"
+        )
+        self._reply_error(session, request, ErrorCode.UNAVAILABLE, message, wait_s)
 
     def _count(self, code: ErrorCode) -> None:
         self.stats.errors_by_code[code.value] += 1

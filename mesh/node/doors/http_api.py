@@ -37,6 +37,7 @@ from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
 from mesh.node.doors.chat import ChatService
 from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.metrics import CONTENT_TYPE, NodeMetrics
 from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import StorageError, StorageOverloadedError, StoredMessage
@@ -293,6 +294,7 @@ class HttpBackend:
     status: Callable[[], StatusReply]
     metrics: NodeMetrics
     send_limits: UserSendLimits  # the node's one registry, shared with the TCP gateway
+    admission: SendAdmission  # the node's sends in flight, shared with the TCP gateway
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -345,6 +347,23 @@ def _take_send_token(backend: HttpBackend, user: str) -> None:
             {"Retry-After": str(max(1, math.ceil(wait_s)))},
             retry_after_s=wait_s,
         )
+
+
+async def _admit_send(admission: SendAdmission) -> None:
+    wait_s = await admission.admit()
+    if wait_s > 0:
+        raise _unavailable(
+            f"the node has {admission.in_flight} sends in flight and {admission.waiting} "
+            f"waiting (at most {admission.in_flight_max}); retry in {wait_s:g}s",
+            wait_s,
+        )
+
+
+def _unavailable(message: str, retry_after_s: float | None) -> ApiError:
+    if retry_after_s is None:
+        return ApiError(ErrorCode.UNAVAILABLE, message)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    return ApiError(ErrorCode.UNAVAILABLE, message, headers, retry_after_s=retry_after_s)
 
 
 # ---- the links between pages ----
@@ -466,13 +485,16 @@ async def post_message(
             f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
         )
     _take_send_token(backend, user)
+    await _admit_send(backend.admission)
     started = time.perf_counter()
     try:
         result = await backend.chat.send(user, room, idempotency_key or uuid.uuid4().hex, data.body)
     except StorageOverloadedError as error:  # also a lost data dir: the node is going
-        raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
+        raise _unavailable(str(error), error.retry_after_s) from error
     except StorageError as error:
         raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
+    finally:
+        backend.admission.finished(time.perf_counter() - started)
     backend.metrics.observe_ack(time.perf_counter() - started)
     return Response(_message_out(result.message), status_code=200 if result.duplicate else 201)
 

@@ -1,0 +1,206 @@
+"""Overload at a node's door: past its sends in flight, a send waits its turn, and one that
+waited too long is refused with `unavailable` and a wait drawn from the real backlog. A
+refused send was never accepted, so a client that retries after the wait gets every
+message stored once and in its order."""
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeConnection, NodeError
+from mesh.node.doors.send_admission import HELD_S_PRIOR, SendAdmission
+from mesh.node.drain_rate import DRAIN_WAIT_MAX_S, DRAIN_WAIT_UNKNOWN_S, DrainRate
+from mesh.wire.errors import ErrorCode
+from mesh.wire.pacing import RETRY_AFTER_S_MIN
+from mesh.wire.protocol import Send, Sent
+from tests.processes import HOST, Cluster, NodeProcess, counters, run_async, wait_for
+
+# ---- the drain rate, sans-IO ----
+
+
+def test_a_steady_rate_is_measured_and_the_wait_is_the_backlog_over_it() -> None:
+    rate = DrainRate(half_life_s=1.0)
+    for step in range(1000):  # 100 per second for 10 s
+        rate.finished(step / 100)
+    assert rate.per_s(10.0) == pytest.approx(100, rel=0.05)
+    assert rate.wait_s(10.0, ahead=50) == pytest.approx(0.5, rel=0.05)
+    assert rate.per_s(20.0) < 1  # ten half-lives later it has all but faded
+
+
+def test_nothing_finished_lately_means_a_short_wait_and_a_huge_backlog_the_longest() -> None:
+    assert DrainRate().wait_s(5.0, ahead=1) == DRAIN_WAIT_UNKNOWN_S
+    rate = DrainRate()
+    rate.finished(0.0, count=1000)
+    assert rate.wait_s(0.0, ahead=10_000_000) == DRAIN_WAIT_MAX_S
+    assert 0 < rate.wait_s(0.0, ahead=1) < 0.01
+
+
+# ---- the admission gate, on a real event loop ----
+
+
+def test_past_the_bound_sends_wait_in_turn_and_take_the_freed_slots() -> None:
+    async def scenario() -> None:
+        gate = SendAdmission(in_flight_max=2, wait_max_s=5.0)
+        assert await gate.admit() == 0.0 and await gate.admit() == 0.0
+        order: list[str] = []
+
+        async def wait(name: str) -> None:
+            assert await gate.admit() == 0.0
+            order.append(name)
+
+        waiters = [asyncio.create_task(wait(name)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0.01)
+        assert gate.waiting == 3 and gate.in_flight == 2 and not order
+        gate.finished(0.1)
+        gate.finished(0.1)
+        await asyncio.sleep(0.01)
+        assert order == ["a", "b"] and gate.in_flight == 2 and gate.waiting == 1
+        for _ in range(3):
+            gate.finished(0.1)
+        await asyncio.gather(*waiters)
+        assert order == ["a", "b", "c"] and gate.in_flight == 0 and gate.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_send_that_waited_too_long_is_told_when_the_backlog_will_have_drained() -> None:
+    async def scenario() -> None:
+        gate = SendAdmission(in_flight_max=10, wait_max_s=0.02)
+        for _ in range(10):
+            assert await gate.admit() == 0.0
+        assert await gate.admit() == pytest.approx(HELD_S_PRIOR / 10)  # no send finished yet
+        for _ in range(500):  # sends take 0.2 s each, so 10 in flight finish 50 a second
+            gate.finished(0.2)
+            assert await gate.admit() == 0.0
+        waits = await asyncio.gather(*(gate.admit() for _ in range(9)))
+        assert gate.in_flight == 10 and gate.waiting == 0 and gate.stats.refused == 10
+        # Refused together, the first still had eight waiting behind: nine slots to free.
+        assert max(waits) == pytest.approx(9 * 0.2 / 10, rel=0.01)
+        assert min(waits) >= RETRY_AFTER_S_MIN
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_send_cancelled_gives_up_its_place_and_loses_no_slot() -> None:
+    async def scenario() -> None:
+        gate = SendAdmission(in_flight_max=1, wait_max_s=5.0)
+        assert await gate.admit() == 0.0
+        cancelled = asyncio.create_task(gate.admit())
+        later = asyncio.create_task(gate.admit())
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        assert gate.waiting == 1
+        gate.finished(0.1)
+        assert await later == 0.0
+        gate.finished(0.1)
+        assert gate.in_flight == 0 and gate.waiting == 0
+
+    asyncio.run(scenario())
+
+
+# ---- a real node, flooded ----
+
+processes = pytest.mark.processes
+FLOOD_SESSIONS = 6
+FLOOD_SENDS = 40
+SENDERS = 12
+SENDS_EACH = 30
+
+
+@pytest.fixture
+def narrow_node(cluster: Cluster) -> NodeProcess:
+    """A node that takes two sends at a time and makes none wait: most of a flood is
+    refused, each with a wait (rate limits out of the way)."""
+    options = [
+        *("--sends-in-flight-max", "2", "--send-wait-max-s", "0"),
+        *("--sends-per-s", "100000", "--send-burst", "100000"),
+    ]
+    node = cluster.add("n1", http=True, options=options).start()
+    wait_for(lambda: node.status() is not None, 10.0, node.log)
+    return node
+
+
+def _send(room: str, key: str) -> Callable[[int], Send]:
+    return lambda i: Send(request_id=i, room=room, client_msg_id=key, body=key)
+
+
+@processes
+def test_a_flood_is_refused_with_a_wait_over_tcp_and_http(narrow_node: NodeProcess) -> None:
+    async def flood_tcp(index: int) -> list[object]:
+        connection = await NodeConnection.open(HOST, narrow_node.client_port, token=f"u{index}")
+        try:
+            builds = [_send("lobby", f"t{index}-{n}") for n in range(FLOOD_SENDS)]
+            return list(await connection.pipeline(builds))
+        finally:
+            await connection.close()
+
+    async def post(http: httpx.AsyncClient, n: int) -> httpx.Response:
+        return await http.post(
+            f"{narrow_node.http_url}/v1/rooms/lobby/messages",
+            json={"body": "x"},
+            headers={"Authorization": "Bearer web", "Idempotency-Key": f"h{n}"},
+        )
+
+    async def scenario() -> tuple[list[object], list[httpx.Response]]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            tcp = asyncio.gather(*(flood_tcp(index) for index in range(FLOOD_SESSIONS)))
+            web = asyncio.gather(*(post(http, n) for n in range(FLOOD_SENDS)))
+            replies, responses = await asyncio.gather(tcp, web)
+        return [reply for session in replies for reply in session], list(responses)
+
+    replies, responses = run_async(scenario())
+    refused = [reply for reply in replies if isinstance(reply, NodeError)]
+    assert refused, "two in flight cannot take six pipelined sessions at once"
+    for error in refused:
+        assert error.code is ErrorCode.UNAVAILABLE, error
+        assert error.retry_after_s is not None and 0 < error.retry_after_s <= DRAIN_WAIT_MAX_S
+    assert all(isinstance(reply, Sent | NodeError) for reply in replies)
+    for response in responses:
+        assert response.status_code in (201, 503), response.text
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "unavailable"
+            assert response.json()["error"]["retry_after_s"] > 0
+            assert int(response.headers["retry-after"]) >= 1
+    counted = counters(narrow_node)
+    busy = len(refused) + sum(response.status_code == 503 for response in responses)
+    assert counted["sends_refused_busy"] == busy, counted
+    assert counted["sends_in_flight"] == 0 and counted["sends_waiting_for_room"] == 0
+
+
+@processes
+def test_clients_that_wait_what_they_are_told_get_every_message_once_in_order(
+    narrow_node: NodeProcess,
+) -> None:
+    server = [(HOST, narrow_node.client_port)]
+
+    async def sender(index: int) -> list[str]:
+        # One at a time, as a person types: each is acknowledged before the next is sent.
+        async with ChatClient(server, token=f"s{index}") as client:
+            return [(await client.send("lobby", f"s{index}-{n}")).id for n in range(SENDS_EACH)]
+
+    async def read_back() -> list[tuple[str, str]]:
+        async with ChatClient(server, token="reader") as client:
+            stored: list[tuple[str, str]] = []
+            before: str | None = None
+            while True:  # newest page first, back to the oldest
+                page = await client.history("lobby", before=before, limit=100)
+                stored = [(message.sender, message.body) for message in page.messages] + stored
+                if page.cursor is None:
+                    return stored
+                before = page.cursor
+
+    async def scenario() -> tuple[list[list[str]], list[tuple[str, str]]]:
+        acknowledged = await asyncio.gather(*(sender(index) for index in range(SENDERS)))
+        return list(acknowledged), await read_back()
+
+    acknowledged, stored = run_async(scenario(), timeout_s=90.0)
+    assert counters(narrow_node)["sends_refused_busy"] > 0, "the node was not overloaded"
+    assert all(len(set(ids)) == SENDS_EACH for ids in acknowledged)
+    assert len(stored) == SENDERS * SENDS_EACH, "each message stored once"
+    for index in range(SENDERS):
+        bodies = [body for sender, body in stored if sender == f"s{index}"]
+        assert bodies == [f"s{index}-{n}" for n in range(SENDS_EACH)], "in each sender's order"
