@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 
-from perf.compare import compare, compare_table
+from perf.compare import add_fanout, compare, compare_table
 from perf.fanout import FanoutWorkload, fanout_line, fanout_table, run_fanout, write_fanout
 from perf.harness import RunOptions, print_summary, run
 from perf.sweep import SweepPlan, sweep, write_sweep
@@ -55,6 +56,18 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
                 "--sweep",
                 action="store_true",
                 help="also sweep every target from --rate up and compare the highest rates",
+            )
+            action.add_argument(
+                "--fanout",
+                action="store_true",
+                help="also run the fan-out workload (as `perf fanout`) against every target",
+            )
+            action.add_argument(
+                "--fanout-messages",
+                type=int,
+                default=100_000,
+                metavar="N",
+                help="messages of that fan-out run (default %(default)s)",
             )
         if name in ("sweep", "compare"):
             _add_sweep_options(action)
@@ -182,27 +195,51 @@ def _compare(args: argparse.Namespace, console: Console, out: Console) -> None:
 
     document = compare(workloads, run_step, plan, args.out, console)
     out.print(compare_table(document))
+    if args.fanout:
+        fanout = FanoutWorkload(target="meshchat", messages=args.fanout_messages)
+        results = _run_fanouts(
+            args, names, fanout, rounds=1, out_dir=args.out / "fanout", console=console, out=out
+        )
+        add_fanout(document, results, args.out)
+        out.print(fanout_table(results))
     out.print(f"figures: {args.out / 'compare.json'}")
 
 
 def _fanout(args: argparse.Namespace, console: Console, out: Console) -> None:
     targets = [_target_name(text.strip()) for text in args.targets.split(",")]
-    results: list[dict[str, Any]] = []
-    for round_number in range(1, args.rounds + 1):
-        for target in targets:
-            workload = FanoutWorkload(
-                target=target,
-                rooms=args.rooms,
-                members=args.members,
-                messages=args.messages,
-                window=args.window,
-                body_size=args.body_size,
-            )
-            options = _options(args, args.out / f"{target}-{round_number}")
-            summary = run_fanout(workload, options, console)
-            summary["round"] = round_number
-            results.append(summary)
-            out.print(fanout_line(summary))
+    workload = FanoutWorkload(
+        target=targets[0],
+        rooms=args.rooms,
+        members=args.members,
+        messages=args.messages,
+        window=args.window,
+        body_size=args.body_size,
+    )
+    results = _run_fanouts(
+        args, targets, workload, rounds=args.rounds, out_dir=args.out, console=console, out=out
+    )
     path = write_fanout(results, args.out)
     out.print(fanout_table(results))
     out.print(f"figures: {path}")
+
+
+def _run_fanouts(
+    args: argparse.Namespace,
+    targets: list[TargetName],
+    workload: FanoutWorkload,
+    *,
+    rounds: int,
+    out_dir: Path,
+    console: Console,
+    out: Console,
+) -> list[dict[str, Any]]:
+    """`workload` against each target in turn, `rounds` times over."""
+    results: list[dict[str, Any]] = []
+    for round_number in range(1, rounds + 1):
+        for target in targets:
+            options = _options(args, out_dir / f"{target}-{round_number}")
+            summary = run_fanout(msgspec.structs.replace(workload, target=target), options, console)
+            summary["round"] = round_number
+            results.append(summary)
+            out.print(fanout_line(summary))
+    return results

@@ -57,6 +57,33 @@ def compare(
     return document
 
 
+def add_fanout(document: dict[str, Any], results: list[dict[str, Any]], out_dir: Path) -> None:
+    """Add the fan-out runs (one per target) to the comparison, deliveries/s also as a
+    ratio against the baseline's, and write OUT/compare.json again."""
+    base = next(
+        (r["deliveries_per_s"] for r in results if r["target"]["name"] == document["baseline"]),
+        None,
+    )
+    document["fanout"] = {
+        "workload": {
+            key: value for key, value in results[0]["workload"].items() if key != "target"
+        },
+        "rows": [
+            {
+                "name": summary["target"]["name"],
+                "label": summary["target"]["label"],
+                "deliveries_per_s": summary["deliveries_per_s"],
+                "sends_per_s": summary["sends_per_s"],
+                "deliveries_vs_baseline": _ratio(summary["deliveries_per_s"], base),
+                **{key: summary[key] for key in ("missing", "duplicates", "out_of_order")},
+                "send_errors": summary["send_errors"],
+            }
+            for summary in results
+        ],
+    }
+    (out_dir / "compare.json").write_text(json.dumps(document, indent=2))
+
+
 def _row(summary: dict[str, Any]) -> dict[str, Any]:
     totals = summary["totals"]
     return {

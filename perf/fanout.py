@@ -27,6 +27,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from mesh.client.tls import client_context
 from perf.drivers import Driver, driver_for
 from perf.harness import RunOptions, make_target
 from perf.worker import DRIVER_ERRORS
@@ -102,10 +103,16 @@ class Plan:
     workload_json: bytes
     endpoints: list[str]
     members: list[tuple[int, str]]  # for a subscriber process; empty for the publisher
+    ca_file: str | None = None  # set: connect on TLS and verify the nodes with this CA
 
 
 def _workload(plan: Plan) -> FanoutWorkload:
     return msgspec.json.decode(plan.workload_json, type=FanoutWorkload)
+
+
+def _driver(plan: Plan, workload: FanoutWorkload, client: int) -> Driver:
+    tls = None if plan.ca_file is None else client_context(Path(plan.ca_file))
+    return driver_for(workload.target, plan.endpoints, client, tls)
 
 
 async def _subscribe(plan: Plan, stop: Event, results: "Queue[Any]") -> None:
@@ -114,7 +121,7 @@ async def _subscribe(plan: Plan, stop: Event, results: "Queue[Any]") -> None:
     drivers: dict[int, Driver] = {}
     try:
         for client, room in plan.members:
-            driver = drivers[client] = driver_for(workload.target, plan.endpoints, client)
+            driver = drivers[client] = _driver(plan, workload, client)
             await driver.connect()
             await driver.subscribe(room, received[client].take)
         results.put(("ready", None))
@@ -151,7 +158,7 @@ def _report(
 
 async def _publish(plan: Plan, go: Event, results: "Queue[Any]") -> None:
     workload = _workload(plan)
-    driver = driver_for(workload.target, plan.endpoints, PUBLISHER)
+    driver = _driver(plan, workload, PUBLISHER)
     await driver.connect()
     errors: dict[str, int] = {}
     failed: list[int] = []
@@ -207,14 +214,15 @@ def run_fanout(
         encoded = msgspec.json.encode(workload)
         members = workload.subscribers
         count = max(1, min(len(members), options.workers or os.cpu_count() or 2))
+        ca_file = None if target.ca_file is None else str(target.ca_file)
         for index in range(count):
-            plan = Plan(index, encoded, target.endpoints, members[index::count])
+            plan = Plan(index, encoded, target.endpoints, members[index::count], ca_file)
             processes.append(
                 context.Process(
                     target=subscriber_main, args=(plan, stop, subscriber_results), daemon=True
                 )
             )
-        publisher = Plan(count, encoded, target.endpoints, [])
+        publisher = Plan(count, encoded, target.endpoints, [], ca_file)
         processes.append(
             context.Process(
                 target=publisher_main, args=(publisher, go, publisher_results), daemon=True

@@ -80,8 +80,9 @@ COMPARE_TIMEOUT_S = 120.0
 
 
 def test_compare_runs_plaintext_curve_and_tls_variants_with_a_sweep(tmp_path: Path) -> None:
-    """`perf compare --sweep` across the peer-link and client-port security variants, from
-    the command line: every variant runs, loses nothing and is compared with the first."""
+    """`perf compare --sweep --fanout` across the peer-link and client-port security
+    variants, from the command line: every variant runs both workloads, loses nothing and
+    is compared with the first."""
     targets = ["meshchat-plain", "meshchat", "meshchat-tls"]
     command = [
         *meshchat_command(),
@@ -108,6 +109,9 @@ def test_compare_runs_plaintext_curve_and_tls_variants_with_a_sweep(tmp_path: Pa
         "1",
         "--p99-bound-ms",
         "10000",
+        "--fanout",
+        "--fanout-messages",
+        "300",
         "--out",
         str(tmp_path),
     ]
@@ -134,6 +138,14 @@ def test_compare_runs_plaintext_curve_and_tls_variants_with_a_sweep(tmp_path: Pa
         assert "highest_sustainable_rate" in row
         assert row["target"] in finished.stdout
     assert rows[0]["delivery_p99_vs_baseline"] == 1.0
+    fanout = document["fanout"]
+    assert fanout["workload"]["messages"] == 300 and fanout["workload"]["members"] == 5
+    assert [row["name"] for row in fanout["rows"]] == targets
+    for row in fanout["rows"]:
+        assert row["missing"] == row["duplicates"] == row["out_of_order"] == 0, row
+        assert row["deliveries_per_s"] > 0 and row["deliveries_vs_baseline"] is not None
+    assert fanout["rows"][0]["deliveries_vs_baseline"] == 1.0
+    assert "meshchat perf fanout" in finished.stdout
     assert (tmp_path / "compare-sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
