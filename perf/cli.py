@@ -11,6 +11,7 @@ from rich.console import Console
 from perf.compare import add_fanout, compare, compare_table
 from perf.fanout import FanoutWorkload, fanout_line, fanout_table, run_fanout, write_fanout
 from perf.harness import RunOptions, print_summary, run
+from perf.idle_memory import idle_line, run_idle
 from perf.sweep import SweepPlan, sweep, write_sweep
 from perf.targets import TargetUnavailableError
 from perf.workload import TARGET_NAMES, TargetName, Workload
@@ -72,6 +73,10 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         if name in ("sweep", "compare"):
             _add_sweep_options(action)
     _add_fanout_command(actions)
+    idle = actions.add_parser("idle", help="memory a node spends per idle client connection")
+    idle.add_argument("--connections", type=int, default=2_000)
+    idle.add_argument("--join", action="store_true", help="each connection joins a room")
+    idle.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
 
 
 def _add_fanout_command(actions: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -156,6 +161,11 @@ def run_perf(args: argparse.Namespace) -> int:
                 _compare(args, console, out)
             case "fanout":
                 _fanout(args, console, out)
+            case "idle":
+                result = run_idle(
+                    args.connections, join=args.join, out_dir=args.out, console=console
+                )
+                out.print(idle_line(result))
     except TargetUnavailableError as error:
         console.print(f"[red]{error}[/red]")
         return 3

@@ -126,6 +126,9 @@ class LocalMesh:
         command[0:3] = [sys.executable, "-m", "mesh"]
         self._processes[node.node_id] = subprocess.Popen(command, stderr=subprocess.DEVNULL)
 
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes.values()]
+
     def kill_node(self) -> str:
         victim = self.nodes[-1]
         process = self._processes[victim.node_id]

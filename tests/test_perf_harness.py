@@ -162,3 +162,22 @@ def test_nonsense_workloads_are_refused() -> None:
         Workload(clients=2, rooms=3)
     with pytest.raises(ValueError):
         Workload(body_size=10)
+
+
+def test_idle_reports_a_node_s_memory_per_idle_connection(tmp_path: Path) -> None:
+    """`perf idle` opens idle connections to a node of its own and reads the node's RSS
+    before and after; the figure is measured, not judged here."""
+    command = [*meshchat_command(), "perf", "idle", "--connections", "50", "--join"]
+    finished = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=COMPARE_TIMEOUT_S,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    result = json.loads((tmp_path / "idle.json").read_text())
+    assert result["connections"] == 50 and result["joined_a_room"] is True
+    assert result["rss_after_kib"] > 0 and result["rss_before_kib"] > 0
+    assert isinstance(result["bytes_per_connection"], int)
+    assert "50 idle connections, each in a room" in finished.stdout

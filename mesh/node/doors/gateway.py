@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
@@ -191,42 +190,44 @@ class Gateway:
         writer: asyncio.StreamWriter,
         peer: object,
     ) -> None:
+        """Requests are read in this task and frames written in one more: a connection
+        costs two tasks. A writer that ends (the session cut off, or the socket broken)
+        stops the reading by cancelling it."""
+        handler = asyncio.current_task()
+        assert handler is not None
         writing = asyncio.create_task(
             session.write_loop(writer), name=f"session-{session.session_id}-write"
         )
-        reading = asyncio.create_task(
-            self._read_loop(session, reader, peer),
-            name=f"session-{session.session_id}-read",
-        )
-        cut_off = asyncio.create_task(session.overflowed.wait())
+        reading = True
+
+        def stop_reading(_: "asyncio.Task[None]") -> None:
+            if reading:
+                handler.cancel()
+
+        writing.add_done_callback(stop_reading)
         try:
-            done, _ = await asyncio.wait(
-                {writing, reading, cut_off}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if cut_off in done:
-                self.stats.sessions_cut_off += 1
-                self._count(ErrorCode.UNAVAILABLE)
-                reading.cancel()
-                writing.cancel()
-                await _settle(reading, writing)
-                message = session.cut_off_reason or (
-                    f"too slow to read: {session.queue_max} frames were waiting; "
-                    "reconnect and resume from the last message id"
-                )
-                await self._write_now(writer, ErrorCode.UNAVAILABLE, message)
-            elif reading in done:
+            try:
+                await self._read_loop(session, reader, peer)
+                reading = False
+            except asyncio.CancelledError:
+                reading = False
+                if not writing.done() or handler.cancelling() > 1:
+                    raise  # the node is shutting down
+                handler.uncancel()
+            else:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
                         await session.wait_flushed()
-            for task in (reading, writing):
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            if session.cut_off_reason:
+                self.stats.sessions_cut_off += 1
+                self._count(ErrorCode.UNAVAILABLE)
+                await self._write_now(writer, ErrorCode.UNAVAILABLE, session.cut_off_reason)
+            elif writing.done() and not writing.cancelled() and writing.exception() is not None:
+                raise writing.exception()  # type: ignore[misc]
         finally:
-            session.closed = True
-            tasks: tuple[asyncio.Task[Any], ...] = (reading, writing, cut_off)
-            for task in tasks:
-                task.cancel()
-            await _settle(reading, writing, cut_off)
+            session.close()
+            writing.cancel()
+            await _settle(writing)
             self.chat.disconnect(session)
 
     async def _read_loop(
