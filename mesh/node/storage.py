@@ -76,6 +76,26 @@ ON CONFLICT (user, room) DO UPDATE SET changed_at_ms = excluded.changed_at_ms,
 WHERE (excluded.changed_at_ms, excluded.joined) > (changed_at_ms, joined)
 """
 
+_INSERT: Final = """
+INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+# Stores a copy new by id and by (sender, client_msg_id); does nothing if either is held.
+_INSERT_IF_NEW: Final = _INSERT + "ON CONFLICT DO NOTHING"
+
+
+def _message_row(message: "StoredMessage") -> tuple[str, str, str, str, int, str, int]:
+    return (
+        message.room,
+        message.id,
+        message.sender,
+        message.client_msg_id,
+        message.time_ms,
+        message.body,
+        id_hash(message.id),
+    )
+
+
 # Writes gathered into one commit at most; bounds a transaction's size and latency.
 BATCH_WRITES_MAX: Final = 1024
 # Ids looked up in one query (SQLite allows 999 parameters by default).
@@ -454,7 +474,13 @@ class Storage:
         reached another coordinator) is resolved the same way on every replica: the
         smaller id stays, so replicas converge on one message. A copy whose id is taken
         by another message (only a broken or hostile peer reuses an id) leaves the held one
-        in place and fails alone, never the batch it was written in."""
+        in place and fails alone, never the batch it was written in.
+
+        The usual copy is new on both counts: one INSERT that yields to either unique key
+        stores it; only a copy that meets one of them is looked at further."""
+        values = _message_row(message)
+        if connection.execute(_INSERT_IF_NEW, values).rowcount == 1:
+            return SendResult(message, duplicate=False)
         taken = connection.execute(
             "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
             "WHERE room = ? AND id = ?",
@@ -482,19 +508,7 @@ class Storage:
                 "DELETE FROM messages WHERE room = ? AND id = ?", (held.room, held.id)
             )
             replaced = held.id
-        connection.execute(
-            "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.room,
-                message.id,
-                message.sender,
-                message.client_msg_id,
-                message.time_ms,
-                message.body,
-                id_hash(message.id),
-            ),
-        )
+        connection.execute(_INSERT, values)
         return SendResult(message, duplicate=False, replaced=replaced)
 
     def _resolve(
