@@ -10,6 +10,7 @@ from collections import deque
 from router.effects import Acked, Complete, Outcome, Refused, SendPeer, Store, StoreHint
 from router.error_codes import ErrorCode
 from router.internal_events import Publish, Repair, Step
+from router.limits import ROOM_WRITES_IN_FLIGHT_MAX
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ForwardReply, Posted, Replicate
@@ -50,6 +51,11 @@ class Coordinator:
                 return _answer(origin, write.outcome)
             return []
         room = request.room
+        open_here = len(self._room_order.get(room, ()))
+        if open_here >= ROOM_WRITES_IN_FLIGHT_MAX:
+            self._stats.writes_refused_busy += 1
+            reason = f"room {room} has {open_here} writes in flight at its coordinator"
+            return _answer(origin, Refused(ErrorCode.UNAVAILABLE, reason))
         replicas = placement.preference_list(room)
         alive = placement.alive
         targets = [node for node in replicas if node in alive and node != placement.node_id]

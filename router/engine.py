@@ -579,6 +579,7 @@ class RoomEngine:
             "writes_coordinated": stats.writes_coordinated,
             "writes_acknowledged": stats.writes_acknowledged,
             "writes_failed": stats.writes_failed,
+            "writes_refused_busy": stats.writes_refused_busy,
             "writes_in_flight": self._coordinator.in_flight,
             "forwards_sent": stats.forwards_sent,
             "forwards_in_flight": self._forwarding.in_flight,

@@ -46,5 +46,9 @@ BUCKETS_PER_ROUND: Final = 8
 SPREAD_ATTEMPTS_MAX: Final = 20
 # Changes being spread at once; past it the oldest is left to the gateway's own copy.
 SPREADING_MAX: Final = 10_000
+# Writes of one room a coordinator has open (not yet published in order); past it a send
+# is refused as `unavailable`. Each node's doors admit 4,096 sends at a time, so this is
+# met only when many gateways pour into one room: then it slows them, not the room.
+ROOM_WRITES_IN_FLIGHT_MAX: Final = 8_192
 # Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
 EARLY_EVENTS_MAX: Final = 4096

@@ -16,6 +16,12 @@ from mesh.node.drain_rate import DRAIN_WAIT_MAX_S, DRAIN_WAIT_UNKNOWN_S, DrainRa
 from mesh.wire.errors import ErrorCode
 from mesh.wire.pacing import RETRY_AFTER_S_MIN
 from mesh.wire.protocol import Send, Sent
+from router.config import RouterConfig
+from router.effects import Complete, Effect, Refused
+from router.engine import RoomEngine
+from router.events import SendMessage, Tick
+from router.limits import ROOM_WRITES_IN_FLIGHT_MAX
+from router.writes import SendRequest
 from tests.processes import HOST, Cluster, NodeProcess, counters, run_async, wait_for
 
 # ---- the drain rate, sans-IO ----
@@ -100,6 +106,33 @@ def test_a_waiting_send_cancelled_gives_up_its_place_and_loses_no_slot() -> None
         assert gate.in_flight == 0 and gate.waiting == 0
 
     asyncio.run(scenario())
+
+
+# ---- a room's coordinator, sans-IO ----
+
+
+def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_open_ones() -> None:
+    engine = RoomEngine(
+        "n1",
+        RouterConfig(),
+        epoch=1,
+        wall_offset_ms=1_700_000_000_000,
+        local_users=lambda room: [],
+        alone=True,
+    )
+    engine.handle(Tick(), 0.0)
+
+    def send(ticket: int, key: str, room: str = "busy") -> list[Effect]:
+        return engine.handle(SendMessage(ticket, SendRequest(room, "ann", key, "x")), 0.1)
+
+    for n in range(ROOM_WRITES_IN_FLIGHT_MAX):  # stored, never completed: all stay open
+        assert not [e for e in send(n, f"k{n}") if isinstance(e, Complete)]
+    (refused,) = [e for e in send(-1, "one more") if isinstance(e, Complete)]
+    assert isinstance(refused.outcome, Refused)
+    assert refused.outcome.code is ErrorCode.UNAVAILABLE
+    assert engine.stats.writes_refused_busy == 1
+    assert not [e for e in send(-2, "k0") if isinstance(e, Complete)], "a retry joins its write"
+    assert not [e for e in send(-3, "k", room="quiet") if isinstance(e, Complete)]
 
 
 # ---- a real node, flooded ----

@@ -119,6 +119,10 @@ _COUNTERS = {
         "meshchat_writes_failed_total",
         "Coordinated sends that did not reach W copies in time (answered unavailable).",
     ),
+    "writes_refused_busy": (
+        "meshchat_writes_refused_busy_total",
+        "Sends refused by a room's coordinator holding its most writes in flight.",
+    ),
     "forwards_sent": (
         "meshchat_forwards_sent_total",
         "Sends this node, as gateway, handed to another node coordinating the room.",
