@@ -1,5 +1,8 @@
 """Peer and client codecs: every message round-trips; arbitrary bytes never escape as a crash."""
 
+import asyncio
+import itertools
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -7,6 +10,7 @@ from hypothesis import strategies as st
 
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.framing import FrameReader, FrameTooLargeError, TruncatedFrameError, encode_frame
 from peers.limits import GOSSIP_RECORDS_MAX, PEER_FRAME_BYTES_MAX
 from peers.records import MemberRecord
 from peers.wire import (
@@ -218,3 +222,47 @@ def test_an_invalid_request_keeps_the_session_and_its_request_id() -> None:
         protocol.decode_client_message(payload)
     assert not raised.value.close
     assert protocol.request_id_of(msgspec.msgpack.encode({"type": "x", "request_id": 7})) == 7
+
+
+def _stream_of(chunks: list[bytes]) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    return reader
+
+
+async def _all_frames(frames: FrameReader) -> list[bytes]:
+    payloads = []
+    while (payload := await frames.next()) is not None:
+        payloads.append(payload)
+    return payloads
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=30),
+)
+def test_a_frame_reader_gives_every_payload_once_in_order_however_the_bytes_arrive(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(encode_frame(payload) for payload in payloads)
+    points = sorted({0, len(stream), *(cut % (len(stream) + 1) for cut in cuts)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
+
+    async def read() -> list[bytes]:
+        return await _all_frames(FrameReader(_stream_of(chunks), frame_bytes_max=300))
+
+    assert asyncio.run(read()) == payloads
+
+
+def test_a_frame_reader_refuses_a_frame_over_its_limit_and_a_stream_cut_inside_a_frame() -> None:
+    async def read(data: bytes) -> list[bytes]:
+        return await _all_frames(FrameReader(_stream_of([data]), frame_bytes_max=8))
+
+    with pytest.raises(FrameTooLargeError):
+        asyncio.run(read(encode_frame(b"ok") + encode_frame(b"x" * 9)))
+    with pytest.raises(TruncatedFrameError):
+        asyncio.run(read(encode_frame(b"whole") + encode_frame(b"cut")[:-1]))
+    with pytest.raises(TruncatedFrameError):
+        asyncio.run(read(encode_frame(b"whole") + b"\x00\x00"))

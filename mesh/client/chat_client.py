@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from mesh.client.connection import NodeError, open_stream, read_node_frame
+from mesh.client.connection import NodeError, NodeFrames, open_stream, read_node_frame
 from mesh.client.send_window import SendWindow
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
@@ -485,8 +485,9 @@ class ChatClient:
                 self._write(pending.build(request_id))
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        frames = NodeFrames(reader)
         while True:
-            payload = await read_node_frame(reader)
+            payload = await frames.next()
             if payload is None:
                 return
             message = protocol.decode_node_message(payload)

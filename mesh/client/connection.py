@@ -13,7 +13,13 @@ from typing import Self
 
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
-from mesh.wire.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
+from mesh.wire.framing import (
+    FrameReader,
+    FrameTooLargeError,
+    TruncatedFrameError,
+    encode_frame,
+    read_frame,
+)
 from mesh.wire.protocol import ErrorReply, Hello, NodeMessage, Welcome
 
 
@@ -129,6 +135,20 @@ async def open_stream(
     if ssl_context is None:
         return await asyncio.open_connection(host, port)
     return await asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host)
+
+
+class NodeFrames:
+    """A node's frames after the welcome, many per socket read (see FrameReader); a frame
+    over the limit or cut short breaks the connection, as in `read_node_frame`."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._frames = FrameReader(reader, protocol.CLIENT_FRAME_BYTES_MAX)
+
+    async def next(self) -> bytes | None:
+        try:
+            return await self._frames.next()
+        except (FrameTooLargeError, TruncatedFrameError) as error:
+            raise protocol.NodeReplyError(f"the node sent an invalid frame: {error}") from error
 
 
 async def read_node_frame(reader: asyncio.StreamReader) -> bytes | None:

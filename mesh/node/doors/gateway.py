@@ -10,7 +10,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mesh.node.config import ClientLimits
@@ -24,7 +24,13 @@ from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
 from mesh.wire import protocol
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.errors import ErrorCode, ProtocolError
-from mesh.wire.framing import FrameTooLargeError, TruncatedFrameError, encode_frame, read_frame
+from mesh.wire.framing import (
+    FrameReader,
+    FrameTooLargeError,
+    TruncatedFrameError,
+    encode_frame,
+    read_frame,
+)
 from mesh.wire.protocol import (
     ErrorReply,
     Hello,
@@ -147,7 +153,7 @@ class Gateway:
     ) -> Session | None:
         try:
             async with asyncio.timeout(self.limits.handshake_timeout_s):
-                first = await self._read(reader)
+                first = await self._read(read_frame(reader, self.limits.frame_bytes_max))
             if first is None:
                 return None
             hello = protocol.decode_client_message(first)
@@ -236,10 +242,11 @@ class Gateway:
         reader: asyncio.StreamReader,
         peer: object,
     ) -> None:
+        frames = FrameReader(reader, self.limits.frame_bytes_max)
         while True:
             payload: bytes | None = None
             try:
-                payload = await self._read(reader)
+                payload = await self._read(frames.next())
                 if payload is None:
                     return
                 self.stats.requests += 1
@@ -481,9 +488,9 @@ class Gateway:
     def _count(self, code: ErrorCode) -> None:
         self.stats.errors_by_code[code.value] += 1
 
-    async def _read(self, reader: asyncio.StreamReader) -> bytes | None:
+    async def _read(self, next_frame: Awaitable[bytes | None]) -> bytes | None:
         try:
-            return await read_frame(reader, self.limits.frame_bytes_max)
+            return await next_frame
         except FrameTooLargeError as error:
             raise ProtocolError(ErrorCode.TOO_LARGE, str(error), close=True) from error
         except TruncatedFrameError as error:
