@@ -546,7 +546,10 @@ class ChatClient:
     async def _emit(self, event: ClientEvent) -> None:
         # A caller that stops reading events fills this queue; we then stop reading the
         # socket, the node cuts us off as too slow, and we resume later: nothing is lost.
-        await self._events.put(event)
+        if self._events.full():
+            await self._events.put(event)
+        else:
+            self._events.put_nowait(event)  # the usual case, without a coroutine per event
 
     def _fail_all(self, error: Exception) -> None:
         for pending in self._pending.values():
