@@ -16,6 +16,9 @@ from tests.sim.room_schedules import SIZE, Fault, run
 SEEDS = int(os.environ.get("MESHCHAT_SIM_OVERLOAD_SEEDS", "20"))
 BURST_SENDS = 1_500
 SLOWDOWN = 40.0
+# Long enough for the paused node to know it stood still (RouterConfig.stall_after_s)
+# and catch every room up.
+PAUSE_MIN_S = RouterConfig().stall_after_s + 0.1
 
 
 def overload_plan(seed: int) -> list[Fault]:
@@ -48,16 +51,21 @@ def test_bursts_beyond_capacity_deliver_every_message_once_and_in_order(seed: in
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_a_node_pausing_in_a_burst_catches_up_once_and_in_order(seed: int) -> None:
-    """A node stands still for a moment in the middle of a burst: it catches every room
-    up while pushes pour in, far more than it holds back (held_pushes_max is small
-    here), so most are left to the catch-up to read; still once, in order."""
+    """A node stands still for over a second in the middle of two bursts: it catches
+    every room up while pushes pour in, far more than it holds back (held_pushes_max is
+    small here), so most are left to the catch-up to read; still once, and in order.
+
+    In order per coordinator: a pause long enough to be taken for dead hands the
+    paused node's rooms to the next replica, and the writes the paused node had in
+    flight settle after its successor's newer ones (the overlap docs/rooms.md names),
+    so the two may interleave (seeds 240, 563, 686 and 948 of 1,000 showed it)."""
     rng = random.Random(seed)
     paused = f"n{rng.randint(1, SIZE)}"
     at = rng.uniform(1.0, 3.0)
     plan = [
         Fault(at, "burst", count=BURST_SENDS),
         Fault(at + 0.05, "pause", (paused,)),
-        Fault(at + 0.05 + rng.uniform(0.3, 0.8), "resume", (paused,)),
+        Fault(at + 0.05 + rng.uniform(PAUSE_MIN_S, PAUSE_MIN_S + 0.6), "resume", (paused,)),
         Fault(at + 1.0, "burst", count=BURST_SENDS),
     ]
     sim = run(seed, plan, config=RouterConfig(held_pushes_max=20))
@@ -65,7 +73,8 @@ def test_a_node_pausing_in_a_burst_catches_up_once_and_in_order(seed: int) -> No
     assert not problems, f"seed {seed}: {problems[:5]}\n" + sim.report("overloaded")
     assert sum(node.engine.stats.catch_ups for node in sim.nodes.values() if node.engine)
     for node in sim.nodes.values():
-        assert not node.out_of_order, (
-            f"seed {seed}: {node.node_id} delivered {len(node.out_of_order)} out of order, "
-            f"e.g. {node.out_of_order[:3]}"
+        disordered = node.out_of_order_within_coordinator
+        assert not disordered, (
+            f"seed {seed}: {node.node_id} delivered {len(disordered)} out of their "
+            f"coordinator's order, e.g. {disordered[:3]}"
         )

@@ -117,6 +117,11 @@ class SimNode:
     # a newer one (since the node's start).
     newest_delivered: dict[str, str] = field(default_factory=dict)
     out_of_order: list[tuple[str, str]] = field(default_factory=list)
+    # The same per (room, coordinating node): a message after a newer one from the same
+    # coordinator. Two coordinators that overlapped (one was taken for dead) may
+    # interleave; one coordinator's messages never may.
+    newest_by_coordinator: dict[tuple[str, str], str] = field(default_factory=dict)
+    out_of_order_within_coordinator: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def up(self) -> bool:
@@ -163,6 +168,8 @@ class SimulatedRooms(SimulatedWorld):
         node.deliveries = Counter()
         node.newest_delivered.clear()
         node.out_of_order.clear()
+        node.newest_by_coordinator.clear()
+        node.out_of_order_within_coordinator.clear()
         node.membership = Membership(
             own=MemberRecord(node_id, node.address, node.incarnation),
             seeds=tuple(dict.fromkeys(node.seeds + node.remembered)),
@@ -397,6 +404,11 @@ class SimulatedRooms(SimulatedWorld):
         if message.id < newest:
             node.out_of_order.append((message.room, message.id))
         node.newest_delivered[message.room] = max(newest, message.id)
+        by_coordinator = (message.room, message.id.rpartition(".")[2])
+        newest = node.newest_by_coordinator.get(by_coordinator, "")
+        if message.id < newest:
+            node.out_of_order_within_coordinator.append((message.room, message.id))
+        node.newest_by_coordinator[by_coordinator] = max(newest, message.id)
         for member in self.members:
             if member.node == node.node_id and member.room == message.room:
                 member.live(message.id, message.key)
