@@ -10,7 +10,7 @@ from collections import deque
 from router.effects import Acked, Complete, Outcome, Refused, SendPeer, Store, StoreHint
 from router.error_codes import ErrorCode
 from router.internal_events import Publish, Repair, Step
-from router.limits import ROOM_WRITES_IN_FLIGHT_MAX
+from router.limits import PUSHES_BEHIND_FOR_WRITES_MAX, ROOM_WRITES_IN_FLIGHT_MAX
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ForwardReply, Posted, Replicate
@@ -40,7 +40,10 @@ class Coordinator:
     def owns(self, token: int) -> bool:
         return token in self._copies or token in self._own_hints
 
-    def coordinate(self, origin: Origin, request: SendRequest, now: float) -> list[Step]:
+    def coordinate(
+        self, origin: Origin, request: SendRequest, now: float, behind: tuple[str, int] = ("", 0)
+    ) -> list[Step]:
+        """`behind`: the room's member node furthest behind on pushes, and by how many."""
         placement = self._placement
         if not placement.joined:
             return _answer(origin, Refused(ErrorCode.UNAVAILABLE, placement.why_no_replica()))
@@ -51,10 +54,8 @@ class Coordinator:
                 return _answer(origin, write.outcome)
             return []
         room = request.room
-        open_here = len(self._room_order.get(room, ()))
-        if open_here >= ROOM_WRITES_IN_FLIGHT_MAX:
+        if (reason := _too_busy(room, len(self._room_order.get(room, ())), behind)) is not None:
             self._stats.writes_refused_busy += 1
-            reason = f"room {room} has {open_here} writes in flight at its coordinator"
             return _answer(origin, Refused(ErrorCode.UNAVAILABLE, reason))
         replicas = placement.preference_list(room)
         alive = placement.alive
@@ -233,6 +234,17 @@ class Coordinator:
         self._writes.pop(write.write_id, None)
         if self._write_by_key.get(write.message.key) == write.write_id:
             del self._write_by_key[write.message.key]
+
+
+def _too_busy(room: str, open_writes: int, behind: tuple[str, int]) -> str | None:
+    """Why a new write of `room` must wait, if it must: the room has too many writes
+    open here, or one of its member nodes is too far behind on what was pushed to it."""
+    if open_writes >= ROOM_WRITES_IN_FLIGHT_MAX:
+        return f"room {room} has {open_writes} writes in flight at its coordinator"
+    node, pushes = behind
+    if pushes >= PUSHES_BEHIND_FOR_WRITES_MAX:
+        return f"{node}, with members in room {room}, is {pushes} pushes behind"
+    return None
 
 
 def _answer(origin: Origin, outcome: Outcome) -> list[Step]:

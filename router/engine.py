@@ -298,7 +298,8 @@ class RoomEngine:
         """An internal event, handed to the role it is for."""
         match step:
             case Coordinate(origin, request):
-                done = self._coordinator.coordinate(origin, request, now)
+                behind = self._fan_out.furthest_behind(request.room)
+                done = self._coordinator.coordinate(origin, request, now, behind)
                 return self._run(_Role.COORDINATOR, done, now)
             case Publish(event):
                 return self._run(_Role.OTHER, self._fan_out.publish(event, now), now)

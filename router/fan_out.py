@@ -163,5 +163,15 @@ class FanOut:
             steps += [SendPeer(node, push) for push in again]
         return steps
 
+    def furthest_behind(self, room: str) -> tuple[str, int]:
+        """The node interested in `room` with the most pushes unacknowledged (any room's,
+        as a node has one stream), and how many; ("", 0) when none is behind."""
+        worst = ("", 0)
+        for node in self.interest.nodes(room):
+            stream = self._outbound.get(node)
+            if stream is not None and len(stream.unacked) > worst[1]:
+                worst = (node, len(stream.unacked))
+        return worst
+
     def unacknowledged(self) -> int:
         return sum(len(stream.unacked) for stream in self._outbound.values())

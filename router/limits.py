@@ -50,5 +50,9 @@ SPREADING_MAX: Final = 10_000
 # is refused as `unavailable`. Each node's doors admit 4,096 sends at a time, so this is
 # met only when many gateways pour into one room: then it slows them, not the room.
 ROOM_WRITES_IN_FLIGHT_MAX: Final = 8_192
+# Pushes a node interested in a room may be behind (unacknowledged) before the room's
+# coordinator takes no new writes: senders wait rather than members fall ever further
+# behind. Well under RouterConfig.push_unacked_max, past which the node is given up.
+PUSHES_BEHIND_FOR_WRITES_MAX: Final = 4_096
 # Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
 EARLY_EVENTS_MAX: Final = 4096

@@ -8,7 +8,7 @@ class EngineStatistics:
     writes_coordinated: int = 0
     writes_acknowledged: int = 0
     writes_failed: int = 0
-    writes_refused_busy: int = 0  # a room's coordinator had ROOM_WRITES_IN_FLIGHT_MAX open
+    writes_refused_busy: int = 0  # too many open in the room, or a member node too far behind
     forwards_sent: int = 0
     copies_stored: int = 0
     reads_served: int = 0

@@ -1,6 +1,6 @@
 """The client library's memory of a room: what reached the caller, where a resume starts."""
 
-from mesh.client.chat_client import _RoomCursor
+from mesh.client.chat_client import SEEN_IDS_PER_ROOM_MAX, _RoomCursor
 from mesh.wire.protocol import Message
 
 
@@ -28,3 +28,19 @@ def test_a_send_reaches_the_caller_once_by_id_and_by_its_client_message_id() -> 
     # Messages without a client message id are told apart by id alone.
     assert cursor.is_new(sent("0000000f7a6d0000.n2", ""))
     assert cursor.last_id == first.id
+
+
+def test_every_id_a_resume_could_bring_again_is_remembered_however_busy_the_room() -> None:
+    cursor = _RoomCursor()
+    start_ms = 0xF7A6C000
+    burst = [  # 30,000 messages in 300 ms: three times the count bound, all within reach
+        sent(f"{start_ms + n // 100:012x}{n % 100:04x}.n2", f"c{n}") for n in range(30_000)
+    ]
+    for message in burst:
+        cursor.record(message)
+    assert not cursor.is_new(burst[0]), "a resume from its margin would replay it"
+    assert len(cursor.seen) == 30_000
+    later = sent(f"{start_ms + 60_000:012x}0000.n2", "c-later")  # a minute on
+    cursor.record(later)
+    assert len(cursor.seen) == SEEN_IDS_PER_ROOM_MAX  # the burst is out of reach now
+    assert not cursor.is_new(later) and len(cursor.sends) <= len(cursor.seen)

@@ -20,8 +20,8 @@ from router.config import RouterConfig
 from router.effects import Complete, Effect, Refused
 from router.engine import RoomEngine
 from router.events import SendMessage, Tick
-from router.limits import ROOM_WRITES_IN_FLIGHT_MAX
-from router.writes import SendRequest
+from router.limits import PUSHES_BEHIND_FOR_WRITES_MAX, ROOM_WRITES_IN_FLIGHT_MAX
+from router.writes import LocalOrigin, SendRequest
 from tests.processes import HOST, Cluster, NodeProcess, counters, run_async, wait_for
 
 # ---- the drain rate, sans-IO ----
@@ -133,6 +133,29 @@ def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_o
     assert engine.stats.writes_refused_busy == 1
     assert not [e for e in send(-2, "k0") if isinstance(e, Complete)], "a retry joins its write"
     assert not [e for e in send(-3, "k", room="quiet") if isinstance(e, Complete)]
+
+
+def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behind() -> None:
+    engine = RoomEngine(
+        "n1",
+        RouterConfig(),
+        epoch=1,
+        wall_offset_ms=1_700_000_000_000,
+        local_users=lambda room: [],
+        alone=True,
+    )
+    engine.handle(Tick(), 0.0)
+    coordinator = engine._coordinator  # the role itself: the backlog is what it is told
+    request = SendRequest("busy", "ann", "k1", "x")
+    steps = coordinator.coordinate(
+        LocalOrigin(1), request, 0.1, ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
+    )
+    (refused,) = [step for step in steps if isinstance(step, Complete)]
+    assert isinstance(refused.outcome, Refused) and "n2" in refused.outcome.reason
+    steps = coordinator.coordinate(
+        LocalOrigin(2), request, 0.2, ("n2", PUSHES_BEHIND_FOR_WRITES_MAX - 1)
+    )
+    assert not [step for step in steps if isinstance(step, Complete)], "taken: it is stored"
 
 
 # ---- a real node, flooded ----

@@ -65,8 +65,10 @@ R = TypeVar("R")
 FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 # Errors a request may simply be retried after (the node says when, or we back off).
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
-# Message ids remembered per room to drop duplicates from resumes and retries.
+# Message ids remembered per room to drop duplicates from resumes and retries, and the
+# most kept while all are within a resume's reach (a room of 15,000 messages a second).
 SEEN_IDS_PER_ROOM_MAX = 10_000
+SEEN_IDS_PER_ROOM_HARD_MAX = 100_000
 # How far before the last seen id a resume starts (see _RoomCursor.resume_point): the
 # nodes' write timeout plus a retry, so the window holds far fewer ids than are remembered.
 RESUME_MARGIN_MS = 3_000
@@ -125,13 +127,25 @@ class _RoomCursor:
     def record(self, message: protocol.Message) -> None:
         """Only once the message reached the caller: a resume then starts after it."""
         self.seen[message.id] = None
-        if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
-            self.seen.popitem(last=False)
         if message.client_msg_id:
             self.sends[(message.sender, message.client_msg_id)] = None
-            if len(self.sends) > SEEN_IDS_PER_ROOM_MAX:
-                self.sends.popitem(last=False)
         self.advance(message.id)
+        if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
+            self._forget_out_of_reach()
+
+    def _forget_out_of_reach(self) -> None:
+        """Past SEEN_IDS_PER_ROOM_MAX, forget the oldest ids, but none a resume could
+        bring again (from its margin before the last id on) below the hard bound: a busy
+        room holds more than the count within the margin, and a repeat must not pass."""
+        assert self.last_id is not None
+        reach = earlier_by(self.last_id, 2 * RESUME_MARGIN_MS)
+        seen = self.seen
+        while len(seen) > SEEN_IDS_PER_ROOM_MAX:
+            if len(seen) <= SEEN_IDS_PER_ROOM_HARD_MAX and next(iter(seen)) >= reach:
+                break
+            seen.popitem(last=False)
+        while len(self.sends) > len(seen):
+            self.sends.popitem(last=False)
 
     def advance(self, message_id: str | None) -> None:
         if message_id is not None and (self.last_id is None or message_id > self.last_id):

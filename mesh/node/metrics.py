@@ -121,7 +121,7 @@ _COUNTERS = {
     ),
     "writes_refused_busy": (
         "meshchat_writes_refused_busy_total",
-        "Sends refused by a room's coordinator holding its most writes in flight.",
+        "Sends a room's coordinator refused: its most writes open, or a member node far behind.",
     ),
     "forwards_sent": (
         "meshchat_forwards_sent_total",
