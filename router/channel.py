@@ -26,14 +26,18 @@ class OutboundStream:
     epoch: int
     next_seq: int = 1
     unacked: "OrderedDict[int, _Pending]" = field(default_factory=OrderedDict)
+    # When the receiver last took something (or the stream last began to wait for it).
+    progressed_at: float = 0.0
 
     def push(self, event: RoomEvent, now: float) -> Push:
+        if not self.unacked:
+            self.progressed_at = now
         seq = self.next_seq
         self.next_seq += 1
         self.unacked[seq] = _Pending(event, now)
         return Push(epoch=self.epoch, seq=seq, base=next(iter(self.unacked)), event=event)
 
-    def acknowledge(self, epoch: int, through: int) -> None:
+    def acknowledge(self, epoch: int, through: int, now: float) -> None:
         if epoch != self.epoch:
             return
         while self.unacked:
@@ -41,6 +45,7 @@ class OutboundStream:
             if seq > through:
                 break
             del self.unacked[seq]
+            self.progressed_at = now
 
     def due(self, now: float, retry_after_s: float, limit: int) -> list[Push]:
         """Unacknowledged pushes sent longer than `retry_after_s` ago, oldest first."""

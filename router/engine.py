@@ -298,7 +298,7 @@ class RoomEngine:
         """An internal event, handed to the role it is for."""
         match step:
             case Coordinate(origin, request):
-                behind = self._fan_out.furthest_behind(request.room)
+                behind = self._fan_out.furthest_behind(request.room, now)
                 done = self._coordinator.coordinate(origin, request, now, behind)
                 return self._run(_Role.COORDINATOR, done, now)
             case Publish(event):
@@ -462,7 +462,7 @@ class RoomEngine:
             case Push():
                 return _Role.OTHER, self._subscriptions.pushed(sender, message, now)
             case PushAck():
-                return _Role.OTHER, self._fan_out.acknowledged(sender, message)
+                return _Role.OTHER, self._fan_out.acknowledged(sender, message, now)
             case Announce(Posted(late_copy)) if self._coordinator.coordinating(late_copy):
                 # A replica stored a copy late while the write is still under way here:
                 # the write publishes it once settled, in its place among the room's.

@@ -16,6 +16,7 @@ from router.limits import (
     LATE_ARRIVALS_MAX,
     PRESENCE_HELD_MAX_MS,
     PUSH_RETRIES_PER_TICK,
+    PUSHES_BEHIND_FOR_WRITES_MAX,
     STREAMS_PER_EPOCH,
 )
 from router.role_context import RoleContext
@@ -140,10 +141,10 @@ class FanOut:
     def withdraw_here(self, room: str) -> None:
         self.interest.withdraw(self._placement.node_id, [room])
 
-    def acknowledged(self, sender: str, ack: PushAck) -> list[Step]:
+    def acknowledged(self, sender: str, ack: PushAck, now: float) -> list[Step]:
         stream = self._outbound.get(sender)
         if stream is not None:
-            stream.acknowledge(ack.epoch, ack.through)
+            stream.acknowledge(ack.epoch, ack.through, now)
         return []
 
     def forget(self, nodes: set[str]) -> None:
@@ -163,14 +164,29 @@ class FanOut:
             steps += [SendPeer(node, push) for push in again]
         return steps
 
-    def furthest_behind(self, room: str) -> tuple[str, int]:
+    def furthest_behind(self, room: str, now: float) -> tuple[str, int]:
         """The node interested in `room` with the most pushes unacknowledged (any room's,
-        as a node has one stream), and how many; ("", 0) when none is behind."""
+        as a node has one stream), and how many; ("", 0) when none is behind.
+
+        A node that far behind which took nothing for an interest's lapse is given up,
+        as at push_unacked_max (which the writes it holds back would never reach): the
+        room's writes go on, and it catches up when it registers again."""
         worst = ("", 0)
+        stalled: list[str] = []
         for node in self.interest.nodes(room):
             stream = self._outbound.get(node)
-            if stream is not None and len(stream.unacked) > worst[1]:
-                worst = (node, len(stream.unacked))
+            if stream is None or len(stream.unacked) <= worst[1]:
+                continue
+            if (
+                len(stream.unacked) >= PUSHES_BEHIND_FOR_WRITES_MAX
+                and now - stream.progressed_at > self._config.interest_lapse_s
+            ):
+                stalled.append(node)
+                continue
+            worst = (node, len(stream.unacked))
+        for node in stalled:
+            del self._outbound[node]
+            self._drop(node)
         return worst
 
     def unacknowledged(self) -> int:

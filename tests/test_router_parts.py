@@ -101,7 +101,7 @@ def test_a_stream_hands_on_every_event_once_in_order_whatever_the_network_does(
         for event in inbound.receive(push):
             assert isinstance(event, Posted)
             received.append(event.message.time_ms)
-        outbound.acknowledge(inbound.epoch, inbound.through)
+        outbound.acknowledge(inbound.epoch, inbound.through, 0.0)
 
     for index in deliveries:
         arrive(index)

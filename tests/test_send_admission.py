@@ -21,6 +21,8 @@ from router.effects import Complete, Effect, Refused
 from router.engine import RoomEngine
 from router.events import SendMessage, Tick
 from router.limits import PUSHES_BEHIND_FOR_WRITES_MAX, ROOM_WRITES_IN_FLIGHT_MAX
+from router.records import RoomMessage
+from router.wire import Posted
 from router.writes import LocalOrigin, SendRequest
 from tests.processes import HOST, Cluster, NodeProcess, counters, run_async, wait_for
 
@@ -156,6 +158,27 @@ def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behi
         LocalOrigin(2), request, 0.2, ("n2", PUSHES_BEHIND_FOR_WRITES_MAX - 1)
     )
     assert not [step for step in steps if isinstance(step, Complete)], "taken: it is stored"
+
+
+def test_a_member_node_that_takes_nothing_for_an_interest_s_lapse_no_longer_holds_writes() -> None:
+    engine = RoomEngine(
+        "n1",
+        RouterConfig(),
+        epoch=1,
+        wall_offset_ms=1_700_000_000_000,
+        local_users=lambda room: [],
+        alone=True,
+    )
+    fan_out = engine._fan_out  # the role itself: a stream as a stuck node leaves it
+    fan_out.interest.register("n2", ["busy"], 0.0)
+    stream = fan_out._stream_to("n2")
+    for n in range(PUSHES_BEHIND_FOR_WRITES_MAX):
+        stream.push(Posted(RoomMessage("busy", f"{n:016x}.n1", "ann", f"k{n}", 0, "x")), 1.0)
+    assert fan_out.furthest_behind("busy", 1.0) == ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
+    lapse_s = RouterConfig().interest_lapse_s
+    assert fan_out.furthest_behind("busy", 1.0 + lapse_s) == ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
+    assert fan_out.furthest_behind("busy", 1.1 + lapse_s) == ("", 0), "given up"
+    assert "n2" not in fan_out.interest.nodes("busy")
 
 
 # ---- a real node, flooded ----

@@ -55,10 +55,14 @@ class FrameReader:
         self._frame_bytes_max = frame_bytes_max
         self._buffer = bytearray()
         self._ready: list[bytes] = []  # whole payloads not yet returned, oldest last
+        # A frame over the limit, raised once the whole frames before it are served.
+        self._too_large: FrameTooLargeError | None = None
 
     async def next(self) -> bytes | None:
         """The next payload; None when the stream ends cleanly between frames."""
         while not self._ready:
+            if self._too_large is not None:
+                raise self._too_large
             data = await self._reader.read(READ_CHUNK_BYTES)
             if not data:
                 if self._buffer:
@@ -77,7 +81,8 @@ class FrameReader:
         while len(buffer) - start >= HEADER.size:
             (length,) = HEADER.unpack_from(buffer, start)
             if length > self._frame_bytes_max:
-                raise FrameTooLargeError(length, self._frame_bytes_max)
+                self._too_large = FrameTooLargeError(length, self._frame_bytes_max)
+                break
             end = start + HEADER.size + length
             if end > len(buffer):
                 break

@@ -213,10 +213,11 @@ class Gateway:
         writing.add_done_callback(stop_reading)
         try:
             try:
-                await self._read_loop(session, reader, peer)
-                reading = False
+                try:
+                    await self._read_loop(session, reader, peer)
+                finally:
+                    reading = False  # from here on, the writer ending stops nothing
             except asyncio.CancelledError:
-                reading = False
                 if not writing.done() or handler.cancelling() > 1:
                     raise  # the node is shutting down
                 handler.uncancel()
@@ -243,7 +244,7 @@ class Gateway:
         peer: object,
     ) -> None:
         frames = FrameReader(reader, self.limits.frame_bytes_max)
-        while True:
+        while not session.cut_off_reason:  # frames already read are not served then
             payload: bytes | None = None
             try:
                 payload = await self._read(frames.next())

@@ -40,7 +40,7 @@ from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.metrics import CONTENT_TYPE, NodeMetrics
 from mesh.node.room_requests import RoomUnavailableError
-from mesh.node.storage import StorageError, StorageOverloadedError, StoredMessage
+from mesh.node.storage import SendResult, StorageError, StorageOverloadedError, StoredMessage
 from mesh.wire.errors import ErrorCode
 from mesh.wire.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.wire.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
@@ -488,13 +488,25 @@ async def post_message(
     await _admit_send(backend.admission)
     started = time.perf_counter()
     try:
-        result = await backend.chat.send(user, room, idempotency_key or uuid.uuid4().hex, data.body)
+        sending = backend.chat.send(user, room, idempotency_key or uuid.uuid4().hex, data.body)
+    except BaseException:
+        backend.admission.finished(time.perf_counter() - started)
+        raise
+
+    def answered(done: "asyncio.Future[SendResult]") -> None:
+        # Freed when the mesh answers, not when this request ends: a client that hangs
+        # up leaves its send in flight. Its outcome is then no one's to read.
+        backend.admission.finished(time.perf_counter() - started)
+        if not done.cancelled():
+            done.exception()
+
+    sending.add_done_callback(answered)
+    try:
+        result = await asyncio.shield(sending)
     except StorageOverloadedError as error:  # also a lost data dir: the node is going
         raise _unavailable(str(error), error.retry_after_s) from error
     except StorageError as error:
         raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
-    finally:
-        backend.admission.finished(time.perf_counter() - started)
     backend.metrics.observe_ack(time.perf_counter() - started)
     return Response(_message_out(result.message), status_code=200 if result.duplicate else 201)
 

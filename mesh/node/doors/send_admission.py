@@ -65,7 +65,10 @@ class SendAdmission:
         self.waiting += 1
         self.stats.waited += 1
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.wait_max_s)
+            # Not wait_for: on Python 3.11 it can return a result and drop a cancel that
+            # came at the same moment, and a cancelled session must not carry on.
+            async with asyncio.timeout(self.wait_max_s):
+                await asyncio.shield(waiter)
         except TimeoutError:
             pass
         except asyncio.CancelledError:
