@@ -500,6 +500,8 @@ class Gateway:
     async def _write_now(self, writer: asyncio.StreamWriter, code: ErrorCode, message: str) -> None:
         """Write an error outside any session queue (before one exists, or after it is cut)."""
         with contextlib.suppress(ConnectionError, TimeoutError):
+            if writer.is_closing():
+                return  # the client is gone: there is no one to tell
             writer.write(_frame(ErrorReply(code=code, message=message)))
             async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
                 await writer.drain()

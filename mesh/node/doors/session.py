@@ -64,8 +64,9 @@ class Session:
         # What is queued still goes out, as the writer would have sent it, so a client
         # cut off under a flood of replies keeps those; but without waiting on a client
         # that may read nothing: the writer is stopped wherever it waits.
-        if self._stream is not None and self._outbox and not self.closed:
-            self._stream.write(b"".join(self._outbox))
+        stream = self._stream
+        if stream is not None and self._outbox and not self.closed and not stream.is_closing():
+            stream.write(b"".join(self._outbox))
             self._outbox = []
         writer_task = self._writer_task
         if writer_task is not None and writer_task is not asyncio.current_task():
@@ -160,6 +161,8 @@ class Session:
                 continue
             frames = self._take_frames()
             self._room_freed = _wake(self._room_freed)
+            if writer.is_closing():
+                return  # the client is gone (uvloop refuses writes to a closed socket)
             writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
             await writer.drain()
 
