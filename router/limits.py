@@ -11,7 +11,7 @@ from typing import Final
 # epochs that are millisecond incarnations this stays below 2**63 for millennia.
 EPOCH_NUMBERS: Final = 1_000_000
 # A message arriving this long after its id's time is late: a resuming client, which
-# starts a little (mesh/client/chat_client.py RESUME_MARGIN_MS) before its last seen id,
+# starts a little (mesh/client/room_cursor.py RESUME_MARGIN_MS) before its last seen id,
 # would skip it.
 LATE_AFTER_MS: Final = 2_000
 # Late arrivals remembered per room for resuming sessions, and late messages waiting for

@@ -1,6 +1,6 @@
 """The client library's memory of a room: what reached the caller, where a resume starts."""
 
-from mesh.client.chat_client import SEEN_IDS_PER_ROOM_MAX, _RoomCursor
+from mesh.client.room_cursor import SEEN_IDS_PER_ROOM_MAX, RoomCursor
 from mesh.wire.protocol import Message
 
 
@@ -16,7 +16,7 @@ def sent(message_id: str, client_msg_id: str, sender: str = "ann") -> Message:
 
 
 def test_a_send_reaches_the_caller_once_by_id_and_by_its_client_message_id() -> None:
-    cursor = _RoomCursor()
+    cursor = RoomCursor()
     first = sent("0000000f7a6c0000.n2", "c17")
     assert cursor.is_new(first)
     cursor.record(first)
@@ -31,7 +31,7 @@ def test_a_send_reaches_the_caller_once_by_id_and_by_its_client_message_id() -> 
 
 
 def test_every_id_a_resume_could_bring_again_is_remembered_however_busy_the_room() -> None:
-    cursor = _RoomCursor()
+    cursor = RoomCursor()
     start_ms = 0xF7A6C000
     burst = [  # 30,000 messages in 300 ms: three times the count bound, all within reach
         sent(f"{start_ms + n // 100:012x}{n % 100:04x}.n2", f"c{n}") for n in range(30_000)

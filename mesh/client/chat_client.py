@@ -15,7 +15,6 @@ so the caller sees each message once and none of its sends twice.
 """
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -23,11 +22,12 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from mesh.client.connection import NodeError, NodeFrames, open_stream, read_node_frame
+from mesh.client.room_cursor import RoomCursor
 from mesh.client.send_window import SendWindow
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
@@ -55,7 +55,7 @@ from mesh.wire.protocol import (
     Welcome,
     Who,
 )
-from router.message_ids import ORIGIN, earlier_by
+from router.message_ids import ORIGIN
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,6 @@ R = TypeVar("R")
 FATAL_CODES = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION})
 # Errors a request may simply be retried after (the node says when, or we back off).
 RETRYABLE_CODES = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE})
-# Message ids remembered per room to drop duplicates from resumes and retries, and the
-# most kept while all are within a resume's reach (a room of 15,000 messages a second).
-SEEN_IDS_PER_ROOM_MAX = 10_000
-SEEN_IDS_PER_ROOM_HARD_MAX = 100_000
-# How far before the last seen id a resume starts (see _RoomCursor.resume_point): the
-# nodes' write timeout plus a retry, so the window holds far fewer ids than are remembered.
-RESUME_MARGIN_MS = 3_000
 # The share of the node's announced send rate the client paces itself to, leaving room
 # for the two clocks to disagree a little.
 PACE_SHARE = 0.95
@@ -94,62 +87,6 @@ ClientEvent = MessageEvent | PresenceEvent | TypingEvent | ConnectionChanged
 class _Pending:
     build: Callable[[int], protocol.ClientMessage]
     future: "asyncio.Future[protocol.NodeMessage]"
-
-
-@dataclass(slots=True)
-class _RoomCursor:
-    last_id: str | None = None
-    seen: "collections.OrderedDict[str, None]" = field(default_factory=collections.OrderedDict)
-    # (sender, client message id) of the messages seen: one send stored under two ids
-    # (twins, until replicas converge on the smaller) reaches the caller once.
-    sends: "collections.OrderedDict[tuple[str, str], None]" = field(
-        default_factory=collections.OrderedDict
-    )
-    floor: str | None = None  # where the caller's view of the room begins
-
-    def resume_point(self) -> str | None:
-        """Where a rejoin after a reconnect starts: a little before the last message
-        seen, since two coordinators of a room can briefly overlap and a message with a
-        smaller id may land after a larger one was seen; repeats are dropped by id.
-        Never before the point the caller first joined from."""
-        if self.last_id is None or not self.seen:
-            return self.last_id
-        start = earlier_by(self.last_id, RESUME_MARGIN_MS)
-        return start if self.floor is None else max(start, self.floor)
-
-    def is_new(self, message: protocol.Message) -> bool:
-        if message.id in self.seen:
-            return False
-        return (
-            not message.client_msg_id or (message.sender, message.client_msg_id) not in self.sends
-        )
-
-    def record(self, message: protocol.Message) -> None:
-        """Only once the message reached the caller: a resume then starts after it."""
-        self.seen[message.id] = None
-        if message.client_msg_id:
-            self.sends[(message.sender, message.client_msg_id)] = None
-        self.advance(message.id)
-        if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
-            self._forget_out_of_reach()
-
-    def _forget_out_of_reach(self) -> None:
-        """Past SEEN_IDS_PER_ROOM_MAX, forget the oldest ids, but none a resume could
-        bring again (from its margin before the last id on) below the hard bound: a busy
-        room holds more than the count within the margin, and a repeat must not pass."""
-        assert self.last_id is not None
-        reach = earlier_by(self.last_id, 2 * RESUME_MARGIN_MS)
-        seen = self.seen
-        while len(seen) > SEEN_IDS_PER_ROOM_MAX:
-            if len(seen) <= SEEN_IDS_PER_ROOM_HARD_MAX and next(iter(seen)) >= reach:
-                break
-            seen.popitem(last=False)
-        while len(self.sends) > len(seen):
-            self.sends.popitem(last=False)
-
-    def advance(self, message_id: str | None) -> None:
-        if message_id is not None and (self.last_id is None or message_id > self.last_id):
-            self.last_id = message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +127,7 @@ class ChatClient:
         self._request_ids = itertools.count(1)
         self._rejoins: set[int] = set()  # request ids of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
-        self._rooms: dict[str, _RoomCursor] = {}
+        self._rooms: dict[str, RoomCursor] = {}
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -243,7 +180,7 @@ class ChatClient:
 
     async def join(self, room: str, since: str | None = None) -> list[str]:
         """Enter a room; with `since`, every stored message after it arrives as events first."""
-        cursor = self._rooms.setdefault(room, _RoomCursor())
+        cursor = self._rooms.setdefault(room, RoomCursor())
         cursor.advance(since)
         start = cursor.last_id
         reply = await self._request(lambda i: Join(request_id=i, room=room, since=start), Joined)

@@ -12,7 +12,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mesh.client.chat_client import RESUME_MARGIN_MS
+from mesh.client.room_cursor import RESUME_MARGIN_MS
 from mesh.node.peer_bundles import PeerBundler, unbundled
 from mesh.node.peer_codec import decode_peer_frame, encode_peer_frame
 from mesh.node.room_driver import RoomDriver, members_changed
