@@ -45,10 +45,14 @@ class PendingTickets:
     def __init__(self) -> None:
         self._tickets = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        # Found once: get_running_loop() asks the OS for the pid each time, per request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> tuple[int, "asyncio.Future[Outcome]"]:
         ticket = next(self._tickets)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = self._loop.create_future()
         self._waiting[ticket] = future
         return ticket, future
 
@@ -76,7 +80,7 @@ class RoomRequests:
         """The future resolves once W replicas hold the message (or fails with
         RoomUnavailableError); it never blocks the caller."""
         ticket, outcome = self._pending.open()
-        result: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        result: asyncio.Future[SendResult] = outcome.get_loop().create_future()
 
         def settle(done: "asyncio.Future[Outcome]") -> None:
             if result.done():
