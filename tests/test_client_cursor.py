@@ -40,7 +40,10 @@ def test_every_id_a_resume_could_bring_again_is_remembered_however_busy_the_room
         cursor.record(message)
     assert not cursor.is_new(burst[0]), "a resume from its margin would replay it"
     assert len(cursor.seen) == 30_000
-    later = sent(f"{start_ms + 60_000:012x}0000.n2", "c-later")  # a minute on
+    a_minute_on = sent(f"{start_ms + 60_000:012x}0000.n2", "c-minute")
+    cursor.record(a_minute_on)  # a resume now may still replay the burst as late arrivals
+    assert len(cursor.seen) == 30_001 and not cursor.is_new(burst[0])
+    later = sent(f"{start_ms + 11 * 60_000:012x}0000.n2", "c-later")  # past late replays
     cursor.record(later)
     assert len(cursor.seen) == SEEN_IDS_PER_ROOM_MAX  # the burst is out of reach now
     assert not cursor.is_new(later) and len(cursor.sends) <= len(cursor.seen)

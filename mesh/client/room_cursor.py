@@ -14,6 +14,9 @@ SEEN_IDS_PER_ROOM_HARD_MAX = 100_000
 # How far before the last seen id a resume starts (see RoomCursor.resume_point): the
 # nodes' write timeout plus a retry.
 RESUME_MARGIN_MS = 3_000
+# How far back a resume also replays late arrivals (docs/protocol.md, "join" with
+# `since`): their ids sort before the resume point, and the client drops the ones it has.
+LATE_REPLAY_MS = 10 * 60 * 1000
 
 
 @dataclass(slots=True)
@@ -55,10 +58,11 @@ class RoomCursor:
 
     def _forget_out_of_reach(self) -> None:
         """Past SEEN_IDS_PER_ROOM_MAX, forget the oldest ids, but none a resume could
-        bring again (from its margin before the last id on) below the hard bound: a busy
-        room holds more than the count within the margin, and a repeat must not pass."""
+        bring again below the hard bound: a resume replays from its margin before the
+        last id, and late arrivals from up to LATE_REPLAY_MS before it, and a busy room
+        holds more than the count within that, while a repeat must not pass."""
         assert self.last_id is not None
-        reach = earlier_by(self.last_id, 2 * RESUME_MARGIN_MS)
+        reach = earlier_by(self.last_id, LATE_REPLAY_MS + RESUME_MARGIN_MS)
         seen = self.seen
         while len(seen) > SEEN_IDS_PER_ROOM_MAX:
             if len(seen) <= SEEN_IDS_PER_ROOM_HARD_MAX and next(iter(seen)) >= reach:
