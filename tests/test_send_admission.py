@@ -113,8 +113,9 @@ def test_a_waiting_send_cancelled_gives_up_its_place_and_loses_no_slot() -> None
 # ---- a room's coordinator, sans-IO ----
 
 
-def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_open_ones() -> None:
-    engine = RoomEngine(
+def alone_engine() -> RoomEngine:
+    """A node that is the whole mesh: every room's coordinator, with no peers."""
+    return RoomEngine(
         "n1",
         RouterConfig(),
         epoch=1,
@@ -122,6 +123,10 @@ def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_o
         local_users=lambda room: [],
         alone=True,
     )
+
+
+def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_open_ones() -> None:
+    engine = alone_engine()
     engine.handle(Tick(), 0.0)
 
     def send(ticket: int, key: str, room: str = "busy") -> list[Effect]:
@@ -138,14 +143,7 @@ def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_o
 
 
 def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behind() -> None:
-    engine = RoomEngine(
-        "n1",
-        RouterConfig(),
-        epoch=1,
-        wall_offset_ms=1_700_000_000_000,
-        local_users=lambda room: [],
-        alone=True,
-    )
+    engine = alone_engine()
     engine.handle(Tick(), 0.0)
     coordinator = engine._coordinator  # the role itself: the backlog is what it is told
     request = SendRequest("busy", "ann", "k1", "x")
@@ -161,14 +159,7 @@ def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behi
 
 
 def test_a_member_node_that_takes_nothing_for_an_interest_s_lapse_no_longer_holds_writes() -> None:
-    engine = RoomEngine(
-        "n1",
-        RouterConfig(),
-        epoch=1,
-        wall_offset_ms=1_700_000_000_000,
-        local_users=lambda room: [],
-        alone=True,
-    )
+    engine = alone_engine()
     fan_out = engine._fan_out  # the role itself: a stream as a stuck node leaves it
     fan_out.interest.register("n2", ["busy"], 0.0)
     stream = fan_out._stream_to("n2")

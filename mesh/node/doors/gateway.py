@@ -8,6 +8,7 @@ error and the session goes on. Nothing a client sends can stop the server loop.
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -333,17 +334,9 @@ class Gateway:
             )
         wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
-            self._count(ErrorCode.RATE_LIMITED)
-            session.push(
-                _frame(
-                    ErrorReply(
-                        code=ErrorCode.RATE_LIMITED,
-                        message=f"more than {self.limits.sends_per_s:g} sends per second "
-                        "by one user on this node",
-                        request_id=request.request_id,
-                        retry_after_s=wait_s,
-                    )
-                )
+            message = f"more than {self.limits.sends_per_s:g} sends per second by one user"
+            self._reply_error(
+                session, request, ErrorCode.RATE_LIMITED, f"{message} on this node", wait_s
             )
             return
         await session.wait_send_slot(self.limits.send_window_max)
@@ -364,46 +357,55 @@ class Gateway:
             self.admission.finished(time.perf_counter() - received_at)
             raise
 
-        def answer(done: "asyncio.Future[SendResult]") -> None:
-            session.release_send_slot()
-            self.admission.finished(time.perf_counter() - received_at)
-            if done.cancelled():
-                return
-            error = done.exception()
-            if error is None:
-                result = done.result()
-                if self._on_ack is not None:
-                    self._on_ack(time.perf_counter() - received_at)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "send acknowledged to session %d",
-                        session.session_id,
-                        extra={
-                            "trace_id": result.message.id,
-                            "room": result.message.room,
-                            "duplicate": result.duplicate,
-                        },
-                    )
-                session.push(
-                    _frame(
-                        Sent(
-                            request_id=request.request_id,
-                            id=result.message.id,
-                            time_ms=result.message.time_ms,
-                            duplicate=result.duplicate,
-                        )
-                    )
-                )
-            elif isinstance(error, RoomUnavailableError):
-                self._reply_error(session, request, _code_of(error), str(error))
-            elif isinstance(error, StorageOverloadedError):
-                self._reply_error(
-                    session, request, ErrorCode.UNAVAILABLE, str(error), error.retry_after_s
-                )
-            else:
-                self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
+        future.add_done_callback(
+            functools.partial(self._answer_send, session, request, received_at)
+        )
 
-        future.add_done_callback(answer)
+    def _answer_send(
+        self,
+        session: Session,
+        request: Send,
+        received_at: float,
+        done: "asyncio.Future[SendResult]",
+    ) -> None:
+        """A send's outcome, once the mesh has one: its slots are freed, then the reply."""
+        session.release_send_slot()
+        self.admission.finished(time.perf_counter() - received_at)
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            result = done.result()
+            if self._on_ack is not None:
+                self._on_ack(time.perf_counter() - received_at)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "send acknowledged to session %d",
+                    session.session_id,
+                    extra={
+                        "trace_id": result.message.id,
+                        "room": result.message.room,
+                        "duplicate": result.duplicate,
+                    },
+                )
+            session.push(
+                _frame(
+                    Sent(
+                        request_id=request.request_id,
+                        id=result.message.id,
+                        time_ms=result.message.time_ms,
+                        duplicate=result.duplicate,
+                    )
+                )
+            )
+        elif isinstance(error, RoomUnavailableError):
+            self._reply_error(session, request, _code_of(error), str(error))
+        elif isinstance(error, StorageOverloadedError):
+            self._reply_error(
+                session, request, ErrorCode.UNAVAILABLE, str(error), error.retry_after_s
+            )
+        else:
+            self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
 
     async def _join(self, session: Session, request_id: int, room: str, since: str | None) -> None:
         if room in session.rooms:

@@ -12,6 +12,7 @@ is dropped: a refused one was never accepted.
 
 import asyncio
 import collections
+import contextlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,10 +68,9 @@ class SendAdmission:
         try:
             # Not wait_for: on Python 3.11 it can return a result and drop a cancel that
             # came at the same moment, and a cancelled session must not carry on.
-            async with asyncio.timeout(self.wait_max_s):
-                await asyncio.shield(waiter)
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):  # waited long enough: refused below
+                async with asyncio.timeout(self.wait_max_s):
+                    await asyncio.shield(waiter)
         except asyncio.CancelledError:
             if not self._give_up(waiter):
                 self._release()  # handed over just as this send was cancelled: pass it on
