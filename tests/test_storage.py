@@ -292,3 +292,38 @@ def test_a_copy_whose_id_another_message_holds_fails_alone(tmp_path: Path) -> No
             await storage.close()
 
     asyncio.run(scenario())
+
+
+def test_one_commit_of_every_kind_of_write_gives_each_its_own_result(tmp_path: Path) -> None:
+    """Plain appends around other writes, a repeat inside one run and a late copy, queued
+    together (so usually in one commit): runs of new copies go in at once, and a run that
+    meets a held copy is stored copy by copy, each with its own answer."""
+
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        clock = HybridClock("n1")
+        try:
+            first, second, third, fourth = (message(clock, "lobby", n) for n in range(4))
+            retry = StoredMessage(
+                str(clock.next_id(2_000_000)), "lobby", "ann", first.client_msg_id, 2, "again"
+            )
+            results = await asyncio.gather(
+                storage.append(first),
+                storage.append(second),
+                storage.set_membership("ann", "lobby", joined=True, time_ms=1),
+                storage.append(third, late_at_ms=5_000),
+                storage.append(retry),
+                storage.append(fourth),
+            )
+            assert [r.duplicate for r in results if r is not None] == [False] * 3 + [True, False]
+            assert results[4] is not None and results[4].message == first
+            page, _ = await storage.history("lobby")
+            assert page == [first, second, third, fourth]
+            assert storage.highest_id == max(retry.id, fourth.id)
+            late = await storage.late_arrivals("lobby", since_ms=0, up_to=fourth.id, limit=10)
+            assert late == [third]
+            assert await storage.rooms_of("ann") == ["lobby"]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())

@@ -76,12 +76,33 @@ ON CONFLICT (user, room) DO UPDATE SET changed_at_ms = excluded.changed_at_ms,
 WHERE (excluded.changed_at_ms, excluded.joined) > (changed_at_ms, joined)
 """
 
-_INSERT: Final = """
-INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
+_INSERT_INTO: Final = (
+    "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash)"
+)
+_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_INSERT: Final = f"{_INSERT_INTO} VALUES {_ROW}"
 # Stores a copy new by id and by (sender, client_msg_id); does nothing if either is held.
-_INSERT_IF_NEW: Final = _INSERT + "ON CONFLICT DO NOTHING"
+_INSERT_IF_NEW: Final = _INSERT + " ON CONFLICT DO NOTHING"
+# Copies stored by one INSERT: a run is cut into these sizes, so that few statements
+# are prepared; 128 rows of 7 stay under the 999 parameters of SQLite's oldest limit.
+ROWS_PER_INSERT: Final = (128, 32, 8, 1)
+_INSERT_ROWS_IF_NEW: Final = {
+    rows: f"{_INSERT_INTO} VALUES {', '.join([_ROW] * rows)} ON CONFLICT DO NOTHING"
+    for rows in ROWS_PER_INSERT
+}
+
+
+def _insert_all_if_new(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Stores the rows new on both keys in a few statements; returns how many it stored."""
+    stored = 0
+    start = 0
+    for size in ROWS_PER_INSERT:
+        while len(rows) - start >= size:
+            chunk = rows[start : start + size]
+            parameters = [value for row in chunk for value in row]
+            stored += connection.execute(_INSERT_ROWS_IF_NEW[size], parameters).rowcount
+            start += size
+    return stored
 
 
 def _message_row(message: "StoredMessage") -> tuple[str, str, str, str, int, str, int]:
@@ -94,6 +115,13 @@ def _message_row(message: "StoredMessage") -> tuple[str, str, str, str, int, str
         message.body,
         id_hash(message.id),
     )
+
+
+def _highest_stored(highest: str, writes: list["_Write"], results: list[Any]) -> str:
+    for write, result in zip(writes, results, strict=True):
+        if isinstance(write, _Append) and isinstance(result, SendResult):
+            highest = max(highest, write.message.id)
+    return highest
 
 
 # Writes gathered into one commit at most; bounds a transaction's size and latency.
@@ -407,37 +435,11 @@ class Storage:
             self._resolve(batch, [StorageLostError(self.lost)] * len(batch))
             return
         started = time.perf_counter()
-        results: list[Any] = []
-        highest = self.highest_id
+        writes = [write for write, _ in batch]
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for write, _ in batch:
-                match write:
-                    case _Append(message, late_at_ms):
-                        try:
-                            result = self._append_in(connection, message)
-                        except IdConflictError as conflict:
-                            results.append(conflict)  # this write fails; the batch goes on
-                            continue
-                        results.append(result)
-                        highest = max(highest, message.id)
-                        # A copy that replaced its twin counts too: a client may have had
-                        # neither (clients drop repeats by sender and client message id).
-                        if late_at_ms is not None and not result.duplicate:
-                            late_rows.record(connection, message.room, message.id, late_at_ms)
-                    case _Membership(user, room, joined, time_ms):
-                        connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))
-                        results.append(None)
-                    case _AddHint(owner, message, now_ms):
-                        added = hint_rows.add(connection, owner, message, now_ms)
-                        results.append(SendResult(message, duplicate=not added))
-                    case _DeleteHint(owner, message_id):
-                        hint_rows.delete(connection, owner, message_id)
-                        results.append(None)
-                    case _ExpireHints(older_than_ms, count_max, bytes_max):
-                        results.append(
-                            hint_rows.expire(connection, older_than_ms, count_max, bytes_max)
-                        )
+            results = self._apply(connection, writes)
+            highest = _highest_stored(self.highest_id, writes, results)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('highest_id', ?)", (highest,))
             connection.execute("COMMIT")
         except sqlite3.Error as error:
@@ -468,6 +470,71 @@ class Storage:
         if self._on_commit is not None:
             self._on_commit(elapsed_s, len(batch))
         self._resolve(batch, results)
+
+    def _apply(self, connection: sqlite3.Connection, writes: list[_Write]) -> list[Any]:
+        """Each write's result, in order: a SendResult, None, an IdConflictError (that
+        write alone fails) or what expiring hints removed."""
+        results: list[Any] = []
+        plain: list[StoredMessage] = []  # appends in a row that are not late arrivals
+        for write in writes:
+            if isinstance(write, _Append) and write.late_at_ms is None:
+                plain.append(write.message)
+                continue
+            if plain:
+                results += self._append_plain(connection, plain)
+                plain = []
+            results.append(self._apply_one(connection, write))
+        if plain:
+            results += self._append_plain(connection, plain)
+        return results
+
+    def _append_plain(
+        self, connection: sqlite3.Connection, messages: list[StoredMessage]
+    ) -> list[SendResult | IdConflictError]:
+        """The usual run of new copies goes in a few multi-row INSERTs: each statement the
+        writer runs gives up the GIL and waits for it back behind a busy event loop, so
+        the count of statements, not of rows, is what costs. Only a run with a copy
+        already held is undone and stored copy by copy."""
+        if len(messages) > 1:
+            connection.execute("SAVEPOINT plain_appends")
+            rows = [_message_row(message) for message in messages]
+            stored = _insert_all_if_new(connection, rows)
+            if stored == len(messages):
+                connection.execute("RELEASE plain_appends")
+                return [SendResult(message, duplicate=False) for message in messages]
+            connection.execute("ROLLBACK TO plain_appends")
+            connection.execute("RELEASE plain_appends")
+        return [self._append_or_conflict(connection, message) for message in messages]
+
+    def _append_or_conflict(
+        self, connection: sqlite3.Connection, message: StoredMessage
+    ) -> SendResult | IdConflictError:
+        try:
+            return self._append_in(connection, message)
+        except IdConflictError as conflict:
+            return conflict  # this write fails; the batch goes on
+
+    def _apply_one(self, connection: sqlite3.Connection, write: _Write) -> Any:
+        match write:
+            case _Append(message, late_at_ms):
+                result = self._append_or_conflict(connection, message)
+                # A copy that replaced its twin counts too: a client may have had
+                # neither (clients drop repeats by sender and client message id).
+                new_here = isinstance(result, SendResult) and not result.duplicate
+                if late_at_ms is not None and new_here:
+                    late_rows.record(connection, message.room, message.id, late_at_ms)
+                return result
+            case _Membership(user, room, joined, time_ms):
+                connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))
+                return None
+            case _AddHint(owner, message, now_ms):
+                added = hint_rows.add(connection, owner, message, now_ms)
+                return SendResult(message, duplicate=not added)
+            case _DeleteHint(owner, message_id):
+                hint_rows.delete(connection, owner, message_id)
+                return None
+            case _ExpireHints(older_than_ms, count_max, bytes_max):
+                return hint_rows.expire(connection, older_than_ms, count_max, bytes_max)
 
     def _append_in(self, connection: sqlite3.Connection, message: StoredMessage) -> SendResult:
         """Store a copy once. A twin (same sender and client_msg_id, other id: a retry that
