@@ -8,7 +8,6 @@ the app only shows them (status bar, pending lines).
 
 import contextlib
 import time
-import uuid
 from typing import ClassVar
 
 from rich.text import Text
@@ -23,6 +22,7 @@ from textual.widgets import Input, Static
 from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import terminal_safe
+from mesh.wire.message_keys import new_client_msg_id
 from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, TypingEvent
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
@@ -257,7 +257,7 @@ class ChatApp(App[None]):
             self.state.notice(None, "join a room first: /join ROOM", now_ms())
             self._refresh_all()
             return
-        client_msg_id = uuid.uuid4().hex
+        client_msg_id = new_client_msg_id()
         self.state.add_pending(room, client_msg_id, body, now_ms())
         self._refresh_room(room)
         self.run_worker(self._send(room, body, client_msg_id), exit_on_error=False)

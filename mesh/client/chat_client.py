@@ -20,7 +20,6 @@ import itertools
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +31,7 @@ from mesh.client.send_window import SendWindow
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from mesh.wire.framing import encode_frame
+from mesh.wire.message_keys import new_client_msg_id
 from mesh.wire.pacing import TokenBucket
 from mesh.wire.protocol import (
     ErrorReply,
@@ -202,7 +202,7 @@ class ChatClient:
         and kept within its send window, so the node stores them in that order and rarely
         has to refuse one as too fast.
         """
-        message_id = client_msg_id or uuid.uuid4().hex
+        message_id = client_msg_id or new_client_msg_id()
         async with self._send_order:
             await self._send_window.acquire(int(self.limits.get("send_window_max", 0)))
             try:

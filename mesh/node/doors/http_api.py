@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -42,6 +41,7 @@ from mesh.node.metrics import CONTENT_TYPE, NodeMetrics
 from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError, StoredMessage
 from mesh.wire.errors import ErrorCode
+from mesh.wire.message_keys import new_client_msg_id
 from mesh.wire.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.wire.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
 from router.message_ids import MESSAGE_ID_PATTERN
@@ -488,7 +488,7 @@ async def post_message(
     await _admit_send(backend.admission)
     started = time.perf_counter()
     try:
-        sending = backend.chat.send(user, room, idempotency_key or uuid.uuid4().hex, data.body)
+        sending = backend.chat.send(user, room, idempotency_key or new_client_msg_id(), data.body)
     except BaseException:
         backend.admission.finished(time.perf_counter() - started)
         raise
