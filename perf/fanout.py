@@ -27,6 +27,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from mesh.client import runtime
 from mesh.client.tls import client_context
 from perf.drivers import Driver, driver_for
 from perf.harness import RunOptions, make_target
@@ -192,11 +193,11 @@ async def _publish(plan: Plan, go: Event, results: "Queue[Any]") -> None:
 
 
 def subscriber_main(plan: Plan, stop: Event, results: "Queue[Any]") -> None:
-    asyncio.run(_subscribe(plan, stop, results))
+    runtime.run(_subscribe(plan, stop, results))
 
 
 def publisher_main(plan: Plan, go: Event, results: "Queue[Any]") -> None:
-    asyncio.run(_publish(plan, go, results))
+    runtime.run(_publish(plan, go, results))
 
 
 def run_fanout(

@@ -25,6 +25,7 @@ import redis.exceptions
 from hdrh.histogram import HdrHistogram
 
 from mesh.client.connection import NodeError
+from mesh.client import runtime
 from mesh.client.tls import client_context
 from perf.drivers import Driver, driver_for
 from perf.workload import Workload, decode_payload, encode_payload
@@ -216,4 +217,4 @@ async def _run(
 def worker_main(
     plan: WorkerPlan, start_at: "Synchronized[int]", go: Event, results: "Queue[Any]"
 ) -> None:
-    asyncio.run(_run(plan, start_at, go, results))
+    runtime.run(_run(plan, start_at, go, results))
