@@ -24,8 +24,8 @@ import nats.errors
 import redis.exceptions
 from hdrh.histogram import HdrHistogram
 
-from mesh.client.connection import NodeError
 from mesh.client import runtime
+from mesh.client.connection import NodeError
 from mesh.client.tls import client_context
 from perf.drivers import Driver, driver_for
 from perf.workload import Workload, decode_payload, encode_payload
