@@ -1,0 +1,190 @@
+"""Room events and the rules that fold them into one message's current view.
+
+Theory of operation. A room log holds events, each with its own id: `message`, and the
+relations `edit`, `delete`, `reaction` and `unreaction` that name a target message.
+Replicas receive the same events late, twice and in any order, so every rule here is a
+join: applying an event twice changes nothing, and any two orders of the same events end
+in the same state.
+
+- An edit is valid only from the target's sender and never of a relation; the latest
+  valid edit by (time_ms, id) gives the body.
+- A delete is valid only from the target's sender. It is final: the body, every edit and
+  every reaction are dropped, and any that arrive later are dropped on arrival. The
+  tombstone keeps who deleted the message and when (the earliest valid delete).
+- A reaction or unreaction counts once per (sender, key): the later one by (time_ms, id)
+  says whether the sender's reaction stands.
+- A relation whose target has not arrived waits in the target's state and is folded in,
+  in id order, when it does; if the target turns out to be a relation, they are dropped.
+
+The rules are pure: a shell keeps a `MessageState` per id wherever it likes (in memory,
+or beside the event in SQLite), calls `arrive` for every event under its own id and
+`relate` for a relation under its target's, and erases from disk what a step reports.
+"""
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from router.records import Body, ClientMsgId, MessageIdText, RoomName, UserName
+
+REACTION_KEY_BYTES_MAX: Final = 64
+# Relations one target holds before it arrives; past it a relation is not held (counted
+# by the view; rebuilding the room's view from its log recovers it).
+PENDING_PER_TARGET_MAX: Final = 1024
+
+EventKind = Literal["message", "edit", "delete", "reaction", "unreaction"]
+RELATION_KINDS: Final = frozenset({"edit", "delete", "reaction", "unreaction"})
+ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_BYTES_MAX)]
+
+
+class RoomEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One event of a room log. `target` names the message a relation is about; `body` is a
+    message's or an edit's text; `key` a reaction's; `reply_to` the message one answers."""
+
+    id: MessageIdText
+    room: RoomName
+    sender: UserName
+    client_msg_id: ClientMsgId
+    time_ms: Annotated[int, msgspec.Meta(ge=0)]
+    kind: EventKind = "message"
+    body: Body = ""
+    target: MessageIdText | None = None
+    key: ReactionKey | None = None
+    reply_to: MessageIdText | None = None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.time_ms, self.id)
+
+
+class Tombstone(msgspec.Struct, frozen=True):
+    by: str
+    at_ms: int
+    event_id: str
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.at_ms, self.event_id)
+
+
+class LatestEdit(msgspec.Struct, frozen=True):
+    at_ms: int
+    event_id: str
+    body: str
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.at_ms, self.event_id)
+
+
+class ReactionMark(msgspec.Struct, frozen=True, array_like=True):
+    at_ms: int
+    event_id: str
+    stands: bool  # a reaction; an unreaction took it back
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.at_ms, self.event_id)
+
+
+class MessageState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What is known of one target id: its event once it has arrived, and what the
+    relations made of it. `reactions` maps key -> sender -> the sender's latest mark."""
+
+    event: RoomEvent | None = None
+    edit: LatestEdit | None = None
+    tombstone: Tombstone | None = None
+    reactions: dict[str, dict[str, ReactionMark]] = {}
+    pending: tuple[RoomEvent, ...] = ()  # relations that came before the target, by id
+
+
+class Folded(msgspec.Struct, frozen=True):
+    state: MessageState
+    changed: bool  # the view of the message moved
+    erase: bool  # the target's content and every relation's content go from disk
+    held: bool = True  # False: a relation that could not wait (PENDING_PER_TARGET_MAX)
+
+
+def arrive(state: MessageState, event: RoomEvent) -> Folded:
+    """The state of `event.id` once the event itself is here: a message folds in the
+    relations that waited for it; any other kind ends them (a relation of a relation)."""
+    if state.event is not None:
+        return _same(state)  # a repeat
+    if event.kind != "message":
+        return Folded(MessageState(event=event), changed=False, erase=False)
+    arrived = MessageState(event=event)
+    erase = False
+    for relation in state.pending:
+        folded = relate(arrived, relation)
+        arrived, erase = folded.state, erase or folded.erase
+    return Folded(arrived, changed=True, erase=erase)
+
+
+def relate(state: MessageState, event: RoomEvent) -> Folded:
+    """The state of `event.target` after the relation `event`."""
+    assert event.kind in RELATION_KINDS and event.target is not None
+    if state.event is None:
+        return _wait(state, event)
+    return _relate(state, event)
+
+
+def _wait(state: MessageState, event: RoomEvent) -> Folded:
+    if any(waiting.id == event.id for waiting in state.pending):
+        return Folded(state, changed=False, erase=False)
+    if len(state.pending) >= PENDING_PER_TARGET_MAX:
+        return Folded(state, changed=False, erase=False, held=False)
+    pending = tuple(sorted((*state.pending, event), key=lambda waiting: waiting.id))
+    return Folded(msgspec.structs.replace(state, pending=pending), changed=False, erase=False)
+
+
+def _relate(state: MessageState, event: RoomEvent) -> Folded:
+    target = state.event
+    assert target is not None
+    if target.kind != "message":
+        return Folded(state, changed=False, erase=False)  # a relation of a relation
+    if state.tombstone is not None:
+        # Final: a later delete may only move the tombstone to an earlier one.
+        if event.kind == "delete" and event.sender == target.sender:
+            return _delete(state, event)
+        return Folded(state, changed=False, erase=True)
+    match event.kind:
+        case "edit":
+            return _edit(state, event, target)
+        case "delete":
+            return _delete(state, event) if event.sender == target.sender else _same(state)
+        case _:
+            return _react(state, event)
+
+
+def _same(state: MessageState) -> Folded:
+    return Folded(state, changed=False, erase=False)
+
+
+def _edit(state: MessageState, event: RoomEvent, target: RoomEvent) -> Folded:
+    if event.sender != target.sender:
+        return _same(state)
+    if state.edit is not None and state.edit.order >= event.order:
+        return _same(state)
+    edit = LatestEdit(event.time_ms, event.id, event.body)
+    return Folded(msgspec.structs.replace(state, edit=edit), changed=True, erase=False)
+
+
+def _delete(state: MessageState, event: RoomEvent) -> Folded:
+    tombstone = Tombstone(event.sender, event.time_ms, event.id)
+    if state.tombstone is not None and state.tombstone.order <= tombstone.order:
+        return Folded(state, changed=False, erase=True)
+    deleted = MessageState(event=state.event, tombstone=tombstone)
+    return Folded(deleted, changed=True, erase=True)
+
+
+def _react(state: MessageState, event: RoomEvent) -> Folded:
+    key = event.key
+    if key is None or len(key.encode()) > REACTION_KEY_BYTES_MAX:
+        return _same(state)
+    marks = state.reactions.get(key, {})
+    held = marks.get(event.sender)
+    if held is not None and held.order >= event.order:
+        return _same(state)
+    mark = ReactionMark(event.time_ms, event.id, event.kind == "reaction")
+    reactions = {**state.reactions, key: {**marks, event.sender: mark}}
+    return Folded(msgspec.structs.replace(state, reactions=reactions), changed=True, erase=False)
