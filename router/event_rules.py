@@ -21,40 +21,23 @@ or beside the event in SQLite), calls `arrive` for every event under its own id 
 `relate` for a relation under its target's, and erases from disk what a step reports.
 """
 
-from typing import Annotated, Final, Literal
+from typing import Final
 
 import msgspec
 
-from router.records import Body, ClientMsgId, MessageIdText, RoomName, UserName
+from router.records import REACTION_KEY_BYTES_MAX, EventKind, RoomMessage
 
-REACTION_KEY_BYTES_MAX: Final = 64
 # Relations one target holds before it arrives; past it a relation is not held (counted
 # by the view; rebuilding the room's view from its log recovers it).
 PENDING_PER_TARGET_MAX: Final = 1024
 
-EventKind = Literal["message", "edit", "delete", "reaction", "unreaction"]
-RELATION_KINDS: Final = frozenset({"edit", "delete", "reaction", "unreaction"})
-ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_BYTES_MAX)]
+RELATION_KINDS: Final[frozenset[EventKind]] = frozenset(
+    {"edit", "delete", "reaction", "unreaction"}
+)
 
 
-class RoomEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One event of a room log. `target` names the message a relation is about; `body` is a
-    message's or an edit's text; `key` a reaction's; `reply_to` the message one answers."""
-
-    id: MessageIdText
-    room: RoomName
-    sender: UserName
-    client_msg_id: ClientMsgId
-    time_ms: Annotated[int, msgspec.Meta(ge=0)]
-    kind: EventKind = "message"
-    body: Body = ""
-    target: MessageIdText | None = None
-    key: ReactionKey | None = None
-    reply_to: MessageIdText | None = None
-
-    @property
-    def order(self) -> tuple[int, str]:
-        return (self.time_ms, self.id)
+# Every event is stored and carried as the room log's record.
+RoomEvent = RoomMessage
 
 
 class Tombstone(msgspec.Struct, frozen=True):
@@ -173,12 +156,14 @@ def _delete(state: MessageState, event: RoomEvent) -> Folded:
     tombstone = Tombstone(event.sender, event.time_ms, event.id)
     if state.tombstone is not None and state.tombstone.order <= tombstone.order:
         return Folded(state, changed=False, erase=True)
-    deleted = MessageState(event=state.event, tombstone=tombstone)
+    assert state.event is not None
+    # The body goes with the rest: a deleted message's state holds none.
+    deleted = MessageState(event=msgspec.structs.replace(state.event, body=""), tombstone=tombstone)
     return Folded(deleted, changed=True, erase=True)
 
 
 def _react(state: MessageState, event: RoomEvent) -> Folded:
-    key = event.key
+    key = event.reaction_key
     if key is None or len(key.encode()) > REACTION_KEY_BYTES_MAX:
         return _same(state)
     marks = state.reactions.get(key, {})

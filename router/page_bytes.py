@@ -19,6 +19,7 @@ from router.records import (
     BODY_CHARS_MAX,
     CLIENT_MSG_ID_MAX,
     MESSAGE_ID_MAX,
+    REACTION_KEY_BYTES_MAX,
     ROOM_NAME_MAX,
     USER_NAME_MAX,
     RoomMessage,
@@ -28,6 +29,8 @@ from router.records import (
 # the client wire (protocol.Message): field names 42 bytes, the map header 1, string and
 # integer headers at most 25 (a 64-bit time_ms takes 9): 68 bytes, rounded up.
 MESSAGE_OVERHEAD_BYTES: Final = 96
+# What a relation adds at most: kind, target, reaction_key and reply_to, with their names.
+RELATION_BYTES_MAX: Final = 2 * MESSAGE_ID_MAX + REACTION_KEY_BYTES_MAX + 64
 # A replica's answer to a read (router/wire.py ReadReply): its page and the late arrivals
 # it brings each have a budget, together 3 MiB, leaving a quarter of the 4 MiB peer frame
 # (peers/limits.py PEER_FRAME_BYTES_MAX) for the reply's other fields and framing.
@@ -38,6 +41,7 @@ MESSAGE_BYTES_MAX: Final = (
     4 * (BODY_CHARS_MAX + ROOM_NAME_MAX + USER_NAME_MAX + CLIENT_MSG_ID_MAX)
     + MESSAGE_ID_MAX
     + MESSAGE_OVERHEAD_BYTES
+    + RELATION_BYTES_MAX
 )
 # A lone message always fits a replica's page and its late list.
 assert MESSAGE_BYTES_MAX <= LATE_PAGE_BYTES_MAX <= READ_PAGE_BYTES_MAX
@@ -59,6 +63,7 @@ def message_bytes(message: RoomMessage) -> int:
         + utf8_bytes(message.sender)
         + utf8_bytes(message.client_msg_id)
         + MESSAGE_OVERHEAD_BYTES
+        + (0 if message.kind == "message" and message.reply_to is None else RELATION_BYTES_MAX)
     )
 
 

@@ -1,6 +1,6 @@
 """A chat message as every replica stores it and every node passes it on."""
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -13,6 +13,7 @@ USER_NAME_MAX: Final = 128
 CLIENT_MSG_ID_MAX: Final = 128
 BODY_CHARS_MAX: Final = 64 * 1024
 MESSAGE_ID_MAX: Final = 17 + 64
+REACTION_KEY_BYTES_MAX: Final = 64
 
 RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_MAX)]
 UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_NAME_MAX)]
@@ -25,9 +26,17 @@ MessageIdText = Annotated[
 ]
 
 
-class RoomMessage(msgspec.Struct, frozen=True):
-    """One message of a room. (sender, client_msg_id) names it for the client: a retry with
-    the same pair is the same message, whichever coordinator assigned its id."""
+# What an event of a room log is (router/event_rules.py has the rules that combine them).
+EventKind = Literal["message", "edit", "delete", "reaction", "unreaction"]
+ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_BYTES_MAX)]
+
+
+class RoomMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One event of a room log, a message unless `kind` says otherwise. (sender,
+    client_msg_id) names it for the client: a retry with the same pair is the same event,
+    whichever coordinator assigned its id. A relation names its `target` message; `body`
+    is a message's or an edit's text, `reaction_key` a reaction's; `reply_to` is the message a
+    message answers."""
 
     id: MessageIdText
     room: RoomName
@@ -35,6 +44,14 @@ class RoomMessage(msgspec.Struct, frozen=True):
     client_msg_id: ClientMsgId
     time_ms: Annotated[int, msgspec.Meta(ge=0)]
     body: Body
+    kind: EventKind = "message"
+    target: MessageIdText | None = None
+    reaction_key: ReactionKey | None = None
+    reply_to: MessageIdText | None = None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.time_ms, self.id)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.event_rules import PENDING_PER_TARGET_MAX, EventKind, RoomEvent, Tombstone
+from router.event_rules import PENDING_PER_TARGET_MAX, RoomEvent, Tombstone
+from router.records import EventKind
 from router.room_view import UNREAD_COUNTED_MAX, RoomView
 
 
@@ -34,7 +35,7 @@ def event(
         kind=kind,
         body=body,
         target=None if target is None else event_id(target),
-        key=key,
+        reaction_key=key,
         reply_to=None if reply_to is None else event_id(reply_to),
     )
 

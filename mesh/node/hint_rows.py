@@ -25,14 +25,16 @@ CREATE TABLE hints (
 CREATE INDEX hints_by_age ON hints (owner, stored_at_ms);
 """
 
-COLUMNS = "id, room, sender, client_msg_id, time_ms, body"
+COLUMNS = "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
 
 
 def add(connection: sqlite3.Connection, owner: str, message: RoomMessage, now_ms: int) -> bool:
     """Keep a hint; False when it was held already (a retried replication)."""
     size = len(message.body.encode()) + len(message.id) + len(message.room)
     cursor = connection.execute(
-        "INSERT OR IGNORE INTO hints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO hints (owner, id, room, sender, client_msg_id, time_ms, body, "
+        "stored_at_ms, size, kind, target, reaction_key, reply_to) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             owner,
             message.id,
@@ -43,6 +45,10 @@ def add(connection: sqlite3.Connection, owner: str, message: RoomMessage, now_ms
             message.body,
             now_ms,
             size,
+            message.kind,
+            message.target,
+            message.reaction_key,
+            message.reply_to,
         ),
     )
     return cursor.rowcount == 1

@@ -11,6 +11,7 @@ under the node fails the batch and every later write (mesh/node/database_file.py
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mesh.node import database_file, hint_rows, late_rows
+from mesh.node import database_file, hint_rows, late_rows, view_rows
 from mesh.node.drain_rate import DrainRate
 from router.digest import BUCKET_DIGITS, Digest, id_hash
+from router.event_rules import MessageState
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
 from router.records import MembershipChange, RoomMessage
 
@@ -65,8 +67,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE room_members RENAME COLUMN joined_at_ms TO changed_at_ms;
     ALTER TABLE room_members ADD COLUMN joined INTEGER NOT NULL DEFAULT 1;
     """,
+    # Rooms are event logs: relations name a target, and targets keep their read model
+    # (router/event_rules.py) beside them; hints carry every kind of event.
+    """
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+    ALTER TABLE messages ADD COLUMN target TEXT;
+    ALTER TABLE messages ADD COLUMN reaction_key TEXT;
+    ALTER TABLE messages ADD COLUMN reply_to TEXT;
+    CREATE INDEX messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
+    ALTER TABLE hints ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+    ALTER TABLE hints ADD COLUMN target TEXT;
+    ALTER TABLE hints ADD COLUMN reaction_key TEXT;
+    ALTER TABLE hints ADD COLUMN reply_to TEXT;
+    """
+    + view_rows.SCHEMA,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+# A stored event's columns, in RoomMessage's field order.
+MESSAGE_COLUMNS: Final = (
+    "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
+)
 
 # The later change of a (user, room) wins; at the same millisecond a join does.
 _KEEP_LATEST_MEMBERSHIP: Final = """
@@ -77,15 +97,16 @@ WHERE (excluded.changed_at_ms, excluded.joined) > (changed_at_ms, joined)
 """
 
 _INSERT_INTO: Final = (
-    "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash)"
+    "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash, "
+    "kind, target, reaction_key, reply_to)"
 )
-_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT: Final = f"{_INSERT_INTO} VALUES {_ROW}"
 # Stores a copy new by id and by (sender, client_msg_id); does nothing if either is held.
 _INSERT_IF_NEW: Final = _INSERT + " ON CONFLICT DO NOTHING"
 # Copies stored by one INSERT: a run is cut into these sizes, so that few statements
-# are prepared; 128 rows of 7 stay under the 999 parameters of SQLite's oldest limit.
-ROWS_PER_INSERT: Final = (128, 32, 8, 1)
+# are prepared; 64 rows of 11 stay under the 999 parameters of SQLite's oldest limit.
+ROWS_PER_INSERT: Final = (64, 16, 4, 1)
 _INSERT_ROWS_IF_NEW: Final = {
     rows: f"{_INSERT_INTO} VALUES {', '.join([_ROW] * rows)} ON CONFLICT DO NOTHING"
     for rows in ROWS_PER_INSERT
@@ -105,7 +126,7 @@ def _insert_all_if_new(connection: sqlite3.Connection, rows: list[tuple[Any, ...
     return stored
 
 
-def _message_row(message: "StoredMessage") -> tuple[str, str, str, str, int, str, int]:
+def _message_row(message: "StoredMessage") -> tuple[Any, ...]:
     return (
         message.room,
         message.id,
@@ -114,6 +135,10 @@ def _message_row(message: "StoredMessage") -> tuple[str, str, str, str, int, str
         message.time_ms,
         message.body,
         id_hash(message.id),
+        message.kind,
+        message.target,
+        message.reaction_key,
+        message.reply_to,
     )
 
 
@@ -274,6 +299,7 @@ class Storage:
         self._lost_lock = threading.Lock()
         self._lost_event: asyncio.Event | None = None
         self._files: dict[Path, database_file.FileIdentity] = {}  # what the writer writes
+        self._awaited: view_rows.Awaited = set()  # the writer's own
         # Writes committed per second, for the wait told to a send the full queue refuses;
         # the writer thread adds to it and the loop reads it.
         self._committed = DrainRate()
@@ -408,6 +434,12 @@ class Storage:
         # The files this connection writes to: a commit is durable only while they are
         # the ones at their paths.
         self._files = database_file.identify(self.path)
+        try:
+            self._awaited = view_rows.awaited(connection)
+        except sqlite3.Error as error:
+            connection.close()
+            ready.set_exception(error)
+            return
         ready.set_result(None)
         try:
             while True:
@@ -445,6 +477,10 @@ class Storage:
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+            # The batch's folds went with it; what still waits is what is on disk (and
+            # when even that cannot be read, no later commit can be made either).
+            with contextlib.suppress(sqlite3.Error):
+                self._awaited = view_rows.awaited(connection)
             self.stats.failures += 1
             log.error("storage: commit of %d writes failed: %s", len(batch), error)
             failure = StorageError(str(error))
@@ -477,7 +513,7 @@ class Storage:
         results: list[Any] = []
         plain: list[StoredMessage] = []  # appends in a row that are not late arrivals
         for write in writes:
-            if isinstance(write, _Append) and write.late_at_ms is None:
+            if isinstance(write, _Append) and self._plain(write):
                 plain.append(write.message)
                 continue
             if plain:
@@ -487,6 +523,15 @@ class Storage:
         if plain:
             results += self._append_plain(connection, plain)
         return results
+
+    def _plain(self, write: _Append) -> bool:
+        """A message on time that no relation waits for: its view is itself."""
+        message = write.message
+        return (
+            write.late_at_ms is None
+            and message.kind == "message"
+            and (message.room, message.id) not in self._awaited
+        )
 
     def _append_plain(
         self, connection: sqlite3.Connection, messages: list[StoredMessage]
@@ -523,6 +568,8 @@ class Storage:
                 new_here = isinstance(result, SendResult) and not result.duplicate
                 if late_at_ms is not None and new_here:
                     late_rows.record(connection, message.room, message.id, late_at_ms)
+                if new_here:
+                    view_rows.apply(connection, message, self._awaited)
                 return result
             case _Membership(user, room, joined, time_ms):
                 connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))
@@ -549,8 +596,7 @@ class Storage:
         if connection.execute(_INSERT_IF_NEW, values).rowcount == 1:
             return SendResult(message, duplicate=False)
         taken = connection.execute(
-            "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
-            "WHERE room = ? AND id = ?",
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id = ?",
             (message.room, message.id),
         ).fetchone()
         if taken is not None:
@@ -561,8 +607,7 @@ class Storage:
             self.stats.duplicates += 1
             return SendResult(held, duplicate=True)
         row = connection.execute(
-            "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
-            "WHERE sender = ? AND client_msg_id = ?",
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND client_msg_id = ?",
             (message.sender, message.client_msg_id),
         ).fetchone()
         replaced = None
@@ -603,7 +648,7 @@ class Storage:
         newest page. At most `limit` messages whose router/page_bytes.py message_bytes sum
         to at most `bytes_max`, and always one when there is one.
         """
-        columns = "id, room, sender, client_msg_id, time_ms, body"
+        columns = MESSAGE_COLUMNS
         if after is not None:
             upper = "" if before is None else " AND id < ?"
             sql = (
@@ -668,11 +713,25 @@ class Storage:
             chunk = ids[start : start + IDS_PER_QUERY]
             marks = ", ".join("?" * len(chunk))
             rows = await self._read(
-                "SELECT id, room, sender, client_msg_id, time_ms, body FROM messages "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages "
                 f"WHERE room = ? AND id IN ({marks}) ORDER BY id",
                 (room, *chunk),
             )
             found += [StoredMessage(*row) for row in rows]
+        return found
+
+    async def views(self, room: str, ids: list[str]) -> dict[str, MessageState]:
+        """The read-model state of each of `ids` that relations touched; the others are
+        their own view."""
+        found: dict[str, MessageState] = {}
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start : start + IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT id, state FROM message_views WHERE room = ? AND id IN ({marks})",
+                (room, *chunk),
+            )
+            found.update((message_id, view_rows.decode(state)) for message_id, state in rows)
         return found
 
     async def rooms_of(self, user: str) -> list[str]:
