@@ -10,7 +10,12 @@ from collections import deque
 from router.effects import Acked, Complete, Outcome, Refused, SendPeer, Store, StoreHint
 from router.error_codes import ErrorCode
 from router.internal_events import Publish, Repair, Step
-from router.limits import PUSHES_BEHIND_FOR_WRITES_MAX, ROOM_WRITES_IN_FLIGHT_MAX
+from router.limits import (
+    BUSY_WAIT_S_MAX,
+    BUSY_WAIT_S_MIN,
+    PUSHES_BEHIND_FOR_WRITES_MAX,
+    ROOM_WRITES_IN_FLIGHT_MAX,
+)
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ForwardReply, Posted, Replicate
@@ -56,7 +61,8 @@ class Coordinator:
         room = request.room
         if (reason := _too_busy(room, len(self._room_order.get(room, ())), behind)) is not None:
             self._stats.writes_refused_busy += 1
-            return _answer(origin, Refused(ErrorCode.UNAVAILABLE, reason))
+            wait_s = self._busy_wait_s(room, now)
+            return _answer(origin, Refused(ErrorCode.UNAVAILABLE, reason, retry_after_s=wait_s))
         replicas = placement.preference_list(room)
         alive = placement.alive
         targets = [node for node in replicas if node in alive and node != placement.node_id]
@@ -124,6 +130,7 @@ class Coordinator:
             origins=[origin],
             sent_at=now,
             hints=stand_ins,
+            opened_at=now,
         )
         assert write.write_id not in self._writes, f"write id {write.write_id} reused"
         assert message.key not in self._write_by_key, "two writes of one send at once"
@@ -208,6 +215,15 @@ class Coordinator:
             steps += _answer(origin, outcome)
         return steps + self._publish_in_order(write.message.room)
 
+    def _busy_wait_s(self, room: str, now: float) -> float:
+        """How long a refused sender should wait: about as long as the room's oldest open
+        write has been open, which is about how long a write takes now; by then the
+        writes ahead of it have made room."""
+        order = self._room_order.get(room)
+        oldest = self._writes.get(order[0]) if order else None
+        age_s = now - oldest.opened_at if oldest is not None else 0.0
+        return min(max(age_s, BUSY_WAIT_S_MIN), BUSY_WAIT_S_MAX)
+
     def _publish_in_order(self, room: str) -> list[Step]:
         """Publish the room's settled writes in the order their ids were assigned: the
         acknowledged ones, and failed ones this node stored, since history shows them and
@@ -253,7 +269,12 @@ def _answer(origin: Origin, outcome: Outcome) -> list[Step]:
     if isinstance(outcome, Acked):
         reply = ForwardReply(origin.forward_id, outcome.message, outcome.duplicate)
     elif isinstance(outcome, Refused):
-        reply = ForwardReply(origin.forward_id, error=outcome.code, reason=outcome.reason[:512])
+        reply = ForwardReply(
+            origin.forward_id,
+            error=outcome.code,
+            reason=outcome.reason[:512],
+            retry_after_s=outcome.retry_after_s,
+        )
     else:
         return []
     return [SendPeer(origin.node, reply)]

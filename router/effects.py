@@ -161,6 +161,7 @@ class Acked(msgspec.Struct, frozen=True):
 class Refused(msgspec.Struct, frozen=True):
     code: ErrorCode  # unavailable (a retry is safe) or internal
     reason: str
+    retry_after_s: float | None = None  # when a retry may succeed, if known
 
 
 class Page(msgspec.Struct, frozen=True):

@@ -51,7 +51,7 @@ class Forwarding:
             self._clock.observe(reply.message.id)
             outcome = Acked(reply.message, reply.duplicate)
         else:
-            outcome = Refused(ErrorCode.from_peer(reply.error), reply.reason)
+            outcome = Refused(ErrorCode.from_peer(reply.error), reply.reason, reply.retry_after_s)
         return [Complete(forward.ticket, outcome)]
 
     def tick(self, now: float) -> list[Step]:

@@ -54,5 +54,11 @@ ROOM_WRITES_IN_FLIGHT_MAX: Final = 8_192
 # coordinator takes no new writes: senders wait rather than members fall ever further
 # behind. Well under RouterConfig.push_unacked_max, past which the node is given up.
 PUSHES_BEHIND_FOR_WRITES_MAX: Final = 4_096
+# The wait told to a sender the room's coordinator refused as busy (the age of the
+# room's oldest open write), kept within these.
+BUSY_WAIT_S_MIN: Final = 0.05
+BUSY_WAIT_S_MAX: Final = 5.0
+# The longest wait a peer may tell a gateway to pass on.
+RETRY_AFTER_S_MAX: Final = 60.0
 # Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
 EARLY_EVENTS_MAX: Final = 4096

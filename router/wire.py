@@ -9,6 +9,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from router.digest import BUCKET_DIGITS
+from router.limits import RETRY_AFTER_S_MAX
 from router.records import MembershipChange, MessageIdText, RoomMessage, RoomName, UserName
 
 # Messages per read reply: a history page is at most a few hundred.
@@ -44,6 +45,7 @@ class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
     duplicate: bool = False
     error: Annotated[str, msgspec.Meta(max_length=64)] = ""
     reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    retry_after_s: Annotated[float, msgspec.Meta(ge=0, le=RETRY_AFTER_S_MAX)] | None = None
 
 
 class Replicate(msgspec.Struct, frozen=True, tag="replicate"):

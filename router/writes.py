@@ -64,6 +64,7 @@ class Write:
     hints: dict[str, str] = field(default_factory=dict)  # stand-in -> the replica it covers
     outcome: Outcome | None = None
     drained: bool = False  # its turn in the room's fan-out order has come
+    opened_at: float = 0.0  # when this coordinator opened it (sent_at moves on retries)
 
     def attach(self, origin: Origin) -> bool:
         """Add someone waiting for this write; False when they were already waiting."""

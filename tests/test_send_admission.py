@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
+import msgspec
 import pytest
 
 from mesh.client.chat_client import ChatClient
@@ -17,13 +18,18 @@ from mesh.wire.errors import ErrorCode
 from mesh.wire.pacing import RETRY_AFTER_S_MIN
 from mesh.wire.protocol import Send, Sent
 from router.config import RouterConfig
-from router.effects import Complete, Effect, Refused
+from router.effects import Complete, Effect, Refused, SendPeer
 from router.engine import RoomEngine
 from router.events import SendMessage, Tick
-from router.limits import PUSHES_BEHIND_FOR_WRITES_MAX, ROOM_WRITES_IN_FLIGHT_MAX
+from router.limits import (
+    BUSY_WAIT_S_MAX,
+    BUSY_WAIT_S_MIN,
+    PUSHES_BEHIND_FOR_WRITES_MAX,
+    ROOM_WRITES_IN_FLIGHT_MAX,
+)
 from router.records import RoomMessage
-from router.wire import Posted
-from router.writes import LocalOrigin, SendRequest
+from router.wire import ForwardReply, Posted
+from router.writes import LocalOrigin, PendingForward, RemoteOrigin, SendRequest
 from tests.processes import HOST, Cluster, NodeProcess, counters, run_async, wait_for
 
 # ---- the drain rate, sans-IO ----
@@ -137,9 +143,33 @@ def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_o
     (refused,) = [e for e in send(-1, "one more") if isinstance(e, Complete)]
     assert isinstance(refused.outcome, Refused)
     assert refused.outcome.code is ErrorCode.UNAVAILABLE
+    assert refused.outcome.retry_after_s == BUSY_WAIT_S_MIN  # the oldest opened just now
     assert engine.stats.writes_refused_busy == 1
     assert not [e for e in send(-2, "k0") if isinstance(e, Complete)], "a retry joins its write"
     assert not [e for e in send(-3, "k", room="quiet") if isinstance(e, Complete)]
+
+
+def test_a_busy_room_s_refusal_tells_how_long_writes_take_now_through_a_forward_too() -> None:
+    engine = alone_engine()
+    engine.handle(Tick(), 0.0)
+    coordinator = engine._coordinator  # the role itself: the backlog is what it is told
+    coordinator.coordinate(LocalOrigin(1), SendRequest("busy", "ann", "k1", "x"), 0.5)
+    behind = ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
+    request = SendRequest("busy", "ann", "k2", "x")
+    steps = coordinator.coordinate(RemoteOrigin("n3", 7), request, 2.0, behind)
+    (sent,) = [step for step in steps if isinstance(step, SendPeer)]
+    assert isinstance(sent.message, ForwardReply) and sent.message.retry_after_s == 1.5
+    # The gateway that forwarded it passes the wait on to its client.
+    gateway = alone_engine()._forwarding
+    gateway._forwards[7] = PendingForward(11, request, 10.0, "n1", 0.0)
+    (answered,) = gateway.replied(
+        msgspec.msgpack.decode(msgspec.msgpack.encode(sent.message), type=ForwardReply)
+    )
+    assert isinstance(answered, Complete) and isinstance(answered.outcome, Refused)
+    assert answered.outcome.retry_after_s == 1.5
+    late = coordinator.coordinate(LocalOrigin(2), request, 60.0, behind)
+    (capped,) = [step for step in late if isinstance(step, Complete)]
+    assert isinstance(capped.outcome, Refused) and capped.outcome.retry_after_s == BUSY_WAIT_S_MAX
 
 
 def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behind() -> None:

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 class RoomUnavailableError(Exception):
     """The mesh could not serve the request now (too few replicas); retrying is safe."""
 
-    def __init__(self, code: ErrorCode, reason: str) -> None:
+    def __init__(self, code: ErrorCode, reason: str, retry_after_s: float | None = None) -> None:
         super().__init__(reason)
         self.code = code
+        self.retry_after_s = retry_after_s  # when a retry may succeed, if the mesh said
 
 
 class PendingTickets:
@@ -168,5 +169,5 @@ class RoomRequests:
 
 def _error(outcome: Outcome) -> RoomUnavailableError:
     if isinstance(outcome, Refused):
-        return RoomUnavailableError(outcome.code, outcome.reason)
+        return RoomUnavailableError(outcome.code, outcome.reason, outcome.retry_after_s)
     return RoomUnavailableError(ErrorCode.INTERNAL, f"unexpected outcome {outcome!r}")

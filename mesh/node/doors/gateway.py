@@ -288,7 +288,7 @@ class Gateway:
             except StorageError as error:
                 self._reply_error(session, request, ErrorCode.INTERNAL, f"storage failed: {error}")
             except RoomUnavailableError as error:
-                self._reply_error(session, request, _code_of(error), str(error))
+                self._reply_unavailable(session, request, error)
 
     # ---- requests ----
 
@@ -399,7 +399,7 @@ class Gateway:
                 )
             )
         elif isinstance(error, RoomUnavailableError):
-            self._reply_error(session, request, _code_of(error), str(error))
+            self._reply_unavailable(session, request, error)
         elif isinstance(error, StorageOverloadedError):
             self._reply_error(
                 session, request, ErrorCode.UNAVAILABLE, str(error), error.retry_after_s
@@ -464,6 +464,13 @@ class Gateway:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"join room {room} first")
 
     # ---- plumbing ----
+
+    def _reply_unavailable(
+        self, session: Session, request: protocol.ClientMessage, error: RoomUnavailableError
+    ) -> None:
+        code = _code_of(error)
+        wait_s = error.retry_after_s if code == ErrorCode.UNAVAILABLE else None
+        self._reply_error(session, request, code, str(error), wait_s)
 
     def _reply_error(
         self,

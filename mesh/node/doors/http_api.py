@@ -655,8 +655,14 @@ def _handle_unavailable(
 ) -> Response[ErrorOut]:
     if error.code == ErrorCode.INTERNAL:
         return _answer_error(request, 500, ErrorCode.INTERNAL, str(error))
+    wait_s = 1 if error.retry_after_s is None else max(1, math.ceil(error.retry_after_s))
     return _answer_error(
-        request, 503, ErrorCode.UNAVAILABLE, str(error), headers={"Retry-After": "1"}
+        request,
+        503,
+        ErrorCode.UNAVAILABLE,
+        str(error),
+        headers={"Retry-After": str(wait_s)},
+        retry_after_s=error.retry_after_s,
     )
 
 
