@@ -173,3 +173,43 @@ def _react(state: MessageState, event: RoomEvent) -> Folded:
     mark = ReactionMark(event.time_ms, event.id, event.kind == "reaction")
     reactions = {**state.reactions, key: {**marks, event.sender: mark}}
     return Folded(msgspec.structs.replace(state, reactions=reactions), changed=True, erase=False)
+
+
+def merge(one: MessageState, other: MessageState) -> MessageState:
+    """The state two replicas' states of one id come to together: what folding the union
+    of their events gives, whichever is `one` (a quorum read merges replicas with it)."""
+    if one.event is None and other.event is None:
+        waiting = {relation.id: relation for relation in (*one.pending, *other.pending)}
+        kept = sorted(waiting.values(), key=lambda relation: relation.id)
+        return MessageState(pending=tuple(kept[:PENDING_PER_TARGET_MAX]))
+    if one.event is None:
+        one, other = other, one
+    assert one.event is not None
+    if other.event is None:
+        for relation in other.pending:
+            one = relate(one, relation).state
+        return one
+    return _merge_arrived(one, other)
+
+
+def _merge_arrived(one: MessageState, other: MessageState) -> MessageState:
+    assert one.event is not None and other.event is not None
+    # The same id names the same event; a peer that says otherwise still gets one answer.
+    event = min(one.event, other.event, key=msgspec.msgpack.encode)
+    if event.kind != "message":
+        return MessageState(event=event)
+    tombstones = [state.tombstone for state in (one, other) if state.tombstone is not None]
+    if tombstones:
+        earliest = min(tombstones, key=lambda tombstone: tombstone.order)
+        return MessageState(event=msgspec.structs.replace(event, body=""), tombstone=earliest)
+    edits = [state.edit for state in (one, other) if state.edit is not None]
+    latest = max(edits, key=lambda edit: edit.order) if edits else None
+    reactions: dict[str, dict[str, ReactionMark]] = {}
+    for state in (one, other):
+        for key, marks in state.reactions.items():
+            merged = reactions.setdefault(key, {})
+            for sender, mark in marks.items():
+                held = merged.get(sender)
+                if held is None or held.order < mark.order:
+                    merged[sender] = mark
+    return MessageState(event=event, edit=latest, reactions=reactions)

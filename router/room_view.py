@@ -87,6 +87,14 @@ class RoomView:
             return None
         return _view_of(state, state.event)
 
+    def state(self, message_id: str) -> MessageState:
+        """What the rules hold for an id (router/event_rules.py), empty when unknown."""
+        return self._state(message_id)
+
+    def ids(self) -> list[str]:
+        """Every id an event or a relation has named, sorted."""
+        return sorted(self._states)
+
     def unread(self, user: str, read_through: str) -> UnreadCount:
         """Messages after `read_through` (a message id, "" for none) that `user` did not
         send and that are not deleted."""

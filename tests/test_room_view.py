@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.event_rules import PENDING_PER_TARGET_MAX, RoomEvent, Tombstone
+from router.event_rules import PENDING_PER_TARGET_MAX, RoomEvent, Tombstone, merge
 from router.records import EventKind
 from router.room_view import UNREAD_COUNTED_MAX, RoomView
 
@@ -155,8 +155,10 @@ KINDS: tuple[EventKind, ...] = ("message", "edit", "delete", "reaction", "unreac
 
 
 @st.composite
-def room_logs(draw: st.DrawFn) -> list[RoomEvent]:
-    """Up to 40 events at distinct times; relations name one of the first six times,
+def room_logs(
+    draw: st.DrawFn, targets: int = 6, senders: tuple[str, ...] = SENDERS
+) -> list[RoomEvent]:
+    """Up to 40 events at distinct times; relations name one of the first few times,
     earlier or later than their own, so some name relations, some messages yet to
     come, some nothing at all, and many name the same target."""
     count = draw(st.integers(1, 40))
@@ -164,12 +166,12 @@ def room_logs(draw: st.DrawFn) -> list[RoomEvent]:
     log = []
     for time_ms in times:
         kind = draw(st.sampled_from(KINDS))
-        sender = draw(st.sampled_from(SENDERS))
+        sender = draw(st.sampled_from(senders))
         if kind == "message":
             reply = draw(st.none() | st.sampled_from(times))
             log.append(event(time_ms, sender, body=f"m{time_ms}", reply_to=reply))
             continue
-        target = draw(st.sampled_from(times[:6]))  # few targets, so relations meet
+        target = draw(st.sampled_from(times[:targets]))  # few targets, so relations meet
         key = draw(st.sampled_from(("👍", "🍕"))) if kind in ("reaction", "unreaction") else None
         log.append(event(time_ms, sender, kind, target=target, key=key, body=f"e{time_ms}"))
     return log
@@ -217,3 +219,42 @@ def test_a_rebuild_from_the_log_equals_the_view_kept_step_by_step(seed: int) -> 
     for received in shuffler.sample(log, k=len(log)):
         kept.apply(received)
     assert kept.snapshot() == RoomView.rebuild("lobby", log).snapshot()
+
+
+@settings(max_examples=500, deadline=None)
+@given(room_logs(targets=2, senders=("ann", "bob")), st.randoms(use_true_random=False))
+def test_two_replicas_states_merged_are_the_state_of_all_their_events(
+    log: list[RoomEvent], shuffler: random.Random
+) -> None:
+    """A quorum read merges what replicas hold: any two that saw every event between
+    them, some of them both, merged in either order, give what one with all of them
+    holds."""
+    seen_by_one = shuffler.sample(log, k=shuffler.randint(0, len(log)))
+    rest = [e for e in log if e not in seen_by_one]
+    seen_by_other = rest + shuffler.sample(seen_by_one, k=len(seen_by_one) // 2)
+    whole, one, other = built(*log), built(*seen_by_one), built(*seen_by_other)
+    for message_id in whole.ids():
+        merged = merge(one.state(message_id), other.state(message_id))
+        assert merged == merge(other.state(message_id), one.state(message_id))
+        assert merged == whole.state(message_id), message_id
+
+
+def test_merging_keeps_the_earliest_delete_the_latest_edit_and_each_sender_s_latest_mark() -> None:
+    posted = event(1, "ann", body="x")
+    first_delete, second_delete = (event(n, "ann", "delete", target=1) for n in (5, 6))
+    both_deleted = (built(posted, first_delete), built(posted, second_delete))
+    for one, other in (both_deleted, both_deleted[::-1]):
+        merged = merge(one.state(event_id(1)), other.state(event_id(1)))
+        assert merged.tombstone == Tombstone("ann", 5, event_id(5))
+    edits = [event(n, "ann", "edit", target=1, body=f"v{n}") for n in (2, 3)]
+    marks = [
+        event(4, "bob", "reaction", target=1, key="👍"),
+        event(7, "bob", "unreaction", target=1, key="👍"),
+    ]
+    one, other = built(posted, edits[1], marks[1]), built(posted, edits[0], marks[0])
+    for merged in (
+        merge(one.state(event_id(1)), other.state(event_id(1))),
+        merge(other.state(event_id(1)), one.state(event_id(1))),
+    ):
+        assert merged.edit is not None and merged.edit.body == "v3"
+        assert not merged.reactions["👍"]["bob"].stands
