@@ -12,6 +12,7 @@ from perf.compare import add_fanout, compare, compare_table
 from perf.fanout import FanoutWorkload, fanout_line, fanout_table, run_fanout, write_fanout
 from perf.harness import RunOptions, print_summary, run
 from perf.idle_memory import idle_line, run_idle
+from perf.rebuild import rebuild_line, run_rebuild
 from perf.sweep import SweepPlan, sweep, write_sweep
 from perf.targets import TargetUnavailableError
 from perf.workload import TARGET_NAMES, TargetName, Workload
@@ -77,6 +78,12 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     idle.add_argument("--connections", type=int, default=2_000)
     idle.add_argument("--join", action="store_true", help="each connection joins a room")
     idle.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
+    rebuild = actions.add_parser(
+        "rebuild", help="time to rebuild a room's read model from a log of N events"
+    )
+    rebuild.add_argument("--events", type=int, default=100_000)
+    rebuild.add_argument("--seed", type=int, default=1)
+    rebuild.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
 
 
 def _add_fanout_command(actions: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -166,6 +173,8 @@ def run_perf(args: argparse.Namespace) -> int:
                     args.connections, join=args.join, out_dir=args.out, console=console
                 )
                 out.print(idle_line(result))
+            case "rebuild":
+                out.print(rebuild_line(run_rebuild(args.events, args.seed, args.out)))
     except TargetUnavailableError as error:
         console.print(f"[red]{error}[/red]")
         return 3

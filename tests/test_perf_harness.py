@@ -181,3 +181,17 @@ def test_idle_reports_a_node_s_memory_per_idle_connection(tmp_path: Path) -> Non
     assert result["rss_after_kib"] > 0 and result["rss_before_kib"] > 0
     assert isinstance(result["bytes_per_connection"], int)
     assert "50 idle connections, each in a room" in finished.stdout
+
+
+def test_rebuild_times_a_room_s_read_model_and_checks_it_against_a_shuffled_one(
+    tmp_path: Path,
+) -> None:
+    command = [*meshchat_command(), "perf", "rebuild", "--events", "3000", "--out", str(tmp_path)]
+    finished = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=COMPARE_TIMEOUT_S
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    result = json.loads((tmp_path / "rebuild.json").read_text())
+    assert result["events"] == 3000 and result["relations_not_held"] == 0
+    assert result["rebuild_s"] > 0 and result["events_per_s"] > 0
+    assert "3,000 events: rebuilt in" in finished.stdout and "identical" in finished.stdout
