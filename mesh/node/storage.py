@@ -4,10 +4,10 @@ Writes go through one writer thread that drains a bounded queue and commits what
 gathered in one transaction (WAL, synchronous=FULL): a commit is an fsync, and a batch of
 sends shares it, so throughput is not one fsync per message while every acknowledged send
 is on disk. Reads (mesh/node/storage_reads.py) use their own connection on their own
-thread; WAL lets them run while
-the writer commits. The schema has a version (PRAGMA user_version) and ordered migrations.
-A commit counts only if the database is still the file at its path: one deleted or replaced
-under the node fails the batch and every later write (mesh/node/database_file.py).
+thread; WAL lets them run while the writer commits. The schema has a version (PRAGMA
+user_version) and ordered migrations. A commit counts only if the database is still the
+file at its path: one deleted or replaced under the node fails the batch and every later
+write (mesh/node/database_file.py).
 """
 
 import asyncio
