@@ -59,9 +59,14 @@ class Coordinator:
                 return _answer(origin, write.outcome)
             return []
         room = request.room
-        if (reason := _too_busy(room, len(self._room_order.get(room, ())), behind)) is not None:
+        open_writes = len(self._room_order.get(room, ()))
+        if (reason := _too_busy(room, open_writes, behind)) is not None:
             self._stats.writes_refused_busy += 1
-            wait_s = self._busy_wait_s(room, now)
+            # How fast a member node far behind catches up is not known here: no wait is
+            # told, and the client backs off on its own.
+            wait_s = (
+                self._busy_wait_s(room, now) if open_writes >= ROOM_WRITES_IN_FLIGHT_MAX else None
+            )
             return _answer(origin, Refused(ErrorCode.UNAVAILABLE, reason, retry_after_s=wait_s))
         replicas = placement.preference_list(room)
         alive = placement.alive

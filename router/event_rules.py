@@ -27,8 +27,9 @@ import msgspec
 
 from router.records import REACTION_KEY_BYTES_MAX, EventKind, RoomMessage
 
-# Relations one target holds before it arrives; past it a relation is not held (counted
-# by the view; rebuilding the room's view from its log recovers it).
+# Relations one target holds before it arrives: the ones with the smallest ids, whatever
+# the order they came in, so replicas past the bound still agree; the others are not
+# held (counted by the view), and the target's view goes without them.
 PENDING_PER_TARGET_MAX: Final = 1024
 
 RELATION_KINDS: Final[frozenset[EventKind]] = frozenset(
@@ -114,10 +115,10 @@ def relate(state: MessageState, event: RoomEvent) -> Folded:
 def _wait(state: MessageState, event: RoomEvent) -> Folded:
     if any(waiting.id == event.id for waiting in state.pending):
         return Folded(state, changed=False, erase=False)
-    if len(state.pending) >= PENDING_PER_TARGET_MAX:
-        return Folded(state, changed=False, erase=False, held=False)
-    pending = tuple(sorted((*state.pending, event), key=lambda waiting: waiting.id))
-    return Folded(msgspec.structs.replace(state, pending=pending), changed=False, erase=False)
+    pending = sorted((*state.pending, event), key=lambda waiting: waiting.id)
+    held = len(pending) <= PENDING_PER_TARGET_MAX
+    kept = tuple(pending[:PENDING_PER_TARGET_MAX])
+    return Folded(msgspec.structs.replace(state, pending=kept), False, False, held)
 
 
 def _relate(state: MessageState, event: RoomEvent) -> Folded:

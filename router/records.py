@@ -14,6 +14,8 @@ CLIENT_MSG_ID_MAX: Final = 128
 BODY_CHARS_MAX: Final = 64 * 1024
 MESSAGE_ID_MAX: Final = 17 + 64
 REACTION_KEY_BYTES_MAX: Final = 64
+# SQLite keeps integers in 64 bits: a peer's time past this would fail a whole commit.
+TIME_MS_MAX: Final = 2**63 - 1
 
 RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_MAX)]
 UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_NAME_MAX)]
@@ -42,7 +44,7 @@ class RoomMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     room: RoomName
     sender: UserName
     client_msg_id: ClientMsgId
-    time_ms: Annotated[int, msgspec.Meta(ge=0)]
+    time_ms: Annotated[int, msgspec.Meta(ge=0, le=TIME_MS_MAX)]
     body: Body
     kind: EventKind = "message"
     target: MessageIdText | None = None

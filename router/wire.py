@@ -45,7 +45,7 @@ class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
     duplicate: bool = False
     error: Annotated[str, msgspec.Meta(max_length=64)] = ""
     reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
-    retry_after_s: Annotated[float, msgspec.Meta(ge=0, le=RETRY_AFTER_S_MAX)] | None = None
+    retry_after_s: Annotated[float, msgspec.Meta(ge=0.001, le=RETRY_AFTER_S_MAX)] | None = None
 
 
 class Replicate(msgspec.Struct, frozen=True, tag="replicate"):

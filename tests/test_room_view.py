@@ -122,12 +122,23 @@ def test_relations_before_their_target_wait_and_apply_when_it_arrives() -> None:
     )
 
 
-def test_a_target_holds_a_bounded_number_of_waiting_relations() -> None:
-    view = RoomView("lobby")
-    for n in range(PENDING_PER_TARGET_MAX):
-        assert view.apply(event(10 + n, f"u{n}", "reaction", target=1, key="👍")).held
-    assert not view.apply(event(5_000, "late", "reaction", target=1, key="👍")).held
-    assert view.relations_not_held == 1
+def test_a_target_holds_a_bounded_number_of_waiting_relations_the_same_on_every_replica() -> None:
+    waiting = [
+        event(10 + n, f"u{n}", "reaction", target=1, key="👍")
+        for n in range(PENDING_PER_TARGET_MAX + 1)
+    ]
+    in_order, reversed_order = RoomView("lobby"), RoomView("lobby")
+    assert all(in_order.apply(relation).held for relation in waiting[:-1])
+    assert not in_order.apply(waiting[-1]).held  # the largest id is the one left out
+    assert reversed_order.apply(waiting[-1]).held  # it still fits, at first
+    for relation in reversed(waiting[:-1]):
+        reversed_order.apply(relation)
+    assert reversed_order.relations_not_held == 1 and in_order.relations_not_held == 1
+    for view in (in_order, reversed_order):
+        view.apply(event(1, "ann", body="popular"))
+    assert in_order.snapshot() == reversed_order.snapshot()
+    shown = in_order.view(event_id(1))
+    assert shown is not None and len(shown.reactions["👍"]) == PENDING_PER_TARGET_MAX
 
 
 def test_unread_counts_skip_own_and_deleted_messages_and_stop_counting_at_a_bound() -> None:

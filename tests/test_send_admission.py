@@ -153,10 +153,10 @@ def test_a_busy_room_s_refusal_tells_how_long_writes_take_now_through_a_forward_
     engine = alone_engine()
     engine.handle(Tick(), 0.0)
     coordinator = engine._coordinator  # the role itself: the backlog is what it is told
-    coordinator.coordinate(LocalOrigin(1), SendRequest("busy", "ann", "k1", "x"), 0.5)
-    behind = ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
-    request = SendRequest("busy", "ann", "k2", "x")
-    steps = coordinator.coordinate(RemoteOrigin("n3", 7), request, 2.0, behind)
+    for n in range(ROOM_WRITES_IN_FLIGHT_MAX):  # opened at 0.5, never completed
+        coordinator.coordinate(LocalOrigin(n), SendRequest("busy", "ann", f"k{n}", "x"), 0.5)
+    request = SendRequest("busy", "ann", "one more", "x")
+    steps = coordinator.coordinate(RemoteOrigin("n3", 7), request, 2.0)
     (sent,) = [step for step in steps if isinstance(step, SendPeer)]
     assert isinstance(sent.message, ForwardReply) and sent.message.retry_after_s == 1.5
     # The gateway that forwarded it passes the wait on to its client.
@@ -167,9 +167,32 @@ def test_a_busy_room_s_refusal_tells_how_long_writes_take_now_through_a_forward_
     )
     assert isinstance(answered, Complete) and isinstance(answered.outcome, Refused)
     assert answered.outcome.retry_after_s == 1.5
-    late = coordinator.coordinate(LocalOrigin(2), request, 60.0, behind)
+    late = coordinator.coordinate(LocalOrigin(-1), request, 60.0)
     (capped,) = [step for step in late if isinstance(step, Complete)]
     assert isinstance(capped.outcome, Refused) and capped.outcome.retry_after_s == BUSY_WAIT_S_MAX
+
+
+def test_a_refusal_for_a_member_node_far_behind_tells_no_wait_it_cannot_know() -> None:
+    engine = alone_engine()
+    engine.handle(Tick(), 0.0)
+    coordinator = engine._coordinator
+    behind = ("n2", PUSHES_BEHIND_FOR_WRITES_MAX)
+    steps = coordinator.coordinate(
+        LocalOrigin(1), SendRequest("busy", "ann", "k", "x"), 2.0, behind
+    )
+    (refused,) = [step for step in steps if isinstance(step, Complete)]
+    assert isinstance(refused.outcome, Refused) and refused.outcome.retry_after_s is None
+
+
+def test_a_peer_s_wait_is_taken_only_within_bounds() -> None:
+    fine = {"type": "forward_reply", "forward_id": 1, "retry_after_s": 1.0}
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(fine), type=ForwardReply).retry_after_s
+    for wait_s in (0.0, 61.0, float("nan")):
+        encoded = msgspec.msgpack.encode(
+            {"type": "forward_reply", "forward_id": 1, "retry_after_s": wait_s}
+        )
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.msgpack.decode(encoded, type=ForwardReply)
 
 
 def test_a_room_s_coordinator_takes_no_new_write_while_a_member_node_is_far_behind() -> None:

@@ -411,6 +411,7 @@ def test_a_delete_erases_the_body_of_the_message_and_of_its_edits_from_disk(
             edit = relation(clock, secret, 2, "edit")
             await storage.append(secret)
             await storage.append(edit)
+            await storage.append(relation(clock, edit, 5, "reaction"))  # void, but a row
             await storage.add_hint("n3", edit, 5)
             await storage.append(relation(clock, secret, 3, "delete"))
             late_edit = relation(clock, secret, 4, "edit")  # after the delete: dropped too
@@ -425,8 +426,9 @@ def test_a_delete_erases_the_body_of_the_message_and_of_its_edits_from_disk(
             bodies = connection.execute("SELECT body FROM messages").fetchall()
             hinted = connection.execute("SELECT body FROM hints").fetchall()
             states = connection.execute("SELECT state FROM message_views").fetchall()
-        assert bodies == [("",)] * 4 and hinted == [("",)]
-        assert not any(b"password" in state or b"edit" in state for (state,) in states)
+        assert bodies == [("",)] * 5 and hinted == [("",)]
+        secrets = (b"password", b"edit 2", b"edit 4")
+        assert not any(secret in state for (state,) in states for secret in secrets)
 
     asyncio.run(scenario())
 
@@ -448,6 +450,69 @@ def test_the_event_log_migration_keeps_the_messages_of_an_older_database(tmp_pat
         try:
             page, _ = await storage.history("lobby")
             assert [(m.body, m.kind, m.target) for m in page] == [("kept", "message", None)]
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_relation_that_replaces_its_twin_takes_the_twin_s_mark_out_of_the_view(
+    tmp_path: Path,
+) -> None:
+    """A retry of an edit stored under a smaller id by another coordinator replaces the
+    first copy; the view is then what the stored events say, not what the lost copy did."""
+
+    def edit(target: StoredMessage, time_ms: int, key: str, body: str) -> StoredMessage:
+        return StoredMessage(
+            f"{time_ms:012x}0000.n1",
+            "lobby",
+            "ann",
+            key,
+            time_ms,
+            body,
+            kind="edit",
+            target=target.id,
+        )
+
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            posted = StoredMessage(f"{100:012x}0000.n1", "lobby", "ann", "m", 100, "draft")
+            await storage.append(posted)
+            await storage.append(edit(posted, 300, "e1", "first"))
+            await storage.append(edit(posted, 250, "e2", "second"))
+            twin = await storage.append(edit(posted, 200, "e1", "first"))  # e1, retried
+            assert twin.replaced == f"{300:012x}0000.n1"
+            state = (await storage.views("lobby", [posted.id]))[posted.id]
+            assert state.edit is not None and state.edit.body == "second"
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_state_that_does_not_decode_fails_its_batch_and_not_the_writer(tmp_path: Path) -> None:
+    clock = HybridClock("n1")
+    target = message(clock, "lobby", 1)
+
+    async def store_target() -> None:
+        storage = await opened(tmp_path)
+        try:
+            await storage.append(target)
+        finally:
+            await storage.close()
+
+    asyncio.run(store_target())
+    with sqlite3.connect(tmp_path / DATABASE_FILE) as connection:
+        connection.execute("INSERT INTO message_views VALUES ('lobby', ?, 0, x'c1')", (target.id,))
+
+    async def scenario() -> None:
+        storage = await opened(tmp_path)
+        try:
+            with pytest.raises(StorageError):
+                await storage.append(relation(clock, target, 2, "edit"))
+            later = message(clock, "lobby", 3)
+            assert not (await storage.append(later)).duplicate
         finally:
             await storage.close()
 

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from mesh.node import database_file, hint_rows, late_rows, view_rows
 from mesh.node.drain_rate import DrainRate
 from mesh.node.storage_reads import (
+    BUSY_TIMEOUT_MS,
     IDS_PER_QUERY,
     MESSAGE_COLUMNS,
     StorageError,
@@ -145,6 +148,17 @@ def _message_row(message: "StoredMessage") -> tuple[Any, ...]:
         message.reaction_key,
         message.reply_to,
     )
+
+
+def _checkpoint_now(connection: sqlite3.Connection) -> None:
+    """Older copies of erased pages wait in the WAL until a checkpoint: empty it now if no
+    reader holds it (never waiting for one; else the next erase or checkpoint does)."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _highest_stored(highest: str, writes: list["_Write"], results: list[Any]) -> str:
@@ -286,7 +300,8 @@ class Storage(StorageReads):
         self._lost_lock = threading.Lock()
         self._lost_event: asyncio.Event | None = None
         self._files: dict[Path, database_file.FileIdentity] = {}  # what the writer writes
-        self._awaited: view_rows.Awaited = set()  # the writer's own
+        self._awaited: view_rows.Awaited | None = set()  # the writer's own
+        self._erased = False  # a delete in this batch erased content
         # Writes committed per second, for the wait told to a send the full queue refuses;
         # the writer thread adds to it and the loop reads it.
         self._committed = DrainRate()
@@ -455,17 +470,22 @@ class Storage(StorageReads):
             return
         started = time.perf_counter()
         writes = [write for write, _ in batch]
+        self._erased = False
         try:
+            if self._awaited is None:
+                self._awaited = view_rows.awaited(connection)
             connection.execute("BEGIN IMMEDIATE")
             results = self._apply(connection, writes)
             highest = _highest_stored(self.highest_id, writes, results)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('highest_id', ?)", (highest,))
             connection.execute("COMMIT")
-        except sqlite3.Error as error:
+        # A stored state that does not decode fails its batch, not the writer thread.
+        except (sqlite3.Error, msgspec.MsgspecError) as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            # The batch's folds went with it; what still waits is what is on disk (and
-            # when even that cannot be read, no later commit can be made either).
+            # The batch's folds went with it; what still waits is what is on disk, and
+            # until that can be read every message is looked up.
+            self._awaited = None
             with contextlib.suppress(sqlite3.Error):
                 self._awaited = view_rows.awaited(connection)
             self.stats.failures += 1
@@ -473,6 +493,8 @@ class Storage(StorageReads):
             failure = StorageError(str(error))
             self._resolve(batch, [failure] * len(batch))
             return
+        if self._erased:
+            _checkpoint_now(connection)
         # Checked after the commit: a file deleted before it took the batch with it.
         if (lost := self.check_files()) is not None:
             self.stats.failures += 1
@@ -517,6 +539,7 @@ class Storage(StorageReads):
         return (
             write.late_at_ms is None
             and message.kind == "message"
+            and self._awaited is not None
             and (message.room, message.id) not in self._awaited
         )
 
@@ -556,7 +579,10 @@ class Storage(StorageReads):
                 if late_at_ms is not None and new_here:
                     late_rows.record(connection, message.room, message.id, late_at_ms)
                 if new_here:
-                    view_rows.apply(connection, message, self._awaited)
+                    assert isinstance(result, SendResult)
+                    replaced = result.replaced
+                    if view_rows.apply(connection, message, self._awaited, replaced):
+                        self._erased = True
                 return result
             case _Membership(user, room, joined, time_ms):
                 connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))

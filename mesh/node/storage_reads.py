@@ -24,6 +24,8 @@ StoredMessage = RoomMessage
 MESSAGE_COLUMNS: Final = (
     "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
 )
+# How long a statement waits for a lock another connection holds.
+BUSY_TIMEOUT_MS: Final = 5000
 # Ids looked up in one query (SQLite allows 999 parameters by default).
 IDS_PER_QUERY: Final = 500
 
@@ -36,7 +38,9 @@ def connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # What a delete erases is overwritten with zeros, not left in free space.
+    connection.execute("PRAGMA secure_delete=ON")
     return connection
 
 

@@ -3,8 +3,8 @@
 Kept in the transaction that stores the event, so a committed event's effect on the view
 is on disk with it. Only targets that relations touched have a row: a message nobody
 edited, deleted or reacted to is its own view. A delete erases content here and now: the
-target's body and every relation's body (in messages and in hints) are emptied, and the
-state keeps no body either.
+target's body and every relation's body (in messages and in hints) are emptied, and no
+state keeps a body that a delete took or that no view shows (a relation's own).
 """
 
 import sqlite3
@@ -26,7 +26,8 @@ CREATE TABLE message_views (
 CREATE INDEX message_views_waiting ON message_views (room, id) WHERE waiting;
 """
 # Targets relations have named that have not arrived: a message among them is not stored
-# by the plain fast path, so that its waiting relations are folded in.
+# by the plain fast path, so that its waiting relations are folded in. None: not known
+# (reading it failed), so every message is looked up.
 Awaited = set[tuple[str, str]]
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -41,18 +42,32 @@ def awaited(connection: sqlite3.Connection) -> Awaited:
     return {(room, message_id) for room, message_id in rows}
 
 
-def apply(connection: sqlite3.Connection, event: RoomMessage, waiting: Awaited) -> None:
+def apply(
+    connection: sqlite3.Connection,
+    event: RoomMessage,
+    waiting: Awaited | None,
+    replaced: str | None = None,
+) -> bool:
     """Fold a newly stored event into the views it touches: its own id's, if relations
-    waited for it, and its target's."""
+    waited for it, and its target's. A relation that replaced its twin (a retry stored
+    under another id) refolds its target from what is stored, so the twin's mark goes
+    too. True when content was erased."""
     own = (event.room, event.id)
-    if own in waiting:
-        _keep(connection, event.room, event.id, arrive(load(connection, *own), event))
-        waiting.discard(own)
+    erased = False
+    relations_wait = _waits(connection, *own) if waiting is None else own in waiting
+    if relations_wait:
+        erased = _keep(connection, event.room, event.id, arrive(load(connection, *own), event))
+        if waiting is not None:
+            waiting.discard(own)
     if event.kind in RELATION_KINDS and event.target is not None:
-        folded = relate(load(connection, event.room, event.target), event)
-        _keep(connection, event.room, event.target, folded)
-        if folded.state.event is None:
+        if replaced is not None:
+            folded = _refold(connection, event.room, event.target)
+        else:
+            folded = relate(load(connection, event.room, event.target), event)
+        erased = _keep(connection, event.room, event.target, folded) or erased
+        if folded.state.event is None and waiting is not None:
             waiting.add((event.room, event.target))
+    return erased
 
 
 def load(connection: sqlite3.Connection, room: str, message_id: str) -> MessageState:
@@ -71,15 +86,46 @@ def decode(state: bytes) -> MessageState:
     return _DECODER.decode(state)
 
 
-def _keep(connection: sqlite3.Connection, room: str, message_id: str, folded: Folded) -> None:
+def _waits(connection: sqlite3.Connection, room: str, message_id: str) -> bool:
+    row = connection.execute(
+        "SELECT waiting FROM message_views WHERE room = ? AND id = ?", (room, message_id)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _refold(connection: sqlite3.Connection, room: str, target: str) -> Folded:
+    """The target's state from its stored event and every stored relation naming it."""
+    stored = connection.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?", (room, target)
+    ).fetchone()
+    state = MessageState()
+    if stored is not None:
+        state = arrive(state, RoomMessage(*stored)).state
+    relations = connection.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM messages WHERE room = ? AND target = ? ORDER BY id",
+        (room, target),
+    ).fetchall()
+    erase = False
+    for row in relations:
+        folded = relate(state, RoomMessage(*row))
+        state, erase = folded.state, erase or folded.erase
+    return Folded(state, changed=True, erase=erase)
+
+
+def _keep(connection: sqlite3.Connection, room: str, message_id: str, folded: Folded) -> bool:
     state = folded.state
+    if state.event is not None and state.event.kind != "message":
+        # A relation's own row only says that relations naming it are void.
+        state = MessageState(event=msgspec.structs.replace(state.event, body=""))
     connection.execute(
         "INSERT OR REPLACE INTO message_views VALUES (?, ?, ?, ?)",
         (room, message_id, state.event is None, _ENCODER.encode(state)),
     )
-    if folded.erase:
-        for table in ("messages", "hints"):
-            connection.execute(
-                f"UPDATE {table} SET body = '' WHERE room = ? AND (id = ? OR target = ?)",
-                (room, message_id, message_id),
-            )
+    if not folded.erase:
+        return False
+    for table in ("messages", "hints"):
+        connection.execute(
+            f"UPDATE {table} SET body = '' WHERE room = ? AND (id = ? OR target = ?)",
+            (room, message_id, message_id),
+        )
+    return True

@@ -29,6 +29,12 @@ REPLAY_PAGE_SIZE = 500
 HISTORY_FRAME_ENVELOPE_BYTES = 256
 
 
+def shown_to_clients(message: StoredMessage) -> bool:
+    """Messages are; relations (edits, deletes, reactions) are not yet: the client
+    protocol has no form for them, so they stay in the log and its read models."""
+    return message.kind == "message"
+
+
 def to_wire(message: StoredMessage) -> protocol.Message:
     return protocol.Message(
         id=message.id,
@@ -53,6 +59,8 @@ class SessionDeliveries:
         self.messages_delivered = 0
 
     def deliver_message(self, message: RoomMessage) -> None:
+        if not shown_to_clients(message):
+            return
         frame = _frame(protocol.MessageEvent(message=to_wire(message)))
         sessions = self.hub.sessions(message.room)
         for session in sessions:
@@ -161,14 +169,17 @@ class ChatService:
                 page = await self.rooms.resume(room, cursor, REPLAY_PAGE_SIZE, since=since)
                 late.update((message.id, message) for message in page.late)
                 for message in page.messages:
-                    await session.push_waiting(
-                        _frame(protocol.MessageEvent(message=to_wire(message)))
-                    )
+                    if shown_to_clients(message):
+                        await session.push_waiting(
+                            _frame(protocol.MessageEvent(message=to_wire(message)))
+                        )
                     cursor = message.id
                 replayed += len(page.messages)
                 if not page.more:
                     break
             for message_id in sorted(late):
+                if not shown_to_clients(late[message_id]):
+                    continue
                 await session.push_waiting(
                     _frame(protocol.MessageEvent(message=to_wire(late[message_id])))
                 )

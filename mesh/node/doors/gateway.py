@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
-from mesh.node.doors.chat import HISTORY_FRAME_ENVELOPE_BYTES, ChatService, to_wire
+from mesh.node.doors.chat import (
+    HISTORY_FRAME_ENVELOPE_BYTES,
+    ChatService,
+    shown_to_clients,
+    to_wire,
+)
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
@@ -453,7 +458,7 @@ class Gateway:
                 HistoryPage(
                     request_id=request.request_id,
                     room=request.room,
-                    messages=[to_wire(message) for message in page],
+                    messages=[to_wire(message) for message in page if shown_to_clients(message)],
                     cursor=cursor,
                 )
             )

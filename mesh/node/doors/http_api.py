@@ -34,7 +34,7 @@ from litestar.params import Parameter
 
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
-from mesh.node.doors.chat import ChatService
+from mesh.node.doors.chat import ChatService, shown_to_clients
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.metrics import CONTENT_TYPE, NodeMetrics
@@ -458,7 +458,8 @@ async def list_messages(
         )
     else:
         prev, next_ = await _links_paging_back(chat, room, limit, page, more=more, before=before)
-    return MessagePage(shown, prev, next_)
+    kept = [out for message, out in zip(page, shown, strict=True) if shown_to_clients(message)]
+    return MessagePage(kept, prev, next_)
 
 
 async def post_message(
