@@ -7,6 +7,7 @@ acknowledged a hint has it on disk and still holds it after a restart.
 
 import sqlite3
 
+from mesh.node.event_columns import EVENT_COLUMNS
 from router.records import RoomMessage
 
 SCHEMA = """
@@ -25,7 +26,7 @@ CREATE TABLE hints (
 CREATE INDEX hints_by_age ON hints (owner, stored_at_ms);
 """
 
-COLUMNS = "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
+COLUMNS = EVENT_COLUMNS
 
 
 def add(connection: sqlite3.Connection, owner: str, message: RoomMessage, now_ms: int) -> bool:

@@ -11,6 +11,8 @@ window.
 
 import sqlite3
 
+from mesh.node.event_columns import event_columns_of
+
 SCHEMA = """
 CREATE TABLE late_arrivals (
     room TEXT NOT NULL,
@@ -35,9 +37,8 @@ def record(connection: sqlite3.Connection, room: str, message_id: str, arrived_m
 
 # The messages recorded late since `since_ms` with ids up to `up_to`, the most recent
 # arrivals first (the caller keeps a bounded number), as rows of messages' columns.
-SELECT = """
-SELECT m.id, m.room, m.sender, m.client_msg_id, m.time_ms, m.body, m.kind, m.target,
-    m.reaction_key, m.reply_to
+SELECT = f"""
+SELECT {event_columns_of("m")}
 FROM late_arrivals AS l JOIN messages AS m ON m.room = l.room AND m.id = l.id
 WHERE l.room = ? AND l.arrived_ms >= ? AND l.id <= ?
 ORDER BY l.arrived_ms DESC LIMIT ?

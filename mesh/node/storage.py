@@ -27,10 +27,10 @@ import msgspec
 
 from mesh.node import database_file, hint_rows, late_rows, view_rows
 from mesh.node.drain_rate import DrainRate
+from mesh.node.event_columns import EVENT_COLUMNS
 from mesh.node.storage_reads import (
     BUSY_TIMEOUT_MS,
     IDS_PER_QUERY,
-    MESSAGE_COLUMNS,
     StorageError,
     StorageReads,
     StoredMessage,
@@ -609,7 +609,7 @@ class Storage(StorageReads):
         if connection.execute(_INSERT_IF_NEW, values).rowcount == 1:
             return SendResult(message, duplicate=False)
         taken = connection.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id = ?",
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?",
             (message.room, message.id),
         ).fetchone()
         if taken is not None:
@@ -620,7 +620,7 @@ class Storage(StorageReads):
             self.stats.duplicates += 1
             return SendResult(held, duplicate=True)
         row = connection.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND client_msg_id = ?",
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE sender = ? AND client_msg_id = ?",
             (message.sender, message.client_msg_id),
         ).fetchone()
         replaced = None

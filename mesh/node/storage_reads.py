@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mesh.node import late_rows, view_rows
+from mesh.node.event_columns import EVENT_COLUMNS
 from router.digest import BUCKET_DIGITS, Digest
 from router.event_rules import MessageState
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
@@ -20,10 +21,6 @@ from router.records import MembershipChange, RoomMessage
 
 # Every replica stores the message exactly as the coordinator made it.
 StoredMessage = RoomMessage
-# A stored event's columns, in RoomMessage's field order.
-MESSAGE_COLUMNS: Final = (
-    "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
-)
 # How long a statement waits for a lock another connection holds.
 BUSY_TIMEOUT_MS: Final = 5000
 # Ids looked up in one query (SQLite allows 999 parameters by default).
@@ -68,7 +65,7 @@ class StorageReads:
         newest page. At most `limit` messages whose router/page_bytes.py message_bytes sum
         to at most `bytes_max`, and always one when there is one.
         """
-        columns = MESSAGE_COLUMNS
+        columns = EVENT_COLUMNS
         if after is not None:
             upper = "" if before is None else " AND id < ?"
             sql = (
@@ -133,7 +130,7 @@ class StorageReads:
             chunk = ids[start : start + IDS_PER_QUERY]
             marks = ", ".join("?" * len(chunk))
             rows = await self._read(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                f"SELECT {EVENT_COLUMNS} FROM messages "
                 f"WHERE room = ? AND id IN ({marks}) ORDER BY id",
                 (room, *chunk),
             )

@@ -12,6 +12,7 @@ from typing import Final
 
 import msgspec
 
+from mesh.node.event_columns import EVENT_COLUMNS
 from router.event_rules import RELATION_KINDS, Folded, MessageState, arrive, relate
 from router.records import RoomMessage
 
@@ -32,9 +33,6 @@ Awaited = set[tuple[str, str]]
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(MessageState)
-_EVENT_COLUMNS: Final = (
-    "id, room, sender, client_msg_id, time_ms, body, kind, target, reaction_key, reply_to"
-)
 
 
 def awaited(connection: sqlite3.Connection) -> Awaited:
@@ -77,7 +75,7 @@ def load(connection: sqlite3.Connection, room: str, message_id: str) -> MessageS
     if row is not None:
         return _DECODER.decode(row[0])
     stored = connection.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?", (room, message_id)
+        f"SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?", (room, message_id)
     ).fetchone()
     return MessageState() if stored is None else MessageState(event=RoomMessage(*stored))
 
@@ -96,13 +94,13 @@ def _waits(connection: sqlite3.Connection, room: str, message_id: str) -> bool:
 def _refold(connection: sqlite3.Connection, room: str, target: str) -> Folded:
     """The target's state from its stored event and every stored relation naming it."""
     stored = connection.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?", (room, target)
+        f"SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND id = ?", (room, target)
     ).fetchone()
     state = MessageState()
     if stored is not None:
         state = arrive(state, RoomMessage(*stored)).state
     relations = connection.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM messages WHERE room = ? AND target = ? ORDER BY id",
+        f"SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND target = ? ORDER BY id",
         (room, target),
     ).fetchall()
     erase = False
