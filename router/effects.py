@@ -7,6 +7,7 @@ or the simulator) carries them out and reports completions back by token.
 import msgspec
 
 from router.error_codes import ErrorCode
+from router.event_rules import MessageState
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 
@@ -37,6 +38,7 @@ class Load(msgspec.Struct, frozen=True):
     # Also the late arrivals recorded since then (wall-clock ms) with ids up to `after`;
     # report them with loaded(..., late=...).
     late_since_ms: int | None = None
+    messages_only: bool = False  # no relations: what they made of each message instead
 
 
 class StoreHint(msgspec.Struct, frozen=True):
@@ -170,6 +172,9 @@ class Page(msgspec.Struct, frozen=True):
     # Asked for by resumes: messages that reached a replica late, with ids at or before
     # the page's start (a client resuming from there never saw them).
     late: list[RoomMessage] = msgspec.field(default_factory=list)
+    # What relations made of the page's messages (those they touched), merged over the
+    # replicas that answered.
+    relations: dict[str, MessageState] = msgspec.field(default_factory=dict)
 
 
 class Users(msgspec.Struct, frozen=True):

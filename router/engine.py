@@ -94,7 +94,7 @@ from router.message_ids import MessageId, is_message_id
 from router.node_clock import NodeClock
 from router.placement import Placement
 from router.quorum_reads import QuorumReads
-from router.records import RoomMessage
+from router.reads import ReplicaPage
 from router.replica import Replica
 from router.role_context import RoleContext
 from router.stats import EngineStatistics
@@ -251,9 +251,11 @@ class RoomEngine:
         match event:
             case SendMessage(ticket, request):
                 steps = self._forwarding.send(ticket, request, now)
-            case ReadPage(ticket, room, before, after, limit, quorum, bytes_max):
+            case ReadPage(ticket, room, before, after, limit, quorum, bytes_max, messages_only):
                 reader = ClientRead(ticket, room)
-                wanted = ReadWanted(reader, room, before, after, limit, quorum, None, bytes_max)
+                wanted = ReadWanted(
+                    reader, room, before, after, limit, quorum, None, bytes_max, messages_only
+                )
                 steps = [wanted]
             case ResumeRoom(ticket, room, after, limit, since):
                 page = ReadWanted(ClientRead(ticket, room, since), room, None, after, limit)
@@ -357,8 +359,7 @@ class RoomEngine:
             case _Role.COORDINATOR | _Role.REPLICA:
                 steps = self._copy_done(role, effect, result, now)
             case _Role.READS:
-                loaded = _loaded(result)
-                steps = self._reads.loaded(effect.token, *loaded)
+                steps = self._reads.loaded(effect.token, _loaded(result))
             case _Role.HANDOFF:
                 steps = self._hints_done(effect, result, now)
             case _Role.ANTI_ENTROPY:
@@ -374,7 +375,7 @@ class RoomEngine:
     ) -> Sequence[Step]:
         token = effect.token  # type: ignore[union-attr]
         if isinstance(effect, Load):
-            return self._replica.loaded(token, *_loaded(result))
+            return self._replica.loaded(token, _loaded(result))
         assert isinstance(result, Stored | StorageFailed), f"{result!r} ends no copy"
         kept, known = (result.kept, result.known) if isinstance(result, Stored) else (None, False)
         if role is _Role.COORDINATOR:
@@ -609,11 +610,10 @@ class RoomEngine:
         }
 
 
-def _loaded(
-    result: StorageResult,
-) -> tuple[list[RoomMessage] | None, bool, list[RoomMessage]]:
-    """A Load's result as (messages or None if it failed, more, late arrivals)."""
+def _loaded(result: StorageResult) -> ReplicaPage | None:
+    """A Load's result as a replica's page, None if it failed."""
     if isinstance(result, StorageFailed):
-        return None, False, []
+        return None
     assert isinstance(result, Loaded), f"{result!r} ends no load"
-    return result.messages, result.more, result.late[-LATE_MESSAGES_MAX:]
+    late = result.late[-LATE_MESSAGES_MAX:]
+    return ReplicaPage(result.messages, result.more, late, result.relations)

@@ -21,16 +21,30 @@ or beside the event in SQLite), calls `arrive` for every event under its own id 
 `relate` for a relation under its target's, and erases from disk what a step reports.
 """
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
-from router.records import REACTION_KEY_BYTES_MAX, EventKind, RoomMessage
+from router.records import (
+    REACTION_KEY_BYTES_MAX,
+    TIME_MS_MAX,
+    Body,
+    EventKind,
+    MessageIdText,
+    ReactionKey,
+    RoomMessage,
+    UserName,
+)
 
 # Relations one target holds before it arrives: the ones with the smallest ids, whatever
 # the order they came in, so replicas past the bound still agree; the others are not
 # held (counted by the view), and the target's view goes without them.
 PENDING_PER_TARGET_MAX: Final = 1024
+# (key, sender) pairs one message keeps reactions for: the smallest ones, so replicas
+# agree past the bound; it keeps a message's view a few hundred KB at most.
+REACTION_MARKS_MAX: Final = 1024
+
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=TIME_MS_MAX)]
 
 RELATION_KINDS: Final[frozenset[EventKind]] = frozenset(
     {"edit", "delete", "reaction", "unreaction"}
@@ -42,9 +56,9 @@ RoomEvent = RoomMessage
 
 
 class Tombstone(msgspec.Struct, frozen=True):
-    by: str
-    at_ms: int
-    event_id: str
+    by: UserName
+    at_ms: TimeMs
+    event_id: MessageIdText
 
     @property
     def order(self) -> tuple[int, str]:
@@ -52,9 +66,9 @@ class Tombstone(msgspec.Struct, frozen=True):
 
 
 class LatestEdit(msgspec.Struct, frozen=True):
-    at_ms: int
-    event_id: str
-    body: str
+    at_ms: TimeMs
+    event_id: MessageIdText
+    body: Body
 
     @property
     def order(self) -> tuple[int, str]:
@@ -62,8 +76,8 @@ class LatestEdit(msgspec.Struct, frozen=True):
 
 
 class ReactionMark(msgspec.Struct, frozen=True, array_like=True):
-    at_ms: int
-    event_id: str
+    at_ms: TimeMs
+    event_id: MessageIdText
     stands: bool  # a reaction; an unreaction took it back
 
     @property
@@ -80,6 +94,51 @@ class MessageState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     tombstone: Tombstone | None = None
     reactions: dict[str, dict[str, ReactionMark]] = {}
     pending: tuple[RoomEvent, ...] = ()  # relations that came before the target, by id
+
+
+Reactions = Annotated[
+    dict[
+        ReactionKey,
+        Annotated[dict[UserName, ReactionMark], msgspec.Meta(max_length=REACTION_MARKS_MAX)],
+    ],
+    msgspec.Meta(max_length=REACTION_MARKS_MAX),
+]
+
+
+class Relations(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What relations made of one message, as a replica tells a reader: the message's
+    state without the message (which the page carries) and without waiting relations."""
+
+    id: MessageIdText
+    edit: LatestEdit | None = None
+    tombstone: Tombstone | None = None
+    reactions: Reactions = {}
+
+
+def relations_of(message_id: str, state: MessageState) -> Relations | None:
+    """None when relations made nothing of the message: it is its own view."""
+    if state.edit is None and state.tombstone is None and not state.reactions:
+        return None
+    return Relations(
+        id=message_id, edit=state.edit, tombstone=state.tombstone, reactions=state.reactions
+    )
+
+
+def state_of(event: RoomEvent, relations: Relations | None) -> MessageState:
+    """A message's state from the message and what a replica said relations made of it."""
+    if relations is None:
+        return MessageState(event=event)
+    state = MessageState(
+        event=event,
+        edit=relations.edit,
+        tombstone=relations.tombstone,
+        reactions=_capped(relations.reactions),
+    )
+    if state.tombstone is not None:
+        return MessageState(
+            event=msgspec.structs.replace(event, body=""), tombstone=state.tombstone
+        )
+    return state
 
 
 class Folded(msgspec.Struct, frozen=True):
@@ -173,7 +232,23 @@ def _react(state: MessageState, event: RoomEvent) -> Folded:
         return _same(state)
     mark = ReactionMark(event.time_ms, event.id, event.kind == "reaction")
     reactions = {**state.reactions, key: {**marks, event.sender: mark}}
+    if held is None:
+        reactions = _capped(reactions)
+        if event.sender not in reactions.get(key, {}):
+            return _same(state)  # past REACTION_MARKS_MAX, and not among the smallest
     return Folded(msgspec.structs.replace(state, reactions=reactions), changed=True, erase=False)
+
+
+def _capped(reactions: dict[str, dict[str, ReactionMark]]) -> dict[str, dict[str, ReactionMark]]:
+    """The marks of the REACTION_MARKS_MAX smallest (key, sender) pairs. The smallest of
+    a union are the smallest of each side's smallest, so this commutes with merging."""
+    if sum(len(marks) for marks in reactions.values()) <= REACTION_MARKS_MAX:
+        return reactions
+    pairs = sorted((key, sender) for key, marks in reactions.items() for sender in marks)
+    kept: dict[str, dict[str, ReactionMark]] = {}
+    for key, sender in pairs[:REACTION_MARKS_MAX]:
+        kept.setdefault(key, {})[sender] = reactions[key][sender]
+    return kept
 
 
 def merge(one: MessageState, other: MessageState) -> MessageState:
@@ -213,4 +288,4 @@ def _merge_arrived(one: MessageState, other: MessageState) -> MessageState:
                 held = merged.get(sender)
                 if held is None or held.order < mark.order:
                     merged[sender] = mark
-    return MessageState(event=event, edit=latest, reactions=reactions)
+    return MessageState(event=event, edit=latest, reactions=_capped(reactions))

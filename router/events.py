@@ -26,6 +26,7 @@ from router.effects import (
     StoreHint,
     StoreMembership,
 )
+from router.event_rules import Relations
 from router.records import MembershipChange, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
@@ -51,6 +52,7 @@ class ReadPage(msgspec.Struct, frozen=True):
     limit: int
     quorum: int | None = None
     bytes_max: int | None = None
+    messages_only: bool = False  # a page for readers: no relations, their effect instead
 
 
 class ResumeRoom(msgspec.Struct, frozen=True):
@@ -126,6 +128,7 @@ class Loaded(msgspec.Struct, frozen=True):
     messages: list[RoomMessage]
     more: bool = False
     late: list[RoomMessage] = msgspec.field(default_factory=list)
+    relations: list[Relations] = msgspec.field(default_factory=list)  # a Load's only
 
 
 class HintsLoaded(msgspec.Struct, frozen=True):

@@ -79,6 +79,7 @@ class ReadWanted(msgspec.Struct, frozen=True):
     quorum: int | None = None
     late_since_ms: int | None = None
     bytes_max: int | None = None
+    messages_only: bool = False
 
 
 class ReadDone(msgspec.Struct, frozen=True):

@@ -12,9 +12,12 @@ Sizes are estimates that are never below the msgpack encoding of a message on ei
 wire: the UTF-8 length of its text fields plus a fixed overhead.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TypeVar
 
+import msgspec
+
+from router.event_rules import Relations
 from router.records import (
     BODY_CHARS_MAX,
     CLIENT_MSG_ID_MAX,
@@ -67,6 +70,18 @@ def message_bytes(message: RoomMessage) -> int:
     )
 
 
+_ENCODER: Final = msgspec.msgpack.Encoder()
+# What a message's view adds on the client wire beyond the encoding of its Relations:
+# the names of its fields there.
+VIEW_FIELD_NAMES_BYTES: Final = 64
+
+
+def relations_bytes(relations: Relations) -> int:
+    """At least what a message's relations take, on the peer wire or as the view fields
+    of a client's message (whose reactions list users without their marks)."""
+    return len(_ENCODER.encode(relations)) + VIEW_FIELD_NAMES_BYTES
+
+
 def cut_to_bytes(
     items: Sequence[T], bytes_max: int, size_of: Callable[[T], int], *, keep_oldest: bool
 ) -> tuple[list[T], bool]:
@@ -88,8 +103,20 @@ def cut_to_bytes(
 
 
 def cut_page(
-    messages: Sequence[RoomMessage], bytes_max: int, *, keep_oldest: bool
+    messages: Sequence[RoomMessage],
+    bytes_max: int,
+    *,
+    keep_oldest: bool,
+    relations: Mapping[str, Relations] | None = None,
 ) -> tuple[list[RoomMessage], bool]:
-    """A page of messages (oldest first) cut to `bytes_max` by message_bytes: a forward
-    page keeps its oldest messages, a backward one its newest."""
-    return cut_to_bytes(messages, bytes_max, message_bytes, keep_oldest=keep_oldest)
+    """A page of messages (oldest first) cut to `bytes_max` by message_bytes, and
+    relations_bytes of what `relations` (by id) holds for them: a forward page keeps its
+    oldest messages, a backward one its newest."""
+    if not relations:
+        return cut_to_bytes(messages, bytes_max, message_bytes, keep_oldest=keep_oldest)
+
+    def size_of(message: RoomMessage) -> int:
+        made = relations.get(message.id)
+        return message_bytes(message) + (0 if made is None else relations_bytes(made))
+
+    return cut_to_bytes(messages, bytes_max, size_of, keep_oldest=keep_oldest)

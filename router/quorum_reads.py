@@ -12,7 +12,6 @@ from router.error_codes import ErrorCode
 from router.internal_events import ReadDone, ReadWanted, Repair, Step
 from router.message_ids import MessageId, is_message_id
 from router.reads import ReplicaPage, merge_pages
-from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ReadReply, ReadRequest
 
@@ -90,24 +89,26 @@ class QuorumReads:
             if target == placement.node_id:
                 token = next(self._numbers)
                 self._own_loads[token] = read_id
-                steps.append(Load(token, room, before, after, limit, wanted.late_since_ms))
+                late_since_ms, only = wanted.late_since_ms, wanted.messages_only
+                steps.append(Load(token, room, before, after, limit, late_since_ms, only))
             else:
-                request = ReadRequest(read_id, room, before, after, limit, wanted.late_since_ms)
+                request = ReadRequest(
+                    read_id, room, before, after, limit, wanted.late_since_ms, wanted.messages_only
+                )
                 steps.append(SendPeer(target, request))
         return steps
 
-    def loaded(
-        self, token: int, messages: list[RoomMessage] | None, more: bool, late: list[RoomMessage]
-    ) -> list[Step]:
+    def loaded(self, token: int, page: ReplicaPage | None) -> list[Step]:
         """This node's own page of a read (None: the disk failed)."""
         read_id = self._own_loads.pop(token, None)
         if read_id is None:
             return []
-        page = None if messages is None else ReplicaPage(messages, more, late)
         return self._answered(read_id, self._placement.node_id, page)
 
     def replied(self, sender: str, reply: ReadReply) -> list[Step]:
-        page = ReplicaPage(reply.messages, reply.more, reply.late) if reply.ok else None
+        page = None
+        if reply.ok:
+            page = ReplicaPage(reply.messages, reply.more, reply.late, reply.relations)
         return self._answered(reply.read_id, sender, page)
 
     def tick(self, now: float) -> list[Step]:
@@ -143,5 +144,5 @@ class QuorumReads:
         for replica, missing in merged.repairs.items():
             self._stats.read_repairs += len(missing)
             steps.append(Repair(replica, tuple(missing)))
-        page = Page(merged.messages, merged.more, merged.late)
+        page = Page(merged.messages, merged.more, merged.late, merged.relations)
         return [*steps, ReadDone(wanted.reader, page)]

@@ -13,7 +13,9 @@ that replica's answer covers yet is not in its answer; those are read-repaired.
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import reduce
 
+from router.event_rules import MessageState, Relations, merge, relations_of, state_of
 from router.page_bytes import cut_page
 from router.records import RoomMessage
 
@@ -23,6 +25,7 @@ class ReplicaPage:
     messages: list[RoomMessage]  # oldest first
     more: bool
     late: list[RoomMessage] = field(default_factory=list)  # late arrivals it recorded
+    relations: list[Relations] = field(default_factory=list)  # what they made of `messages`
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,9 @@ class MergedPage:
     more: bool
     repairs: dict[str, list[RoomMessage]]  # replica -> messages it is missing
     late: list[RoomMessage] = field(default_factory=list)  # oldest first, not in `messages`
+    # What relations made of the chosen messages, over every replica's answer (router/
+    # event_rules.py merge): only messages they touched.
+    relations: dict[str, MessageState] = field(default_factory=dict)
 
 
 def merge_pages(
@@ -47,9 +53,14 @@ def merge_pages(
         if horizon is None or (message.id <= horizon if forward else message.id >= horizon)
     )
     chosen = ordered[:limit] if forward else ordered[-limit:]
+    relations = _merged_relations(pages.values(), chosen)
     cut = False
     if bytes_max is not None:
-        chosen, cut = cut_page(chosen, bytes_max, keep_oldest=forward)
+        made = {
+            message_id: relations_of(message_id, state) for message_id, state in relations.items()
+        }
+        told = {message_id: made for message_id, made in made.items() if made is not None}
+        chosen, cut = cut_page(chosen, bytes_max, keep_oldest=forward, relations=told)
     more = cut or len(ordered) > limit or any(page.more for page in pages.values())
     repairs: dict[str, list[RoomMessage]] = {}
     for replica, page in pages.items():
@@ -63,7 +74,23 @@ def merge_pages(
             repairs[replica] = missing
     shown = {message.key for message in chosen}
     late = _once_per_send(message for page in pages.values() for message in page.late)
-    return MergedPage(chosen, more, repairs, [m for m in late if m.key not in shown])
+    late = [message for message in late if message.key not in shown]
+    chosen_ids = {message.id for message in chosen}
+    kept = {key: state for key, state in relations.items() if key in chosen_ids}
+    return MergedPage(chosen, more, repairs, late, kept)
+
+
+def _merged_relations(
+    pages: Iterable[ReplicaPage], chosen: list[RoomMessage]
+) -> dict[str, MessageState]:
+    by_id = {message.id: message for message in chosen}
+    told: dict[str, list[MessageState]] = {}
+    for page in pages:
+        for made in page.relations:
+            message = by_id.get(made.id)
+            if message is not None:
+                told.setdefault(made.id, []).append(state_of(message, made))
+    return {message_id: reduce(merge, states) for message_id, states in told.items()}
 
 
 def _horizon(pages: Iterable[ReplicaPage], *, forward: bool) -> str | None:

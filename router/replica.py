@@ -12,6 +12,7 @@ from router.effects import Load, SendPeer, Store, StoreHint
 from router.internal_events import AnnounceLate, DeliverHere, Step
 from router.limits import LATE_AFTER_MS
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
+from router.reads import ReplicaPage
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import Posted, ReadReply, ReadRequest, ReplicaAck, Replicate
@@ -130,31 +131,29 @@ class Replica:
                 request.after,
                 request.limit,
                 request.late_since_ms,
+                request.messages_only,
             )
         ]
 
-    def loaded(
-        self,
-        token: int,
-        messages: list[RoomMessage] | None,
-        more: bool,
-        late: list[RoomMessage],
-    ) -> list[Step]:
+    def loaded(self, token: int, page: ReplicaPage | None) -> list[Step]:
         read = self._reads.pop(token, None)
         if read is None:
             return []
         self._stats.reads_served += 1
-        if messages is None:
+        if page is None:
             return [SendPeer(read.node, ReadReply(read.read_id, ok=False))]
-        reply = read_reply(read.read_id, messages, more, late, read.forward)
-        return [SendPeer(read.node, reply)]
+        return [SendPeer(read.node, read_reply(read.read_id, page, read.forward))]
 
 
-def read_reply(
-    read_id: int, messages: list[RoomMessage], more: bool, late: list[RoomMessage], forward: bool
-) -> ReadReply:
-    """A replica's answer, within the peer frame: its page and its late arrivals (the
-    newest ids) cut by bytes; a page cut short says `more`, so the reader goes on from it."""
-    page, cut = cut_page(messages, READ_PAGE_BYTES_MAX, keep_oldest=forward)
-    late, _ = cut_page(late, LATE_PAGE_BYTES_MAX, keep_oldest=False)
-    return ReadReply(read_id, page, more or cut, late=late)
+def read_reply(read_id: int, page: ReplicaPage, forward: bool) -> ReadReply:
+    """A replica's answer, within the peer frame: its page (with what relations made of
+    its messages) and its late arrivals (the newest ids) cut by bytes; a page cut short
+    says `more`, so the reader goes on from it."""
+    relations = {made.id: made for made in page.relations}
+    messages, cut = cut_page(
+        page.messages, READ_PAGE_BYTES_MAX, keep_oldest=forward, relations=relations
+    )
+    late, _ = cut_page(page.late, LATE_PAGE_BYTES_MAX, keep_oldest=False)
+    kept = {message.id for message in messages}
+    made = [relations[message_id] for message_id in sorted(kept & relations.keys())]
+    return ReadReply(read_id, messages, page.more or cut, late=late, relations=made)

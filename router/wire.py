@@ -9,6 +9,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from router.digest import BUCKET_DIGITS
+from router.event_rules import Relations
 from router.limits import RETRY_AFTER_S_MAX
 from router.records import MembershipChange, MessageIdText, RoomMessage, RoomName, UserName
 
@@ -75,6 +76,8 @@ class ReadRequest(msgspec.Struct, frozen=True, tag="read"):
     limit: Annotated[int, msgspec.Meta(ge=1, le=READ_MESSAGES_MAX)] = 50
     # A resume's read: also the late arrivals recorded since then (wall-clock ms).
     late_since_ms: Count | None = None
+    # A reader's page: messages alone, with what relations made of them (`relations`).
+    messages_only: bool = False
 
 
 class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
@@ -86,6 +89,7 @@ class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):
     more: bool = False
     ok: bool = True
     late: Annotated[list[RoomMessage], msgspec.Meta(max_length=LATE_MESSAGES_MAX)] = []
+    relations: Annotated[list[Relations], msgspec.Meta(max_length=READ_MESSAGES_MAX + 1)] = []
 
 
 class Interest(msgspec.Struct, frozen=True, tag="interest"):

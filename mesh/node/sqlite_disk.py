@@ -137,12 +137,13 @@ class SqliteDisk:
         raise AssertionError(f"not a read: {effect!r}")
 
     async def _load(self, load: Load) -> Loaded:
-        messages, more = await self.storage.history(
+        page = await self.storage.page(
             load.room,
             before=load.before,
             after=load.after,
             limit=load.limit,
             bytes_max=READ_PAGE_BYTES_MAX,
+            messages_only=load.messages_only,
         )
         late = []
         if load.late_since_ms is not None and load.after is not None:
@@ -153,7 +154,7 @@ class SqliteDisk:
                 limit=LATE_MESSAGES_MAX,
                 bytes_max=LATE_PAGE_BYTES_MAX,
             )
-        return Loaded(messages, more, late)
+        return Loaded(page.messages, page.more, late, page.relations)
 
     async def close(self) -> None:
         """Stop the reads still running (each ends as a failure: the node is stopping)."""

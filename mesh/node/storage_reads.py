@@ -12,11 +12,18 @@ import threading
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from mesh.node import late_rows, view_rows
-from mesh.node.event_columns import EVENT_COLUMNS
+from mesh.node.event_columns import EVENT_COLUMNS, event_columns_of
 from router.digest import BUCKET_DIGITS, Digest
-from router.event_rules import MessageState
-from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
+from router.event_rules import MessageState, Relations, relations_of
+from router.page_bytes import (
+    LATE_PAGE_BYTES_MAX,
+    READ_PAGE_BYTES_MAX,
+    message_bytes,
+    relations_bytes,
+)
 from router.records import MembershipChange, RoomMessage
 
 # Every replica stores the message exactly as the coordinator made it.
@@ -29,6 +36,19 @@ IDS_PER_QUERY: Final = 500
 
 class StorageError(Exception):
     """The disk or database failed; the write was not stored."""
+
+
+class StoredPage(msgspec.Struct, frozen=True):
+    messages: list[RoomMessage]  # oldest first
+    more: bool  # more lie beyond, in the paging direction
+    relations: list[Relations]  # what relations made of the page's messages, those touched
+
+
+# A page's rows: each event, then its read-model state when relations touched it.
+_PAGE_COLUMNS: Final = f"{event_columns_of('m')}, v.state"
+_PAGE_FROM: Final = (
+    "FROM messages m LEFT JOIN message_views v ON v.room = m.room AND v.id = m.id WHERE m.room = ?"
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -58,33 +78,45 @@ class StorageReads:
         limit: int = 50,
         bytes_max: int = READ_PAGE_BYTES_MAX,
     ) -> tuple[list[StoredMessage], bool]:
-        """A page oldest first, and whether more lie beyond it in the paging direction.
+        """A page of the log oldest first, and whether more lie beyond it (see `page`)."""
+        page = await self.page(room, before=before, after=after, limit=limit, bytes_max=bytes_max)
+        return page.messages, page.more
+
+    async def page(
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        bytes_max: int = READ_PAGE_BYTES_MAX,
+        messages_only: bool = False,
+    ) -> StoredPage:
+        """A page oldest first, with what relations made of its messages.
 
         With `after` (and optionally `before` as an upper bound) the page runs forward from
         `after`; with `before` alone it ends just before `before`; with neither it is the
-        newest page. At most `limit` messages whose router/page_bytes.py message_bytes sum
-        to at most `bytes_max`, and always one when there is one.
+        newest page. At most `limit` events (messages alone with `messages_only`) whose
+        router/page_bytes.py message_bytes and relations_bytes sum to at most
+        `bytes_max`, and always one when there is one.
         """
-        columns = EVENT_COLUMNS
+        kinds = " AND m.kind = 'message'" if messages_only else ""
+        select = f"SELECT {_PAGE_COLUMNS} {_PAGE_FROM}{kinds}"
         if after is not None:
-            upper = "" if before is None else " AND id < ?"
-            sql = (
-                f"SELECT {columns} FROM messages WHERE room = ? AND id > ?{upper} "
-                "ORDER BY id LIMIT ?"
-            )
+            upper = "" if before is None else " AND m.id < ?"
+            sql = f"{select} AND m.id > ?{upper} ORDER BY m.id LIMIT ?"
             bounds = (after,) if before is None else (after, before)
-            return await self._read_page(sql, (room, *bounds, limit + 1), limit, bytes_max)
+            return await self._stored_page(sql, (room, *bounds, limit + 1), limit, bytes_max)
         if before is not None:
-            sql = (
-                f"SELECT {columns} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"
-            )
-            newest_first, more = await self._read_page(
-                sql, (room, before, limit + 1), limit, bytes_max
-            )
+            sql = f"{select} AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+            parameters: tuple[Any, ...] = (room, before, limit + 1)
         else:
-            sql = f"SELECT {columns} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?"
-            newest_first, more = await self._read_page(sql, (room, limit + 1), limit, bytes_max)
-        return newest_first[::-1], more
+            sql = f"{select} ORDER BY m.id DESC LIMIT ?"
+            parameters = (room, limit + 1)
+        newest_first = await self._stored_page(sql, parameters, limit, bytes_max)
+        return StoredPage(
+            newest_first.messages[::-1], newest_first.more, newest_first.relations[::-1]
+        )
 
     async def late_arrivals(
         self,
@@ -206,6 +238,41 @@ class StorageReads:
                     return page, True
                 page.append(message)
             return page, False
+        finally:
+            cursor.close()
+
+    async def _stored_page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
+    ) -> StoredPage:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._reader, self._stored_page_in_thread, sql, parameters, limit, bytes_max
+            )
+        except sqlite3.Error as error:
+            raise StorageError(str(error)) from error
+
+    def _stored_page_in_thread(
+        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
+    ) -> StoredPage:
+        """As _page_in_thread, for rows of _PAGE_COLUMNS."""
+        cursor = self._reader_connection().execute(sql, parameters)
+        try:
+            page: list[StoredMessage] = []
+            relations: list[Relations] = []
+            total_bytes = 0
+            for *columns, state in cursor:
+                message = StoredMessage(*columns)
+                made = None if state is None else relations_of(message.id, view_rows.decode(state))
+                total_bytes += message_bytes(message)
+                if made is not None:
+                    total_bytes += relations_bytes(made)
+                if len(page) == limit or (total_bytes > bytes_max and page):
+                    return StoredPage(page, True, relations)
+                page.append(message)
+                if made is not None:
+                    relations.append(made)
+            return StoredPage(page, False, relations)
         finally:
             cursor.close()
 

@@ -140,9 +140,13 @@ class MemoryStore:
         after: str | None,
         limit: int,
         bytes_max: int = READ_PAGE_BYTES_MAX,
+        *,
+        messages_only: bool = False,
     ) -> tuple[list[RoomMessage], bool]:
-        """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least one."""
-        ids = sorted(self.rooms.get(room, {}))
+        """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least one.
+        The simulator's writers send messages only: no relations to read (yet)."""
+        held = self.rooms.get(room, {})
+        ids = sorted(i for i in held if not messages_only or held[i].kind == "message")
         if after is not None:
             chosen = [i for i in ids if i > after and (before is None or i < before)]
             page, more = chosen[:limit], len(chosen) > limit

@@ -102,8 +102,10 @@ class SimulatedDisk:
                 return Done()
             case ExpireHints(_, older_than_ms, count_max, bytes_max):
                 return HintsExpired(store.expire_hints(older_than_ms, count_max, bytes_max))
-            case Load(_, room, before, after, limit, late_since_ms):
-                messages, more = store.history(room, before, after, limit)
+            case Load(_, room, before, after, limit, late_since_ms, messages_only):
+                messages, more = store.history(
+                    room, before, after, limit, messages_only=messages_only
+                )
                 late = []
                 if late_since_ms is not None and after is not None:
                     late = store.late_arrivals(room, late_since_ms, after, LATE_MESSAGES_MAX)
