@@ -19,7 +19,7 @@ from router.limits import (
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ForwardReply, Posted, Replicate
-from router.writes import LocalOrigin, Origin, SendRequest, Write
+from router.writes import LocalOrigin, Origin, SendRequest, Write, request_problem
 
 
 class Coordinator:
@@ -52,6 +52,8 @@ class Coordinator:
         placement = self._placement
         if not placement.joined:
             return _answer(origin, Refused(ErrorCode.UNAVAILABLE, placement.why_no_replica()))
+        if (problem := request_problem(request)) is not None:
+            return _answer(origin, Refused(ErrorCode.BAD_REQUEST, problem))
         write_id = self._write_by_key.get((request.sender, request.client_msg_id))
         if write_id is not None:
             write = self._writes[write_id]
@@ -125,6 +127,10 @@ class Coordinator:
             client_msg_id=request.client_msg_id,
             time_ms=message_id.time_ms,
             body=request.body,
+            kind=request.kind,
+            target=request.target,
+            reaction_key=request.reaction_key,
+            reply_to=request.reply_to,
         )
         write = Write(
             next(self._numbers),

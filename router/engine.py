@@ -438,7 +438,16 @@ class RoomEngine:
     ) -> tuple[_Role, Sequence[Step]]:
         match message:
             case Forward(forward_id, room, user, client_msg_id, body):
-                request = SendRequest(room, user, client_msg_id, body)
+                request = SendRequest(
+                    room,
+                    user,
+                    client_msg_id,
+                    body,
+                    message.kind,
+                    message.target,
+                    message.reaction_key,
+                    message.reply_to,
+                )
                 return _Role.OTHER, [Coordinate(RemoteOrigin(sender, forward_id), request)]
             case ForwardReply():
                 return _Role.OTHER, self._forwarding.replied(message)

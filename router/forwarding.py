@@ -78,4 +78,14 @@ class Forwarding:
 
 
 def forward_message(forward_id: int, request: SendRequest) -> Forward:
-    return Forward(forward_id, request.room, request.sender, request.client_msg_id, request.body)
+    return Forward(
+        forward_id,
+        request.room,
+        request.sender,
+        request.client_msg_id,
+        request.body,
+        request.kind,
+        request.target,
+        request.reaction_key,
+        request.reply_to,
+    )

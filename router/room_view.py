@@ -85,7 +85,7 @@ class RoomView:
         state = self._states.get(message_id)
         if state is None or state.event is None or state.event.kind != "message":
             return None
-        return _view_of(state, state.event)
+        return view_of(state, state.event)
 
     def state(self, message_id: str) -> MessageState:
         """What the rules hold for an id (router/event_rules.py), empty when unknown."""
@@ -143,7 +143,8 @@ def _is_live(state: MessageState) -> bool:
     return state.event is not None and state.event.kind == "message" and state.tombstone is None
 
 
-def _view_of(state: MessageState, event: RoomEvent) -> MessageView:
+def view_of(state: MessageState, event: RoomEvent) -> MessageView:
+    """A message's view from its state (`event` is the message: state.event)."""
     if state.tombstone is not None:
         return MessageView(
             id=event.id,

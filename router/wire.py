@@ -11,7 +11,15 @@ import msgspec
 from router.digest import BUCKET_DIGITS
 from router.event_rules import Relations
 from router.limits import RETRY_AFTER_S_MAX
-from router.records import MembershipChange, MessageIdText, RoomMessage, RoomName, UserName
+from router.records import (
+    EventKind,
+    MembershipChange,
+    MessageIdText,
+    ReactionKey,
+    RoomMessage,
+    RoomName,
+    UserName,
+)
 
 # Messages per read reply: a history page is at most a few hundred.
 READ_MESSAGES_MAX: Final = 1000
@@ -36,6 +44,10 @@ class Forward(msgspec.Struct, frozen=True, tag="forward"):
     sender: UserName
     client_msg_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     body: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+    kind: EventKind = "message"
+    target: MessageIdText | None = None
+    reaction_key: ReactionKey | None = None
+    reply_to: MessageIdText | None = None
 
 
 class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):

@@ -14,7 +14,7 @@ import msgspec
 from router.effects import Acked, Outcome, Refused
 from router.error_codes import ErrorCode
 from router.message_ids import MessageId
-from router.records import RoomMessage
+from router.records import EventKind, RoomMessage
 
 
 class LocalOrigin(msgspec.Struct, frozen=True):
@@ -30,12 +30,29 @@ Origin = LocalOrigin | RemoteOrigin
 
 
 class SendRequest(msgspec.Struct, frozen=True):
-    """A client's send, as it enters the mesh."""
+    """A client's send, as it enters the mesh: a message, or a relation of `target`
+    (router/event_rules.py)."""
 
     room: str
     sender: str
     client_msg_id: str
     body: str
+    kind: EventKind = "message"
+    target: str | None = None
+    reaction_key: str | None = None
+    reply_to: str | None = None
+
+
+def request_problem(request: SendRequest) -> str | None:
+    """Why a request's fields do not make one event of its kind (a peer's may not)."""
+    relation = request.kind != "message"
+    if relation != (request.target is not None):
+        return "a relation, and only a relation, names a target"
+    if (request.kind in {"reaction", "unreaction"}) != (request.reaction_key is not None):
+        return "a reaction, and only a reaction, has a key"
+    if relation and request.reply_to is not None:
+        return "only a message replies to another"
+    return None
 
 
 @dataclass(slots=True)

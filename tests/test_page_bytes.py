@@ -64,7 +64,9 @@ def test_the_estimate_is_never_below_either_wire_encoding(
 ) -> None:
     held = RoomMessage("0" * 81, room or "r", sender or "s", client_msg_id or "c", time_ms, body)
     peer_bytes = len(msgspec.msgpack.encode(held))
-    client_bytes = len(protocol.encode(protocol.MessageEvent(message=to_wire(held))))
+    shown = to_wire(held)
+    assert shown is not None
+    client_bytes = len(protocol.encode(protocol.MessageEvent(message=shown)))
     assert max(peer_bytes, client_bytes) <= message_bytes(held)
 
 

@@ -44,12 +44,12 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     token.add_argument("--ttl", default="1d", help="lifetime: 90s, 15m, 12h, 1d (default 1d)")
 
     send = commands.add_parser("send", help="send a message, or each line of stdin with -")
-    _add_client_options(send)
+    add_client_options(send)
     send.add_argument("room", type=room_name)
     send.add_argument("text", help="the message, or - to send each line of stdin")
 
     history = commands.add_parser("history", help="print a room's messages, oldest first")
-    _add_client_options(history)
+    add_client_options(history)
     history.add_argument("room", type=room_name)
     history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     position = history.add_mutually_exclusive_group()
@@ -58,13 +58,13 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
     tail = commands.add_parser("tail", help="print a room's messages live, until interrupted")
-    _add_client_options(tail)
+    add_client_options(tail)
     tail.add_argument("room", type=room_name)
     tail.add_argument("--since", metavar="ID", help="first every message after this id")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
 
     chat = commands.add_parser("chat", help="the terminal chat tool")
-    _add_client_options(chat)
+    add_client_options(chat)
     chat.add_argument(
         "--room",
         action="append",
@@ -80,7 +80,7 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     )
 
 
-def _add_client_options(parser: argparse.ArgumentParser) -> None:
+def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         required=True,
@@ -120,7 +120,7 @@ def tls_client_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return client_context(args.ca_file)
 
 
-def _client(args: argparse.Namespace) -> ChatClient:
+def open_client(args: argparse.Namespace) -> ChatClient:
     return ChatClient(
         parse_servers(args.server),
         token=args.token or args.user,
@@ -129,7 +129,7 @@ def _client(args: argparse.Namespace) -> ChatClient:
     )
 
 
-def _write(line: str) -> None:
+def write_line(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
@@ -141,6 +141,7 @@ def format_time(time_ms: int) -> str:
 def format_message(message: Message, as_json: bool) -> str:
     """One line for a terminal: other users' text escaped (display_text.py), JSON exact."""
     if as_json:
+        deleted = message.deleted
         document = json.dumps(
             {
                 "id": message.id,
@@ -148,28 +149,47 @@ def format_message(message: Message, as_json: bool) -> str:
                 "sender": message.sender,
                 "time": format_time(message.time_ms),
                 "body": message.body,
+                "reply_to": message.reply_to,
+                "edited_at": None
+                if message.edited_at_ms is None
+                else format_time(message.edited_at_ms),
+                "deleted": None
+                if deleted is None
+                else {"by": deleted.by, "at": format_time(deleted.at_ms)},
+                "reactions": message.reactions,
             },
             ensure_ascii=False,
         )
         return json_safe(document)
     moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
-    sender, body = terminal_safe(message.sender), terminal_safe(message.body)
-    return f"{moment:%Y-%m-%d %H:%M:%S} {sender}: {body}"
+    sender = terminal_safe(message.sender)
+    if message.deleted is not None:
+        by = terminal_safe(message.deleted.by)
+        return f"{moment:%Y-%m-%d %H:%M:%S} {sender}: (deleted by {by})"
+    line = f"{moment:%Y-%m-%d %H:%M:%S} {sender}: {terminal_safe(message.body)}"
+    if message.edited_at_ms is not None:
+        line += " (edited)"
+    if message.reactions:
+        counts = ", ".join(
+            f"{terminal_safe(key)} {len(users)}" for key, users in message.reactions.items()
+        )
+        line += f" [{counts}]"
+    return line
 
 
 def run_token(args: argparse.Namespace) -> int:
     token = issue_token(
         load_secret(args.secret_file), args.user, parse_duration(args.ttl), time.time()
     )
-    _write(token)
+    write_line(token)
     return 0
 
 
 async def run_send(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with open_client(args) as client:
         if args.text != "-":
             sent = await client.send(args.room, args.text)
-            _write(sent.id)
+            write_line(sent.id)
             return 0
         window: collections.deque[asyncio.Task[object]] = collections.deque()
         try:
@@ -179,9 +199,9 @@ async def run_send(args: argparse.Namespace) -> int:
                     continue
                 window.append(asyncio.ensure_future(client.send(args.room, text)))
                 while len(window) >= SEND_WINDOW or (window and window[0].done()):
-                    _write((await window.popleft()).id)  # type: ignore[attr-defined]
+                    write_line((await window.popleft()).id)  # type: ignore[attr-defined]
             while window:
-                _write((await window.popleft()).id)  # type: ignore[attr-defined]
+                write_line((await window.popleft()).id)  # type: ignore[attr-defined]
         finally:
             for task in window:
                 task.cancel()
@@ -191,7 +211,7 @@ async def run_send(args: argparse.Namespace) -> int:
 async def run_history(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ValueError("--limit must be at least 1")
-    async with _client(args) as client:
+    async with open_client(args) as client:
         collected: list[Message] = []
         before, after = args.before, args.after
         # Pages of at most the protocol's limit, walked until enough messages are in hand.
@@ -207,16 +227,16 @@ async def run_history(args: argparse.Namespace) -> int:
             if page.cursor is None:
                 break
     for message in collected:
-        _write(format_message(message, args.json))
+        write_line(format_message(message, args.json))
     return 0
 
 
 async def run_tail(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    async with open_client(args) as client:
         await client.join(args.room, since=args.since)
         async for event in client.events():
             if isinstance(event, MessageEvent):
-                _write(format_message(event.message, args.json))
+                write_line(format_message(event.message, args.json))
                 sys.stdout.flush()
     return 0
 
@@ -226,10 +246,10 @@ def run_chat(args: argparse.Namespace) -> int:
     if args.plain:
         from tools.chat_plain import run_plain  # noqa: PLC0415 - only the chat tool needs it
 
-        return runtime.run(run_plain(_client(args), rooms))
+        return runtime.run(run_plain(open_client(args), rooms))
     from tools.chat_app import ChatApp  # noqa: PLC0415 - Textual loads only for the chat tool
 
-    ChatApp(_client(args), args.user, rooms).run()
+    ChatApp(open_client(args), args.user, rooms).run()
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from mesh.cli import chat as cli_chat
+from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
 from mesh.client import runtime
 from mesh.client.connection import NodeError, parse_servers
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_operator_options(where)
 
     cli_chat.add_chat_commands(commands)
+    cli_events.add_event_commands(commands)
     cli_keys.add_keys_command(commands)
     _add_perf_commands(commands)
     return parser
@@ -327,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_keys.run_keys(args)
             case "token":
                 return cli_chat.run_token(args)
-            case "send" | "history" | "tail":
+            case "send" | "history" | "tail" | "edit" | "delete" | "react":
                 return _run_client_command(args)
             case "perf":
                 if getattr(args, "perf_missing", False):
@@ -433,6 +435,9 @@ def _run_client_command(args: argparse.Namespace) -> int:
         "send": cli_chat.run_send,
         "history": cli_chat.run_history,
         "tail": cli_chat.run_tail,
+        "edit": cli_events.run_edit,
+        "delete": cli_events.run_delete,
+        "react": cli_events.run_react,
     }
     try:
         return runtime.run(commands[args.command](args))

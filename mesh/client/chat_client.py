@@ -34,6 +34,8 @@ from mesh.wire.framing import encode_frame
 from mesh.wire.message_keys import new_client_msg_id
 from mesh.wire.pacing import TokenBucket
 from mesh.wire.protocol import (
+    Delete,
+    Edit,
     ErrorReply,
     Hello,
     History,
@@ -46,6 +48,8 @@ from mesh.wire.protocol import (
     MessageEvent,
     Ping,
     PresenceEvent,
+    React,
+    RelationEvent,
     Send,
     Sent,
     StatusReply,
@@ -80,7 +84,7 @@ class ConnectionChanged:
     reason: str = ""
 
 
-ClientEvent = MessageEvent | PresenceEvent | TypingEvent | ConnectionChanged
+ClientEvent = MessageEvent | RelationEvent | PresenceEvent | TypingEvent | ConnectionChanged
 
 
 @dataclass(slots=True)
@@ -195,14 +199,65 @@ class ChatClient:
         self._rooms.pop(room, None)
         await self._request(lambda i: LeaveRoom(request_id=i, room=room))
 
-    async def send(self, room: str, body: str, client_msg_id: str | None = None) -> Sent:
-        """Store a message; retried (same client message id) until acknowledged or timed out.
+    async def send(
+        self,
+        room: str,
+        body: str,
+        client_msg_id: str | None = None,
+        *,
+        reply_to: str | None = None,
+    ) -> Sent:
+        """Store a message (answering `reply_to`, a message id); retried (same client
+        message id) until acknowledged or timed out.
 
         Concurrent sends are written in call order, paced to the rate the node announced
         and kept within its send window, so the node stores them in that order and rarely
         has to refuse one as too fast.
         """
-        message_id = client_msg_id or new_client_msg_id()
+        key = client_msg_id or new_client_msg_id()
+        return await self._write_event(
+            lambda i: Send(request_id=i, room=room, client_msg_id=key, body=body, reply_to=reply_to)
+        )
+
+    async def edit(
+        self, room: str, message_id: str, body: str, client_msg_id: str | None = None
+    ) -> Sent:
+        """Give one of our messages a new body (the latest edit wins everywhere)."""
+        key = client_msg_id or new_client_msg_id()
+        return await self._write_event(
+            lambda i: Edit(request_id=i, room=room, client_msg_id=key, id=message_id, body=body)
+        )
+
+    async def delete(self, room: str, message_id: str, client_msg_id: str | None = None) -> Sent:
+        """Take back one of our messages: its body and reactions are erased on every replica."""
+        key = client_msg_id or new_client_msg_id()
+        return await self._write_event(
+            lambda i: Delete(request_id=i, room=room, client_msg_id=key, id=message_id)
+        )
+
+    async def react(
+        self,
+        room: str,
+        message_id: str,
+        key: str,
+        *,
+        remove: bool = False,
+        client_msg_id: str | None = None,
+    ) -> Sent:
+        """Add our reaction `key` to a message, or take it back with `remove`."""
+        send_key = client_msg_id or new_client_msg_id()
+        return await self._write_event(
+            lambda i: React(
+                request_id=i,
+                room=room,
+                client_msg_id=send_key,
+                id=message_id,
+                key=key,
+                remove=remove,
+            )
+        )
+
+    async def _write_event(self, build: Callable[[int], protocol.ClientMessage]) -> Sent:
         async with self._send_order:
             await self._send_window.acquire(int(self.limits.get("send_window_max", 0)))
             try:
@@ -210,9 +265,7 @@ class ChatClient:
             except BaseException:
                 self._send_window.release()
                 raise
-            reply = self._request(
-                lambda i: Send(request_id=i, room=room, client_msg_id=message_id, body=body), Sent
-            )
+            reply = self._request(build, Sent)
             # Start the request (and so write its frame) before the next send may.
             task = asyncio.ensure_future(reply)
             task.add_done_callback(lambda _: self._send_window.release())
@@ -448,6 +501,11 @@ class ChatClient:
                     if cursor is not None and cursor.is_new(body):
                         await self._emit(message)
                         cursor.record(body)
+                case RelationEvent():
+                    cursor = self._rooms.get(message.room)
+                    if cursor is not None and cursor.is_new(message):
+                        await self._emit(message)
+                        cursor.record(message)
                 case PresenceEvent() | TypingEvent():
                     if message.room in self._rooms:
                         await self._emit(message)

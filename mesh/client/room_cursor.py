@@ -40,14 +40,14 @@ class RoomCursor:
         start = earlier_by(self.last_id, RESUME_MARGIN_MS)
         return start if self.floor is None else max(start, self.floor)
 
-    def is_new(self, message: protocol.Message) -> bool:
+    def is_new(self, message: protocol.Message | protocol.RelationEvent) -> bool:
         if message.id in self.seen:
             return False
         return (
             not message.client_msg_id or (message.sender, message.client_msg_id) not in self.sends
         )
 
-    def record(self, message: protocol.Message) -> None:
+    def record(self, message: protocol.Message | protocol.RelationEvent) -> None:
         """Only once the message reached the caller: a resume then starts after it."""
         self.seen[message.id] = None
         if message.client_msg_id:

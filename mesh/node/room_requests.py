@@ -80,6 +80,10 @@ class RoomRequests:
     ) -> "asyncio.Future[SendResult]":
         """The future resolves once W replicas hold the message (or fails with
         RoomUnavailableError); it never blocks the caller."""
+        return self.write(SendRequest(room, sender, client_msg_id, body))
+
+    def write(self, request: SendRequest) -> "asyncio.Future[SendResult]":
+        """As `send`, for an event of any kind (router/event_rules.py)."""
         ticket, outcome = self._pending.open()
         result: asyncio.Future[SendResult] = outcome.get_loop().create_future()
 
@@ -100,7 +104,6 @@ class RoomRequests:
                 result.set_exception(_error(answer))
 
         outcome.add_done_callback(settle)
-        request = SendRequest(room, sender, client_msg_id, body)
         self._driver.handle(SendMessage(ticket, request))
         return result
 
@@ -113,14 +116,32 @@ class RoomRequests:
         limit: int = 50,
         bytes_max: int | None = None,
     ) -> tuple[list[RoomMessage], bool]:
-        """A page of history from R replicas, within `bytes_max` (router/page_bytes.py
+        """A page of the log from R replicas, within `bytes_max` (router/page_bytes.py
         message_bytes) when given; a page cut short by bytes says there is more."""
+        page = await self.page(room, before=before, after=after, limit=limit, bytes_max=bytes_max)
+        return page.messages, page.more
+
+    async def page(
+        self,
+        room: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        bytes_max: int | None = None,
+        messages_only: bool = False,
+    ) -> Page:
+        """As `read`; with `messages_only`, the messages alone and what relations made of
+        them (their bytes count against `bytes_max` too)."""
         ticket, outcome = self._pending.open()
-        self._driver.handle(ReadPage(ticket, room, before, after, limit, bytes_max=bytes_max))
+        read = ReadPage(
+            ticket, room, before, after, limit, bytes_max=bytes_max, messages_only=messages_only
+        )
+        self._driver.handle(read)
         answer = await outcome
         if not isinstance(answer, Page):
             raise _error(answer)
-        return answer.messages, answer.more
+        return answer
 
     async def resume(self, room: str, after: str, limit: int, *, since: str) -> Page:
         """A page of a session's replay from `since`, now at `after`: the first brings

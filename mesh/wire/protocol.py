@@ -17,7 +17,9 @@ from router.message_ids import MESSAGE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 3
+PROTOCOL_MINOR: Final = 4
+# The first minor version whose clients get edits, deletes and reactions (and replies).
+MINOR_ROOM_EVENTS: Final = 4
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200
@@ -32,6 +34,8 @@ MessageIdText = Annotated[str, msgspec.Meta(max_length=82, pattern=MESSAGE_ID_PA
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Body = Annotated[str, msgspec.Meta(max_length=CLIENT_FRAME_BYTES_MAX)]
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
+TargetId = Annotated[str, msgspec.Meta(min_length=1, max_length=82, pattern=MESSAGE_ID_PATTERN)]
+ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +67,36 @@ class Send(_Request, frozen=True, kw_only=True, tag="send"):
     room: Room
     client_msg_id: ClientMsgId
     body: Body
+    reply_to: TargetId | None = None  # the message this one answers (since 1.4)
+
+
+class Edit(_Request, frozen=True, kw_only=True, tag="edit"):
+    """A new body for one of the user's own messages (since 1.4); answered with sent."""
+
+    room: Room
+    client_msg_id: ClientMsgId
+    id: TargetId
+    body: Body
+
+
+class Delete(_Request, frozen=True, kw_only=True, tag="delete"):
+    """Take back one of the user's own messages: its body and reactions are erased
+    (since 1.4); answered with sent."""
+
+    room: Room
+    client_msg_id: ClientMsgId
+    id: TargetId
+
+
+class React(_Request, frozen=True, kw_only=True, tag="react"):
+    """Add (or with `remove`, take back) the user's reaction `key` to a message (since
+    1.4); answered with sent."""
+
+    room: Room
+    client_msg_id: ClientMsgId
+    id: TargetId
+    key: ReactionKey
+    remove: bool = False
 
 
 class History(_Request, frozen=True, kw_only=True, tag="history"):
@@ -103,6 +137,9 @@ ClientMessage = (
     | Join
     | LeaveRoom
     | Send
+    | Edit
+    | Delete
+    | React
     | History
     | ListRooms
     | Who
@@ -131,13 +168,25 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True, tag="error", omit_de
     retry_after_s: float | None = None
 
 
-class Message(msgspec.Struct, frozen=True, kw_only=True):
+class Deletion(msgspec.Struct, frozen=True, kw_only=True):
+    by: str
+    at_ms: int
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message as readers see it now (its view since 1.4: clients of older minor
+    versions get edited bodies and no deleted messages, and none of these fields)."""
+
     id: str
     room: str
     sender: str
     time_ms: int
     body: str
     client_msg_id: str = ""
+    reply_to: str | None = None
+    edited_at_ms: int | None = None
+    deleted: Deletion | None = None  # its body and reactions are gone
+    reactions: dict[str, list[str]] = {}  # key -> the users who reacted so, sorted
 
 
 class Joined(_Request, frozen=True, kw_only=True, tag="joined"):
@@ -215,6 +264,22 @@ class MessageEvent(msgspec.Struct, frozen=True, kw_only=True, tag="message"):
     message: Message
 
 
+class RelationEvent(msgspec.Struct, frozen=True, kw_only=True, tag="relation", omit_defaults=True):
+    """An edit, delete, reaction or unreaction of message `target` (since 1.4). `id` is
+    the event's own place in the room's log: a resume from it has seen this event. The
+    rules that combine them are in docs/events.md; history pages carry their result."""
+
+    id: str
+    room: str
+    kind: Literal["edit", "delete", "reaction", "unreaction"]
+    target: str
+    sender: str
+    time_ms: int
+    body: str = ""  # an edit's new body
+    key: str = ""  # a reaction's key
+    client_msg_id: str = ""
+
+
 class PresenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag="presence"):
     room: str
     user: str
@@ -239,7 +304,7 @@ Reply = (
     | StatusReply
     | Placement
 )
-Event = MessageEvent | PresenceEvent | TypingEvent
+Event = MessageEvent | RelationEvent | PresenceEvent | TypingEvent
 NodeMessage = Reply | Event
 
 

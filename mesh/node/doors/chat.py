@@ -16,8 +16,13 @@ from mesh.node.room_requests import RoomRequests
 from mesh.node.storage import SendResult, StoredMessage
 from mesh.wire import protocol
 from mesh.wire.framing import encode_frame
+from router.effects import Page
+from router.event_rules import MessageState
+from router.message_ids import MessageId, at_time
 from router.records import MembershipChange, RoomMessage
+from router.room_view import view_of
 from router.wire import PresenceChanged, TypingNotice
+from router.writes import SendRequest
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +32,74 @@ REPLAY_PAGE_SIZE = 500
 # A history frame beside its messages: type, request_id, a room name of 64 bytes, a
 # cursor of 82 and the msgpack headers take at most 210 bytes.
 HISTORY_FRAME_ENVELOPE_BYTES = 256
+# Messages read per page while looking for one by id, from the start of its millisecond.
+FIND_PAGE_SIZE = 50
 
 
 def shown_to_clients(message: StoredMessage) -> bool:
-    """Messages are; relations (edits, deletes, reactions) are not yet: the client
-    protocol has no form for them, so they stay in the log and its read models."""
+    """Messages are shown as messages; relations as what they made of their targets."""
     return message.kind == "message"
 
 
-def to_wire(message: StoredMessage) -> protocol.Message:
+def knows_relations(minor: int) -> bool:
+    return minor >= protocol.MINOR_ROOM_EVENTS
+
+
+def to_wire(
+    message: StoredMessage, state: MessageState | None = None, minor: int = protocol.PROTOCOL_MINOR
+) -> protocol.Message | None:
+    """A message as a client of `minor` reads it with its view (router/room_view.py);
+    None for a deleted one, to a client too old to show a deletion."""
+    view = view_of(state or MessageState(event=message), message)
+    if not knows_relations(minor):
+        if view.deleted is not None:
+            return None
+        return protocol.Message(
+            id=view.id,
+            room=message.room,
+            sender=view.sender,
+            time_ms=view.time_ms,
+            body=view.body,
+            client_msg_id=view.client_msg_id,
+        )
+    deleted = None
+    if view.deleted is not None:
+        deleted = protocol.Deletion(by=view.deleted.by, at_ms=view.deleted.at_ms)
     return protocol.Message(
-        id=message.id,
+        id=view.id,
         room=message.room,
-        sender=message.sender,
-        time_ms=message.time_ms,
-        body=message.body,
-        client_msg_id=message.client_msg_id,
+        sender=view.sender,
+        time_ms=view.time_ms,
+        body=view.body,
+        client_msg_id=view.client_msg_id,
+        reply_to=view.reply_to,
+        edited_at_ms=view.edited_at_ms,
+        deleted=deleted,
+        reactions=view.reactions,
     )
+
+
+def relation_to_wire(event: StoredMessage) -> protocol.RelationEvent:
+    assert event.kind != "message" and event.target is not None
+    return protocol.RelationEvent(
+        id=event.id,
+        room=event.room,
+        kind=event.kind,
+        target=event.target,
+        sender=event.sender,
+        time_ms=event.time_ms,
+        body=event.body,
+        key=event.reaction_key or "",
+        client_msg_id=event.client_msg_id,
+    )
+
+
+def event_frame(event: StoredMessage, minor: int) -> bytes | None:
+    """The frame that tells a client of `minor` of a new event of the log, if any."""
+    if event.kind != "message":
+        return _frame(relation_to_wire(event)) if knows_relations(minor) else None
+    message = to_wire(event, minor=minor)
+    return None if message is None else _frame(protocol.MessageEvent(message=message))
 
 
 def _frame(event: protocol.NodeMessage) -> bytes:
@@ -59,12 +115,15 @@ class SessionDeliveries:
         self.messages_delivered = 0
 
     def deliver_message(self, message: RoomMessage) -> None:
-        if not shown_to_clients(message):
-            return
-        frame = _frame(protocol.MessageEvent(message=to_wire(message)))
+        frames: dict[bool, bytes | None] = {}
         sessions = self.hub.sessions(message.room)
         for session in sessions:
-            session.deliver(message.room, frame, message.id)
+            knows = knows_relations(session.minor)
+            if knows not in frames:
+                frames[knows] = event_frame(message, session.minor)
+            frame = frames[knows]
+            if frame is not None:
+                session.deliver(message.room, frame, message.id)
         self.messages_delivered += len(sessions)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -108,6 +167,10 @@ class ChatService:
         """Resolves once W replicas hold the message; never blocks the caller."""
         return self.rooms.send(room, user, client_msg_id, body)
 
+    def write(self, request: SendRequest) -> "asyncio.Future[SendResult]":
+        """As `send`, for a message with a reply or a relation (router/event_rules.py)."""
+        return self.rooms.write(request)
+
     # ---- reads ----
 
     async def history(
@@ -118,12 +181,25 @@ class ChatService:
         after: str | None = None,
         limit: int = 50,
         bytes_max: int | None = None,
-    ) -> tuple[list[RoomMessage], bool]:
-        """A page, and whether more lie beyond it; with `bytes_max`, its messages'
-        router/page_bytes.py message_bytes sum to at most that (always one message)."""
-        return await self.rooms.read(
-            room, before=before, after=after, limit=limit, bytes_max=bytes_max
+    ) -> Page:
+        """A page of messages and what relations made of them, and whether more lie
+        beyond it; with `bytes_max`, their router/page_bytes.py message_bytes and
+        relations_bytes sum to at most that (always one message)."""
+        return await self.rooms.page(
+            room, before=before, after=after, limit=limit, bytes_max=bytes_max, messages_only=True
         )
+
+    async def find(self, room: str, message_id: str) -> MessageState | None:
+        """A message's state as the room's replicas hold it now; None if none holds it."""
+        cursor = at_time(MessageId.parse(message_id).time_ms)
+        while True:
+            page = await self.history(room, after=cursor, limit=FIND_PAGE_SIZE)
+            for message in page.messages:
+                if message.id == message_id:
+                    return page.relations.get(message_id) or MessageState(event=message)
+            if not page.more or not page.messages or page.messages[-1].id >= message_id:
+                return None
+            cursor = page.messages[-1].id
 
     async def who(self, room: str) -> list[str]:
         return sorted(set(await self.rooms.who(room)) | set(self.hub.users(room)))
@@ -169,21 +245,18 @@ class ChatService:
                 page = await self.rooms.resume(room, cursor, REPLAY_PAGE_SIZE, since=since)
                 late.update((message.id, message) for message in page.late)
                 for message in page.messages:
-                    if shown_to_clients(message):
-                        await session.push_waiting(
-                            _frame(protocol.MessageEvent(message=to_wire(message)))
-                        )
+                    frame = event_frame(message, session.minor)
+                    if frame is not None:
+                        await session.push_waiting(frame)
                     cursor = message.id
                 replayed += len(page.messages)
                 if not page.more:
                     break
             for message_id in sorted(late):
-                if not shown_to_clients(late[message_id]):
-                    continue
-                await session.push_waiting(
-                    _frame(protocol.MessageEvent(message=to_wire(late[message_id])))
-                )
-                replayed += 1
+                frame = event_frame(late[message_id], session.minor)
+                if frame is not None:
+                    await session.push_waiting(frame)
+                    replayed += 1
         except BaseException:
             session.abandon_catch_up(room)
             raise

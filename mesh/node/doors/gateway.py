@@ -19,10 +19,12 @@ from mesh.node.doors.auth import Authenticator, AuthError
 from mesh.node.doors.chat import (
     HISTORY_FRAME_ENVELOPE_BYTES,
     ChatService,
+    knows_relations,
     shown_to_clients,
     to_wire,
 )
 from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.relations import relation_refused, relation_request
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
 from mesh.node.room_requests import RoomUnavailableError
@@ -38,6 +40,8 @@ from mesh.wire.framing import (
     read_frame,
 )
 from mesh.wire.protocol import (
+    Delete,
+    Edit,
     ErrorReply,
     Hello,
     History,
@@ -51,6 +55,7 @@ from mesh.wire.protocol import (
     Ping,
     Placement,
     Pong,
+    React,
     RoomList,
     Send,
     Sent,
@@ -62,10 +67,12 @@ from mesh.wire.protocol import (
     Who,
 )
 from router.page_bytes import MESSAGE_OVERHEAD_BYTES
+from router.writes import SendRequest
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[int], StatusReply]
+Writing = Send | Edit | Delete | React  # requests answered with sent
 PlacementProvider = Callable[[int, str], Placement]
 AckObserver = Callable[[float], None]  # seconds from receiving a send to acknowledging it
 # How long a closing session may take to flush its last frames (an error, say).
@@ -193,7 +200,7 @@ class Gateway:
         )
         writer.write(_frame(welcome))
         await writer.drain()
-        return Session(user, self.limits.session_queue_max)
+        return Session(user, self.limits.session_queue_max, hello.minor)
 
     async def _run_session(
         self,
@@ -301,6 +308,8 @@ class Gateway:
         match request:
             case Send():
                 await self._send(session, request)
+            case Edit() | Delete() | React():
+                await self._relate(session, request)
             case Join(request_id=request_id, room=room, since=since):
                 await self._join(session, request_id, room, since)
             case LeaveRoom(request_id=request_id, room=room):
@@ -331,12 +340,40 @@ class Gateway:
 
     async def _send(self, session: Session, request: Send) -> None:
         # Posting needs no join: a bot or a one-off `meshchat send` need not take the stream.
-        size = len(request.body.encode())
+        self._check_body(request.body)
+        write = SendRequest(
+            request.room,
+            session.user,
+            request.client_msg_id,
+            request.body,
+            reply_to=request.reply_to,
+        )
+        await self._write(session, request, write)
+
+    async def _relate(self, session: Session, request: Edit | Delete | React) -> None:
+        """An edit, delete or reaction of a message the room's replicas hold; only the
+        sender may edit or delete it, and no one may touch a deleted one."""
+        if not knows_relations(session.minor):
+            # The replies and events of one would not decode in an older client.
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "edits and reactions need protocol 1.4")
+        write = relation_request(session.user, request)
+        self._check_body(write.body)
+        target = await self.chat.find(request.room, request.id)
+        if target is None or target.event is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.id} in {request.room}")
+        if problem := relation_refused(target, write):
+            raise ProtocolError(problem[0], problem[1])
+        await self._write(session, request, write)
+
+    def _check_body(self, body: str) -> None:
+        size = len(body.encode())
         if size > self.limits.body_bytes_max:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
+
+    async def _write(self, session: Session, request: Writing, write: SendRequest) -> None:
         wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
             message = f"more than {self.limits.sends_per_s:g} sends per second by one user"
@@ -356,7 +393,7 @@ class Gateway:
             return
         received_at = time.perf_counter()
         try:
-            future = self.chat.send(session.user, request.room, request.client_msg_id, request.body)
+            future = self.chat.write(write)
         except BaseException:
             session.release_send_slot()
             self.admission.finished(time.perf_counter() - received_at)
@@ -369,7 +406,7 @@ class Gateway:
     def _answer_send(
         self,
         session: Session,
-        request: Send,
+        request: Writing,
         received_at: float,
         done: "asyncio.Future[SendResult]",
     ) -> None:
@@ -443,7 +480,7 @@ class Gateway:
         bytes_max = self.limits.frame_bytes_max - HISTORY_FRAME_ENVELOPE_BYTES
         # ClientLimits keeps bodies 512 bytes under the frame limit: a lone message fits.
         assert self.limits.body_bytes_max + MESSAGE_OVERHEAD_BYTES <= bytes_max
-        page, more = await self.chat.history(
+        page = await self.chat.history(
             request.room,
             before=request.before,
             after=request.after,
@@ -451,14 +488,19 @@ class Gateway:
             bytes_max=bytes_max,
         )
         cursor = None
-        if more and page:
-            cursor = page[-1].id if request.after is not None else page[0].id
+        if page.more and page.messages:
+            cursor = page.messages[-1].id if request.after is not None else page.messages[0].id
+        shown = [
+            to_wire(message, page.relations.get(message.id), session.minor)
+            for message in page.messages
+            if shown_to_clients(message)
+        ]
         session.push(
             _frame(
                 HistoryPage(
                     request_id=request.request_id,
                     room=request.room,
-                    messages=[to_wire(message) for message in page if shown_to_clients(message)],
+                    messages=[message for message in shown if message is not None],
                     cursor=cursor,
                 )
             )
@@ -492,7 +534,7 @@ class Gateway:
         )
         session.push(_frame(reply))
 
-    def _reply_busy(self, session: Session, request: Send, wait_s: float) -> None:
+    def _reply_busy(self, session: Session, request: Writing, wait_s: float) -> None:
         admission = self.admission
         message = (
             f"the node has {admission.in_flight} sends in flight and {admission.waiting} "

@@ -44,8 +44,10 @@ from mesh.wire.errors import ErrorCode
 from mesh.wire.message_keys import new_client_msg_id
 from mesh.wire.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.wire.protocol import HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX, MemberStatus, StatusReply
+from router.event_rules import MessageState
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.page_bytes import cut_to_bytes
+from router.room_view import view_of
 
 API_VERSION = "1"
 ROOM_PATTERN = re.compile(ROOM_NAME_PATTERN)
@@ -86,12 +88,23 @@ _CODE_OF_STATUS = {
 # ---- schemas ----
 
 
-class MessageOut(msgspec.Struct, frozen=True):
+class DeletionOut(msgspec.Struct, frozen=True):
+    by: str
+    at: str  # ISO 8601, UTC, milliseconds
+
+
+class MessageOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A message as readers see it now: its latest edit's body, or its tombstone."""
+
     id: str
     room: str
     sender: str
     time: str  # ISO 8601, UTC, milliseconds
     body: str
+    reply_to: str | None = None
+    edited_at: str | None = None
+    deleted: DeletionOut | None = None
+    reactions: dict[str, list[str]] = {}  # key -> the users who reacted so, sorted
 
 
 class MessagePage(msgspec.Struct, frozen=True):
@@ -197,10 +210,27 @@ STORAGE = {
 }
 
 
-def _message_out(message: StoredMessage) -> MessageOut:
-    moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
-    stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return MessageOut(message.id, message.room, message.sender, stamp, message.body)
+def _stamp(time_ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(time_ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _message_out(message: StoredMessage, state: MessageState | None = None) -> MessageOut:
+    view = view_of(state or MessageState(event=message), message)
+    deleted = None
+    if view.deleted is not None:
+        deleted = DeletionOut(view.deleted.by, _stamp(view.deleted.at_ms))
+    return MessageOut(
+        message.id,
+        message.room,
+        message.sender,
+        _stamp(message.time_ms),
+        view.body,
+        reply_to=view.reply_to,
+        edited_at=None if view.edited_at_ms is None else _stamp(view.edited_at_ms),
+        deleted=deleted,
+        reactions=view.reactions,
+    )
 
 
 # A page's JSON beside its messages: keys and brackets (35 bytes) and the two page paths,
@@ -211,13 +241,18 @@ _json_encoder = msgspec.json.Encoder()
 
 
 def _fit_json(
-    page: list[StoredMessage], bytes_max: int, *, forward: bool
+    page: list[StoredMessage],
+    bytes_max: int,
+    *,
+    forward: bool,
+    relations: dict[str, MessageState] | None = None,
 ) -> tuple[list[StoredMessage], list[MessageOut], bool]:
     """The page, and its messages as JSON, within `bytes_max` (at least one message),
     keeping the oldest paging forward and the newest otherwise; and whether it was cut.
     Escaping can make JSON longer than the UTF-8 the page was cut by (a control
     character takes 6 bytes)."""
-    shown = [_message_out(message) for message in page]
+    made = relations or {}
+    shown = [_message_out(message, made.get(message.id)) for message in page]
     fitted, cut = cut_to_bytes(shown, bytes_max, _json_bytes, keep_oldest=forward)
     kept = page[: len(fitted)] if forward else page[len(page) - len(fitted) :]
     return kept, fitted, cut
@@ -386,7 +421,7 @@ async def _links_paging_forward(
 ) -> tuple[str | None, str | None]:
     """`prev` and `next` of a page read forward from `after` (up to `before`, if given)."""
     older = page[0].id if page else after
-    has_older = bool((await chat.history(room, before=older, limit=1))[0])
+    has_older = bool((await chat.history(room, before=older, limit=1)).messages)
     prev = _page_path(room, limit, before=older) if has_older else None
     next_ = None
     if more:
@@ -409,7 +444,7 @@ async def _links_paging_back(
     next_ = None
     if before is not None:
         newer = page[-1].id if page else before
-        if (await chat.history(room, after=newer, limit=1))[0]:
+        if (await chat.history(room, after=newer, limit=1)).messages:
             next_ = _page_path(room, limit, after=newer)
     return prev, next_
 
@@ -445,11 +480,11 @@ async def list_messages(
     _check_cursor("after", after)
     chat = backend.chat
     bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
-    page, more = await chat.history(
-        room, before=before, after=after, limit=limit, bytes_max=bytes_max
+    read = await chat.history(room, before=before, after=after, limit=limit, bytes_max=bytes_max)
+    page, shown, cut = _fit_json(
+        read.messages, bytes_max, forward=after is not None, relations=read.relations
     )
-    page, shown, cut = _fit_json(page, bytes_max, forward=after is not None)
-    more = more or cut
+    more = read.more or cut
     if not page and before is None and after is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
     if after is not None:

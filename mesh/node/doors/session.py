@@ -24,9 +24,10 @@ class Session:
     """Kept lean (a list and plain fields; futures only while someone waits): a node holds
     one per connection, most of them idle."""
 
-    def __init__(self, user: str, queue_max: int) -> None:
+    def __init__(self, user: str, queue_max: int, minor: int = 0) -> None:
         self.session_id = next(_session_ids)
         self.user = user
+        self.minor = minor  # the client's protocol minor version: what it can be sent
         self.rooms: set[str] = set()
         self.queue_max = queue_max
         # Frames not yet taken by the writer; a list, as an empty one is a tenth of an

@@ -1,0 +1,43 @@
+"""Edits, deletes and reactions as a door receives them: the event each one asks for,
+and why a room's current view of the target refuses it.
+
+The rules in router/event_rules.py decide what every replica folds; these checks only
+tell the client at once what the rules would ignore (someone else's message, a deleted
+one), so a refused edit is an error and not an event that changes nothing.
+"""
+
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode
+from router.event_rules import MessageState
+from router.records import EventKind
+from router.writes import SendRequest
+
+
+def relation_request(
+    user: str, request: protocol.Edit | protocol.Delete | protocol.React
+) -> SendRequest:
+    room, client_msg_id, target = request.room, request.client_msg_id, request.id
+    match request:
+        case protocol.Edit(body=body):
+            return SendRequest(room, user, client_msg_id, body, "edit", target)
+        case protocol.Delete():
+            return SendRequest(room, user, client_msg_id, "", "delete", target)
+        case protocol.React(key=key, remove=remove):
+            kind: EventKind = "unreaction" if remove else "reaction"
+            return SendRequest(room, user, client_msg_id, "", kind, target, reaction_key=key)
+
+
+def relation_refused(target: MessageState, write: SendRequest) -> tuple[ErrorCode, str] | None:
+    """The code and reason to refuse `write` with, given its target's state; None when
+    the rules would take it."""
+    event = target.event
+    assert event is not None
+    if event.kind != "message":
+        return ErrorCode.NOT_FOUND, f"{event.id} is not a message"
+    if target.tombstone is not None:
+        if write.kind == "delete" and write.sender == event.sender:
+            return None  # deleting twice is deleting once
+        return ErrorCode.NOT_FOUND, f"message {event.id} was deleted"
+    if write.kind in {"edit", "delete"} and write.sender != event.sender:
+        return ErrorCode.FORBIDDEN, f"only {event.sender}, who sent it, may {write.kind} it"
+    return None

@@ -1,0 +1,139 @@
+"""Edits, deletes, reactions and replies across a real 3-node mesh: made through one node,
+seen live and in history through the others, kept across a node's kill -9 and restart;
+an older client still reads plain messages."""
+
+import signal
+
+import pytest
+
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeError
+from mesh.wire.errors import ErrorCode
+from mesh.wire.protocol import Message, RelationEvent
+from tests.chat_helpers import client_for, next_event, next_messages, wait_serving
+from tests.processes import NodeProcess, run_async
+from tests.test_protocol_versions import RawSession
+from tests.test_rooms_processes import whole_history
+
+pytestmark = pytest.mark.processes
+
+
+async def views(client: ChatClient, room: str) -> dict[str, Message]:
+    return {message.id: message for message in await whole_history(client, room)}
+
+
+def test_edit_delete_react_and_reply_are_seen_live_and_in_history_through_every_node(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> None:
+        ann = client_for(mesh["n1"], user="ann")
+        bob = client_for(mesh["n2"], user="bob")
+        async with ann, bob:
+            await bob.join("lobby")
+            typo = await ann.send("lobby", "helo")
+            doomed = await ann.send("lobby", "a secret")
+            answer = await bob.send("lobby", "hi ann", reply_to=typo.id)
+            await next_messages(bob, 3)
+
+            await ann.edit("lobby", typo.id, "hello")
+            edit = await next_event(bob, RelationEvent)
+            assert isinstance(edit, RelationEvent)
+            assert (edit.kind, edit.target, edit.body) == ("edit", typo.id, "hello")
+            await bob.react("lobby", typo.id, "👍")
+            await ann.react("lobby", typo.id, "👍")
+            await ann.react("lobby", typo.id, "🎉")
+            await ann.react("lobby", typo.id, "🎉", remove=True)
+            await ann.delete("lobby", doomed.id)
+
+            with pytest.raises(NodeError) as refused:
+                await bob.edit("lobby", typo.id, "not yours")
+            assert refused.value.code == ErrorCode.FORBIDDEN
+            with pytest.raises(NodeError) as gone:
+                await bob.react("lobby", doomed.id, "👀")
+            assert gone.value.code == ErrorCode.NOT_FOUND
+
+        for node in ("n1", "n2", "n3"):
+            async with client_for(mesh[node], user="cat") as cat:
+                seen = await views(cat, "lobby")
+            assert list(seen) == [typo.id, doomed.id, answer.id], node
+            shown = seen[typo.id]
+            assert (shown.body, shown.reactions) == ("hello", {"👍": ["ann", "bob"]}), node
+            assert shown.edited_at_ms is not None
+            assert seen[doomed.id].deleted is not None and seen[doomed.id].body == "", node
+            assert seen[doomed.id].deleted.by == "ann"  # type: ignore[union-attr]
+            assert seen[answer.id].reply_to == typo.id
+
+    run_async(scenario())
+
+
+def test_events_made_while_a_node_is_down_reach_it_and_its_clients_after_restart(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    victim = mesh["n3"]
+
+    async def before_kill() -> str:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            return (await ann.send("lobby", "first draft")).id
+
+    first = run_async(before_kill())
+    victim.signal(signal.SIGKILL)
+    victim.process.wait(timeout=5)  # type: ignore[union-attr]
+
+    async def while_down() -> None:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            await ann.edit("lobby", first, "final text")
+            await ann.react("lobby", first, "ok")
+
+    run_async(while_down())
+    victim.start()
+
+    async def after_restart() -> None:
+        await wait_serving(victim)
+        # R=1 through n3 reads n3's own copy first: handoff brings what it missed.
+        async with client_for(victim, user="cat") as cat:
+            for _ in range(100):
+                shown = (await views(cat, "lobby"))[first]
+                if shown.body == "final text" and shown.reactions == {"ok": ["ann"]}:
+                    return
+                await cat.ping()
+            raise AssertionError(f"n3 still shows {shown}")
+
+    run_async(after_restart(), timeout_s=60.0)
+
+
+def test_an_older_client_gets_edited_bodies_and_no_deleted_messages(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> tuple[str, str]:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            kept = await ann.send("lobby", "draft")
+            gone = await ann.send("lobby", "oops")
+            await ann.edit("lobby", kept.id, "final")
+            await ann.delete("lobby", gone.id)
+            return kept.id, gone.id
+
+    kept, _gone = run_async(scenario())
+    old = RawSession(mesh["n2"].client_port)
+    try:
+        old.send({"type": "hello", "versions": [1], "minor": 3, "token": "old"})
+        assert old.receive()["type"] == "welcome"
+        old.send({"type": "history", "request_id": 1, "room": "lobby"})
+        page = old.reply_to(1)
+        assert [(m["id"], m["body"]) for m in page["messages"]] == [(kept, "final")]
+        assert all(
+            set(m) <= {"id", "room", "sender", "time_ms", "body", "client_msg_id"}
+            for m in page["messages"]
+        )
+        old.send(
+            {
+                "type": "edit",
+                "request_id": 2,
+                "room": "lobby",
+                "client_msg_id": "x",
+                "id": kept,
+                "body": "y",
+            }
+        )
+        assert old.reply_to(2)["code"] == "bad_request"
+    finally:
+        old.close()
