@@ -123,6 +123,10 @@ def test_history_pages_through_every_message_once_in_order(node: NodeProcess) ->
         "sender": "ann",
         "time": json.loads(printed[0])["time"],
         "body": "message 0",
+        "reply_to": None,
+        "edited_at": None,
+        "deleted": None,
+        "reactions": {},
     }
 
 

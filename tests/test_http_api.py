@@ -104,6 +104,8 @@ def test_every_endpoint(node: NodeProcess) -> None:
     document = httpx.get(f"{node.http_url}/v1/openapi.json").json()
     assert set(document["paths"]) == {
         "/v1/rooms/{room}/messages",
+        "/v1/rooms/{room}/messages/{message_id}",
+        "/v1/rooms/{room}/messages/{message_id}/reactions/{key}",
         "/v1/rooms",
         "/v1/rooms/{room}/members",
         "/v1/status",
@@ -148,6 +150,48 @@ def test_a_post_retried_with_its_idempotency_key_is_stored_once(node: NodeProces
 
     assert run_async(through_tcp())
     assert len(get(node, "/v1/rooms/lobby/messages").json()["messages"]) == 1
+
+
+def test_edits_deletes_and_reactions_over_rest_show_in_the_room_s_view(node: NodeProcess) -> None:
+    message = f"{node.http_url}/v1/rooms/lobby/messages"
+    typo = post(node, "lobby", "helo").json()["id"]
+    doomed = post(node, "lobby", "a secret").json()["id"]
+    answer = httpx.post(
+        message, json={"body": "hi", "reply_to": typo}, headers=auth("bob"), timeout=10
+    )
+    assert answer.status_code == 201
+
+    edited = httpx.patch(f"{message}/{typo}", json={"body": "hello"}, headers=auth(), timeout=10)
+    assert edited.status_code == 200, edited.text
+    assert (edited.json()["body"], "edited_at" in edited.json()) == ("hello", True)
+    not_yours = httpx.patch(
+        f"{message}/{typo}", json={"body": "x"}, headers=auth("bob"), timeout=10
+    )
+    assert (not_yours.status_code, error_of(not_yours)) == (403, "forbidden")
+    for _ in range(2):  # idempotent in effect
+        reacted = httpx.put(
+            f"{message}/{typo}/reactions/%F0%9F%91%8D", headers=auth("bob"), timeout=10
+        )
+        assert reacted.status_code == 200, reacted.text
+        assert reacted.json()["reactions"] == {"👍": ["bob"]}
+    httpx.put(f"{message}/{typo}/reactions/ok", headers=auth(), timeout=10)
+    removed = httpx.delete(f"{message}/{typo}/reactions/ok", headers=auth(), timeout=10)
+    assert removed.json()["reactions"] == {"👍": ["bob"]}
+    for _ in range(2):
+        deleted = httpx.delete(f"{message}/{doomed}", headers=auth(), timeout=10)
+        assert deleted.status_code == 204, deleted.text
+    gone = httpx.put(f"{message}/{doomed}/reactions/ok", headers=auth(), timeout=10)
+    assert (gone.status_code, error_of(gone)) == (404, "not_found")
+    unknown = httpx.delete(f"{message}/0000000000000001.n9", headers=auth(), timeout=10)
+    assert (unknown.status_code, error_of(unknown)) == (404, "not_found")
+
+    shown = {m["id"]: m for m in get(node, "/v1/rooms/lobby/messages").json()["messages"]}
+    assert shown[typo]["body"] == "hello" and shown[typo]["reactions"] == {"👍": ["bob"]}
+    assert shown[doomed]["body"] == "" and shown[doomed]["deleted"]["by"] == "ann"
+    assert shown[answer.json()["id"]]["reply_to"] == typo
+    one = get(node, f"/v1/rooms/lobby/messages/{typo}")
+    assert (one.status_code, one.json()) == (200, shown[typo])
+    assert get(node, f"/v1/rooms/lobby/messages/{doomed}").status_code == 404
 
 
 def test_every_error_path_answers_its_status_and_code(cluster: Cluster, tmp_path: Path) -> None:

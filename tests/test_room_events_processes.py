@@ -2,6 +2,7 @@
 seen live and in history through the others, kept across a node's kill -9 and restart;
 an older client still reads plain messages."""
 
+import json
 import signal
 
 import pytest
@@ -11,7 +12,7 @@ from mesh.client.connection import NodeError
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import Message, RelationEvent
 from tests.chat_helpers import client_for, next_event, next_messages, wait_serving
-from tests.processes import NodeProcess, run_async
+from tests.processes import NodeProcess, run_async, run_cli
 from tests.test_protocol_versions import RawSession
 from tests.test_rooms_processes import whole_history
 
@@ -137,3 +138,40 @@ def test_an_older_client_gets_edited_bodies_and_no_deleted_messages(
         assert old.reply_to(2)["code"] == "bad_request"
     finally:
         old.close()
+
+
+def test_the_command_line_edits_deletes_and_reacts_and_history_json_shows_the_view(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    def meshchat(*arguments: str, user: str = "ann", node: str = "n1") -> str:
+        done = run_cli(
+            *arguments[:1], "--server", mesh[node].client_address, "--user", user, *arguments[1:]
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    kept = meshchat("send", "lobby", "draft")
+    gone = meshchat("send", "lobby", "oops")
+    meshchat("edit", "lobby", kept, "final")
+    meshchat("react", "lobby", kept, "+1", user="bob", node="n2")
+    meshchat("react", "lobby", kept, "ok", user="bob")
+    meshchat("react", "lobby", kept, "ok", "--remove", user="bob")
+    meshchat("delete", "lobby", gone)
+    refused = run_cli(
+        "edit", "--server", mesh["n3"].client_address, "--user", "bob", "lobby", kept, "x"
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr
+
+    printed = [
+        json.loads(line) for line in meshchat("history", "lobby", "--json", node="n3").splitlines()
+    ]
+    assert [(m["id"], m["body"], m["reactions"]) for m in printed] == [
+        (kept, "final", {"+1": ["bob"]}),
+        (gone, "", {}),
+    ]
+    assert printed[0]["edited_at"] is not None and printed[0]["deleted"] is None
+    assert printed[1]["deleted"]["by"] == "ann"
+    plain = meshchat("history", "lobby", node="n2").splitlines()
+    assert plain[0].endswith("ann: final (edited) [+1 1]") and plain[1].endswith(
+        "ann: (deleted by ann)"
+    )

@@ -3,6 +3,7 @@
 import argparse
 
 from mesh.cli.chat import add_client_options, open_client, room_name, write_line
+from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX
 from router.message_ids import is_message_id
 
 
@@ -31,7 +32,7 @@ def add_event_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     add_client_options(react)
     react.add_argument("room", type=room_name)
     react.add_argument("id", type=message_id, help="the message's id")
-    react.add_argument("key", help="the reaction, up to 64 bytes: an emoji, +1, ...")
+    react.add_argument("key", help="the reaction, up to 16 characters: an emoji, +1, ...")
     react.add_argument("--remove", action="store_true", help="take the reaction back")
 
 
@@ -48,8 +49,8 @@ async def run_delete(args: argparse.Namespace) -> int:
 
 
 async def run_react(args: argparse.Namespace) -> int:
-    if not 1 <= len(args.key.encode()) <= 64:
-        raise ValueError("a reaction key is 1 to 64 bytes")
+    if not 1 <= len(args.key) <= REACTION_KEY_LENGTH_MAX:
+        raise ValueError(f"a reaction is 1 to {REACTION_KEY_LENGTH_MAX} characters")
     async with open_client(args) as client:
         write_line((await client.react(args.room, args.id, args.key, remove=args.remove)).id)
     return 0

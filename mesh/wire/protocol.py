@@ -35,7 +35,9 @@ ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Body = Annotated[str, msgspec.Meta(max_length=CLIENT_FRAME_BYTES_MAX)]
 Token = Annotated[str, msgspec.Meta(max_length=4096)]
 TargetId = Annotated[str, msgspec.Meta(min_length=1, max_length=82, pattern=MESSAGE_ID_PATTERN)]
-ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# At most 16 characters, so at most 64 bytes of UTF-8 (the log's bound, records.py).
+REACTION_KEY_LENGTH_MAX: Final = 16
+ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_LENGTH_MAX)]
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):

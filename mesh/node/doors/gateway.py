@@ -24,7 +24,7 @@ from mesh.node.doors.chat import (
     to_wire,
 )
 from mesh.node.doors.rate_limit import UserSendLimits
-from mesh.node.doors.relations import relation_refused, relation_request
+from mesh.node.doors.relations import RelationRefusedError, checked_target, relation_request
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
 from mesh.node.room_requests import RoomUnavailableError
@@ -358,11 +358,10 @@ class Gateway:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "edits and reactions need protocol 1.4")
         write = relation_request(session.user, request)
         self._check_body(write.body)
-        target = await self.chat.find(request.room, request.id)
-        if target is None or target.event is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {request.id} in {request.room}")
-        if problem := relation_refused(target, write):
-            raise ProtocolError(problem[0], problem[1])
+        try:
+            await checked_target(self.chat, write)
+        except RelationRefusedError as error:
+            raise ProtocolError(error.code, error.message) from error
         await self._write(session, request, write)
 
     def _check_body(self, body: str) -> None:

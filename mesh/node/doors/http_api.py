@@ -48,10 +48,16 @@ from router.event_rules import MessageState
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.page_bytes import cut_to_bytes
 from router.room_view import view_of
+from router.writes import SendRequest
 
 API_VERSION = "1"
 ROOM_PATTERN = re.compile(ROOM_NAME_PATTERN)
-MESSAGES_PATH = re.compile(r"^/v1/rooms/[^/]+/messages/?$")
+# Paths with several handlers, and every method they answer (for OPTIONS).
+ALLOWED_METHODS = (
+    (re.compile(r"^/v1/rooms/[^/]+/messages/?$"), b"GET, OPTIONS, POST"),
+    (re.compile(r"^/v1/rooms/[^/]+/messages/[^/]+/?$"), b"DELETE, GET, OPTIONS, PATCH"),
+    (re.compile(r"^/v1/rooms/[^/]+/messages/[^/]+/reactions/[^/]+/?$"), b"DELETE, OPTIONS, PUT"),
+)
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 DOCS = "docs/api.md#errors"
 BODY_TOO_DEEP = "the body is nested too deeply"
@@ -115,6 +121,8 @@ class MessagePage(msgspec.Struct, frozen=True):
 
 class NewMessage(msgspec.Struct, frozen=True):
     body: str
+    # The id of the message this one answers.
+    reply_to: Annotated[str, msgspec.Meta(pattern=MESSAGE_ID_PATTERN)] | None = None
 
 
 class RoomsOut(msgspec.Struct, frozen=True):
@@ -178,7 +186,7 @@ def _error_response(
     )
 
 
-def _error_spec(description: str, code: ErrorCode, message: str) -> ResponseSpec:
+def error_spec(description: str, code: ErrorCode, message: str) -> ResponseSpec:
     example = ErrorOut(ErrorDetail(code.value, message, DOCS))
     return ResponseSpec(
         ErrorOut,
@@ -188,21 +196,21 @@ def _error_spec(description: str, code: ErrorCode, message: str) -> ResponseSpec
 
 
 UNAUTHORIZED = {
-    401: _error_spec(
+    401: error_spec(
         "No token, or a bad or expired one.", ErrorCode.UNAUTHORIZED, "a token is required"
     )
 }
 BAD_REQUEST = {
-    400: _error_spec("The request is not valid.", ErrorCode.BAD_REQUEST, "not a room name: '!'")
+    400: error_spec("The request is not valid.", ErrorCode.BAD_REQUEST, "not a room name: '!'")
 }
-NOT_FOUND = {404: _error_spec("No such room.", ErrorCode.NOT_FOUND, "no messages in room 'x'")}
+NOT_FOUND = {404: error_spec("No such room.", ErrorCode.NOT_FOUND, "no messages in room 'x'")}
 STORAGE = {
-    503: _error_spec(
+    503: error_spec(
         "The write could not be made durable now; retry after Retry-After.",
         ErrorCode.UNAVAILABLE,
         "20000 writes are waiting",
     ),
-    500: _error_spec(
+    500: error_spec(
         "The node failed to store the message.",
         ErrorCode.INTERNAL,
         "storage failed: disk I/O error",
@@ -215,7 +223,7 @@ def _stamp(time_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _message_out(message: StoredMessage, state: MessageState | None = None) -> MessageOut:
+def message_out(message: StoredMessage, state: MessageState | None = None) -> MessageOut:
     view = view_of(state or MessageState(event=message), message)
     deleted = None
     if view.deleted is not None:
@@ -252,7 +260,7 @@ def _fit_json(
     Escaping can make JSON longer than the UTF-8 the page was cut by (a control
     character takes 6 bytes)."""
     made = relations or {}
-    shown = [_message_out(message, made.get(message.id)) for message in page]
+    shown = [message_out(message, made.get(message.id)) for message in page]
     fitted, cut = cut_to_bytes(shown, bytes_max, _json_bytes, keep_oldest=forward)
     kept = page[: len(fitted)] if forward else page[len(page) - len(fitted) :]
     return kept, fitted, cut
@@ -306,12 +314,12 @@ POSTED = {
     ),
     **BAD_REQUEST,
     **UNAUTHORIZED,
-    413: _error_spec(
+    413: error_spec(
         "The body is over the limit.",
         ErrorCode.TOO_LARGE,
         "body of 20000 bytes exceeds the limit of 16384",
     ),
-    429: _error_spec(
+    429: error_spec(
         "Too many sends; retry after Retry-After seconds.",
         ErrorCode.RATE_LIMITED,
         "more than 100 sends per second by one user on this node",
@@ -336,14 +344,14 @@ class HttpBackend:
 # ---- what every handler checks ----
 
 
-def _backend_of(request: Request[Any, Any, Any]) -> HttpBackend:
+def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:
     """The node behind this app: build_app keeps it in the app's state."""
     backend = request.app.state.backend
     assert isinstance(backend, HttpBackend)
     return backend
 
 
-def _user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
+def user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -362,12 +370,12 @@ def _user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
         ) from error
 
 
-def _check_room(room: str) -> None:
+def check_room(room: str) -> None:
     if not ROOM_PATTERN.fullmatch(room):
         raise ApiError(ErrorCode.BAD_REQUEST, f"not a room name: {room[:80]!r} ({ROOM_NAME_RULE})")
 
 
-def _check_cursor(name: str, value: str | None) -> None:
+def check_cursor(name: str, value: str | None) -> None:
     if value is not None and not MESSAGE_ID.fullmatch(value):
         raise ApiError(ErrorCode.BAD_REQUEST, f"{name} is not a message id: {value[:80]!r}")
 
@@ -473,11 +481,11 @@ async def list_messages(
         ),
     ] = None,
 ) -> MessagePage:
-    backend = _backend_of(request)
-    _user_of(backend, request)
-    _check_room(room)
-    _check_cursor("before", before)
-    _check_cursor("after", after)
+    backend = backend_of(request)
+    user_of(backend, request)
+    check_room(room)
+    check_cursor("before", before)
+    check_cursor("after", after)
     chat = backend.chat
     bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
     read = await chat.history(room, before=before, after=after, limit=limit, bytes_max=bytes_max)
@@ -511,20 +519,24 @@ async def post_message(
         ),
     ] = None,
 ) -> Response[MessageOut]:
-    backend = _backend_of(request)
-    user = _user_of(backend, request)
-    _check_room(room)
-    size = len(data.body.encode())
-    if size > backend.limits.body_bytes_max:
-        raise ApiError(
-            ErrorCode.TOO_LARGE,
-            f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
-        )
-    _take_send_token(backend, user)
+    backend = backend_of(request)
+    user = user_of(backend, request)
+    check_room(room)
+    key = idempotency_key or new_client_msg_id()
+    write = SendRequest(room, user, key, data.body, reply_to=data.reply_to)
+    result = await store_event(backend, write)
+    return Response(message_out(result.message), status_code=200 if result.duplicate else 201)
+
+
+async def store_event(backend: HttpBackend, write: SendRequest) -> SendResult:
+    """Store a message or a relation as a send: within the user's rate and the node's
+    admission, answered once W replicas hold it."""
+    check_body(backend, write.body)
+    _take_send_token(backend, write.sender)
     await _admit_send(backend.admission)
     started = time.perf_counter()
     try:
-        sending = backend.chat.send(user, room, idempotency_key or new_client_msg_id(), data.body)
+        sending = backend.chat.write(write)
     except BaseException:
         backend.admission.finished(time.perf_counter() - started)
         raise
@@ -544,30 +556,39 @@ async def post_message(
     except StorageError as error:
         raise ApiError(ErrorCode.INTERNAL, f"storage failed: {error}") from error
     backend.metrics.observe_ack(time.perf_counter() - started)
-    return Response(_message_out(result.message), status_code=200 if result.duplicate else 201)
+    return result
+
+
+def check_body(backend: HttpBackend, body: str) -> None:
+    size = len(body.encode())
+    if size > backend.limits.body_bytes_max:
+        raise ApiError(
+            ErrorCode.TOO_LARGE,
+            f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
+        )
 
 
 async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
-    backend = _backend_of(request)
-    return RoomsOut(await backend.chat.rooms_of(_user_of(backend, request)))
+    backend = backend_of(request)
+    return RoomsOut(await backend.chat.rooms_of(user_of(backend, request)))
 
 
 async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
-    backend = _backend_of(request)
-    _user_of(backend, request)
-    _check_room(room)
+    backend = backend_of(request)
+    user_of(backend, request)
+    check_room(room)
     return MembersOut(room, await backend.chat.who(room))
 
 
 async def status(request: Request[Any, Any, Any]) -> StatusOut:
-    backend = _backend_of(request)
-    _user_of(backend, request)
+    backend = backend_of(request)
+    user_of(backend, request)
     reply = backend.status()
     return StatusOut(reply.node, reply.members, reply.counters)
 
 
 async def health(request: Request[Any, Any, Any]) -> HealthOut:
-    return HealthOut("ok", _backend_of(request).node_id)
+    return HealthOut("ok", backend_of(request).node_id)
 
 
 async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -575,7 +596,7 @@ async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return Response(_backend_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(backend_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 # ---- the route table ----
@@ -606,7 +627,11 @@ def _message_routes() -> list[HTTPRouteHandler]:
         status_code=201,
         responses=POSTED,
     )
-    return [listing(list_messages), posting(post_message)]
+    # The edit, delete and reaction routes use this module's helpers: imported here, once
+    # both modules are loaded, so neither needs the other at import time.
+    from mesh.node.doors.http_events import event_routes  # noqa: PLC0415
+
+    return [listing(list_messages), posting(post_message), *event_routes()]
 
 
 def _room_routes() -> list[HTTPRouteHandler]:
@@ -655,7 +680,7 @@ def _answer_error(
     headers: dict[str, str] | None = None,
     retry_after_s: float | None = None,
 ) -> Response[ErrorOut]:
-    _backend_of(request).errors_by_code[code.value] += 1  # counted like the TCP port's errors
+    backend_of(request).errors_by_code[code.value] += 1  # counted like the TCP port's errors
     return _error_response(status_code, code, message, headers, retry_after_s)
 
 
@@ -730,14 +755,15 @@ def _check_host(request: Request[Any, Any, Any]) -> None:
 
 async def _correct_allow_header(message: Any, scope: Any) -> None:
     # Litestar answers OPTIONS with the methods of the first handler registered for a
-    # path; the messages path has GET and POST.
-    if (
-        message["type"] == "http.response.start"
-        and scope.get("method") == "OPTIONS"
-        and MESSAGES_PATH.match(scope.get("path", ""))
-    ):
-        headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
-        message["headers"] = [*headers, (b"allow", b"GET, OPTIONS, POST")]
+    # path; these paths have two.
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    path = scope.get("path", "")
+    for pattern, methods in ALLOWED_METHODS:
+        if pattern.match(path):
+            headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
+            message["headers"] = [*headers, (b"allow", methods)]
+            return
 
 
 def _openapi_config() -> OpenAPIConfig:

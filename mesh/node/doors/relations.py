@@ -6,6 +6,8 @@ tell the client at once what the rules would ignore (someone else's message, a d
 one), so a refused edit is an error and not an event that changes nothing.
 """
 
+from typing import Protocol
+
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from router.event_rules import MessageState
@@ -41,3 +43,28 @@ def relation_refused(target: MessageState, write: SendRequest) -> tuple[ErrorCod
     if write.kind in {"edit", "delete"} and write.sender != event.sender:
         return ErrorCode.FORBIDDEN, f"only {event.sender}, who sent it, may {write.kind} it"
     return None
+
+
+class RelationRefusedError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TargetFinder(Protocol):
+    async def find(self, room: str, message_id: str) -> MessageState | None: ...
+
+
+async def checked_target(chat: TargetFinder, write: SendRequest) -> MessageState:
+    """The target's state as the room's replicas hold it now, if `write` may relate to
+    it; else RelationRefusedError with the code to answer."""
+    assert write.target is not None
+    target = await chat.find(write.room, write.target)
+    if target is None or target.event is None:
+        raise RelationRefusedError(
+            ErrorCode.NOT_FOUND, f"no message {write.target} in {write.room}"
+        )
+    if problem := relation_refused(target, write):
+        raise RelationRefusedError(*problem)
+    return target
