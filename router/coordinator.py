@@ -19,7 +19,7 @@ from router.limits import (
 from router.records import RoomMessage
 from router.role_context import RoleContext
 from router.wire import ForwardReply, Posted, Replicate
-from router.writes import LocalOrigin, Origin, SendRequest, Write, request_problem
+from router.writes import LocalOrigin, Origin, SendRequest, Write, request_problem, same_event
 
 
 class Coordinator:
@@ -169,6 +169,13 @@ class Coordinator:
         if write is None:
             return []
         assert write.message.key == (kept or write.message).key, "a copy of another send"
+        if kept is not None and not same_event(kept, write.message) and write.outcome is None:
+            # The client gave this client message id to another event before: a retry is
+            # the same event, this is a mistake the client must hear of.
+            reason = f"client_msg_id {kept.client_msg_id} already names another event"
+            steps = self._settle(write, write.give_up(reason, ErrorCode.BAD_REQUEST))
+            write.record(self._placement.node_id, kept.id)
+            return steps + self._progress(write)
         write.record(self._placement.node_id, None if kept is None else kept.id)
         write.duplicate = write.duplicate or duplicate
         return self._progress(write)

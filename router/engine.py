@@ -19,6 +19,8 @@ import enum
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 
+import msgspec
+
 from router.anti_entropy import AntiEntropy
 from router.config import RouterConfig
 from router.coordinator import Coordinator
@@ -335,7 +337,7 @@ class RoomEngine:
             # The replay's last page: what reached this node late, sorting before its start.
             since = reader.resume_since
             own = [m for m in self._subscriptions.late_arrivals(reader.room) if m.id <= since]
-            outcome = Page(outcome.messages, outcome.more, outcome.late + own)
+            outcome = msgspec.structs.replace(outcome, late=outcome.late + own)
         return [Complete(reader.ticket, outcome)]
 
     # ---- storage ----

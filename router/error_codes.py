@@ -21,5 +21,8 @@ class ErrorCode(enum.StrEnum):
 
     @classmethod
     def from_peer(cls, text: str) -> "ErrorCode":
-        """A code a peer sent: the mesh's own two, anything else read as unavailable."""
-        return cls.INTERNAL if text == cls.INTERNAL else cls.UNAVAILABLE
+        """A code a peer sent: the mesh's own, and a request it found invalid (a retry
+        would be too); anything else read as unavailable."""
+        if text in {cls.INTERNAL, cls.BAD_REQUEST}:
+            return cls(text)
+        return cls.UNAVAILABLE

@@ -114,7 +114,9 @@ def _once_per_send(messages: Iterable[RoomMessage]) -> list[RoomMessage]:
     replica will keep."""
     union: dict[str, RoomMessage] = {}
     for message in messages:
-        union.setdefault(message.id, message)
+        held = union.setdefault(message.id, message)
+        if held.body and not message.body:
+            union[message.id] = message  # a copy a delete has erased: no reader gets the text
     by_send: dict[tuple[str, str], RoomMessage] = {}
     for key in sorted(union):
         by_send.setdefault(union[key].key, union[key])

@@ -14,7 +14,7 @@ import msgspec
 from router.effects import Acked, Outcome, Refused
 from router.error_codes import ErrorCode
 from router.message_ids import MessageId
-from router.records import EventKind, RoomMessage
+from router.records import REACTION_KEY_BYTES_MAX, EventKind, RoomMessage
 
 
 class LocalOrigin(msgspec.Struct, frozen=True):
@@ -52,7 +52,21 @@ def request_problem(request: SendRequest) -> str | None:
         return "a reaction, and only a reaction, has a key"
     if relation and request.reply_to is not None:
         return "only a message replies to another"
+    if request.kind not in {"message", "edit"} and request.body:
+        return "only a message or an edit has a body"
+    key = request.reaction_key
+    if key is not None and len(key.encode()) > REACTION_KEY_BYTES_MAX:
+        return f"a reaction key is at most {REACTION_KEY_BYTES_MAX} bytes"
     return None
+
+
+def same_event(one: RoomMessage, other: RoomMessage) -> bool:
+    """Two copies of one send are one event: of one kind, target and key."""
+    return (one.kind, one.target, one.reaction_key) == (
+        other.kind,
+        other.target,
+        other.reaction_key,
+    )
 
 
 @dataclass(slots=True)

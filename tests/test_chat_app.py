@@ -220,3 +220,36 @@ def test_a_hostile_body_and_name_are_shown_escaped_on_one_line(node: NodeProcess
             )
 
     run_async(scenario())
+
+
+def test_reply_edit_react_and_delete_from_the_chat_tool_reach_another_client(
+    node: NodeProcess,
+) -> None:
+    async def scenario() -> None:
+        app = app_for(node, ["lobby"])
+        async with app.run_test(size=(110, 30)) as pilot, client_for(node, user="bob") as bob:
+            await bob.join("lobby")
+            await until(pilot, lambda: joined(app, "lobby"), what="joined")
+            asked = await bob.send("lobby", "lunch?")
+            await until(pilot, lambda: "bob: lunch?" in app.shown_text, what="bob's message")
+            await type_line(pilot, "/react 🍕")
+            await until(pilot, lambda: "[🍕 1]" in app.shown_text, what="own reaction shown")
+            await type_line(pilot, "/reply yes, at noon")
+            await until(pilot, lambda: "↳ bob: lunch?" in app.shown_text, what="the reply's quote")
+            await type_line(pilot, "/edit yes, at one")
+            await until(
+                pilot, lambda: "ann: yes, at one (edited)" in app.shown_text, what="edit shown"
+            )
+            await type_line(pilot, "/delete")
+            await until(pilot, lambda: "ann: (deleted)" in app.shown_text, what="delete shown")
+            await type_line(pilot, "/edit nothing of mine is left")
+            await until(pilot, lambda: "no message to edit" in app.shown_text, what="refused")
+
+            page = await bob.history("lobby")
+            by_id = {message.id: message for message in page.messages}
+            assert by_id[asked.id].reactions == {"🍕": ["ann"]}
+            (reply,) = [message for message in page.messages if message.sender == "ann"]
+            # A tombstone keeps the id, sender and time, and who deleted it when: no more.
+            assert (reply.deleted is not None, reply.body, reply.reply_to) == (True, "", None)
+
+    run_async(scenario(), timeout_s=60.0)

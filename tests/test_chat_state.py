@@ -1,6 +1,8 @@
 """The chat tool's state, driven directly: ordering, unread counts, pending sends, completion."""
 
-from mesh.wire.protocol import Message
+import msgspec
+
+from mesh.wire.protocol import Deletion, Message, RelationEvent
 from tools.chat_render import NEW_MESSAGES_MARKER, room_text
 from tools.chat_state import ChatState, Command, Delivery, colour_of, parse_command
 
@@ -126,3 +128,60 @@ def test_commands_parse_and_double_slash_escapes() -> None:
 def test_a_user_has_the_same_colour_everywhere() -> None:
     assert colour_of("ann") == colour_of("ann")
     assert len({colour_of(name) for name in ("ann", "bob", "cy", "dee", "eve", "fay")}) > 1
+
+
+def relation(n: int, kind: str, target: int, sender: str = "bob", **fields: str) -> RelationEvent:
+    return RelationEvent(
+        id=f"{n:016x}.n1",
+        room="lobby",
+        kind=kind,  # type: ignore[arg-type]
+        target=f"{target:016x}.n1",
+        sender=sender,
+        time_ms=n,
+        **fields,
+    )
+
+
+def test_live_edits_deletes_and_reactions_fold_by_the_room_s_rules() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.add_message(message(1))
+    state.add_message(message(2))
+    assert state.apply_relation(relation(5, "edit", 1, body="second"))
+    assert state.apply_relation(relation(4, "edit", 1, body="first"))  # older: not shown
+    state.apply_relation(relation(6, "edit", 1, sender="cat", body="not cat's"))
+    assert bodies(state)[0] == "second"
+    state.apply_relation(relation(7, "reaction", 1, key="+1"))
+    state.apply_relation(relation(8, "reaction", 1, sender="cat", key="+1"))
+    state.apply_relation(relation(9, "unreaction", 1, sender="cat", key="+1"))
+    state.apply_relation(relation(3, "reaction", 1, sender="cat", key="+1"))  # older than 9
+    state.apply_relation(relation(10, "delete", 2, sender="cat"))  # not cat's
+    shown = room_text(state.rooms["lobby"]).plain.splitlines()
+    assert shown[0].endswith("bob: second (edited)  [+1 1]")
+    assert shown[1].endswith("bob: m2")
+    state.apply_relation(relation(11, "delete", 2))
+    state.apply_relation(relation(12, "edit", 2, body="after the delete"))
+    assert room_text(state.rooms["lobby"]).plain.splitlines()[1].endswith("bob: (deleted)")
+    assert not state.apply_relation(relation(13, "edit", 99, body="not on screen"))
+
+
+def test_history_views_show_edits_deletes_reactions_and_reply_quotes() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    edited = msgspec.structs.replace(
+        message(1), body="fixed", edited_at_ms=5, reactions={"ok": ["ann", "bob"]}
+    )
+    gone = msgspec.structs.replace(message(2), body="", deleted=Deletion(by="bob", at_ms=6))
+    answer = msgspec.structs.replace(message(3, sender="ann"), reply_to=message(1).id)
+    state.add_history("lobby", [edited, gone, answer], more=False)
+    lines = room_text(state.rooms["lobby"]).plain.splitlines()
+    assert lines[2] == "      ↳ bob: fixed"
+    lines = room_text(state.rooms["lobby"]).plain.splitlines()
+    assert lines[0].endswith("bob: fixed (edited)  [ok 2]")
+    assert lines[1].endswith("bob: (deleted)")
+    assert lines[3].endswith("ann: m3")
+    # Taking a reaction back live moves the count the history page gave.
+    state.apply_relation(relation(7, "unreaction", 1, sender="ann", key="ok"))
+    assert room_text(state.rooms["lobby"]).plain.splitlines()[0].endswith("[ok 1]")
+    assert state.last_message("lobby", own=True) is state.rooms["lobby"].lines[message(3).id]
+    assert state.last_message("lobby") is state.rooms["lobby"].lines[message(3).id]

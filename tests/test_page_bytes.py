@@ -19,6 +19,7 @@ from peers.limits import PEER_FRAME_BYTES_MAX
 from router.config import RouterConfig
 from router.effects import Load, SendPeer
 from router.engine import RoomEngine
+from router.event_rules import Relations, Tombstone
 from router.events import Loaded, PeerMessage, StorageDone
 from router.page_bytes import (
     LATE_PAGE_BYTES_MAX,
@@ -349,3 +350,16 @@ def test_late_arrivals_keep_the_most_recent_that_fit_on_both_disks(tmp_path: Pat
             await storage.close()
 
     asyncio.run(scenario())
+
+
+def test_a_page_merged_from_replicas_shows_a_deleted_message_erased_with_its_tombstone() -> None:
+    message = RoomMessage("0000000000000001.n1", "lobby", "ann", "c1", 1, "a secret")
+    erased = msgspec.structs.replace(message, body="")
+    tombstone = Tombstone("ann", 2, "0000000000000002.n1")
+    told = Relations(id=message.id, tombstone=tombstone)
+    behind = ReplicaPage([message], more=False)  # the delete has not reached it yet
+    ahead = ReplicaPage([erased], more=False, relations=[told])
+    for pages in ({"a": behind, "b": ahead}, {"b": ahead, "a": behind}):
+        merged = merge_pages(pages, forward=True, limit=10)
+        assert [m.body for m in merged.messages] == [""]
+        assert merged.relations[message.id].tombstone == tombstone

@@ -9,6 +9,7 @@ import pytest
 
 from mesh.client.chat_client import ChatClient
 from mesh.client.connection import NodeError
+from mesh.node.doors.relations import REACTIONS_PER_USER_MAX
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import Message, RelationEvent
 from tests.chat_helpers import client_for, next_event, next_messages, wait_serving
@@ -175,3 +176,40 @@ def test_the_command_line_edits_deletes_and_reacts_and_history_json_shows_the_vi
     assert plain[0].endswith("ann: final (edited) [+1 1]") and plain[1].endswith(
         "ann: (deleted by ann)"
     )
+
+
+def test_a_resume_replays_views_and_relations_and_mistakes_are_refused(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> None:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            before = await ann.send("lobby", "before")
+            draft = await ann.send("lobby", "draft")
+            await ann.edit("lobby", draft.id, "final")
+            for n in range(REACTIONS_PER_USER_MAX):
+                await ann.react("lobby", draft.id, f"k{n}")
+            with pytest.raises(NodeError) as too_many:
+                await ann.react("lobby", draft.id, "one-more")
+            assert too_many.value.code == ErrorCode.BAD_REQUEST
+            await ann.react("lobby", draft.id, "k0")  # one standing already: fine
+            with pytest.raises(NodeError) as reused:
+                await ann.edit("lobby", draft.id, "x", client_msg_id=draft_key(ann, draft.id))
+            assert reused.value.code == ErrorCode.BAD_REQUEST
+
+        async with client_for(mesh["n2"], user="bob") as bob:
+            await bob.join("lobby", since=before.id)
+            replayed = await next_messages(bob, 1)
+            assert (replayed[0].body, replayed[0].edited_at_ms is not None) == ("final", True)
+            assert len(replayed[0].reactions) == REACTIONS_PER_USER_MAX
+            edit = await next_event(bob, RelationEvent)
+            assert isinstance(edit, RelationEvent) and edit.kind == "edit"
+
+    def draft_key(_: ChatClient, __: str) -> str:
+        return "reused-key"
+
+    async def first_use() -> None:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            await ann.send("lobby", "a message", client_msg_id="reused-key")
+
+    run_async(first_use())
+    run_async(scenario())

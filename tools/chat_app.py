@@ -8,6 +8,7 @@ the app only shows them (status bar, pending lines).
 
 import contextlib
 import time
+from collections.abc import Awaitable
 from typing import ClassVar
 
 from rich.text import Text
@@ -23,7 +24,7 @@ from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.message_keys import new_client_msg_id
-from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, TypingEvent
+from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, RelationEvent, TypingEvent
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
 
@@ -144,6 +145,9 @@ class ChatApp(App[None]):
                 case MessageEvent(message=message):
                     if self.state.add_message(message):
                         self._refresh_room(message.room)
+                case RelationEvent(room=room):
+                    if self.state.apply_relation(event):
+                        self._refresh_room(room)
                 case PresenceEvent(room=room, user=user, state=presence):
                     self.state.presence(room, user, presence == "joined", now_ms())
                     self._refresh_room(room)
@@ -172,9 +176,13 @@ class ChatApp(App[None]):
         self.state.add_history(room, page.messages, page.cursor is not None)
         self._refresh_all()
 
-    async def _send(self, room: str, body: str, client_msg_id: str) -> None:
+    async def _send(
+        self, room: str, body: str, client_msg_id: str, reply_to: str | None = None
+    ) -> None:
         try:
-            sent = await self.client.send(room, body, client_msg_id=client_msg_id)
+            sent = await self.client.send(
+                room, body, client_msg_id=client_msg_id, reply_to=reply_to
+            )
         except (NodeError, TimeoutError, ConnectionError) as error:
             self.state.fail(client_msg_id, str(error))
         else:
@@ -185,6 +193,7 @@ class ChatApp(App[None]):
                 time_ms=sent.time_ms,
                 body=body,
                 client_msg_id=client_msg_id,
+                reply_to=reply_to,
             )
             self.state.confirm(client_msg_id, stored)
         self._refresh_room(room)
@@ -251,7 +260,7 @@ class ChatApp(App[None]):
         with contextlib.suppress(NodeError, TimeoutError, ConnectionError):
             await self.client.typing(room)
 
-    def _post(self, body: str) -> None:
+    def _post(self, body: str, reply_to: str | None = None) -> None:
         room = self.state.current
         if room is None:
             self.state.notice(None, "join a room first: /join ROOM", now_ms())
@@ -260,7 +269,42 @@ class ChatApp(App[None]):
         client_msg_id = new_client_msg_id()
         self.state.add_pending(room, client_msg_id, body, now_ms())
         self._refresh_room(room)
-        self.run_worker(self._send(room, body, client_msg_id), exit_on_error=False)
+        self.run_worker(self._send(room, body, client_msg_id, reply_to), exit_on_error=False)
+
+    def _change(self, name: str, argument: str) -> None:
+        """/reply, /edit, /delete and /react, on the last message (our last, for edit
+        and delete) of the current room."""
+        room = self.state.current
+        target = (
+            None if room is None else self.state.last_message(room, own=name in {"edit", "delete"})
+        )
+        if room is None or target is None:
+            self.state.notice(None, f"/{name}: no message to {name} here", now_ms())
+            return
+        match name:
+            case "reply" if argument:
+                self._post(argument, reply_to=target.key)
+            case "edit" if argument:
+                self.run_worker(
+                    self._changed_by(room, self.client.edit(room, target.key, argument))
+                )
+            case "delete":
+                self.run_worker(self._changed_by(room, self.client.delete(room, target.key)))
+            case "react" if argument:
+                key, _, flag = argument.partition(" ")
+                remove = flag.strip() == "--remove"
+                pending = self.client.react(room, target.key, key, remove=remove)
+                self.run_worker(self._changed_by(room, pending))
+            case _:
+                self.state.notice(None, COMMANDS[name], now_ms())
+
+    async def _changed_by(self, room: str, pending: Awaitable[object]) -> None:
+        """The change shows when its relation event arrives; only a refusal is told."""
+        try:
+            await pending
+        except (NodeError, TimeoutError, ConnectionError) as error:
+            self.state.notice(room, f"not done: {error}", now_ms())
+            self._refresh_room(room)
 
     def _command(self, name: str, argument: str, text: str) -> None:
         room = self.state.current
@@ -276,6 +320,8 @@ class ChatApp(App[None]):
                     self.run_worker(self._leave(target), exit_on_error=False)
             case "me" if argument:
                 self._post(ACTION_PREFIX + argument)
+            case "reply" | "edit" | "delete" | "react":
+                self._change(name, argument)
             case "who" if room:
                 self.run_worker(self._who(room), exit_on_error=False)
             case "history":

@@ -15,13 +15,28 @@ from typing import TypeVar
 from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import terminal_safe
-from mesh.wire.protocol import Message, MessageEvent, PresenceEvent
+from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, RelationEvent
 from tools.chat_render import clock
 from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command
 
 BACKLOG_ON_JOIN = 20
 
 T = TypeVar("T")
+
+
+def format_relation(event: RelationEvent) -> str:
+    """A change of an earlier message, as a line of its own."""
+    who, target = terminal_safe(event.sender), event.target
+    match event.kind:
+        case "edit":
+            said = f"edited {target}: {terminal_safe(event.body)}"
+        case "delete":
+            said = f"deleted {target}"
+        case "reaction":
+            said = f"reacted {terminal_safe(event.key)} to {target}"
+        case _:
+            said = f"took back {terminal_safe(event.key)} on {target}"
+    return f"[{terminal_safe(event.room)}] -- {who} {said}"
 
 
 def format_message(message: Message) -> str:
@@ -136,6 +151,8 @@ class PlainChat:
             match event:
                 case MessageEvent(message=message):
                     self._show(message)
+                case RelationEvent():
+                    self.write(format_relation(event))
                 case PresenceEvent(room=room, user=user, state=state):
                     self.write(f"[{room}] -- {user} {state}")
                 case ConnectionChanged(state="disconnected", node=node, reason=reason):

@@ -18,12 +18,30 @@ def clock(time_ms: int) -> str:
     return datetime.datetime.fromtimestamp(time_ms / 1000).strftime("%H:%M")
 
 
+# How much of a quoted message a reply shows.
+QUOTE_CHARS = 60
+
+
+def quote_text(quoted: Line | None) -> Text:
+    """The line above a reply: who said what it answers."""
+    if quoted is None:
+        return Text("      ↳ (an earlier message)", style="dim")
+    body = "(deleted)" if quoted.changes.deleted_by is not None else quoted.body
+    if len(body) > QUOTE_CHARS:
+        body = body[: QUOTE_CHARS - 1] + "…"
+    return Text(f"      ↳ {terminal_safe(quoted.sender)}: {terminal_safe(body)}", style="dim")
+
+
 def line_text(line: Line) -> Text:
     text = Text(f"{clock(line.time_ms)} ", style="dim")
     if line.notice:
         text.append(f"-- {terminal_safe(line.body)}", style="dim italic")
         return text
     sender = terminal_safe(line.sender)
+    if line.changes.deleted_by is not None:
+        text.append(sender, style=f"bold {colour_of(line.sender)}")
+        text.append(": (deleted)", style="dim italic")
+        return text
     if line.is_action:
         text.append(
             f"* {sender} {terminal_safe(line.body[len(ACTION_PREFIX) :])}",
@@ -37,6 +55,11 @@ def line_text(line: Line) -> Text:
         text.append("  (sending…)", style="dim")
     elif line.delivery is Delivery.FAILED:
         text.append(f"  (not sent: {terminal_safe(line.error)})", style="bold red")
+    if line.changes.edited_at is not None:
+        text.append(" (edited)", style="dim")
+    if reactions := line.changes.reactions():
+        shown = "  ".join(f"{terminal_safe(key)} {count}" for key, count in reactions.items())
+        text.append(f"  [{shown}]", style="yellow")
     return text
 
 
@@ -53,6 +76,11 @@ def room_text(room: RoomView) -> Text:
             if not first:
                 text.append("\n")
             text.append(NEW_MESSAGES_MARKER, style="bold red")
+            first = False
+        if line.reply_to is not None and not line.notice:
+            if not first:
+                text.append("\n")
+            text.append_text(quote_text(room.lines.get(line.reply_to)))
             first = False
         if not first:
             text.append("\n")

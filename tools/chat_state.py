@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sortedcontainers import SortedDict
 
 from mesh.wire.display_text import terminal_safe
-from mesh.wire.protocol import Message
+from mesh.wire.protocol import Message, RelationEvent
+from tools.chat_relations import Changes, changes_of, fold
 
 # Messages kept per room in memory; older ones are dropped from view (history reloads them).
 ROOM_MESSAGES_MAX = 5000
@@ -59,6 +60,8 @@ class Line:
     delivery: Delivery = Delivery.CONFIRMED
     error: str = ""
     notice: bool = False
+    reply_to: str | None = None  # the id of the message this one answers
+    changes: Changes = field(default_factory=Changes)  # edits, a delete, reactions
 
     @property
     def is_action(self) -> bool:
@@ -149,7 +152,7 @@ class ChatState:
         )
         if pending is not None:
             room.lines.pop(pending[1], None)
-        room.lines[message.id] = Line(message.id, message.sender, message.time_ms, message.body)
+        room.lines[message.id] = _line_of(message)
         if message.sender != self.user and message.room != self.current and pending is None:
             room.unread += 1
             if room.first_unread is None or message.id < room.first_unread:
@@ -165,15 +168,41 @@ class ChatState:
         added = 0
         for message in messages:
             if message.id not in room.lines:
-                room.lines[message.id] = Line(
-                    message.id, message.sender, message.time_ms, message.body
-                )
+                room.lines[message.id] = _line_of(message)
                 added += 1
             if room.oldest_loaded is None or message.id < room.oldest_loaded:
                 room.oldest_loaded = message.id
         if not more:
             room.history_exhausted = True
         return added
+
+    def apply_relation(self, event: RelationEvent) -> bool:
+        """An edit, delete or reaction arrived; True if a line on screen changed."""
+        room = self.rooms.get(event.room)
+        line = None if room is None else room.lines.get(event.target)
+        if line is None or line.notice:
+            return False
+        body = fold(line.changes, line.sender, event)
+        if body is not None:
+            line.body = body
+        return True
+
+    def quoted(self, room_name: str, message_id: str) -> Line | None:
+        room = self.rooms.get(room_name)
+        line: Line | None = None if room is None else room.lines.get(message_id)
+        return line
+
+    def last_message(self, room_name: str, *, own: bool = False) -> Line | None:
+        """The newest stored message on screen (ours, with `own`) that is not deleted."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            return None
+        for key in reversed(room.lines.keys()):
+            line: Line = room.lines[key]
+            stored = not key.startswith("~") and not line.notice
+            if stored and line.changes.deleted_by is None and (not own or line.sender == self.user):
+                return line
+        return None
 
     def add_pending(self, room_name: str, client_msg_id: str, body: str, now_ms: int) -> None:
         room = self.open_room(room_name)
@@ -286,10 +315,25 @@ def _common_prefix(words: list[str]) -> str:
     return first[:size]
 
 
+def _line_of(message: Message) -> Line:
+    return Line(
+        message.id,
+        message.sender,
+        message.time_ms,
+        message.body,
+        reply_to=message.reply_to,
+        changes=changes_of(message),
+    )
+
+
 COMMANDS = {
     "join": "/join ROOM: enter a room",
     "leave": "/leave [ROOM]: leave this or another room",
     "me": "/me TEXT: say what you are doing",
+    "reply": "/reply TEXT: answer the last message",
+    "edit": "/edit TEXT: give your last message this body",
+    "delete": "/delete: take back your last message",
+    "react": "/react KEY [--remove]: react to the last message (an emoji, +1, ...)",
     "who": "/who: who is in this room",
     "history": "/history N: load N older messages",
     "rooms": "/rooms: your rooms",

@@ -1,9 +1,10 @@
 """The commands that change a message already sent: edit, delete and react."""
 
 import argparse
+import re
 
 from mesh.cli.chat import add_client_options, open_client, room_name, write_line
-from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX
+from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX, REACTION_KEY_PATTERN
 from router.message_ids import is_message_id
 
 
@@ -49,8 +50,12 @@ async def run_delete(args: argparse.Namespace) -> int:
 
 
 async def run_react(args: argparse.Namespace) -> int:
-    if not 1 <= len(args.key) <= REACTION_KEY_LENGTH_MAX:
-        raise ValueError(f"a reaction is 1 to {REACTION_KEY_LENGTH_MAX} characters")
+    if not 1 <= len(args.key) <= REACTION_KEY_LENGTH_MAX or not re.search(
+        REACTION_KEY_PATTERN, args.key
+    ):
+        raise ValueError(
+            f"a reaction is 1 to {REACTION_KEY_LENGTH_MAX} characters, no spaces or controls"
+        )
     async with open_client(args) as client:
         write_line((await client.react(args.room, args.id, args.key, remove=args.remove)).id)
     return 0

@@ -37,7 +37,12 @@ Token = Annotated[str, msgspec.Meta(max_length=4096)]
 TargetId = Annotated[str, msgspec.Meta(min_length=1, max_length=82, pattern=MESSAGE_ID_PATTERN)]
 # At most 16 characters, so at most 64 bytes of UTF-8 (the log's bound, records.py).
 REACTION_KEY_LENGTH_MAX: Final = 16
-ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_LENGTH_MAX)]
+# No spaces or control characters: a key is shown as it is, in a row of others.
+REACTION_KEY_PATTERN: Final = r"^[^\x00-\x20\x7f-\x9f]+$(?!\n)"
+ReactionKey = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=REACTION_KEY_LENGTH_MAX, pattern=REACTION_KEY_PATTERN),
+]
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):

@@ -94,11 +94,14 @@ def relation_to_wire(event: StoredMessage) -> protocol.RelationEvent:
     )
 
 
-def event_frame(event: StoredMessage, minor: int) -> bytes | None:
-    """The frame that tells a client of `minor` of a new event of the log, if any."""
+def event_frame(
+    event: StoredMessage, minor: int, state: MessageState | None = None
+) -> bytes | None:
+    """The frame that tells a client of `minor` of an event of the log, if any; a
+    replayed message with its view (`state`), when relations made something of it."""
     if event.kind != "message":
         return _frame(relation_to_wire(event)) if knows_relations(minor) else None
-    message = to_wire(event, minor=minor)
+    message = to_wire(event, state, minor)
     return None if message is None else _frame(protocol.MessageEvent(message=message))
 
 
@@ -245,7 +248,7 @@ class ChatService:
                 page = await self.rooms.resume(room, cursor, REPLAY_PAGE_SIZE, since=since)
                 late.update((message.id, message) for message in page.late)
                 for message in page.messages:
-                    frame = event_frame(message, session.minor)
+                    frame = event_frame(message, session.minor, page.relations.get(message.id))
                     if frame is not None:
                         await session.push_waiting(frame)
                     cursor = message.id

@@ -358,11 +358,14 @@ class Gateway:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "edits and reactions need protocol 1.4")
         write = relation_request(session.user, request)
         self._check_body(write.body)
+        # Taken before the target is read: a refused edit costs a read, and counts.
+        if not self._take_send_token(session, request):
+            return
         try:
             await checked_target(self.chat, write)
         except RelationRefusedError as error:
             raise ProtocolError(error.code, error.message) from error
-        await self._write(session, request, write)
+        await self._write(session, request, write, token_taken=True)
 
     def _check_body(self, body: str) -> None:
         size = len(body.encode())
@@ -372,13 +375,20 @@ class Gateway:
                 f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
 
-    async def _write(self, session: Session, request: Writing, write: SendRequest) -> None:
+    def _take_send_token(self, session: Session, request: Writing) -> bool:
+        """False, with the error told, when the user is over its send rate."""
         wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
             message = f"more than {self.limits.sends_per_s:g} sends per second by one user"
             self._reply_error(
                 session, request, ErrorCode.RATE_LIMITED, f"{message} on this node", wait_s
             )
+        return wait_s <= 0
+
+    async def _write(
+        self, session: Session, request: Writing, write: SendRequest, *, token_taken: bool = False
+    ) -> None:
+        if not token_taken and not self._take_send_token(session, request):
             return
         await session.wait_send_slot(self.limits.send_window_max)
         try:
@@ -399,13 +409,14 @@ class Gateway:
             raise
 
         future.add_done_callback(
-            functools.partial(self._answer_send, session, request, received_at)
+            functools.partial(self._answer_send, session, request, write, received_at)
         )
 
     def _answer_send(
         self,
         session: Session,
         request: Writing,
+        write: SendRequest,
         received_at: float,
         done: "asyncio.Future[SendResult]",
     ) -> None:
@@ -580,4 +591,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 def _code_of(error: RoomUnavailableError) -> ErrorCode:
-    return ErrorCode.INTERNAL if error.code == ErrorCode.INTERNAL else ErrorCode.UNAVAILABLE
+    if error.code in {ErrorCode.INTERNAL, ErrorCode.BAD_REQUEST}:
+        return error.code
+    return ErrorCode.UNAVAILABLE

@@ -380,7 +380,7 @@ def check_cursor(name: str, value: str | None) -> None:
         raise ApiError(ErrorCode.BAD_REQUEST, f"{name} is not a message id: {value[:80]!r}")
 
 
-def _take_send_token(backend: HttpBackend, user: str) -> None:
+def take_send_token(backend: HttpBackend, user: str) -> None:
     wait_s = backend.send_limits.take(user, time.monotonic())
     if wait_s > 0:
         raise ApiError(
@@ -528,11 +528,14 @@ async def post_message(
     return Response(message_out(result.message), status_code=200 if result.duplicate else 201)
 
 
-async def store_event(backend: HttpBackend, write: SendRequest) -> SendResult:
+async def store_event(
+    backend: HttpBackend, write: SendRequest, *, token_taken: bool = False
+) -> SendResult:
     """Store a message or a relation as a send: within the user's rate and the node's
     admission, answered once W replicas hold it."""
     check_body(backend, write.body)
-    _take_send_token(backend, write.sender)
+    if not token_taken:
+        take_send_token(backend, write.sender)
     await _admit_send(backend.admission)
     started = time.perf_counter()
     try:
@@ -716,6 +719,8 @@ def _handle_unavailable(
 ) -> Response[ErrorOut]:
     if error.code == ErrorCode.INTERNAL:
         return _answer_error(request, 500, ErrorCode.INTERNAL, str(error))
+    if error.code == ErrorCode.BAD_REQUEST:
+        return _answer_error(request, 400, ErrorCode.BAD_REQUEST, str(error))
     wait_s = 1 if error.retry_after_s is None else max(1, math.ceil(error.retry_after_s))
     return _answer_error(
         request,

@@ -20,16 +20,18 @@ from mesh.node.doors.http_api import (
     MessageOut,
     RoomParameter,
     backend_of,
+    check_body,
     check_room,
     error_spec,
     message_out,
     store_event,
+    take_send_token,
     user_of,
 )
 from mesh.node.doors.relations import RelationRefusedError, checked_target
 from mesh.wire.errors import ErrorCode
 from mesh.wire.message_keys import new_client_msg_id
-from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX
+from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX, REACTION_KEY_PATTERN
 from router.event_rules import relate
 from router.message_ids import MESSAGE_ID_PATTERN
 from router.records import EventKind
@@ -43,6 +45,7 @@ ReactionKeyParameter = Annotated[
     Parameter(
         min_length=1,
         max_length=REACTION_KEY_LENGTH_MAX,
+        pattern=REACTION_KEY_PATTERN,
         description="the reaction: an emoji, +1, ... (at most 16 characters)",
     ),
 ]
@@ -90,11 +93,13 @@ async def _relate(
     check_room(room)
     client_msg_id = idempotency_key or new_client_msg_id()
     write = SendRequest(room, user, client_msg_id, body, kind, message_id, reaction_key=key)
+    check_body(backend, body)
+    take_send_token(backend, user)  # before the read: a refused edit counts too
     try:
         target = await checked_target(backend.chat, write)
     except RelationRefusedError as error:
         raise ApiError(error.code, error.message) from error
-    stored = await store_event(backend, write)
+    stored = await store_event(backend, write, token_taken=True)
     assert target.event is not None
     return message_out(target.event, relate(target, stored.message).state)
 

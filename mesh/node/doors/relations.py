@@ -6,13 +6,18 @@ tell the client at once what the rules would ignore (someone else's message, a d
 one), so a refused edit is an error and not an event that changes nothing.
 """
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from router.event_rules import MessageState
 from router.records import EventKind
 from router.writes import SendRequest
+
+# Reactions one user may have standing on one message. The rules keep the marks of the
+# 1,024 smallest (key, user) pairs of a message (router/event_rules.py): this keeps one
+# user from crowding out everyone else's through a door.
+REACTIONS_PER_USER_MAX: Final = 20
 
 
 def relation_request(
@@ -42,6 +47,15 @@ def relation_refused(target: MessageState, write: SendRequest) -> tuple[ErrorCod
         return ErrorCode.NOT_FOUND, f"message {event.id} was deleted"
     if write.kind in {"edit", "delete"} and write.sender != event.sender:
         return ErrorCode.FORBIDDEN, f"only {event.sender}, who sent it, may {write.kind} it"
+    if write.kind == "reaction" and write.reaction_key is not None:
+        keys = {
+            key
+            for key, marks in target.reactions.items()
+            if (mark := marks.get(write.sender)) is not None and mark.stands
+        }
+        if write.reaction_key not in keys and len(keys) >= REACTIONS_PER_USER_MAX:
+            reason = f"at most {REACTIONS_PER_USER_MAX} reactions per user on one message"
+            return ErrorCode.BAD_REQUEST, reason
     return None
 
 
