@@ -173,7 +173,7 @@ class Coordinator:
             # The client gave this client message id to another event before: a retry is
             # the same event, this is a mistake the client must hear of.
             reason = f"client_msg_id {kept.client_msg_id} already names another event"
-            steps = self._settle(write, write.give_up(reason, ErrorCode.BAD_REQUEST))
+            steps = self._settle(write, write.give_up(reason, ErrorCode.CONFLICT))
             write.record(self._placement.node_id, kept.id)
             return steps + self._progress(write)
         write.record(self._placement.node_id, None if kept is None else kept.id)

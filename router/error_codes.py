@@ -13,6 +13,7 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
@@ -21,8 +22,8 @@ class ErrorCode(enum.StrEnum):
 
     @classmethod
     def from_peer(cls, text: str) -> "ErrorCode":
-        """A code a peer sent: the mesh's own, and a request it found invalid (a retry
-        would be too); anything else read as unavailable."""
-        if text in {cls.INTERNAL, cls.BAD_REQUEST}:
+        """A code a peer sent: the mesh's own, and a request it found invalid or in
+        conflict (a retry would be too); anything else read as unavailable."""
+        if text in {cls.INTERNAL, cls.BAD_REQUEST, cls.CONFLICT}:
             return cls(text)
         return cls.UNAVAILABLE

@@ -36,7 +36,7 @@ RequestId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
-class Forward(msgspec.Struct, frozen=True, tag="forward"):
+class Forward(msgspec.Struct, frozen=True, tag="forward", omit_defaults=True):
     """Gateway to coordinator: store this send in the room and tell me its fate."""
 
     forward_id: RequestId

@@ -61,8 +61,9 @@ def request_problem(request: SendRequest) -> str | None:
 
 
 def same_event(one: RoomMessage, other: RoomMessage) -> bool:
-    """Two copies of one send are one event: of one kind, target and key."""
-    return (one.kind, one.target, one.reaction_key) == (
+    """Two copies of one send are one event: in one room, of one kind, target and key."""
+    return (one.room, one.kind, one.target, one.reaction_key) == (
+        other.room,
         other.kind,
         other.target,
         other.reaction_key,

@@ -194,7 +194,7 @@ def test_a_resume_replays_views_and_relations_and_mistakes_are_refused(
             await ann.react("lobby", draft.id, "k0")  # one standing already: fine
             with pytest.raises(NodeError) as reused:
                 await ann.edit("lobby", draft.id, "x", client_msg_id=draft_key(ann, draft.id))
-            assert reused.value.code == ErrorCode.BAD_REQUEST
+            assert reused.value.code == ErrorCode.CONFLICT
 
         async with client_for(mesh["n2"], user="bob") as bob:
             await bob.join("lobby", since=before.id)

@@ -591,6 +591,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 def _code_of(error: RoomUnavailableError) -> ErrorCode:
-    if error.code in {ErrorCode.INTERNAL, ErrorCode.BAD_REQUEST}:
+    if error.code in {ErrorCode.INTERNAL, ErrorCode.BAD_REQUEST, ErrorCode.CONFLICT}:
         return error.code
     return ErrorCode.UNAVAILABLE

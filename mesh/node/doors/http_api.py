@@ -73,6 +73,7 @@ _STATUS_OF_CODE = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
@@ -85,6 +86,7 @@ _CODE_OF_STATUS = {
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.BAD_REQUEST,
+    409: ErrorCode.CONFLICT,
     413: ErrorCode.TOO_LARGE,
     429: ErrorCode.RATE_LIMITED,
     503: ErrorCode.UNAVAILABLE,
@@ -314,6 +316,11 @@ POSTED = {
     ),
     **BAD_REQUEST,
     **UNAUTHORIZED,
+    409: error_spec(
+        "The Idempotency-Key names another event of this user (an edit, say).",
+        ErrorCode.CONFLICT,
+        "client_msg_id k1 already names another event",
+    ),
     413: error_spec(
         "The body is over the limit.",
         ErrorCode.TOO_LARGE,
@@ -719,8 +726,8 @@ def _handle_unavailable(
 ) -> Response[ErrorOut]:
     if error.code == ErrorCode.INTERNAL:
         return _answer_error(request, 500, ErrorCode.INTERNAL, str(error))
-    if error.code == ErrorCode.BAD_REQUEST:
-        return _answer_error(request, 400, ErrorCode.BAD_REQUEST, str(error))
+    if error.code in {ErrorCode.BAD_REQUEST, ErrorCode.CONFLICT}:
+        return _answer_error(request, _STATUS_OF_CODE[error.code], error.code, str(error))
     wait_s = 1 if error.retry_after_s is None else max(1, math.ceil(error.retry_after_s))
     return _answer_error(
         request,

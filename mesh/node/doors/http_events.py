@@ -70,6 +70,11 @@ REFUSED = {
         ErrorCode.NOT_FOUND,
         "no message 0193a1b2c3d40000.n1 in lobby",
     ),
+    409: error_spec(
+        "The Idempotency-Key names another event of this user.",
+        ErrorCode.CONFLICT,
+        "client_msg_id k1 already names another event",
+    ),
 }
 
 
