@@ -150,6 +150,9 @@ def test_a_post_retried_with_its_idempotency_key_is_stored_once(node: NodeProces
 
     assert run_async(through_tcp())
     assert len(get(node, "/v1/rooms/lobby/messages").json()["messages"]) == 1
+    # The same key for a message in another room is a mistake, not a retry.
+    elsewhere = post(node, "random", "once", key="retry-1")
+    assert (elsewhere.status_code, error_of(elsewhere)) == (409, "conflict")
 
 
 def test_edits_deletes_and_reactions_over_rest_show_in_the_room_s_view(node: NodeProcess) -> None:
