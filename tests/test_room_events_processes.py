@@ -161,7 +161,10 @@ def test_the_command_line_edits_deletes_and_reacts_and_history_json_shows_the_vi
     refused = run_cli(
         "edit", "--server", mesh["n3"].client_address, "--user", "bob", "lobby", kept, "x"
     )
-    assert refused.returncode != 0 and "forbidden" in refused.stderr
+    assert (refused.returncode, refused.stderr.strip()) == (
+        1,
+        "meshchat edit: forbidden: only ann, who sent it, may edit it",
+    )
 
     printed = [
         json.loads(line) for line in meshchat("history", "lobby", "--json", node="n3").splitlines()

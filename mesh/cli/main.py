@@ -41,6 +41,7 @@ from mesh.node.node import Node
 from mesh.node.peer_security import parse_seed
 from mesh.node.storage import StorageError, StorageLostError
 from mesh.node.tls import server_context
+from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import (
     Placement,
     Where,
@@ -53,8 +54,13 @@ from peers.records import NODE_ID_PATTERN
 from peers.transport import PortInUseError
 from router.config import RouterConfig
 
+# The node refused the request itself (forbidden, not_found, conflict, ...): a retry
+# would be refused too.
+EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+# What EXIT_UNAVAILABLE means: the mesh could not do it now; the same command may later.
+RETRY_LATER_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
 # A node whose database was deleted or replaced under it stopped rather than acknowledge.
 EXIT_DATA_DIR_LOST = 4
 
@@ -445,7 +451,7 @@ def _run_client_command(args: argparse.Namespace) -> int:
         return 0
     except NodeError as error:
         sys.stderr.write(cli_chat.report_node_error(args.command, error) + "\n")
-        return EXIT_UNAVAILABLE
+        return EXIT_UNAVAILABLE if error.code in RETRY_LATER_CODES else EXIT_REFUSED
     except ssl.SSLCertVerificationError as error:
         message = f"the node's certificate is not trusted: {error.verify_message}"
         return _fail(args.command, message, EXIT_USAGE)
