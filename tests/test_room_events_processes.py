@@ -137,6 +137,13 @@ def test_an_older_client_gets_edited_bodies_and_no_deleted_messages(
             }
         )
         assert old.reply_to(2)["code"] == "bad_request"
+        # A client message id reused in another room is `conflict` since 1.4, a code a
+        # 1.3 client has no name for: it hears bad_request.
+        for request_id, room in ((3, "lobby"), (4, "random")):
+            send = {"type": "send", "request_id": request_id, "room": room}
+            old.send({**send, "client_msg_id": "reused", "body": "hi"})
+        assert old.reply_to(3)["type"] == "sent"
+        assert old.reply_to(4)["code"] == "bad_request"
     finally:
         old.close()
 

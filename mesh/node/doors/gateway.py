@@ -538,6 +538,8 @@ class Gateway:
         retry_after_s: float | None = None,
     ) -> None:
         self._count(code)
+        if code == ErrorCode.CONFLICT and not knows_relations(session.minor):
+            code = ErrorCode.BAD_REQUEST  # a code older clients cannot decode (since 1.4)
         request_id = getattr(request, "request_id", None)
         reply = ErrorReply(
             code=code, message=message, request_id=request_id, retry_after_s=retry_after_s
