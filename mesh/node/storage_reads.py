@@ -15,7 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from mesh.node import late_rows, view_rows
-from mesh.node.event_columns import EVENT_COLUMNS, event_columns_of
+from mesh.node.event_columns import EVENT_COLUMNS, EVENT_FIELDS, event_columns_of
 from router.digest import BUCKET_DIGITS, Digest
 from router.event_rules import MessageState, Relations, relations_of
 from router.page_bytes import (
@@ -44,6 +44,7 @@ class StoredPage(msgspec.Struct, frozen=True):
     relations: list[Relations]  # what relations made of the page's messages, those touched
 
 
+_EVENT_WIDTH: Final = len(EVENT_FIELDS)
 # A page's rows: each event, then its read-model state when relations touched it.
 _PAGE_COLUMNS: Final = f"{event_columns_of('m')}, v.state"
 _PAGE_FROM: Final = (
@@ -131,8 +132,8 @@ class StorageReads:
         most recent arrivals, at most `limit` and within `bytes_max` (as `history`), oldest
         id first."""
         parameters = (room, since_ms, up_to, limit)
-        latest, _ = await self._read_page(late_rows.SELECT, parameters, limit, bytes_max)
-        return sorted(latest, key=lambda message: message.id)
+        latest = await self._stored_page(late_rows.SELECT, parameters, limit, bytes_max)
+        return sorted(latest.messages, key=lambda message: message.id)
 
     # ---- anti-entropy reads ----
 
@@ -209,38 +210,6 @@ class StorageReads:
     def _read_in_thread(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._reader_connection().execute(sql, parameters).fetchall()
 
-    async def _read_page(
-        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
-    ) -> tuple[list[StoredMessage], bool]:
-        """Messages of a query (its rows are messages' columns) in its order, at most
-        `limit` and within `bytes_max` (at least one); and whether rows were left over."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._reader, self._page_in_thread, sql, parameters, limit, bytes_max
-            )
-        except sqlite3.Error as error:
-            raise StorageError(str(error)) from error
-
-    def _page_in_thread(
-        self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
-    ) -> tuple[list[StoredMessage], bool]:
-        # Rows are stepped one at a time, so a page of large bodies reads no further
-        # than the row that does not fit.
-        cursor = self._reader_connection().execute(sql, parameters)
-        try:
-            page: list[StoredMessage] = []
-            total_bytes = 0
-            for row in cursor:
-                message = StoredMessage(*row)
-                total_bytes += message_bytes(message)
-                if len(page) == limit or (total_bytes > bytes_max and page):
-                    return page, True
-                page.append(message)
-            return page, False
-        finally:
-            cursor.close()
-
     async def _stored_page(
         self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
     ) -> StoredPage:
@@ -255,14 +224,19 @@ class StorageReads:
     def _stored_page_in_thread(
         self, sql: str, parameters: tuple[Any, ...], limit: int, bytes_max: int
     ) -> StoredPage:
-        """As _page_in_thread, for rows of _PAGE_COLUMNS."""
+        """The rows of a query (each a message's columns, then its read-model state in a
+        query of _PAGE_COLUMNS) in its order: at most `limit` messages within
+        `bytes_max` (at least one), and whether rows were left over."""
+        # Rows are stepped one at a time, so a page of large bodies reads no further
+        # than the row that does not fit.
         cursor = self._reader_connection().execute(sql, parameters)
         try:
             page: list[StoredMessage] = []
             relations: list[Relations] = []
             total_bytes = 0
-            for *columns, state in cursor:
-                message = StoredMessage(*columns)
+            for row in cursor:
+                message = StoredMessage(*row[:_EVENT_WIDTH])
+                state = row[_EVENT_WIDTH] if len(row) > _EVENT_WIDTH else None
                 made = None if state is None else relations_of(message.id, view_rows.decode(state))
                 total_bytes += message_bytes(message)
                 if made is not None:
