@@ -8,7 +8,7 @@ import msgspec
 
 from router.error_codes import ErrorCode
 from router.event_rules import MessageState
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 
 
@@ -118,9 +118,16 @@ class StoreMembership(msgspec.Struct, frozen=True):
     change: MembershipChange
 
 
+class StoreReadMarker(msgspec.Struct, frozen=True):
+    """Keep a user's read marker of a room (the greatest per room wins); report with Done."""
+
+    token: int
+    marker: ReadMarker
+
+
 class LoadMemberships(msgspec.Struct, frozen=True):
-    """The latest change of each of the user's rooms held here; report with
-    RoomEngine.memberships_loaded(token, changes or None)."""
+    """The latest change of each of the user's rooms held here, and the user's read
+    markers; report with MembershipsLoaded."""
 
     token: int
     user: str
@@ -183,6 +190,8 @@ class Users(msgspec.Struct, frozen=True):
 
 class Rooms(msgspec.Struct, frozen=True):
     rooms: list[str]
+    read_up_to: dict[str, str] = {}  # room -> the user's read marker, in any room
+    complete: bool = True  # the user's live nodes were reached and all of them answered
 
 
 class Ready(msgspec.Struct, frozen=True):
@@ -210,6 +219,7 @@ Effect = (
     | LoadIds
     | LoadMessages
     | StoreMembership
+    | StoreReadMarker
     | LoadMemberships
     | DeliverMessage
     | DeliverEvent

@@ -42,6 +42,7 @@ from router.effects import (
     Store,
     StoreHint,
     StoreMembership,
+    StoreReadMarker,
 )
 from router.events import (
     AnnounceEvent,
@@ -58,6 +59,7 @@ from router.events import (
     PeerMessage,
     ReadPage,
     RecordMembership,
+    RecordReadMarker,
     ResumeRoom,
     RoomsListed,
     RoomsOf,
@@ -120,6 +122,7 @@ from router.wire import (
     Posted,
     Push,
     PushAck,
+    ReadMarkerUpdate,
     ReadReply,
     ReadRequest,
     ReplicaAck,
@@ -146,6 +149,7 @@ TOKEN_EFFECTS = (
     LoadDigest,
     LoadIds,
     StoreMembership,
+    StoreReadMarker,
     LoadMemberships,
 )
 
@@ -274,6 +278,9 @@ class RoomEngine:
             case RecordMembership(ticket, change):
                 # Kept here and with the user's nodes; Ready once on this disk.
                 steps = self.user_rooms.record(ticket, change, now)
+                return self._run(_Role.USER_ROOMS, steps, now)
+            case RecordReadMarker(ticket, marker):
+                steps = self.user_rooms.record(ticket, marker, now)
                 return self._run(_Role.USER_ROOMS, steps, now)
             case RoomsOf(ticket, user):
                 steps = self.user_rooms.lookup(ticket, user, now)
@@ -417,10 +424,10 @@ class RoomEngine:
     def _user_rooms_done(self, effect: StorageEffect, result: StorageResult) -> Sequence[Step]:
         user_rooms = self.user_rooms
         match effect, result:
-            case (StoreMembership(token), Done() | StorageFailed()):
+            case (StoreMembership(token) | StoreReadMarker(token), Done() | StorageFailed()):
                 return user_rooms.stored(token, isinstance(result, Done))
-            case (LoadMemberships(token), MembershipsLoaded(changes)):
-                return user_rooms.loaded(token, changes)
+            case (LoadMemberships(token), MembershipsLoaded(changes, markers)):
+                return user_rooms.loaded(token, changes, markers)
             case (LoadMemberships(token), StorageFailed()):
                 return user_rooms.loaded(token, None)
         raise AssertionError(f"{type(result).__name__} cannot end {type(effect).__name__}")
@@ -483,7 +490,13 @@ class RoomEngine:
                 return _Role.OTHER, [Publish(event)]
             case DigestOffer() | DigestDiff() | IdPage() | Want():
                 return _Role.ANTI_ENTROPY, self.anti_entropy.handle(sender, message)
-            case MembershipUpdate() | MembershipAck() | MembershipQuery() | MembershipReply():
+            case (
+                MembershipUpdate()
+                | ReadMarkerUpdate()
+                | MembershipAck()
+                | MembershipQuery()
+                | MembershipReply()
+            ):
                 return _Role.USER_ROOMS, self.user_rooms.handle(sender, message)
             case WhoRequest():
                 return _Role.OTHER, self._who.answer(sender, message)

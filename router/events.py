@@ -25,9 +25,10 @@ from router.effects import (
     Store,
     StoreHint,
     StoreMembership,
+    StoreReadMarker,
 )
 from router.event_rules import Relations
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 from router.wire import PresenceChanged, RouterMessage, TypingNotice
 from router.writes import SendRequest
 
@@ -94,6 +95,11 @@ class RecordMembership(msgspec.Struct, frozen=True):
     change: MembershipChange
 
 
+class RecordReadMarker(msgspec.Struct, frozen=True):
+    ticket: int
+    marker: ReadMarker
+
+
 class RoomsOf(msgspec.Struct, frozen=True):
     ticket: int
     user: str
@@ -108,6 +114,7 @@ ClientRequest = (
     | AnnounceEvent
     | WhoIsIn
     | RecordMembership
+    | RecordReadMarker
     | RoomsOf
 )
 
@@ -154,10 +161,11 @@ class IdsLoaded(msgspec.Struct, frozen=True):
 
 class MembershipsLoaded(msgspec.Struct, frozen=True):
     changes: list[MembershipChange]
+    markers: list[ReadMarker] = []
 
 
 class Done(msgspec.Struct, frozen=True):
-    """A StoreMembership or DeleteHint is on disk."""
+    """A StoreMembership, StoreReadMarker or DeleteHint is on disk."""
 
 
 class StorageFailed(msgspec.Struct, frozen=True):
@@ -189,6 +197,7 @@ StorageEffect = (
     | LoadDigest
     | LoadIds
     | StoreMembership
+    | StoreReadMarker
     | LoadMemberships
 )
 

@@ -21,6 +21,7 @@ from router.wire import (
     MembershipReply,
     MembershipUpdate,
     Posted,
+    ReadMarkerUpdate,
     ReadReply,
     ReplicaAck,
     Replicate,
@@ -59,6 +60,8 @@ def check_times(message: RouterMessage, limit_ms: int) -> Checked:
             return Checked(None)
         case MembershipUpdate(change=change) if change.time_ms > limit_ms:
             return Checked(None)
+        case ReadMarkerUpdate(marker=marker) if id_time_ms(marker.up_to) > limit_ms:
+            return Checked(None)  # a marker from the future would mark what is not written
         case ReadReply(messages=messages, late=late):
             kept = [item for item in messages if message_time_ms(item) <= limit_ms]
             kept_late = [item for item in late if message_time_ms(item) <= limit_ms]
@@ -72,11 +75,13 @@ def check_times(message: RouterMessage, limit_ms: int) -> Checked:
             if len(kept_ids) < len(ids):
                 page = msgspec.structs.replace(message, ids=kept_ids)
                 return Checked(page, len(ids) - len(kept_ids))
-        case MembershipReply(changes=changes):
+        case MembershipReply(changes=changes, markers=markers):
             kept_changes = [change for change in changes if change.time_ms <= limit_ms]
-            if len(kept_changes) < len(changes):
-                reply = msgspec.structs.replace(message, changes=kept_changes)
-                return Checked(reply, len(changes) - len(kept_changes))
+            kept_markers = [marker for marker in markers if id_time_ms(marker.up_to) <= limit_ms]
+            dropped = len(changes) + len(markers) - len(kept_changes) - len(kept_markers)
+            if dropped:
+                reply = msgspec.structs.replace(message, changes=kept_changes, markers=kept_markers)
+                return Checked(reply, dropped)
         case _:
             return Checked(message)  # carries no time, or none past the limit
     return Checked(message)

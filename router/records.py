@@ -72,3 +72,12 @@ class MembershipChange(msgspec.Struct, frozen=True):
     @property
     def order(self) -> tuple[int, bool]:
         return (self.time_ms, self.joined)
+
+
+class ReadMarker(msgspec.Struct, frozen=True):
+    """How far a user has read a room: every message up to `up_to` (a message id). A
+    max-register: a marker only moves forward, so the greatest one held anywhere wins."""
+
+    user: UserName
+    room: RoomName
+    up_to: MessageIdText

@@ -7,6 +7,10 @@ live nodes and keeps the latest change per room (last writer wins, by the gatewa
 clocks; at the same millisecond a join wins). A change whose spreading failed (its
 targets down for the whole retry period) is still on the gateway's disk and shows
 whenever that node answers.
+
+A user's read markers travel the same way: kept where they are set, spread to the
+user's nodes, gathered from them with the rooms; the greatest marker of a room wins
+(router/records.py ReadMarker), so a lookup gives the same answer from any node.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -22,16 +26,18 @@ from router.effects import (
     Rooms,
     SendPeer,
     StoreMembership,
+    StoreReadMarker,
 )
 from router.error_codes import ErrorCode
 from router.limits import SPREAD_ATTEMPTS_MAX, SPREADING_MAX
-from router.records import MembershipChange
+from router.records import MembershipChange, ReadMarker
 from router.wire import (
     MEMBERSHIPS_MAX,
     MembershipAck,
     MembershipQuery,
     MembershipReply,
     MembershipUpdate,
+    ReadMarkerUpdate,
 )
 
 
@@ -54,9 +60,22 @@ def rooms_joined(changes: Iterable[MembershipChange]) -> list[str]:
     return sorted(room for room, change in latest(changes).items() if change.joined)
 
 
+def greatest(markers: Iterable[ReadMarker]) -> dict[str, str]:
+    """room -> the read marker that wins: the greatest id."""
+    winners: dict[str, str] = {}
+    for marker in markers:
+        held = winners.get(marker.room)
+        if held is None or marker.up_to > held:
+            winners[marker.room] = marker.up_to
+    return winners
+
+
+UserRecord = MembershipChange | ReadMarker
+
+
 @dataclass(slots=True)
 class _Spread:
-    change: MembershipChange
+    record: UserRecord
     node: str
     attempts: int
     sent_at: float
@@ -68,6 +87,8 @@ class _Lookup:
     deadline: float
     waiting: set[str]  # node ids, this node's own included until its disk answered
     changes: list[MembershipChange] = field(default_factory=list)
+    markers: list[ReadMarker] = field(default_factory=list)
+    reaches_user: bool = True  # some of the user's nodes are asked (this one may be one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,29 +126,31 @@ class UserRooms:
     def owns(self, token: int) -> bool:
         return token in self._tokens
 
-    def record(self, ticket: int, change: MembershipChange, now: float) -> list[Effect]:
-        """Store the change here (the ticket completes once it is on disk) and spread it
-        to the user's nodes."""
+    def record(self, ticket: int, record: UserRecord, now: float) -> list[Effect]:
+        """Store a membership change or a read marker here (the ticket completes once it
+        is on disk) and spread it to the user's nodes."""
         self.stats.changes_recorded += 1
-        effects: list[Effect] = [StoreMembership(self._token(_ForChange(ticket)), change)]
-        for node in self.user_nodes(change.user):
+        effects: list[Effect] = [_store(self._token(_ForChange(ticket)), record)]
+        for node in self.user_nodes(record.user):
             if node == self.node_id:
                 continue
             if len(self._spreading) >= SPREADING_MAX:
                 del self._spreading[next(iter(self._spreading))]
                 self.stats.spreads_abandoned += 1
             request_id = next(self.numbers)
-            self._spreading[request_id] = _Spread(change, node, 1, now)
-            effects.append(SendPeer(node, MembershipUpdate(request_id, change)))
+            self._spreading[request_id] = _Spread(record, node, 1, now)
+            effects.append(SendPeer(node, _update(request_id, record)))
         return effects
 
     def lookup(self, ticket: int, user: str, now: float) -> list[Effect]:
         """The user's rooms, from this node and the user's live nodes."""
         self.stats.lookups += 1
         request_id = next(self.numbers)
-        others = [node for node in self.user_nodes(user) if node != self.node_id]
+        user_nodes = self.user_nodes(user)
+        others = [node for node in user_nodes if node != self.node_id]
         deadline = now + self.config.read_timeout_s
-        self._lookups[request_id] = _Lookup(ticket, deadline, {self.node_id, *others})
+        look = _Lookup(ticket, deadline, {self.node_id, *others}, reaches_user=bool(user_nodes))
+        self._lookups[request_id] = look
         effects: list[Effect] = [LoadMemberships(self._token(_ForLookup(request_id)), user)]
         effects += [SendPeer(node, MembershipQuery(request_id, user)) for node in others]
         return effects
@@ -145,26 +168,41 @@ class UserRooms:
             return [SendPeer(purpose.peer, MembershipAck(purpose.request_id))]
         return []  # unacknowledged: the gateway sends it again
 
-    def loaded(self, token: int, changes: list[MembershipChange] | None) -> list[Effect]:
+    def loaded(
+        self,
+        token: int,
+        changes: list[MembershipChange] | None,
+        markers: list[ReadMarker] | None = None,
+    ) -> list[Effect]:
         purpose = self._tokens.pop(token, None)
         if not isinstance(purpose, _ForLookup):
             return []
+        markers = markers or []
         if purpose.peer:
             if changes is None:
                 return []  # no answer: the asker's lookup does without this node
-            reply = MembershipReply(purpose.request_id, changes[:MEMBERSHIPS_MAX])
+            reply = MembershipReply(
+                purpose.request_id, changes[:MEMBERSHIPS_MAX], markers[:MEMBERSHIPS_MAX]
+            )
             return [SendPeer(purpose.peer, reply)]
-        return self._answered(purpose.request_id, self.node_id, changes or [])
+        return self._answered(purpose.request_id, self.node_id, changes or [], markers)
 
     def handle(
         self,
         sender: str,
-        message: MembershipUpdate | MembershipAck | MembershipQuery | MembershipReply,
+        message: MembershipUpdate
+        | ReadMarkerUpdate
+        | MembershipAck
+        | MembershipQuery
+        | MembershipReply,
     ) -> list[Effect]:
         match message:
             case MembershipUpdate(request_id, change):
                 token = self._token(_ForChange(None, sender, request_id))
                 return [StoreMembership(token, change)]
+            case ReadMarkerUpdate(request_id, marker):
+                token = self._token(_ForChange(None, sender, request_id))
+                return [StoreReadMarker(token, marker)]
             case MembershipAck(request_id):
                 spread = self._spreading.get(request_id)
                 if spread is not None and spread.node == sender:
@@ -173,8 +211,8 @@ class UserRooms:
                 return []
             case MembershipQuery(request_id, user):
                 return [LoadMemberships(self._token(_ForLookup(request_id, sender)), user)]
-            case MembershipReply(request_id, changes):
-                return self._answered(request_id, sender, changes)
+            case MembershipReply(request_id, changes, markers):
+                return self._answered(request_id, sender, changes, markers)
         return []
 
     def tick(self, now: float) -> list[Effect]:
@@ -191,24 +229,43 @@ class UserRooms:
                 continue
             spread.attempts += 1
             spread.sent_at = now
-            effects.append(SendPeer(spread.node, MembershipUpdate(request_id, spread.change)))
+            effects.append(SendPeer(spread.node, _update(request_id, spread.record)))
         return effects
 
     def _answered(
-        self, request_id: int, node: str, changes: list[MembershipChange]
+        self,
+        request_id: int,
+        node: str,
+        changes: list[MembershipChange],
+        markers: list[ReadMarker],
     ) -> list[Effect]:
         look = self._lookups.get(request_id)
         if look is None or node not in look.waiting:
             return []
         look.waiting.discard(node)
         look.changes += changes
+        look.markers += markers
         return [] if look.waiting else self._finish(request_id)
 
     def _finish(self, request_id: int) -> list[Effect]:
         look = self._lookups.pop(request_id)
-        return [Complete(look.ticket, Rooms(rooms_joined(look.changes)))]
+        answered = look.reaches_user and not look.waiting
+        rooms = Rooms(rooms_joined(look.changes), greatest(look.markers), answered)
+        return [Complete(look.ticket, rooms)]
 
     def _token(self, purpose: _ForChange | _ForLookup) -> int:
         token = next(self.numbers)
         self._tokens[token] = purpose
         return token
+
+
+def _store(token: int, record: UserRecord) -> Effect:
+    if isinstance(record, ReadMarker):
+        return StoreReadMarker(token, record)
+    return StoreMembership(token, record)
+
+
+def _update(request_id: int, record: UserRecord) -> MembershipUpdate | ReadMarkerUpdate:
+    if isinstance(record, ReadMarker):
+        return ReadMarkerUpdate(request_id, record)
+    return MembershipUpdate(request_id, record)

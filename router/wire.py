@@ -16,6 +16,7 @@ from router.records import (
     MembershipChange,
     MessageIdText,
     ReactionKey,
+    ReadMarker,
     RoomMessage,
     RoomName,
     UserName,
@@ -206,6 +207,14 @@ class MembershipQuery(msgspec.Struct, frozen=True, tag="memberships"):
 class MembershipReply(msgspec.Struct, frozen=True, tag="memberships_reply"):
     request_id: RequestId
     changes: Annotated[list[MembershipChange], msgspec.Meta(max_length=MEMBERSHIPS_MAX)] = []
+    markers: Annotated[list[ReadMarker], msgspec.Meta(max_length=MEMBERSHIPS_MAX)] = []
+
+
+class ReadMarkerUpdate(msgspec.Struct, frozen=True, tag="read_marker"):
+    """Gateway to one of the user's nodes: keep this read marker (acked by MembershipAck)."""
+
+    request_id: RequestId
+    marker: ReadMarker
 
 
 # Buckets named in one digest offer; a room with more is offered a slice per round.
@@ -284,6 +293,7 @@ RouterMessage = (
     | MembershipAck
     | MembershipQuery
     | MembershipReply
+    | ReadMarkerUpdate
     | DigestOffer
     | DigestDiff
     | IdPage

@@ -19,6 +19,7 @@ import msgspec
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
+from mesh.cli import unread as cli_unread
 from mesh.client import runtime
 from mesh.client.connection import NodeError, parse_servers
 from mesh.client.status import ask_first, fetch_status
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_chat.add_chat_commands(commands)
     cli_events.add_event_commands(commands)
+    cli_unread.add_unread_commands(commands)
     cli_keys.add_keys_command(commands)
     _add_perf_commands(commands)
     return parser
@@ -335,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_keys.run_keys(args)
             case "token":
                 return cli_chat.run_token(args)
-            case "send" | "history" | "tail" | "edit" | "delete" | "react":
+            case "send" | "history" | "tail" | "edit" | "delete" | "react" | "unread" | "mark-read":
                 return _run_client_command(args)
             case "perf":
                 if getattr(args, "perf_missing", False):
@@ -444,6 +446,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
         "edit": cli_events.run_edit,
         "delete": cli_events.run_delete,
         "react": cli_events.run_react,
+        "unread": cli_unread.run_unread,
+        "mark-read": cli_unread.run_mark_read,
     }
     try:
         return runtime.run(commands[args.command](args))

@@ -37,6 +37,7 @@ from mesh.wire.protocol import (
     Delete,
     Edit,
     ErrorReply,
+    GetUnread,
     Hello,
     History,
     HistoryPage,
@@ -44,11 +45,13 @@ from mesh.wire.protocol import (
     Joined,
     LeaveRoom,
     ListRooms,
+    MarkRead,
     Members,
     MessageEvent,
     Ping,
     PresenceEvent,
     React,
+    ReadMarkerEvent,
     RelationEvent,
     Send,
     Sent,
@@ -56,6 +59,8 @@ from mesh.wire.protocol import (
     StatusRequest,
     Typing,
     TypingEvent,
+    UnreadCount,
+    UnreadCounts,
     Welcome,
     Who,
 )
@@ -84,7 +89,9 @@ class ConnectionChanged:
     reason: str = ""
 
 
-ClientEvent = MessageEvent | RelationEvent | PresenceEvent | TypingEvent | ConnectionChanged
+ClientEvent = (
+    MessageEvent | RelationEvent | ReadMarkerEvent | PresenceEvent | TypingEvent | ConnectionChanged
+)
 
 
 @dataclass(slots=True)
@@ -132,6 +139,7 @@ class ChatClient:
         self._rejoins: set[int] = set()  # request ids of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
         self._rooms: dict[str, RoomCursor] = {}
+        self._unread: dict[str, UnreadCount] = {}  # room -> the latest count the node told
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -193,6 +201,7 @@ class ChatClient:
         cursor.advance(reply.head or ORIGIN)
         if cursor.floor is None:
             cursor.floor = cursor.last_id
+        self._note_joined(reply)
         return reply.members
 
     async def leave(self, room: str) -> None:
@@ -289,6 +298,28 @@ class ChatClient:
             lambda i: History(request_id=i, room=room, before=before, after=after, limit=limit),
             HistoryPage,
         )
+
+    async def mark_read(self, room: str, up_to: str | None = None) -> UnreadCount:
+        """Move our read marker of a room to message `up_to`, or to its newest message;
+        it never moves back. Returns the unread count after it (every device sees it)."""
+        reply = await self._request(
+            lambda i: MarkRead(request_id=i, room=room, up_to=up_to), UnreadCounts
+        )
+        for unread in reply.rooms:
+            self._unread[unread.room] = unread
+        return reply.rooms[0]
+
+    async def unread(self, room: str | None = None) -> list[UnreadCount]:
+        """Unread counts of one room, or of every room we are in."""
+        reply = await self._request(lambda i: GetUnread(request_id=i, room=room), UnreadCounts)
+        for unread in reply.rooms:
+            self._unread[unread.room] = unread
+        return reply.rooms
+
+    def unread_of(self, room: str) -> UnreadCount | None:
+        """The latest count the node told for a room (on joining, on a mark, or from
+        another of our sessions moving the marker); None before any."""
+        return self._unread.get(room)
 
     async def rooms(self) -> list[str]:
         reply = await self._request(lambda i: ListRooms(request_id=i), protocol.RoomList)
@@ -509,6 +540,15 @@ class ChatClient:
                 case PresenceEvent() | TypingEvent():
                     if message.room in self._rooms:
                         await self._emit(message)
+                case ReadMarkerEvent():
+                    self._unread[message.room] = _unread_of(message)
+                    if message.room in self._rooms:
+                        await self._emit(message)
+                case Joined(request_id=request_id) if request_id in self._rejoins:
+                    self._rejoins.discard(request_id)
+                    marker = self._note_joined(message)
+                    if marker is not None and message.room in self._rooms:
+                        await self._emit(marker)
                 case ErrorReply(request_id=None):
                     # Said just before the node closes this session.
                     raise NodeError(message.code, message.message)
@@ -548,6 +588,25 @@ class ChatClient:
             finally:
                 self._pending.pop(request_id, None)
 
+    def _note_joined(self, joined: Joined) -> ReadMarkerEvent | None:
+        """The unread count a join told, kept; as an event for the caller's display."""
+        if joined.unread is None:
+            return None
+        self._unread[joined.room] = UnreadCount(
+            room=joined.room,
+            read_up_to=joined.read_up_to,
+            count=joined.unread,
+            capped=joined.unread_capped,
+        )
+        if joined.read_up_to is None:
+            return None
+        return ReadMarkerEvent(
+            room=joined.room,
+            read_up_to=joined.read_up_to,
+            unread=joined.unread,
+            unread_capped=joined.unread_capped,
+        )
+
     def _write(self, message: protocol.ClientMessage) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode_frame(protocol.encode(message)))
@@ -564,6 +623,15 @@ class ChatClient:
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(error)
+
+
+def _unread_of(event: ReadMarkerEvent) -> UnreadCount:
+    return UnreadCount(
+        room=event.room,
+        read_up_to=event.read_up_to,
+        count=event.unread,
+        capped=event.unread_capped,
+    )
 
 
 def _loop_deadline(deadline_monotonic: float) -> float:

@@ -17,6 +17,7 @@ from router.events import (
     AnnounceEvent,
     ReadPage,
     RecordMembership,
+    RecordReadMarker,
     ResumeRoom,
     RoomsOf,
     SendMessage,
@@ -24,7 +25,7 @@ from router.events import (
     Unsubscribe,
     WhoIsIn,
 )
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 from router.wire import PresenceChanged, TypingNotice
 from router.writes import SendRequest
 
@@ -180,12 +181,24 @@ class RoomRequests:
         if not isinstance(answer, Ready):
             raise _error(answer)
 
+    async def record_read_marker(self, marker: ReadMarker) -> None:
+        """Keep a read marker here and with the user's nodes; returns once on disk."""
+        ticket, outcome = self._pending.open()
+        self._driver.handle(RecordReadMarker(ticket, marker))
+        answer = await outcome
+        if not isinstance(answer, Ready):
+            raise _error(answer)
+
     async def rooms_of(self, user: str) -> list[str]:
         """The user's rooms, whichever nodes they joined through."""
+        return (await self.user_rooms(user)).rooms
+
+    async def user_rooms(self, user: str) -> Rooms:
+        """The user's rooms and read markers, from this node and the user's live nodes."""
         ticket, outcome = self._pending.open()
         self._driver.handle(RoomsOf(ticket, user))
         answer = await outcome
-        return answer.rooms if isinstance(answer, Rooms) else []
+        return answer if isinstance(answer, Rooms) else Rooms([])
 
 
 def _error(outcome: Outcome) -> RoomUnavailableError:

@@ -25,6 +25,7 @@ from router.effects import (
     Store,
     StoreHint,
     StoreMembership,
+    StoreReadMarker,
 )
 from router.events import (
     DigestLoaded,
@@ -73,6 +74,9 @@ class SqliteDisk:
                     kept = storage.set_membership(
                         change.user, change.room, joined=change.joined, time_ms=change.time_ms
                     )
+                    self._await_write(kept, _done, done)
+                case StoreReadMarker(_, marker):
+                    kept = storage.set_read_marker(marker.user, marker.room, marker.up_to)
                     self._await_write(kept, _done, done)
                 case _:
                     self._start_read(self._read(effect), done)
@@ -133,7 +137,8 @@ class SqliteDisk:
                 ids, more = await storage.ids_between(room, after, before, limit)
                 return IdsLoaded(ids, more)
             case LoadMemberships(_, user):
-                return MembershipsLoaded(await storage.memberships_of(user))
+                changes = await storage.memberships_of(user)
+                return MembershipsLoaded(changes, await storage.read_markers_of(user))
         raise AssertionError(f"not a read: {effect!r}")
 
     async def _load(self, load: Load) -> Loaded:

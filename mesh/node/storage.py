@@ -93,6 +93,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE hints ADD COLUMN reply_to TEXT;
     """
     + view_rows.SCHEMA,
+    # Each user's read marker of a room (router/user_rooms.py): the greatest one wins.
+    """
+    CREATE TABLE read_markers (
+        user TEXT NOT NULL,
+        room TEXT NOT NULL,
+        up_to TEXT NOT NULL,
+        PRIMARY KEY (user, room)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -102,6 +111,12 @@ INSERT INTO room_members (user, room, changed_at_ms, joined) VALUES (?, ?, ?, ?)
 ON CONFLICT (user, room) DO UPDATE SET changed_at_ms = excluded.changed_at_ms,
     joined = excluded.joined
 WHERE (excluded.changed_at_ms, excluded.joined) > (changed_at_ms, joined)
+"""
+
+# A read marker only moves forward.
+_KEEP_GREATEST_MARKER: Final = """
+INSERT INTO read_markers (user, room, up_to) VALUES (?, ?, ?)
+ON CONFLICT (user, room) DO UPDATE SET up_to = excluded.up_to WHERE excluded.up_to > up_to
 """
 
 _INSERT_INTO: Final = (
@@ -213,6 +228,13 @@ class _Membership:
 
 
 @dataclass(frozen=True, slots=True)
+class _ReadMarker:
+    user: str
+    room: str
+    up_to: str
+
+
+@dataclass(frozen=True, slots=True)
 class _AddHint:
     owner: str
     message: StoredMessage
@@ -232,7 +254,7 @@ class _ExpireHints:
     bytes_max: int
 
 
-_Write = _Append | _Membership | _AddHint | _DeleteHint | _ExpireHints
+_Write = _Append | _Membership | _ReadMarker | _AddHint | _DeleteHint | _ExpireHints
 
 
 @dataclass(slots=True)
@@ -412,6 +434,9 @@ class Storage(StorageReads):
     ) -> "asyncio.Future[None]":
         return self._submit(_Membership(user, room, joined, time_ms))
 
+    def set_read_marker(self, user: str, room: str, up_to: str) -> "asyncio.Future[None]":
+        return self._submit(_ReadMarker(user, room, up_to))
+
     def _submit(self, write: _Write) -> "asyncio.Future[Any]":
         assert self._loop is not None and self._writer is not None, "storage is not open"
         if self.lost is not None:
@@ -586,6 +611,9 @@ class Storage(StorageReads):
                 return result
             case _Membership(user, room, joined, time_ms):
                 connection.execute(_KEEP_LATEST_MEMBERSHIP, (user, room, time_ms, joined))
+                return None
+            case _ReadMarker(user, room, up_to):
+                connection.execute(_KEEP_GREATEST_MARKER, (user, room, up_to))
                 return None
             case _AddHint(owner, message, now_ms):
                 added = hint_rows.add(connection, owner, message, now_ms)

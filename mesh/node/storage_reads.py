@@ -24,7 +24,7 @@ from router.page_bytes import (
     message_bytes,
     relations_bytes,
 )
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 
 # Every replica stores the message exactly as the coordinator made it.
 StoredMessage = RoomMessage
@@ -199,6 +199,13 @@ class StorageReads:
             (user,),
         )
         return [MembershipChange(user, room, bool(joined), at) for user, room, joined, at in rows]
+
+    async def read_markers_of(self, user: str) -> list[ReadMarker]:
+        """The user's read marker of each room it was set in, here or spread here."""
+        rows = await self._read(
+            "SELECT user, room, up_to FROM read_markers WHERE user = ? ORDER BY room", (user,)
+        )
+        return [ReadMarker(*row) for row in rows]
 
     async def _read(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()

@@ -17,9 +17,11 @@ from router.message_ids import MESSAGE_ID_PATTERN
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 4
+PROTOCOL_MINOR: Final = 5
 # The first minor version whose clients get edits, deletes and reactions (and replies).
 MINOR_ROOM_EVENTS: Final = 4
+# The first minor version with read markers and unread counts.
+MINOR_READ_MARKERS: Final = 5
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200
@@ -106,6 +108,21 @@ class React(_Request, frozen=True, kw_only=True, tag="react"):
     remove: bool = False
 
 
+class MarkRead(_Request, frozen=True, kw_only=True, tag="mark_read"):
+    """Move the user's read marker of a room forward to message `up_to`, or to the room's
+    newest message (since 1.5); answered with unread, for that room."""
+
+    room: Room
+    up_to: MessageIdText | None = None
+
+
+class GetUnread(_Request, frozen=True, kw_only=True, tag="unread"):
+    """The user's unread counts: of one room, or of every room the user is in (since
+    1.5); answered with unread."""
+
+    room: Room | None = None
+
+
 class History(_Request, frozen=True, kw_only=True, tag="history"):
     room: Room
     before: MessageIdText | None = None
@@ -147,6 +164,8 @@ ClientMessage = (
     | Edit
     | Delete
     | React
+    | MarkRead
+    | GetUnread
     | History
     | ListRooms
     | Who
@@ -202,6 +221,11 @@ class Joined(_Request, frozen=True, kw_only=True, tag="joined"):
     # The newest message id in the room when the join took effect (null in an empty room):
     # a client resumes from here if it has seen nothing newer.
     head: str | None = None
+    # Since 1.5: the user's read marker and unread count (null when the count could not
+    # be read; `unread_capped`: there are more, shown as "1000+").
+    read_up_to: str | None = None
+    unread: int | None = None
+    unread_capped: bool = False
 
 
 class Sent(_Request, frozen=True, kw_only=True, tag="sent"):
@@ -214,6 +238,17 @@ class HistoryPage(_Request, frozen=True, kw_only=True, tag="history"):
     room: str
     messages: list[Message]
     cursor: str | None  # pass as `before` (or `after`, paging forward) for the next page
+
+
+class UnreadCount(msgspec.Struct, frozen=True, kw_only=True):
+    room: str
+    read_up_to: str | None  # null until the user has read the room
+    count: int  # messages after the marker that others sent, at most 1000
+    capped: bool = False  # there are more than `count`
+
+
+class UnreadCounts(_Request, frozen=True, kw_only=True, tag="unread"):
+    rooms: list[UnreadCount]
 
 
 class RoomList(_Request, frozen=True, kw_only=True, tag="rooms"):
@@ -287,6 +322,16 @@ class RelationEvent(msgspec.Struct, frozen=True, kw_only=True, tag="relation", o
     client_msg_id: str = ""
 
 
+class ReadMarkerEvent(msgspec.Struct, frozen=True, kw_only=True, tag="read_marker"):
+    """The user's read marker of a room moved, on another of the user's sessions (since
+    1.5): only the user's own sessions are told."""
+
+    room: str
+    read_up_to: str
+    unread: int
+    unread_capped: bool = False
+
+
 class PresenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag="presence"):
     room: str
     user: str
@@ -304,6 +349,7 @@ Reply = (
     | Joined
     | Sent
     | HistoryPage
+    | UnreadCounts
     | RoomList
     | Members
     | Ok
@@ -311,7 +357,7 @@ Reply = (
     | StatusReply
     | Placement
 )
-Event = MessageEvent | RelationEvent | PresenceEvent | TypingEvent
+Event = MessageEvent | RelationEvent | ReadMarkerEvent | PresenceEvent | TypingEvent
 NodeMessage = Reply | Event
 
 

@@ -11,7 +11,7 @@ from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
 from mesh.node.storage import IDS_PER_QUERY, IdConflictError
 from router.digest import Digest, digest_of
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 
 
 def hint_bytes(message: RoomMessage) -> int:
@@ -30,6 +30,7 @@ class MemoryStore:
         self._late_by_time: list[tuple[int, str, str]] = []  # (late_at_ms, room, id), a heap
         # (user, room) -> the latest join or leave
         self.memberships: dict[tuple[str, str], MembershipChange] = {}
+        self.read_markers: dict[tuple[str, str], str] = {}  # (user, room) -> up to
         # The largest id of every copy stored or repeated, a twin that lost included: a
         # restarted node's clock runs past it (storage.py keeps it in its meta table).
         self._highest_id = ""
@@ -197,6 +198,19 @@ class MemoryStore:
     def memberships_of(self, user: str) -> list[MembershipChange]:
         """The latest change of each room the user joined or left, leaves included."""
         return [self.memberships[key] for key in sorted(self.memberships) if key[0] == user]
+
+    def set_read_marker(self, user: str, room: str, up_to: str) -> None:
+        """A read marker only moves forward."""
+        held = self.read_markers.get((user, room))
+        if held is None or up_to > held:
+            self.read_markers[(user, room)] = up_to
+
+    def read_markers_of(self, user: str) -> list[ReadMarker]:
+        return [
+            ReadMarker(user, room, self.read_markers[(name, room)])
+            for name, room in sorted(self.read_markers)
+            if name == user
+        ]
 
     def rooms_of(self, user: str) -> list[str]:
         return [change.room for change in self.memberships_of(user) if change.joined]

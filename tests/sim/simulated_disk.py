@@ -24,6 +24,7 @@ from router.effects import (
     Store,
     StoreHint,
     StoreMembership,
+    StoreReadMarker,
 )
 from router.events import (
     DigestLoaded,
@@ -45,7 +46,7 @@ from tests.sim.memory_store import MemoryStore
 COMMIT_MIN_S = 0.0005
 COMMIT_MAX_S = 0.005
 READ_S = COMMIT_MIN_S
-WRITES = (Store, StoreHint, DeleteHint, StoreMembership)
+WRITES = (Store, StoreHint, DeleteHint, StoreMembership, StoreReadMarker)
 
 # (when, what to do then): the simulator runs it at that time, unless the node crashed.
 Schedule = Callable[[float, Callable[[], None]], None]
@@ -120,16 +121,23 @@ class SimulatedDisk:
                 return DigestLoaded(store.digest(room))
             case LoadIds(_, room, after, before, limit):
                 return IdsLoaded(*store.ids_between(room, after, before, limit))
-            case StoreMembership() | LoadMemberships():
+            case StoreMembership() | StoreReadMarker() | LoadMemberships():
                 return self._membership(effect)
         raise AssertionError(f"not a storage effect: {effect!r}")
 
-    def _membership(self, effect: StoreMembership | LoadMemberships) -> StorageResult:
+    def _membership(
+        self, effect: StoreMembership | StoreReadMarker | LoadMemberships
+    ) -> StorageResult:
         store = self.store
-        if isinstance(effect, StoreMembership):
-            change = effect.change
-            store.set_membership(
-                change.user, change.room, joined=change.joined, time_ms=change.time_ms
-            )
-            return Done()
-        return MembershipsLoaded(store.memberships_of(effect.user))
+        match effect:
+            case StoreMembership(_, change):
+                store.set_membership(
+                    change.user, change.room, joined=change.joined, time_ms=change.time_ms
+                )
+                return Done()
+            case StoreReadMarker(_, marker):
+                store.set_read_marker(marker.user, marker.room, marker.up_to)
+                return Done()
+        return MembershipsLoaded(
+            store.memberships_of(effect.user), store.read_markers_of(effect.user)
+        )

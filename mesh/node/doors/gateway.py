@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError
 from mesh.node.doors.chat import (
@@ -24,6 +26,8 @@ from mesh.node.doors.chat import (
     to_wire,
 )
 from mesh.node.doors.rate_limit import UserSendLimits
+from mesh.node.doors.read_markers import ReadMarkers, unread_or_none
+from mesh.node.doors.read_markers import answer as answer_unread
 from mesh.node.doors.relations import RelationRefusedError, checked_target, relation_request
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
@@ -43,6 +47,7 @@ from mesh.wire.protocol import (
     Delete,
     Edit,
     ErrorReply,
+    GetUnread,
     Hello,
     History,
     HistoryPage,
@@ -50,6 +55,7 @@ from mesh.wire.protocol import (
     Joined,
     LeaveRoom,
     ListRooms,
+    MarkRead,
     Members,
     Ok,
     Ping,
@@ -115,6 +121,7 @@ class Gateway:
         self._on_ack = on_ack
         self.limits = limits
         self.chat = chat
+        self.read_markers = ReadMarkers(chat)
         self.authenticator = authenticator
         self.stats = GatewayStatistics()
         self._status = status
@@ -319,6 +326,8 @@ class Gateway:
                 session.push(_frame(Ok(request_id=request_id)))
             case History():
                 await self._history(session, request)
+            case MarkRead() | GetUnread():
+                session.push(_frame(await answer_unread(self.read_markers, session, request)))
             case ListRooms(request_id=request_id):
                 rooms = await self.chat.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
@@ -474,7 +483,16 @@ class Gateway:
         except BaseException:
             self.chat.unsubscribe(session, room)
             raise
-        session.push(_frame(Joined(request_id=request_id, room=room, members=users, head=head)))
+        unread = await unread_or_none(self.read_markers.joined(session.user, room, head))
+        joined = Joined(request_id=request_id, room=room, members=users, head=head)
+        if unread is not None:
+            joined = msgspec.structs.replace(
+                joined,
+                read_up_to=unread.read_up_to,
+                unread=unread.count,
+                unread_capped=unread.capped,
+            )
+        session.push(_frame(joined))
         if since is not None:
             try:
                 await self.chat.replay(session, room, since)

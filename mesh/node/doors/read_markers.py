@@ -1,0 +1,161 @@
+"""Read markers and unread counts: how far each user has read each room.
+
+A user's marker of a room is a message id kept with the user's nodes on the ring
+(router/user_rooms.py) and only moves forward, so every node reads the same one and a
+second device sees what the first one read. The unread count is derived from the room's
+log whenever it is asked for: the messages after the marker that others sent and that
+are not deleted, counted exactly up to UNREAD_COUNT_MAX. A user's first join of a room
+marks what was there already as read, as chat products do.
+"""
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Final
+
+from mesh.node.doors.chat import ChatService
+from mesh.node.doors.session import Session
+from mesh.node.room_requests import RoomUnavailableError
+from mesh.node.storage import StoredMessage
+from mesh.wire import protocol
+from mesh.wire.errors import ErrorCode, ProtocolError
+from mesh.wire.framing import encode_frame
+from router.effects import Page
+from router.message_ids import ORIGIN
+from router.records import ReadMarker
+
+# Unread messages counted exactly; past this a count reads "1000+".
+UNREAD_COUNT_MAX: Final = 1000
+# Messages read per page while counting, and pages read per count: a room where the user
+# wrote most of what followed the marker is not walked to its end.
+UNREAD_PAGE_SIZE: Final = 500
+UNREAD_PAGES_MAX: Final = 8
+# Rooms counted at once for a listing of all a user's rooms.
+UNREAD_ROOMS_AT_ONCE: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    room: str
+    read_up_to: str | None  # the user's marker; None before the user's first join
+    count: int
+    capped: bool  # there may be more than `count` (shown as "1000+")
+
+    @property
+    def text(self) -> str:
+        return f"{self.count}+" if self.capped else str(self.count)
+
+
+def knows_read_markers(session: Session) -> bool:
+    return session.minor >= protocol.MINOR_READ_MARKERS
+
+
+def counts_as_unread(message: StoredMessage, page: Page, user: str) -> bool:
+    state = page.relations.get(message.id)
+    deleted = state is not None and state.tombstone is not None
+    return message.kind == "message" and message.sender != user and not deleted
+
+
+class ReadMarkers:
+    def __init__(self, chat: ChatService) -> None:
+        self.chat = chat
+
+    async def markers_of(self, user: str) -> dict[str, str]:
+        """room -> the user's marker, gathered from the user's nodes."""
+        return (await self.chat.rooms.user_rooms(user)).read_up_to
+
+    async def count(self, user: str, room: str, read_up_to: str | None) -> Unread:
+        """The unread count of a room after `read_up_to` (the whole room without one)."""
+        cursor = read_up_to or ORIGIN
+        count = 0
+        for _ in range(UNREAD_PAGES_MAX):
+            page = await self.chat.history(room, after=cursor, limit=UNREAD_PAGE_SIZE)
+            count += sum(counts_as_unread(message, page, user) for message in page.messages)
+            if count >= UNREAD_COUNT_MAX:
+                return Unread(room, read_up_to, UNREAD_COUNT_MAX, capped=True)
+            if not page.more or not page.messages:
+                return Unread(room, read_up_to, count, capped=False)
+            cursor = page.messages[-1].id
+        return Unread(room, read_up_to, count, capped=True)
+
+    async def unread(self, user: str, room: str | None = None) -> list[Unread]:
+        """The unread counts of one room, or of every room the user is in."""
+        found = await self.chat.rooms.user_rooms(user)
+        rooms = [room] if room is not None else found.rooms
+        at_once = asyncio.Semaphore(UNREAD_ROOMS_AT_ONCE)
+
+        async def one(name: str) -> Unread:
+            async with at_once:
+                return await self.count(user, name, found.read_up_to.get(name))
+
+        return list(await asyncio.gather(*(one(name) for name in rooms)))
+
+    async def mark(self, user: str, room: str, up_to: str | None) -> Unread:
+        """Move the user's marker to `up_to` (a message of the room), or to the room's
+        newest message; a marker never moves back. Returns the count after it."""
+        if up_to is None:
+            newest, _ = await self.chat.rooms.read(room, limit=1)
+            up_to = newest[-1].id if newest else None
+        elif await self.chat.find(room, up_to) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {up_to} in room {room}")
+        held = (await self.markers_of(user)).get(room)
+        if up_to is not None and (held is None or up_to > held):
+            await self.chat.rooms.record_read_marker(ReadMarker(user, room, up_to))
+            held = up_to
+        return await self.count(user, room, held)
+
+    def tell_sessions(self, user: str, unread: Unread, *, but: Session | None = None) -> None:
+        """The user's sessions in the room on this node hear where the marker is now."""
+        if unread.read_up_to is None:
+            return
+        event = protocol.ReadMarkerEvent(
+            room=unread.room,
+            read_up_to=unread.read_up_to,
+            unread=unread.count,
+            unread_capped=unread.capped,
+        )
+        frame = encode_frame(protocol.encode(event))
+        for session in self.chat.hub.sessions(unread.room):
+            if session is not but and session.user == user and knows_read_markers(session):
+                session.push_if_room(frame)
+
+    async def joined(self, user: str, room: str, head: str | None) -> Unread:
+        """The count a join reports. The first join marks the room as read up to its
+        head, so a newcomer does not start with the room's whole past unread."""
+        found = await self.chat.rooms.user_rooms(user)
+        held = found.read_up_to.get(room)
+        # Only when every one of the user's nodes answered: a marker one of them holds
+        # must not be overtaken by the head.
+        if held is None and head is not None and found.complete:
+            await self.chat.rooms.record_read_marker(ReadMarker(user, room, head))
+            return Unread(room, head, 0, capped=False)
+        return await self.count(user, room, held)
+
+
+async def unread_or_none(counting: Awaitable[Unread]) -> Unread | None:
+    """A count where one is only a courtesy (a join): None when the room is unavailable."""
+    try:
+        return await counting
+    except RoomUnavailableError:
+        return None
+
+
+def to_wire(unread: Unread) -> protocol.UnreadCount:
+    return protocol.UnreadCount(
+        room=unread.room, read_up_to=unread.read_up_to, count=unread.count, capped=unread.capped
+    )
+
+
+async def answer(
+    markers: ReadMarkers, session: Session, request: protocol.MarkRead | protocol.GetUnread
+) -> protocol.UnreadCounts:
+    """A client's mark_read or unread request, answered; a marker that moved is told to
+    the user's other sessions here."""
+    if isinstance(request, protocol.GetUnread):
+        counts = await markers.unread(session.user, request.room)
+        return protocol.UnreadCounts(
+            request_id=request.request_id, rooms=[to_wire(unread) for unread in counts]
+        )
+    unread = await markers.mark(session.user, request.room, request.up_to)
+    markers.tell_sessions(session.user, unread, but=session)
+    return protocol.UnreadCounts(request_id=request.request_id, rooms=[to_wire(unread)])
