@@ -68,7 +68,7 @@ from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave, PeerDecodeError
 from router import wire as router_wire
 from router.message_ids import MessageId
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 from tests.processes import HOST, Cluster, NodeProcess, free_ports, wait_for
 
 # ---- bounds, each with its reason ----
@@ -464,6 +464,13 @@ def client_corpus(token: str) -> list[Any]:
         protocol.Ping(request_id=11),
         protocol.StatusRequest(request_id=12),
         protocol.Where(request_id=13, room=FUZZ_ROOMS[3]),
+        protocol.Edit(request_id=14, room=room, client_msg_id="c3", id=since, body="fixed"),
+        protocol.Delete(request_id=15, room=room, client_msg_id="c4", id=since),
+        protocol.React(request_id=16, room=room, client_msg_id="c5", id=since, key="+1"),
+        protocol.MarkRead(request_id=17, room=room, up_to=since),
+        protocol.MarkRead(request_id=18, room=FUZZ_ROOMS[1]),
+        protocol.GetUnread(request_id=19),
+        protocol.GetUnread(request_id=20, room=room),
     )
 
 
@@ -478,7 +485,14 @@ def node_corpus() -> list[Any]:
     return _builtins(
         protocol.Welcome(version=1, minor=3, node="n1", user="ann", limits={"sends_per_s": 10}),
         protocol.ErrorReply(code=ErrorCode.RATE_LIMITED, message="slow", retry_after_s=0.5),
-        protocol.Joined(request_id=1, room="r", members=["ann"], head=message.id),
+        protocol.Joined(
+            request_id=1,
+            room="r",
+            members=["ann"],
+            head=message.id,
+            read_up_to=message.id,
+            unread=3,
+        ),
         protocol.Sent(request_id=2, id=message.id, time_ms=1),
         protocol.HistoryPage(request_id=3, room="r", messages=[message], cursor=message.id),
         protocol.RoomList(request_id=4, rooms=["r"]),
@@ -496,6 +510,14 @@ def node_corpus() -> list[Any]:
         protocol.MessageEvent(message=message),
         protocol.PresenceEvent(room="r", user="ann", state="joined"),
         protocol.TypingEvent(room="r", user="ann"),
+        protocol.RelationEvent(
+            id=message.id, room="r", kind="edit", target=message.id, sender="ann", time_ms=1
+        ),
+        protocol.UnreadCounts(
+            request_id=10,
+            rooms=[protocol.UnreadCount(room="r", read_up_to=None, count=1000, capped=True)],
+        ),
+        protocol.ReadMarkerEvent(room="r", read_up_to=message.id, unread=0),
     )
 
 
@@ -532,7 +554,8 @@ def peer_corpus(member: MemberRecord, target: MemberRecord) -> list[Any]:
         router_wire.MembershipUpdate(7, change),
         router_wire.MembershipAck(7),
         router_wire.MembershipQuery(8, user),
-        router_wire.MembershipReply(8, [change]),
+        router_wire.MembershipReply(8, [change], [ReadMarker(user, room, stored.id)]),
+        router_wire.ReadMarkerUpdate(10, ReadMarker(user, room, stored.id)),
         router_wire.DigestOffer(9, room, [router_wire.BucketDigest("0193", 1, 7)]),
         router_wire.DigestDiff(9, room, ["0193"]),
         router_wire.IdPage(room, "0193", "", [stored.id], more=False),
@@ -1251,7 +1274,10 @@ def _member_answer(message: Any) -> Any:
             return wire.PushAck(epoch, seq)
         case wire.WhoRequest(request_id=request_id):
             return wire.WhoReply(request_id)
-        case wire.MembershipUpdate(request_id=request_id):
+        case (
+            wire.MembershipUpdate(request_id=request_id)
+            | wire.ReadMarkerUpdate(request_id=request_id)
+        ):
             return wire.MembershipAck(request_id)
         case wire.MembershipQuery(request_id=request_id):
             return wire.MembershipReply(request_id)

@@ -108,6 +108,7 @@ def test_every_endpoint(node: NodeProcess) -> None:
         "/v1/rooms/{room}/messages/{message_id}/reactions/{key}",
         "/v1/rooms",
         "/v1/rooms/{room}/members",
+        "/v1/rooms/{room}/read-marker",
         "/v1/status",
         "/v1/health",
         "/v1/openapi.json",
@@ -195,6 +196,42 @@ def test_edits_deletes_and_reactions_over_rest_show_in_the_room_s_view(node: Nod
     one = get(node, f"/v1/rooms/lobby/messages/{typo}")
     assert (one.status_code, one.json()) == (200, shown[typo])
     assert get(node, f"/v1/rooms/lobby/messages/{doomed}").status_code == 404
+
+
+def test_the_read_marker_moves_forward_only_and_rooms_list_unread_counts(
+    node: NodeProcess,
+) -> None:
+    async def join_as_bob() -> None:
+        async with client_for(node, user="bob", token=token("bob")) as bob:
+            await bob.join("lobby")
+
+    post(node, "lobby", "before bob joined")
+    run_async(join_as_bob())
+    ids = [post(node, "lobby", f"news {n}").json()["id"] for n in range(3)]
+    rooms = get(node, "/v1/rooms", user="bob").json()
+    assert rooms["rooms"] == ["lobby"]
+    assert rooms["unread"]["lobby"]["count"] == 3 and not rooms["unread"]["lobby"]["capped"]
+
+    def mark(body: dict[str, Any]) -> httpx.Response:
+        return httpx.put(
+            f"{node.http_url}/v1/rooms/lobby/read-marker",
+            json=body,
+            headers=auth("bob"),
+            timeout=10,
+        )
+
+    marked = mark({"up_to": ids[0]})
+    assert marked.status_code == 200
+    assert marked.json() == {"room": "lobby", "read_up_to": ids[0], "count": 2, "capped": False}
+    assert mark({"up_to": ids[0]}).json() == marked.json()  # idempotent
+    newest = mark({})
+    assert (newest.json()["read_up_to"], newest.json()["count"]) == (ids[-1], 0)
+    behind = mark({"up_to": ids[1]})
+    assert behind.json()["read_up_to"] == ids[-1]  # a marker never moves back
+    assert get(node, "/v1/rooms", user="bob").json()["unread"]["lobby"]["count"] == 0
+    missing = mark({"up_to": "0000000000010000.n9"})
+    assert (missing.status_code, error_of(missing)) == (404, "not_found")
+    assert error_of(mark({"up_to": "nonsense"})) == "bad_request"
 
 
 def test_every_error_path_answers_its_status_and_code(cluster: Cluster, tmp_path: Path) -> None:

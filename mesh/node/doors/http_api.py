@@ -127,10 +127,6 @@ class NewMessage(msgspec.Struct, frozen=True):
     reply_to: Annotated[str, msgspec.Meta(pattern=MESSAGE_ID_PATTERN)] | None = None
 
 
-class RoomsOut(msgspec.Struct, frozen=True):
-    rooms: list[str]
-
-
 class MembersOut(msgspec.Struct, frozen=True):
     room: str
     members: list[str]
@@ -578,11 +574,6 @@ def check_body(backend: HttpBackend, body: str) -> None:
         )
 
 
-async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
-    backend = backend_of(request)
-    return RoomsOut(await backend.chat.rooms_of(user_of(backend, request)))
-
-
 async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
     backend = backend_of(request)
     user_of(backend, request)
@@ -645,16 +636,15 @@ def _message_routes() -> list[HTTPRouteHandler]:
 
 
 def _room_routes() -> list[HTTPRouteHandler]:
-    rooms = get(
-        "/v1/rooms", summary="The caller's rooms", tags=["rooms"], responses={**UNAUTHORIZED}
-    )
     members = get(
         "/v1/rooms/{room:str}/members",
         summary="Who is online in a room",
         tags=["rooms"],
         responses={**BAD_REQUEST, **UNAUTHORIZED},
     )
-    return [rooms(list_rooms), members(list_members)]
+    from mesh.node.doors.http_read_markers import read_marker_routes  # noqa: PLC0415
+
+    return [*read_marker_routes(), members(list_members)]
 
 
 def _operation_routes() -> list[HTTPRouteHandler]:

@@ -79,16 +79,26 @@ class ReadMarkers:
         return Unread(room, read_up_to, count, capped=True)
 
     async def unread(self, user: str, room: str | None = None) -> list[Unread]:
-        """The unread counts of one room, or of every room the user is in."""
+        """The unread count of one room, or those of every room the user is in that
+        could be read now."""
+        if room is not None:
+            held = (await self.markers_of(user)).get(room)
+            return [await self.count(user, room, held)]
+        _, counts = await self.listing(user)
+        return [unread for _, unread in counts if unread is not None]
+
+    async def listing(self, user: str) -> tuple[list[str], list[tuple[str, Unread | None]]]:
+        """The user's rooms, each with its count (None where it could not be read)."""
         found = await self.chat.rooms.user_rooms(user)
-        rooms = [room] if room is not None else found.rooms
         at_once = asyncio.Semaphore(UNREAD_ROOMS_AT_ONCE)
 
-        async def one(name: str) -> Unread:
+        async def one(name: str) -> tuple[str, Unread | None]:
             async with at_once:
-                return await self.count(user, name, found.read_up_to.get(name))
+                return name, await unread_or_none(
+                    self.count(user, name, found.read_up_to.get(name))
+                )
 
-        return list(await asyncio.gather(*(one(name) for name in rooms)))
+        return found.rooms, list(await asyncio.gather(*(one(name) for name in found.rooms)))
 
     async def mark(self, user: str, room: str, up_to: str | None) -> Unread:
         """Move the user's marker to `up_to` (a message of the room), or to the room's
