@@ -9,7 +9,7 @@ import msgspec
 from router.error_codes import ErrorCode
 from router.event_rules import MessageState
 from router.records import MembershipChange, ReadMarker, RoomMessage
-from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.wire import RouterMessage, SessionEvent
 
 
 class SendPeer(msgspec.Struct, frozen=True):
@@ -142,7 +142,7 @@ class DeliverMessage(msgspec.Struct, frozen=True):
 class DeliverEvent(msgspec.Struct, frozen=True):
     """A presence or typing event for this node's sessions in its room."""
 
-    event: PresenceChanged | TypingNotice
+    event: SessionEvent
 
 
 class Warn(msgspec.Struct, frozen=True):

@@ -29,7 +29,7 @@ from router.effects import (
 )
 from router.event_rules import Relations
 from router.records import MembershipChange, ReadMarker, RoomMessage
-from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.wire import RouterMessage, SessionEvent
 from router.writes import SendRequest
 
 Health = Literal["alive", "suspect", "dead"]
@@ -82,7 +82,7 @@ class Unsubscribe(msgspec.Struct, frozen=True):
 class AnnounceEvent(msgspec.Struct, frozen=True):
     """A presence or typing event of a local session, for the room's other nodes."""
 
-    event: PresenceChanged | TypingNotice
+    event: SessionEvent
 
 
 class WhoIsIn(msgspec.Struct, frozen=True):

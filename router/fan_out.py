@@ -27,6 +27,7 @@ from router.wire import (
     Posted,
     PresenceChanged,
     PushAck,
+    ReadMarkerMoved,
     RoomEvent,
     TypingNotice,
 )
@@ -105,7 +106,7 @@ class FanOut:
         typing is news only now."""
         coordinator = self._placement.coordinator(event.room)
         if coordinator is None:
-            if not isinstance(event, TypingNotice):
+            if not isinstance(event, TypingNotice | ReadMarkerMoved):
                 self._unannounced.append((self._clock.wall_ms(now), event))
             return []
         if coordinator == self._placement.node_id:

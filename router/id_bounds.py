@@ -21,6 +21,7 @@ from router.wire import (
     MembershipReply,
     MembershipUpdate,
     Posted,
+    ReadMarkerMoved,
     ReadMarkerUpdate,
     ReadReply,
     ReplicaAck,
@@ -59,6 +60,8 @@ def check_times(message: RouterMessage, limit_ms: int) -> Checked:
         case Announce(event=Posted(message=posted)) if message_time_ms(posted) > limit_ms:
             return Checked(None)
         case MembershipUpdate(change=change) if change.time_ms > limit_ms:
+            return Checked(None)
+        case Announce(event=ReadMarkerMoved(up_to=up_to)) if id_time_ms(up_to) > limit_ms:
             return Checked(None)
         case ReadMarkerUpdate(marker=marker) if id_time_ms(marker.up_to) > limit_ms:
             return Checked(None)  # a marker from the future would mark what is not written

@@ -147,7 +147,21 @@ class TypingNotice(msgspec.Struct, frozen=True, tag="typing"):
     origin: Annotated[str, msgspec.Meta(max_length=64)]
 
 
-RoomEvent = Posted | PresenceChanged | TypingNotice
+class ReadMarkerMoved(msgspec.Struct, frozen=True, tag="read_marker_moved"):
+    """A user's read marker of the room moved, with the unread count after it: news for
+    that user's own sessions on every node (a second device), and only now, as typing is."""
+
+    room: RoomName
+    user: UserName
+    up_to: MessageIdText
+    unread: Count
+    unread_capped: bool
+    origin: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+# What a node's sessions hear of a room besides its messages.
+SessionEvent = PresenceChanged | TypingNotice | ReadMarkerMoved
+RoomEvent = Posted | PresenceChanged | TypingNotice | ReadMarkerMoved
 
 
 class Push(msgspec.Struct, frozen=True, tag="push"):
@@ -175,7 +189,7 @@ class Announce(msgspec.Struct, frozen=True, tag="announce"):
     from a gateway, or a message a replica has just been repaired with (it may never
     have reached some members: it was written where they could not hear)."""
 
-    event: Posted | PresenceChanged | TypingNotice
+    event: Posted | PresenceChanged | TypingNotice | ReadMarkerMoved
 
 
 class WhoRequest(msgspec.Struct, frozen=True, tag="who"):

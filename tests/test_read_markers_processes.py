@@ -55,25 +55,27 @@ def test_a_marker_set_through_one_node_is_read_through_every_other(
     run_async(scenario())
 
 
-def test_a_second_device_hears_the_marker_move_and_the_newest_message_is_the_default(
+def test_other_devices_hear_the_marker_move_and_the_newest_message_is_the_default(
     mesh: dict[str, NodeProcess],
 ) -> None:
     async def scenario() -> None:
         ann = client_for(mesh["n1"], user="ann")
         phone = client_for(mesh["n2"], user="bob")
-        laptop = client_for(mesh["n2"], user="bob")
-        async with ann, phone, laptop:
-            await phone.join("lobby")
-            await laptop.join("lobby")
+        tablet = client_for(mesh["n2"], user="bob")  # on the phone's node
+        laptop = client_for(mesh["n3"], user="bob")  # on another node
+        async with ann, phone, tablet, laptop:
+            for device in (phone, tablet, laptop):
+                await device.join("lobby")
             for n in range(3):
                 await ann.send("lobby", f"hello {n}")
             await next_messages(laptop, 3)
             newest = await phone.mark_read("lobby")
             assert newest.count == 0 and newest.read_up_to is not None
-            moved = await next_event(laptop, ReadMarkerEvent)
-            assert isinstance(moved, ReadMarkerEvent)
-            assert (moved.read_up_to, moved.unread) == (newest.read_up_to, 0)
-            assert laptop.unread_of("lobby") == newest
+            for device in (tablet, laptop):
+                moved = await next_event(device, ReadMarkerEvent)
+                assert isinstance(moved, ReadMarkerEvent)
+                assert (moved.read_up_to, moved.unread) == (newest.read_up_to, 0)
+                assert device.unread_of("lobby") == newest
 
     run_async(scenario())
 

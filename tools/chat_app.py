@@ -6,7 +6,9 @@ events into the state. Reconnecting, resuming and retrying are the client librar
 the app only shows them (status bar, pending lines).
 """
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable
 from typing import ClassVar
@@ -24,13 +26,25 @@ from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.message_keys import new_client_msg_id
-from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, RelationEvent, TypingEvent
+from mesh.wire.protocol import (
+    Message,
+    MessageEvent,
+    PresenceEvent,
+    ReadMarkerEvent,
+    RelationEvent,
+    TypingEvent,
+)
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
 
 HISTORY_PAGE = 50
+# A room on screen is marked read this long after its newest message arrived: one mark
+# covers a burst.
+MARK_READ_DELAY_S = 1.0
 # The least time between two typing notices for one room.
 TYPING_NOTICE_INTERVAL_S = 3.0
+
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -106,6 +120,7 @@ class ChatApp(App[None]):
         self.connection = "connecting"
         self._typing_sent: dict[str, float] = {}
         self._loading_older: set[str] = set()
+        self._marking: set[str] = set()  # rooms with a mark_read on its way
         self.shown_text = ""  # the message pane's text, as a person reads it
 
     def compose(self) -> ComposeResult:
@@ -145,6 +160,13 @@ class ChatApp(App[None]):
                 case MessageEvent(message=message):
                     if self.state.add_message(message):
                         self._refresh_room(message.room)
+                        if message.room == self.state.current:
+                            self._mark_read_soon(message.room)
+                case ReadMarkerEvent(room=room):
+                    self.state.apply_read_marker(
+                        room, event.read_up_to, event.unread, event.unread_capped
+                    )
+                    self._refresh_room(room)
                 case RelationEvent(room=room):
                     if self.state.apply_relation(event):
                         self._refresh_room(room)
@@ -173,8 +195,36 @@ class ChatApp(App[None]):
             self._refresh_all()
             return
         self.state.set_members(room, members)
+        unread = self.client.unread_of(room)
+        if unread is not None and unread.read_up_to is not None:
+            self.state.apply_read_marker(room, unread.read_up_to, unread.count, unread.capped)
         self.state.add_history(room, page.messages, page.cursor is not None)
         self._refresh_all()
+        if room == self.state.current:
+            self._mark_read_soon(room)
+
+    def _mark_read_soon(self, room: str) -> None:
+        """Tell the node the user has read what the room shows, at most once a second."""
+        if room not in self._marking:
+            self._marking.add(room)
+            self.run_worker(self._mark_read(room), exit_on_error=False)
+
+    async def _mark_read(self, room: str) -> None:
+        try:
+            await asyncio.sleep(MARK_READ_DELAY_S)
+            self._marking.discard(room)
+            newest = self.state.last_message(room)
+            if newest is None or room not in self.state.rooms:
+                return
+            unread = await self.client.mark_read(room, newest.key)
+        except (NodeError, TimeoutError, ConnectionError) as error:
+            log.info("could not mark %s read: %s", room, error)  # the next mark tries again
+            return
+        finally:
+            self._marking.discard(room)
+        if unread.read_up_to is not None:
+            self.state.apply_read_marker(room, unread.read_up_to, unread.count, unread.capped)
+            self._refresh_room(room)
 
     async def _send(
         self, room: str, body: str, client_msg_id: str, reply_to: str | None = None
@@ -376,12 +426,14 @@ class ChatApp(App[None]):
     # ---- keys ----
 
     def action_step_room(self, offset: int) -> None:
-        if self.state.step(offset):
+        if room := self.state.step(offset):
             self._refresh_all()
+            self._mark_read_soon(room)
 
     def action_jump_room(self, position: int) -> None:
-        if self.state.jump(position):
+        if room := self.state.jump(position):
             self._refresh_all()
+            self._mark_read_soon(room)
 
     @on(MessagePane.ReachedTop)
     def _reached_top(self) -> None:

@@ -11,7 +11,7 @@ from rich.text import Text
 from mesh.wire.display_text import terminal_safe
 from tools.chat_state import ACTION_PREFIX, ChatState, Delivery, Line, RoomView, colour_of
 
-NEW_MESSAGES_MARKER = "──── new messages ────"
+NEW_MESSAGES_MARKER = "──── new since you last read ────"
 
 
 def clock(time_ms: int) -> str:
@@ -93,5 +93,6 @@ def room_label(state: ChatState, room: RoomView, position: int) -> Text:
     marker = ">" if room.name == state.current else " "
     label = Text(f"{marker}{position} {terminal_safe(room.name)}")
     if room.unread:
-        label.append(f" ({room.unread})", style="bold yellow")
+        count = f"{room.unread}+" if room.unread_capped else str(room.unread)
+        label.append(f" ({count})", style="bold yellow")
     return label

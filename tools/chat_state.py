@@ -73,7 +73,9 @@ class RoomView:
     name: str
     lines: "SortedDict[str, Line]" = field(default_factory=SortedDict)
     unread: int = 0
-    first_unread: str | None = None  # where the "new messages" marker goes
+    unread_capped: bool = False  # the node counted more than it tells ("1000+")
+    first_unread: str | None = None  # where the "new since you last read" line goes
+    read_up_to: str | None = None  # the user's read marker, as the node keeps it
     members: list[str] = field(default_factory=list)
     typing: dict[str, float] = field(default_factory=dict)  # user -> shown until
     oldest_loaded: str | None = None
@@ -114,6 +116,7 @@ class ChatState:
         self.current = name
         room = self.rooms[name]
         room.unread = 0
+        room.unread_capped = False
         # The marker stays until the user leaves the room again; it is cleared on arrival
         # elsewhere so the next visit starts fresh.
 
@@ -162,6 +165,30 @@ class ChatState:
         self._trim(room)
         return True
 
+    def apply_read_marker(self, room_name: str, read_up_to: str, unread: int, capped: bool) -> None:
+        """The node told where the user's marker is (on joining, after a mark, or from
+        another device): its count, and the "new since you last read" line after it."""
+        room = self.open_room(room_name)
+        if room.read_up_to is not None and read_up_to < room.read_up_to:
+            return  # an older word than one already heard: a marker never moves back
+        room.read_up_to = read_up_to
+        if room_name != self.current:
+            room.unread, room.unread_capped = unread, capped
+        self._place_first_unread(room)
+
+    def _place_first_unread(self, room: RoomView) -> None:
+        """The line goes before the first message after the marker that others sent."""
+        if room.read_up_to is None or (self.current == room.name and room.first_unread):
+            return  # a room on screen keeps its line until the user looks away
+        room.first_unread = next(
+            (
+                key
+                for key in room.lines.irange(minimum=room.read_up_to, inclusive=(False, False))
+                if _counts_as_unread(room.lines[key], self.user)
+            ),
+            None,
+        )
+
     def add_history(self, room_name: str, messages: list[Message], more: bool) -> int:
         """An older page arrived; returns how many lines it added above the view."""
         room = self.open_room(room_name)
@@ -174,6 +201,8 @@ class ChatState:
                 room.oldest_loaded = message.id
         if not more:
             room.history_exhausted = True
+        if room.read_up_to is not None and room.first_unread is None:
+            self._place_first_unread(room)
         return added
 
     def apply_relation(self, event: RelationEvent) -> bool:
@@ -313,6 +342,11 @@ def _common_prefix(words: list[str]) -> str:
     while size < min(len(first), len(last)) and first[size] == last[size]:
         size += 1
     return first[:size]
+
+
+def _counts_as_unread(line: Line, user: str) -> bool:
+    stored = not line.key.startswith("~") and not line.notice
+    return stored and line.sender != user and line.changes.deleted_by is None
 
 
 def _line_of(message: Message) -> Line:

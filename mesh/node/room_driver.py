@@ -37,7 +37,7 @@ from router.events import (
     Stored,
 )
 from router.records import RoomMessage
-from router.wire import PresenceChanged, RouterMessage, TypingNotice
+from router.wire import RouterMessage, SessionEvent
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class LocalSessions(Protocol):
 
     def deliver_message(self, message: RoomMessage) -> None: ...
 
-    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None: ...
+    def deliver_event(self, event: SessionEvent) -> None: ...
 
 
 class Completions(Protocol):

@@ -26,7 +26,7 @@ from router.events import (
     WhoIsIn,
 )
 from router.records import MembershipChange, ReadMarker, RoomMessage
-from router.wire import PresenceChanged, TypingNotice
+from router.wire import SessionEvent
 from router.writes import SendRequest
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class RoomRequests:
     def unsubscribe(self, room: str) -> None:
         self._driver.handle(Unsubscribe(room))
 
-    def announce(self, event: PresenceChanged | TypingNotice) -> None:
+    def announce(self, event: SessionEvent) -> None:
         self._driver.handle(AnnounceEvent(event))
 
     async def who(self, room: str) -> list[str]:

@@ -34,7 +34,7 @@ from router.events import (
 )
 from router.message_ids import ORIGIN, earlier_by
 from router.records import RoomMessage
-from router.wire import PresenceChanged, TypingNotice
+from router.wire import SessionEvent
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
 from tests.sim.simulated_disk import SimulatedDisk
@@ -490,7 +490,7 @@ class _NodeShell:
     def deliver_message(self, message: RoomMessage) -> None:
         self.world._delivered(self.node, message)
 
-    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None:
+    def deliver_event(self, event: SessionEvent) -> None:
         self.node.events_delivered += 1
 
     def complete(self, ticket: int, outcome: Outcome) -> None:

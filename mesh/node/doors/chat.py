@@ -21,7 +21,7 @@ from router.event_rules import MessageState
 from router.message_ids import MessageId, at_time
 from router.records import MembershipChange, RoomMessage
 from router.room_view import view_of
-from router.wire import PresenceChanged, TypingNotice
+from router.wire import PresenceChanged, ReadMarkerMoved, SessionEvent, TypingNotice
 from router.writes import SendRequest
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,22 @@ def _frame(event: protocol.NodeMessage) -> bytes:
     return encode_frame(protocol.encode(event))
 
 
+def push_read_marker(hub: RoomHub, moved: ReadMarkerMoved, but: Session | None = None) -> None:
+    """The user's sessions in the room here hear where their marker is now."""
+    frame = _frame(
+        protocol.ReadMarkerEvent(
+            room=moved.room,
+            read_up_to=moved.up_to,
+            unread=moved.unread,
+            unread_capped=moved.unread_capped,
+        )
+    )
+    for session in hub.sessions(moved.room):
+        known = session.minor >= protocol.MINOR_READ_MARKERS
+        if session is not but and session.user == moved.user and known:
+            session.push_if_room(frame)
+
+
 class SessionDeliveries:
     """What the mesh pushes, handed to this node's sessions in the room (the room
     driver's LocalSessions)."""
@@ -135,7 +151,10 @@ class SessionDeliveries:
                 extra={"trace_id": message.id, "room": message.room, "sender": message.sender},
             )
 
-    def deliver_event(self, event: PresenceChanged | TypingNotice) -> None:
+    def deliver_event(self, event: SessionEvent) -> None:
+        if isinstance(event, ReadMarkerMoved):
+            push_read_marker(self.hub, event)
+            return
         if isinstance(event, PresenceChanged):
             frame = _frame(
                 protocol.PresenceEvent(room=event.room, user=event.user, state=event.state)

@@ -13,16 +13,16 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
-from mesh.node.doors.chat import ChatService
+from mesh.node.doors.chat import ChatService, push_read_marker
 from mesh.node.doors.session import Session
 from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import StoredMessage
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode, ProtocolError
-from mesh.wire.framing import encode_frame
 from router.effects import Page
 from router.message_ids import ORIGIN
 from router.records import ReadMarker
+from router.wire import ReadMarkerMoved
 
 # Unread messages counted exactly; past this a count reads "1000+".
 UNREAD_COUNT_MAX: Final = 1000
@@ -44,10 +44,6 @@ class Unread:
     @property
     def text(self) -> str:
         return f"{self.count}+" if self.capped else str(self.count)
-
-
-def knows_read_markers(session: Session) -> bool:
-    return session.minor >= protocol.MINOR_READ_MARKERS
 
 
 def counts_as_unread(message: StoredMessage, page: Page, user: str) -> bool:
@@ -115,19 +111,20 @@ class ReadMarkers:
         return await self.count(user, room, held)
 
     def tell_sessions(self, user: str, unread: Unread, *, but: Session | None = None) -> None:
-        """The user's sessions in the room on this node hear where the marker is now."""
+        """The user's other sessions, on this node and every other, hear where the
+        marker is now."""
         if unread.read_up_to is None:
             return
-        event = protocol.ReadMarkerEvent(
+        moved = ReadMarkerMoved(
             room=unread.room,
-            read_up_to=unread.read_up_to,
+            user=user,
+            up_to=unread.read_up_to,
             unread=unread.count,
             unread_capped=unread.capped,
+            origin=self.chat.node_id,
         )
-        frame = encode_frame(protocol.encode(event))
-        for session in self.chat.hub.sessions(unread.room):
-            if session is not but and session.user == user and knows_read_markers(session):
-                session.push_if_room(frame)
+        push_read_marker(self.chat.hub, moved, but)
+        self.chat.rooms.announce(moved)
 
     async def joined(self, user: str, room: str, head: str | None) -> Unread:
         """The count a join reports. The first join marks the room as read up to its
