@@ -156,6 +156,7 @@ class ReadMarkerMoved(msgspec.Struct, frozen=True, tag="read_marker_moved"):
     up_to: MessageIdText
     unread: Count
     unread_capped: bool
+    through: MessageIdText | None  # the newest message the count read
     origin: Annotated[str, msgspec.Meta(max_length=64)]
 
 

@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from tests.chat_helpers import client_for
 from tests.processes import Cluster, NodeProcess, run_async, wait_for
 from tools.chat_app import ChatApp, ChatInput, MessagePane
+from tools.chat_render import NEW_MESSAGES_MARKER
 from tools.chat_state import Delivery
 
 pytestmark = pytest.mark.processes
@@ -253,3 +254,40 @@ def test_reply_edit_react_and_delete_from_the_chat_tool_reach_another_client(
             assert (reply.deleted is not None, reply.body, reply.reply_to) == (True, "", None)
 
     run_async(scenario(), timeout_s=60.0)
+
+
+def test_unread_counts_come_from_the_node_and_hold_after_reconnecting_to_another(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> None:
+        app = ChatApp(client_for(mesh["n1"], mesh["n2"], user="ann"), "ann", ["lobby", "random"])
+        bob = client_for(mesh["n3"], user="bob")
+        phone = client_for(mesh["n3"], user="ann")  # ann's second device
+        async with app.run_test(size=(110, 30)) as pilot, bob, phone:
+            await until(
+                pilot, lambda: joined(app, "lobby") and joined(app, "random"), what="joined"
+            )
+            await phone.join("random")
+            for n in range(3):
+                await bob.send("random", f"news {n}")
+            await until(pilot, lambda: app.state.rooms["random"].unread == 3, what="3 unread")
+            await phone.mark_read("random")
+            await until(
+                pilot, lambda: app.state.rooms["random"].unread == 0, what="the phone's mark"
+            )
+
+            mesh["n1"].signal(signal.SIGKILL)
+            later = [await bob.send("random", f"later {n}") for n in range(2)]
+            await phone.mark_read("random", later[0].id)
+            await until(
+                pilot,
+                lambda: app.client.node == "n2" and app.state.rooms["random"].unread == 1,
+                timeout_s=20,
+                what="the node's count after reconnecting to n2",
+            )
+            assert "random (1)" in str(app.query_one("#rooms").render())
+            await pilot.press("ctrl+n")
+            lines = app.shown_text.splitlines()
+            assert lines[lines.index(NEW_MESSAGES_MARKER) + 1].endswith("later 1")
+
+    run_async(scenario(), timeout_s=60)

@@ -185,3 +185,31 @@ def test_history_views_show_edits_deletes_reactions_and_reply_quotes() -> None:
     assert room_text(state.rooms["lobby"]).plain.splitlines()[0].endswith("[ok 1]")
     assert state.last_message("lobby", own=True) is state.rooms["lobby"].lines[message(3).id]
     assert state.last_message("lobby") is state.rooms["lobby"].lines[message(3).id]
+
+
+def test_the_node_s_count_replaces_ours_and_a_replayed_backlog_is_not_counted_twice() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.open_room("random")
+    for n in (1, 2, 3):
+        state.add_history("random", [message(n, room="random")], more=True)
+    # The node counted 5 after message 1 (two of them not here yet), reading up to 6.
+    state.apply_read_marker("random", message(1).id, 5, False, message(6).id)
+    view = state.rooms["random"]
+    assert (view.unread, view.first_unread) == (5, message(2).id)
+    for n in (4, 5, 6):  # the replay after a reconnect: in the node's count already
+        state.add_message(message(n, room="random"))
+    state.add_message(message(7, room="random"))  # live, after what the node read
+    state.add_message(message(8, room="random", sender="ann"))  # our own: never unread
+    assert view.unread == 6
+    text = room_text(view).plain.splitlines()
+    assert text[text.index(NEW_MESSAGES_MARKER) + 1].endswith("m2")
+
+    # Another device read up to 7: the count and the line follow; an older word is ignored.
+    state.apply_read_marker("random", message(7).id, 0, False, message(8).id)
+    state.apply_read_marker("random", message(3).id, 4, False, message(8).id)
+    assert (view.unread, view.read_up_to, view.first_unread) == (0, message(7).id, None)
+    state.apply_read_marker("random", message(7).id, 1000, True, message(8).id)
+    assert (view.unread, view.unread_capped) == (1000, True)
+    state.switch_to("random")
+    assert (view.unread, view.unread_capped) == (0, False)

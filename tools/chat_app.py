@@ -164,7 +164,11 @@ class ChatApp(App[None]):
                             self._mark_read_soon(message.room)
                 case ReadMarkerEvent(room=room):
                     self.state.apply_read_marker(
-                        room, event.read_up_to, event.unread, event.unread_capped
+                        room,
+                        event.read_up_to,
+                        event.unread,
+                        event.unread_capped,
+                        event.unread_through,
                     )
                     self._refresh_room(room)
                 case RelationEvent(room=room):
@@ -197,7 +201,9 @@ class ChatApp(App[None]):
         self.state.set_members(room, members)
         unread = self.client.unread_of(room)
         if unread is not None and unread.read_up_to is not None:
-            self.state.apply_read_marker(room, unread.read_up_to, unread.count, unread.capped)
+            self.state.apply_read_marker(
+                room, unread.read_up_to, unread.count, unread.capped, unread.through
+            )
         self.state.add_history(room, page.messages, page.cursor is not None)
         self._refresh_all()
         if room == self.state.current:
@@ -223,7 +229,9 @@ class ChatApp(App[None]):
         finally:
             self._marking.discard(room)
         if unread.read_up_to is not None:
-            self.state.apply_read_marker(room, unread.read_up_to, unread.count, unread.capped)
+            self.state.apply_read_marker(
+                room, unread.read_up_to, unread.count, unread.capped, unread.through
+            )
             self._refresh_room(room)
 
     async def _send(

@@ -76,6 +76,7 @@ class RoomView:
     unread_capped: bool = False  # the node counted more than it tells ("1000+")
     first_unread: str | None = None  # where the "new since you last read" line goes
     read_up_to: str | None = None  # the user's read marker, as the node keeps it
+    counted_through: str | None = None  # the newest message the node's count read
     members: list[str] = field(default_factory=list)
     typing: dict[str, float] = field(default_factory=dict)  # user -> shown until
     oldest_loaded: str | None = None
@@ -156,24 +157,37 @@ class ChatState:
         if pending is not None:
             room.lines.pop(pending[1], None)
         room.lines[message.id] = _line_of(message)
-        if message.sender != self.user and message.room != self.current and pending is None:
-            room.unread += 1
-            if room.first_unread is None or message.id < room.first_unread:
+        if message.sender != self.user and message.room != self.current:
+            if room.counted_through is None or message.id > room.counted_through:
+                room.unread += 1  # the node's count did not read it yet
+            after_marker = room.read_up_to is None or message.id > room.read_up_to
+            if after_marker and (room.first_unread is None or message.id < room.first_unread):
                 room.first_unread = message.id
         if room.oldest_loaded is None or message.id < room.oldest_loaded:
             room.oldest_loaded = message.id
         self._trim(room)
         return True
 
-    def apply_read_marker(self, room_name: str, read_up_to: str, unread: int, capped: bool) -> None:
+    def apply_read_marker(
+        self, room_name: str, read_up_to: str, unread: int, capped: bool, through: str | None
+    ) -> None:
         """The node told where the user's marker is (on joining, after a mark, or from
-        another device): its count, and the "new since you last read" line after it."""
+        another device): its count, and the "new since you last read" line after it.
+        Messages arriving later count on top only if the node's count did not read them."""
         room = self.open_room(room_name)
         if room.read_up_to is not None and read_up_to < room.read_up_to:
             return  # an older word than one already heard: a marker never moves back
         room.read_up_to = read_up_to
+        room.counted_through = max(through or "", room.counted_through or "") or None
         if room_name != self.current:
-            room.unread, room.unread_capped = unread, capped
+            # Messages already here that the count did not read still count.
+            later = room.lines.irange(minimum=room.counted_through, inclusive=(False, False))
+            since = (
+                0
+                if room.counted_through is None
+                else sum(_counts_as_unread(room.lines[key], self.user) for key in later)
+            )
+            room.unread, room.unread_capped = unread + since, capped
         self._place_first_unread(room)
 
     def _place_first_unread(self, room: RoomView) -> None:

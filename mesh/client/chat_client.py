@@ -597,6 +597,7 @@ class ChatClient:
             read_up_to=joined.read_up_to,
             count=joined.unread,
             capped=joined.unread_capped,
+            through=joined.unread_through,
         )
         if joined.read_up_to is None:
             return None
@@ -605,6 +606,7 @@ class ChatClient:
             read_up_to=joined.read_up_to,
             unread=joined.unread,
             unread_capped=joined.unread_capped,
+            unread_through=joined.unread_through,
         )
 
     def _write(self, message: protocol.ClientMessage) -> None:
@@ -631,6 +633,7 @@ def _unread_of(event: ReadMarkerEvent) -> UnreadCount:
         read_up_to=event.read_up_to,
         count=event.unread,
         capped=event.unread_capped,
+        through=event.unread_through,
     )
 
 

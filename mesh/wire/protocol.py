@@ -226,6 +226,7 @@ class Joined(_Request, frozen=True, kw_only=True, tag="joined"):
     read_up_to: str | None = None
     unread: int | None = None
     unread_capped: bool = False
+    unread_through: str | None = None  # the newest message the count read
 
 
 class Sent(_Request, frozen=True, kw_only=True, tag="sent"):
@@ -245,6 +246,8 @@ class UnreadCount(msgspec.Struct, frozen=True, kw_only=True):
     read_up_to: str | None  # null until the user has read the room
     count: int  # messages after the marker that others sent, at most 1000
     capped: bool = False  # there are more than `count`
+    # The newest message the count read: count only later ones as they arrive.
+    through: str | None = None
 
 
 class UnreadCounts(_Request, frozen=True, kw_only=True, tag="unread"):
@@ -330,6 +333,7 @@ class ReadMarkerEvent(msgspec.Struct, frozen=True, kw_only=True, tag="read_marke
     read_up_to: str
     unread: int
     unread_capped: bool = False
+    unread_through: str | None = None  # the newest message the count read
 
 
 class PresenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag="presence"):

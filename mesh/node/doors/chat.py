@@ -117,6 +117,7 @@ def push_read_marker(hub: RoomHub, moved: ReadMarkerMoved, but: Session | None =
             read_up_to=moved.up_to,
             unread=moved.unread,
             unread_capped=moved.unread_capped,
+            unread_through=moved.through,
         )
     )
     for session in hub.sessions(moved.room):

@@ -491,6 +491,7 @@ class Gateway:
                 read_up_to=unread.read_up_to,
                 unread=unread.count,
                 unread_capped=unread.capped,
+                unread_through=unread.through,
             )
         session.push(_frame(joined))
         if since is not None:

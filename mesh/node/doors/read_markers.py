@@ -40,6 +40,9 @@ class Unread:
     read_up_to: str | None  # the user's marker; None before the user's first join
     count: int
     capped: bool  # there may be more than `count` (shown as "1000+")
+    # The newest message the count read: a client adds only messages after it to the
+    # count as they arrive, so a replayed backlog is not counted twice.
+    through: str | None = None
 
     @property
     def text(self) -> str:
@@ -66,13 +69,15 @@ class ReadMarkers:
         count = 0
         for _ in range(UNREAD_PAGES_MAX):
             page = await self.chat.history(room, after=cursor, limit=UNREAD_PAGE_SIZE)
-            count += sum(counts_as_unread(message, page, user) for message in page.messages)
-            if count >= UNREAD_COUNT_MAX:
-                return Unread(room, read_up_to, UNREAD_COUNT_MAX, capped=True)
+            for message in page.messages:
+                count += counts_as_unread(message, page, user)
+                if count > UNREAD_COUNT_MAX:
+                    return Unread(room, read_up_to, UNREAD_COUNT_MAX, capped=True, through=cursor)
+                cursor = message.id
             if not page.more or not page.messages:
-                return Unread(room, read_up_to, count, capped=False)
-            cursor = page.messages[-1].id
-        return Unread(room, read_up_to, count, capped=True)
+                through = None if cursor == ORIGIN else cursor
+                return Unread(room, read_up_to, count, capped=False, through=through)
+        return Unread(room, read_up_to, count, capped=True, through=cursor)
 
     async def unread(self, user: str, room: str | None = None) -> list[Unread]:
         """The unread count of one room, or those of every room the user is in that
@@ -121,6 +126,7 @@ class ReadMarkers:
             up_to=unread.read_up_to,
             unread=unread.count,
             unread_capped=unread.capped,
+            through=unread.through,
             origin=self.chat.node_id,
         )
         push_read_marker(self.chat.hub, moved, but)
@@ -135,7 +141,7 @@ class ReadMarkers:
         # must not be overtaken by the head.
         if held is None and head is not None and found.complete:
             await self.chat.rooms.record_read_marker(ReadMarker(user, room, head))
-            return Unread(room, head, 0, capped=False)
+            return Unread(room, head, 0, capped=False, through=head)
         return await self.count(user, room, held)
 
 
@@ -149,7 +155,11 @@ async def unread_or_none(counting: Awaitable[Unread]) -> Unread | None:
 
 def to_wire(unread: Unread) -> protocol.UnreadCount:
     return protocol.UnreadCount(
-        room=unread.room, read_up_to=unread.read_up_to, count=unread.count, capped=unread.capped
+        room=unread.room,
+        read_up_to=unread.read_up_to,
+        count=unread.count,
+        capped=unread.capped,
+        through=unread.through,
     )
 
 
