@@ -237,7 +237,12 @@ def test_reply_edit_react_and_delete_from_the_chat_tool_reach_another_client(
             await until(pilot, lambda: "[🍕 1]" in app.shown_text, what="own reaction shown")
             await type_line(pilot, "/reply yes, at noon")
             await until(pilot, lambda: "↳ bob: lunch?" in app.shown_text, what="the reply's quote")
-            await type_line(pilot, "/edit yes, at one")
+            await until(pilot, lambda: "ann: yes, at noon" in app.shown_text, what="reply shown")
+            await pilot.press("up")  # on an empty line: our last message, ready to edit
+            chat_input = app.query_one(ChatInput)
+            assert chat_input.value == "/edit yes, at noon"
+            chat_input.value = "/edit yes, at one"
+            await pilot.press("enter")
             await until(
                 pilot, lambda: "ann: yes, at one (edited)" in app.shown_text, what="edit shown"
             )

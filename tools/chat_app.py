@@ -86,6 +86,9 @@ class ChatInput(Input):
 
     def action_recall(self, step: int) -> None:
         history = self.state.sent_lines
+        if step < 0 and not self.value and self.recall_index is None and self._edit_last():
+            self.recall_index = len(history)  # Up again recalls what was sent before
+            return
         if not history:
             return
         index = len(history) if self.recall_index is None else self.recall_index
@@ -93,6 +96,16 @@ class ChatInput(Input):
         self.recall_index = index
         self.value = history[index] if index < len(history) else ""
         self.cursor_position = len(self.value)
+
+    def _edit_last(self) -> bool:
+        """Up on an empty line: our last message of the room, ready to edit."""
+        room = self.state.current
+        last = None if room is None else self.state.last_message(room, own=True)
+        if last is None or last.is_action:
+            return False
+        self.value = f"/edit {last.body}"
+        self.cursor_position = len(self.value)
+        return True
 
 
 class ChatApp(App[None]):

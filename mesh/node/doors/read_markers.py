@@ -4,7 +4,7 @@ A user's marker of a room is a message id kept with the user's nodes on the ring
 (router/user_rooms.py) and only moves forward, so every node reads the same one and a
 second device sees what the first one read. The unread count is derived from the room's
 log whenever it is asked for: the messages after the marker that others sent and that
-are not deleted, counted exactly up to UNREAD_COUNT_MAX. A user's first join of a room
+are not deleted, counted exactly up to UNREAD_COUNTED_MAX. A user's first join of a room
 marks what was there already as read, as chat products do.
 """
 
@@ -22,10 +22,9 @@ from mesh.wire.errors import ErrorCode, ProtocolError
 from router.effects import Page
 from router.message_ids import ORIGIN
 from router.records import ReadMarker
+from router.room_view import UNREAD_COUNTED_MAX
 from router.wire import ReadMarkerMoved
 
-# Unread messages counted exactly; past this a count reads "1000+".
-UNREAD_COUNT_MAX: Final = 1000
 # Messages read per page while counting, and pages read per count: a room where the user
 # wrote most of what followed the marker is not walked to its end.
 UNREAD_PAGE_SIZE: Final = 500
@@ -71,8 +70,8 @@ class ReadMarkers:
             page = await self.chat.history(room, after=cursor, limit=UNREAD_PAGE_SIZE)
             for message in page.messages:
                 count += counts_as_unread(message, page, user)
-                if count > UNREAD_COUNT_MAX:
-                    return Unread(room, read_up_to, UNREAD_COUNT_MAX, capped=True, through=cursor)
+                if count > UNREAD_COUNTED_MAX:
+                    return Unread(room, read_up_to, UNREAD_COUNTED_MAX, capped=True, through=cursor)
                 cursor = message.id
             if not page.more or not page.messages:
                 through = None if cursor == ORIGIN else cursor
