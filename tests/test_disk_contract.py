@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import msgspec
 import pytest
 
 from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
 from mesh.node.storage import IdConflictError, Storage
 from router.digest import Digest, digest_of
+from router.event_rules import Relations
 from router.message_ids import ORIGIN, MessageId
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, message_bytes
-from router.records import MembershipChange, RoomMessage
+from router.records import MembershipChange, ReadMarker, RoomMessage
 from tests.sim.memory_store import MemoryStore, hint_bytes
 
 ROOM: Final = "lobby"
@@ -108,6 +110,12 @@ class Disk(Protocol):
     async def set_membership(self, user: str, room: str, *, joined: bool, time_ms: int) -> None: ...
     async def memberships_of(self, user: str) -> list[MembershipChange]: ...
     async def rooms_of(self, user: str) -> list[str]: ...
+    async def set_read_marker(self, user: str, room: str, up_to: str) -> None: ...
+    async def read_markers_of(self, user: str) -> list[ReadMarker]: ...
+    # A reader's page: messages alone, with what relations made of them.
+    async def messages_page(
+        self, room: str, after: str, limit: int
+    ) -> tuple[list[RoomMessage], bool, list[Relations]]: ...
     # The node stops and starts again on the same disk.
     async def restart(self) -> None: ...
     async def close(self) -> None: ...
@@ -192,6 +200,18 @@ class SqliteDisk:
     async def rooms_of(self, user: str) -> list[str]:
         return await self.storage.rooms_of(user)
 
+    async def set_read_marker(self, user: str, room: str, up_to: str) -> None:
+        await self.storage.set_read_marker(user, room, up_to)
+
+    async def read_markers_of(self, user: str) -> list[ReadMarker]:
+        return await self.storage.read_markers_of(user)
+
+    async def messages_page(
+        self, room: str, after: str, limit: int
+    ) -> tuple[list[RoomMessage], bool, list[Relations]]:
+        page = await self.storage.page(room, after=after, limit=limit, messages_only=True)
+        return list(page.messages), page.more, page.relations
+
     async def restart(self) -> None:
         await self.storage.close()
         self.storage = Storage(self.data_dir)
@@ -273,6 +293,18 @@ class MemoryDisk:
 
     async def rooms_of(self, user: str) -> list[str]:
         return self.store.rooms_of(user)
+
+    async def set_read_marker(self, user: str, room: str, up_to: str) -> None:
+        self.store.set_read_marker(user, room, up_to)
+
+    async def read_markers_of(self, user: str) -> list[ReadMarker]:
+        return self.store.read_markers_of(user)
+
+    async def messages_page(
+        self, room: str, after: str, limit: int
+    ) -> tuple[list[RoomMessage], bool, list[Relations]]:
+        messages, more = self.store.history(room, None, after, limit, messages_only=True)
+        return messages, more, self.store.relations_for(room, messages)
 
     async def restart(self) -> None:
         """The store is the disk: it outlives the node's crash as it is."""
@@ -757,6 +789,65 @@ def test_the_highest_id_counts_every_copy_given_even_a_losing_twin(disk: Disk, r
         with pytest.raises(IdConflictError):
             await disk.append(RoomMessage(held.id, ROOM, "mallory", "m1", 0, "not it"))
         assert await disk.highest_id() == losing_twin.id
+
+    run(scenario())
+
+
+def relation(
+    number: int, kind: str, target: RoomMessage, *, body: str = "", key: str | None = None
+) -> RoomMessage:
+    return msgspec.structs.replace(
+        message(number, body=body), kind=kind, target=target.id, reaction_key=key
+    )
+
+
+@pytest.mark.parametrize("order", ["as_made", "reversed"])
+def test_relations_fold_into_pages_and_a_delete_erases_from_the_disk(
+    disk: Disk, run: Run, order: str
+) -> None:
+    kept, doomed = message(1), message(2, body="a secret")
+    events = [
+        kept,
+        doomed,
+        relation(3, "edit", kept, body="kept, edited"),
+        relation(4, "reaction", kept, key="+1"),
+        relation(5, "edit", doomed, body="a worse secret"),
+        relation(6, "delete", doomed),
+    ]
+
+    async def scenario() -> None:
+        # Reversed, every relation comes before its target and the delete before all.
+        for event in events if order == "as_made" else events[::-1]:
+            await disk.append(event)
+        shown, more, relations = await disk.messages_page(ROOM, ORIGIN, 10)
+        assert ([m.id for m in shown], more) == ([kept.id, doomed.id], False)
+        made = {item.id: item for item in relations}
+        edit = made[kept.id].edit
+        assert edit is not None and edit.body == "kept, edited"
+        assert list(made[kept.id].reactions) == ["+1"]
+        assert made[doomed.id].tombstone is not None
+        # Nothing of the deleted message is left: not its body, not its edit's.
+        on_disk = {m.id: m.body for m in await room_of(disk)}
+        assert on_disk[doomed.id] == "" and on_disk[events[4].id] == ""
+        assert on_disk[kept.id] == "body 1" and on_disk[events[2].id] == "kept, edited"
+
+    run(scenario())
+
+
+def test_a_read_marker_only_moves_forward(disk: Disk, run: Run) -> None:
+    first, later = message(1).id, message(2).id
+
+    async def scenario() -> None:
+        await disk.set_read_marker("ann", ROOM, later)
+        await disk.set_read_marker("ann", ROOM, first)
+        await disk.set_read_marker("ann", "attic", first)
+        await disk.set_read_marker("bob", ROOM, first)
+        assert await disk.read_markers_of("ann") == [
+            ReadMarker("ann", "attic", first),
+            ReadMarker("ann", ROOM, later),
+        ]
+        await disk.restart()
+        assert await disk.read_markers_of("bob") == [ReadMarker("bob", ROOM, first)]
 
     run(scenario())
 

@@ -7,11 +7,15 @@ runs the same contract against this disk and the SQLite one.
 
 import heapq
 
+import msgspec
+
 from mesh.node.late_rows import WINDOW_MS as LATE_WINDOW_MS
 from mesh.node.storage import IDS_PER_QUERY, IdConflictError
 from router.digest import Digest, digest_of
+from router.event_rules import Relations, relations_of
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
 from router.records import MembershipChange, ReadMarker, RoomMessage
+from router.room_view import RoomView
 
 
 def hint_bytes(message: RoomMessage) -> int:
@@ -22,6 +26,8 @@ def hint_bytes(message: RoomMessage) -> int:
 class MemoryStore:
     def __init__(self) -> None:
         self.rooms: dict[str, dict[str, RoomMessage]] = {}
+        # room -> its read model, as mesh/node/view_rows.py keeps one beside the events
+        self.views: dict[str, RoomView] = {}
         self.by_key: dict[tuple[str, str], RoomMessage] = {}
         # owner -> message id -> (message, stored at, wall ms)
         self.hints: dict[str, dict[str, tuple[RoomMessage, int]]] = {}
@@ -103,7 +109,49 @@ class MemoryStore:
         self.by_key[message.key] = message
         if late_at_ms is not None:
             self._record_late(message, late_at_ms)
+        self._fold(message, replaced=held is not None)
         return message, held is not None
+
+    def _fold(self, message: RoomMessage, *, replaced: bool) -> None:
+        """The event into its room's read model; a delete's content goes from the disk.
+        A copy that replaced its twin folds the room again from what is stored, as
+        view_rows.py refolds the target."""
+        room = message.room
+        if replaced or room not in self.views:
+            stored = sorted(self.rooms[room].values(), key=lambda event: event.id)
+            view = self.views[room] = RoomView.rebuild(room, stored)
+            erase = [i for i in view.ids() if view.state(i).tombstone is not None]
+        else:
+            erase = list(self.views[room].apply(message).erase)
+        for target in erase:
+            self._erase(room, target)
+
+    def _erase(self, room: str, target: str) -> None:
+        """The bodies of a deleted message and of every relation naming it, in the log
+        and in hints."""
+
+        def emptied(event: RoomMessage) -> RoomMessage:
+            if event.body and target in (event.id, event.target):
+                return msgspec.structs.replace(event, body="")
+            return event
+
+        held = self.rooms.get(room, {})
+        for message_id, event in list(held.items()):
+            held[message_id] = kept = emptied(event)
+            if self.by_key.get(kept.key) is event:
+                self.by_key[kept.key] = kept
+        for hints in self.hints.values():
+            for message_id, (event, at) in list(hints.items()):
+                if event.room == room:
+                    hints[message_id] = (emptied(event), at)
+
+    def relations_for(self, room: str, messages: list[RoomMessage]) -> list[Relations]:
+        """What relations made of these messages, for those they touched."""
+        view = self.views.get(room)
+        if view is None:
+            return []
+        made = [relations_of(message.id, view.state(message.id)) for message in messages]
+        return [relations for relations in made if relations is not None]
 
     def _record_late(self, message: RoomMessage, late_at_ms: int) -> None:
         """As mesh/node/late_rows.py: the first record of an id stays, and any new record
@@ -144,8 +192,8 @@ class MemoryStore:
         *,
         messages_only: bool = False,
     ) -> tuple[list[RoomMessage], bool]:
-        """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least one.
-        The simulator's writers send messages only: no relations to read (yet)."""
+        """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least
+        one; with `messages_only`, no relations (relations_for tells what they made)."""
         held = self.rooms.get(room, {})
         ids = sorted(i for i in held if not messages_only or held[i].kind == "message")
         if after is not None:
@@ -154,9 +202,12 @@ class MemoryStore:
         else:
             chosen = [i for i in ids if before is None or i < before]
             page, more = chosen[-limit:], len(chosen) > limit
-        messages = self.rooms.get(room, {})
+        chosen_messages = [held[i] for i in page]
+        told = {}
+        if messages_only:
+            told = {made.id: made for made in self.relations_for(room, chosen_messages)}
         forward = after is not None
-        fitted, cut = cut_page([messages[i] for i in page], bytes_max, keep_oldest=forward)
+        fitted, cut = cut_page(chosen_messages, bytes_max, keep_oldest=forward, relations=told)
         return fitted, more or cut
 
     def ids(self, room: str) -> list[str]:

@@ -110,7 +110,8 @@ class SimulatedDisk:
                 late = []
                 if late_since_ms is not None and after is not None:
                     late = store.late_arrivals(room, late_since_ms, after, LATE_MESSAGES_MAX)
-                return Loaded(messages, more, late)
+                relations = store.relations_for(room, messages) if messages_only else []
+                return Loaded(messages, more, late, relations)
             case LoadMessages(_, room, ids):
                 return Loaded(store.messages(room, ids))
             case LoadHints(_, owner, limit, after):
