@@ -225,6 +225,7 @@ class RoomEngine:
             config,
             numbers,
             lambda user: placement.live_replicas(ring_key(user)) if placement.joined else [],
+            lambda user: placement.preference_list(ring_key(user)) if placement.joined else None,
         )
         context = RoleContext(config, placement, clock, numbers, stats)
         self._forwarding = Forwarding(context)

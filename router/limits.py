@@ -41,9 +41,11 @@ EXPIRE_INTERVAL_S: Final = 10.0
 REPLAY_TIMEOUT_S: Final = 5.0
 # Differing buckets compared per round; the rest wait for the room's next round.
 BUCKETS_PER_ROUND: Final = 8
-# A change not acknowledged by one of the user's nodes is sent again this many times
-# (every retry interval) before that node is left out.
+# A change not acknowledged by one of the user's nodes is sent again this many times,
+# the wait doubling from the retry interval up to SPREAD_RETRY_MAX_S (some 7 minutes in
+# all at the default interval), before that node is left out.
 SPREAD_ATTEMPTS_MAX: Final = 20
+SPREAD_RETRY_MAX_S: Final = 30.0
 # Changes being spread at once; past it the oldest is left to the gateway's own copy.
 SPREADING_MAX: Final = 10_000
 # Writes of one room a coordinator has open (not yet published in order); past it a send

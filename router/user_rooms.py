@@ -10,7 +10,10 @@ whenever that node answers.
 
 A user's read markers travel the same way: kept where they are set, spread to the
 user's nodes, gathered from them with the rooms; the greatest marker of a room wins
-(router/records.py ReadMarker), so a lookup gives the same answer from any node.
+(router/records.py ReadMarker), so a lookup gives the same answer from any node. A
+marker is acknowledged once W of the user's nodes hold it, as a send is once W
+replicas do. Spreads go to all the user's nodes, down ones too, and are retried with a
+growing wait, so a node that was down or cut off gets them when it answers again.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +32,7 @@ from router.effects import (
     StoreReadMarker,
 )
 from router.error_codes import ErrorCode
-from router.limits import SPREAD_ATTEMPTS_MAX, SPREADING_MAX
+from router.limits import SPREAD_ATTEMPTS_MAX, SPREAD_RETRY_MAX_S, SPREADING_MAX
 from router.records import MembershipChange, ReadMarker
 from router.wire import (
     MEMBERSHIPS_MAX,
@@ -79,6 +82,20 @@ class _Spread:
     node: str
     attempts: int
     sent_at: float
+    ticket: int | None = None  # the gateway's request that waits for a copy on a home
+
+
+@dataclass(slots=True)
+class _Awaited:
+    """A read marker's request: acknowledged once on this disk and on W of the user's
+    nodes (this one may be one of them), as a send is on W replicas: every lookup asks
+    the user's live nodes, so it finds the marker while one of those W is up."""
+
+    deadline: float
+    needed: int  # copies on the user's nodes
+    home_here: bool  # this node is one of them
+    on_disk: bool = False
+    home_copies: int = 0
 
 
 @dataclass(slots=True)
@@ -118,27 +135,53 @@ class UserRooms:
     config: RouterConfig
     numbers: Iterator[int]
     user_nodes: Callable[[str], list[str]]  # the user's live nodes (none while joining)
+    # All the user's nodes, down ones included; None while this node does not know the
+    # ring yet (it is joining).
+    user_homes: Callable[[str], list[str] | None]
     stats: UserRoomsStatistics = field(default_factory=UserRoomsStatistics)
     _tokens: dict[int, _ForChange | _ForLookup] = field(default_factory=dict)
     _spreading: dict[int, _Spread] = field(default_factory=dict)  # request id -> spread
+    _unplaced: list[UserRecord] = field(default_factory=list)  # kept before the ring was known
+    _awaited: dict[int, _Awaited] = field(default_factory=dict)  # ticket -> a marker's copies
     _lookups: dict[int, _Lookup] = field(default_factory=dict)  # request id -> lookup
 
     def owns(self, token: int) -> bool:
         return token in self._tokens
 
     def record(self, ticket: int, record: UserRecord, now: float) -> list[Effect]:
-        """Store a membership change or a read marker here (the ticket completes once it
-        is on disk) and spread it to the user's nodes."""
+        """Store a membership change or a read marker here and spread it to all the
+        user's nodes: one that is down or cut off gets it when it answers again, within
+        the retries. A change completes once on this disk; a marker once also on W of
+        the user's nodes, since a lookup asks only those (`unavailable` when they did
+        not take it within the write timeout: the client sets it again)."""
         self.stats.changes_recorded += 1
         effects: list[Effect] = [_store(self._token(_ForChange(ticket)), record)]
-        for node in self.user_nodes(record.user):
+        waits = None
+        if isinstance(record, ReadMarker):
+            homes = self.user_homes(record.user) or []
+            waits = ticket
+            needed = max(1, min(self.config.write_quorum, len(homes)))
+            deadline = now + self.config.write_timeout_s
+            self._awaited[ticket] = _Awaited(deadline, needed, self.node_id in homes)
+        return effects + self._spread(record, now, waits)
+
+    def _spread(self, record: UserRecord, now: float, ticket: int | None = None) -> list[Effect]:
+        homes = self.user_homes(record.user)
+        if homes is None:
+            if len(self._unplaced) >= SPREADING_MAX:
+                self._unplaced.pop(0)
+                self.stats.spreads_abandoned += 1
+            self._unplaced.append(record)
+            return []
+        effects: list[Effect] = []
+        for node in homes:
             if node == self.node_id:
                 continue
             if len(self._spreading) >= SPREADING_MAX:
                 del self._spreading[next(iter(self._spreading))]
                 self.stats.spreads_abandoned += 1
             request_id = next(self.numbers)
-            self._spreading[request_id] = _Spread(record, node, 1, now)
+            self._spreading[request_id] = _Spread(record, node, 1, now, ticket)
             effects.append(SendPeer(node, _update(request_id, record)))
         return effects
 
@@ -160,10 +203,16 @@ class UserRooms:
         if not isinstance(purpose, _ForChange):
             return []
         if purpose.ticket is not None:
-            outcome = (
-                Ready() if ok else Refused(ErrorCode.INTERNAL, "the room membership was not stored")
-            )
-            return [Complete(purpose.ticket, outcome)]
+            if not ok:
+                self._awaited.pop(purpose.ticket, None)
+                refused = Refused(ErrorCode.INTERNAL, "the change was not stored")
+                return [Complete(purpose.ticket, refused)]
+            awaited = self._awaited.get(purpose.ticket)
+            if awaited is None:
+                return [Complete(purpose.ticket, Ready())]
+            awaited.on_disk = True
+            awaited.home_copies += awaited.home_here
+            return self._settle(purpose.ticket)
         if ok:
             return [SendPeer(purpose.peer, MembershipAck(purpose.request_id))]
         return []  # unacknowledged: the gateway sends it again
@@ -205,10 +254,14 @@ class UserRooms:
                 return [StoreReadMarker(token, marker)]
             case MembershipAck(request_id):
                 spread = self._spreading.get(request_id)
-                if spread is not None and spread.node == sender:
-                    del self._spreading[request_id]
-                    self.stats.changes_spread += 1
-                return []
+                if spread is None or spread.node != sender:
+                    return []
+                del self._spreading[request_id]
+                self.stats.changes_spread += 1
+                if spread.ticket is None or spread.ticket not in self._awaited:
+                    return []
+                self._awaited[spread.ticket].home_copies += 1
+                return self._settle(spread.ticket)
             case MembershipQuery(request_id, user):
                 return [LoadMemberships(self._token(_ForLookup(request_id, sender)), user)]
             case MembershipReply(request_id, changes, markers):
@@ -219,9 +272,18 @@ class UserRooms:
         effects: list[Effect] = []
         for request_id in [key for key, look in self._lookups.items() if now >= look.deadline]:
             effects += self._finish(request_id)
+        for ticket in [key for key, waits in self._awaited.items() if now >= waits.deadline]:
+            del self._awaited[ticket]
+            reason = "none of the user's nodes took the read marker in time"
+            effects.append(Complete(ticket, Refused(ErrorCode.UNAVAILABLE, reason)))
+        if self._unplaced and self.user_homes(self._unplaced[0].user) is not None:
+            unplaced, self._unplaced = self._unplaced, []
+            for record in unplaced:
+                effects += self._spread(record, now)
         retry_s = self.config.retry_interval_s
         for request_id, spread in list(self._spreading.items()):
-            if now - spread.sent_at < retry_s:
+            wait_s = min(retry_s * 2 ** (spread.attempts - 1), SPREAD_RETRY_MAX_S)
+            if now - spread.sent_at < wait_s:
                 continue
             if spread.attempts >= SPREAD_ATTEMPTS_MAX:
                 del self._spreading[request_id]
@@ -231,6 +293,13 @@ class UserRooms:
             spread.sent_at = now
             effects.append(SendPeer(spread.node, _update(request_id, spread.record)))
         return effects
+
+    def _settle(self, ticket: int) -> list[Effect]:
+        awaited = self._awaited[ticket]
+        if not awaited.on_disk or awaited.home_copies < awaited.needed:
+            return []
+        del self._awaited[ticket]
+        return [Complete(ticket, Ready())]
 
     def _answered(
         self,

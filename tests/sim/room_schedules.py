@@ -20,6 +20,7 @@ from router.effects import (
     Store,
     StoreHint,
 )
+from router.records import EventKind
 from tests.sim.rooms_mesh import SimulatedRooms
 
 SIZE = 5
@@ -28,6 +29,10 @@ MEMBERS_PER_ROOM = 2
 SENDS_PER_S = 15.0
 FAULT_PHASE_S = 12.0
 SETTLE_S = 8.0
+# The share of writes that change a message already sent (edit, delete, react) or move
+# a writer's read marker, when a run has room events.
+ROOM_EVENTS_SHARE = 0.25
+REACTION_KEYS = ("+1", "🎉")
 # What a "disk" fault can make fail, by name (a plan stays plain, printable data).
 STORAGE_EFFECTS: dict[str, type] = {
     kind.__name__: kind
@@ -118,11 +123,18 @@ def random_plan(seed: int, menu: frozenset[str] = frozenset({"crash", "loss"})) 
 
 
 def run(
-    seed: int, plan: list[Fault], *, sweep: bool = True, config: RouterConfig | None = None
+    seed: int,
+    plan: list[Fault],
+    *,
+    sweep: bool = True,
+    config: RouterConfig | None = None,
+    room_events: bool = True,
 ) -> SimulatedRooms:
     """Start, seat members, send while the plan's faults strike, heal everything, settle,
     sweep the rooms (unless told not to: then only anti-entropy evens replicas out); the
-    returned simulation is ready for `problems()`."""
+    returned simulation is ready for `problems()`. With `room_events`, a share of the
+    writes edit, delete and react to messages sent before, or mark rooms read."""
+    events_rng = random.Random(seed * 31 + 7)
     sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS, config=config)
     ids = list(sim.nodes)
     for node_id in ids:
@@ -142,7 +154,11 @@ def run(
             _strike(sim, pending.pop(0))
         room = sim.rng.choice(sim.rooms)
         counter += 1
-        sim.send(f"writer{counter % 3}", room, f"{room}/{counter}")
+        writer = f"writer{counter % 3}"
+        if room_events and events_rng.random() < ROOM_EVENTS_SHARE:
+            _room_event(sim, events_rng, writer, room, f"{room}/{counter}")
+        else:
+            sim.send(writer, room, f"{room}/{counter}")
     for fault in pending:
         _strike(sim, fault)
     for node in sim.nodes.values():
@@ -156,7 +172,35 @@ def run(
     if sweep:
         sim.sweep(sim.live_nodes()[0].node_id)
     sim.run_until(sim.now + 2.0)
+    for user in sorted({user for user, _ in sim.markers_acked}):
+        sim.look_up_markers(user)
+    sim.run_until(sim.now + 2.0)
     return sim
+
+
+def _room_event(
+    sim: SimulatedRooms, rng: random.Random, writer: str, room: str, client_msg_id: str
+) -> None:
+    """An edit or delete of one of the writer's messages, a reaction (or its removal)
+    to anyone's, or the writer's read marker moved to a message of the room."""
+    sent = sim.messages_acked.get(room, [])
+    if not sent:
+        sim.send(writer, room, client_msg_id)
+        return
+    own = [message_id for sender, message_id in sent if sender == writer]
+    choice = rng.random()
+    if choice < 0.35 and own:
+        sim.relate(writer, room, client_msg_id, "edit", target=rng.choice(own))
+    elif choice < 0.5 and own:
+        sim.relate(writer, room, client_msg_id, "delete", target=rng.choice(own))
+    elif choice < 0.9:
+        kind: EventKind = "unreaction" if choice > 0.8 else "reaction"
+        _, target = rng.choice(sent)
+        key = rng.choice(REACTION_KEYS)
+        sim.relate(writer, room, client_msg_id, kind, target=target, key=key)
+    else:
+        _, up_to = rng.choice(sent)
+        sim.mark_read(writer, room, up_to)
 
 
 def _strike(sim: SimulatedRooms, fault: Fault) -> None:
@@ -191,17 +235,17 @@ def _strike(sim: SimulatedRooms, fault: Fault) -> None:
                 sim.send(f"burster{number % 5}", room, f"{room}/burst{fault.at:g}-{number}")
 
 
-def check(seed: int, plan: list[Fault]) -> list[str]:
-    return run(seed, plan).problems()
+def check(seed: int, plan: list[Fault], *, room_events: bool = True) -> list[str]:
+    return run(seed, plan, room_events=room_events).problems()
 
 
-def shortest_failing_plan(seed: int, plan: list[Fault]) -> list[Fault]:
+def shortest_failing_plan(seed: int, plan: list[Fault], *, room_events: bool = True) -> list[Fault]:
     """Drop faults one at a time while the run still fails."""
     shortest = list(plan)
     index = 0
     while index < len(shortest):
         candidate = shortest[:index] + shortest[index + 1 :]
-        if check(seed, candidate):
+        if check(seed, candidate, room_events=room_events):
             shortest = candidate
         else:
             index += 1

@@ -21,19 +21,22 @@ from peers.membership import Membership, MembershipConfig, SendTo, StateChanged
 from peers.records import MemberRecord
 from peers.wire import Heartbeat, Leave
 from router.config import RouterConfig
-from router.effects import Acked, Outcome, Page, Ready, Refused
+from router.effects import Acked, Outcome, Page, Ready, Refused, Rooms
 from router.engine import RoomEngine
 from router.events import (
     Event,
     PeerMessage,
     ReadPage,
+    RecordReadMarker,
     ResumeRoom,
+    RoomsOf,
     SendMessage,
     Subscribe,
     Tick,
 )
 from router.message_ids import ORIGIN, earlier_by
-from router.records import RoomMessage
+from router.records import EventKind, ReadMarker, RoomMessage
+from router.room_view import RoomView
 from router.wire import SessionEvent
 from router.writes import SendRequest
 from tests.sim.memory_store import MemoryStore
@@ -143,10 +146,19 @@ class SimulatedRooms(SimulatedWorld):
         self.members: list[Member] = []
         # What clients know: acknowledged sends (key -> id), sends still to be retried.
         self.acked: dict[tuple[str, str], str] = {}
+        self.messages_acked: dict[str, list[tuple[str, str]]] = {}  # room -> (sender, id)
+        self.requests_acked: list[SendRequest] = []
         self._sending: dict[int, tuple[str, SendRequest]] = {}  # ticket -> (node, request)
         self._joining: dict[int, Member] = {}
         self._replaying: dict[int, tuple[Member, str]] = {}  # ticket -> (member, since)
         self._sweeps: dict[int, str] = {}
+        # Read markers: those acknowledged ((user, room) -> the greatest), those being
+        # set (ticket -> marker), and what lookups through each node answered.
+        self.markers_acked: dict[tuple[str, str], str] = {}
+        self.markers_set: dict[tuple[str, str], set[str]] = {}  # acknowledged or not
+        self._marking: dict[int, ReadMarker] = {}
+        self._lookups: dict[int, tuple[str, str]] = {}  # ticket -> (node, user)
+        self.looked_up: dict[tuple[str, str], dict[str, str]] = {}  # (node, user) -> markers
         self.refusals = 0
         ids = [f"n{i}" for i in range(1, size + 1)]
         for index, node_id in enumerate(ids):
@@ -257,14 +269,47 @@ class SimulatedRooms(SimulatedWorld):
 
     def send(self, user: str, room: str, client_msg_id: str, node_id: str | None = None) -> None:
         """A writer sends through a live node (a random one unless named)."""
-        live = [n for n in self.nodes.values() if n.up and not n.paused]
+        request = SendRequest(room, user, client_msg_id, f"{user} says {client_msg_id}")
+        self.submit(request, node_id)
+
+    def relate(
+        self,
+        user: str,
+        room: str,
+        client_msg_id: str,
+        kind: EventKind,
+        *,
+        target: str,
+        key: str | None = None,
+    ) -> None:
+        """An edit, delete, reaction or unreaction of message `target`."""
+        body = f"{user} edits {client_msg_id}" if kind == "edit" else ""
+        self.submit(SendRequest(room, user, client_msg_id, body, kind, target, key))
+
+    def submit(self, request: SendRequest, node_id: str | None = None) -> None:
+        live = self.live_nodes()
         if not live:
             return
         node = self.nodes[node_id] if node_id else self.rng.choice(live)
-        request = SendRequest(room, user, client_msg_id, f"{user} says {client_msg_id}")
         ticket = next(self._tickets)
         self._sending[ticket] = (node.node_id, request)
         self._feed(node, SendMessage(ticket, request))
+
+    def mark_read(self, user: str, room: str, up_to: str) -> None:
+        """A user's read marker, set through a live node."""
+        live = self.live_nodes()
+        if live:
+            ticket = next(self._tickets)
+            self._marking[ticket] = marker = ReadMarker(user, room, up_to)
+            self.markers_set.setdefault((user, room), set()).add(up_to)
+            self._feed(self.rng.choice(live), RecordReadMarker(ticket, marker))
+
+    def look_up_markers(self, user: str) -> None:
+        """Ask every live node for the user's read markers (see `looked_up`)."""
+        for node in self.live_nodes():
+            ticket = next(self._tickets)
+            self._lookups[ticket] = (node.node_id, user)
+            self._feed(node, RoomsOf(ticket, user))
 
     def _join(self, member: Member) -> None:
         node = self.nodes[member.node]
@@ -302,7 +347,13 @@ class SimulatedRooms(SimulatedWorld):
                 if key in self.acked and self.acked[key] != outcome.message.id:
                     # Both ids were acknowledged: legal only if the later is the older twin.
                     self.note(f"{key} acknowledged as {self.acked[key]} and {outcome.message.id}")
+                first = key not in self.acked
+                if first:
+                    self.requests_acked.append(request)
                 self.acked[key] = min(self.acked.get(key, outcome.message.id), outcome.message.id)
+                if first and request.kind == "message":
+                    sent = self.messages_acked.setdefault(request.room, [])
+                    sent.append((request.sender, self.acked[key]))
             else:
                 self.refusals += 1
                 self._schedule(self.now + RETRY_AFTER_S, "retry", node, payload=request)
@@ -327,6 +378,15 @@ class SimulatedRooms(SimulatedWorld):
             elif isinstance(outcome, Refused) and node.up:
                 member.abandon()
                 self._schedule(self.now + RETRY_AFTER_S, "rejoin", node, payload=member)
+        elif ticket in self._marking:
+            marker = self._marking.pop(ticket)
+            if isinstance(outcome, Ready):
+                held = self.markers_acked.get((marker.user, marker.room), "")
+                self.markers_acked[(marker.user, marker.room)] = max(held, marker.up_to)
+        elif ticket in self._lookups:
+            asked = self._lookups.pop(ticket)
+            if isinstance(outcome, Rooms) and outcome.complete:
+                self.looked_up[asked] = outcome.read_up_to
         elif ticket in self._sweeps:
             room = self._sweeps.pop(ticket)
             if not isinstance(outcome, Page):
@@ -379,7 +439,7 @@ class SimulatedRooms(SimulatedWorld):
 
     def _retry(self, payload: object) -> None:
         assert isinstance(payload, SendRequest)
-        self.send(payload.sender, payload.room, payload.client_msg_id)
+        self.submit(payload)
 
     def _feed(self, node: SimNode, event: Event) -> None:
         if node.driver is not None:
@@ -463,6 +523,8 @@ class SimulatedRooms(SimulatedWorld):
                 ]
                 if lost:
                     found.append(f"{room}: acknowledged {lost[:3]} missing on replica {replica}")
+        found += self._read_model_problems(reference)
+        found += self._marker_problems()
         for member in self.members:
             wanted = {key for key in self.acked if key[1].startswith(member.room + "/")}
             missed = wanted - member.keys
@@ -470,6 +532,52 @@ class SimulatedRooms(SimulatedWorld):
                 found.append(
                     f"{member.user} on {member.node} in {member.room} missed {sorted(missed)[:3]}"
                 )
+        return found
+
+    def _read_model_problems(self, reference: RoomEngine) -> list[str]:
+        """Every replica of a room holds the same read model, the one a rebuild from its
+        log gives, and no disk keeps anything of a deleted message."""
+        found: list[str] = []
+        for room in self.rooms:
+            snapshots: dict[str, bytes] = {}
+            for replica in reference.preference_list(room):
+                store = self.nodes[replica].store
+                kept = store.views.get(room) or RoomView(room)
+                events = sorted(store.rooms.get(room, {}).values(), key=lambda event: event.id)
+                snapshots[replica] = kept.snapshot()
+                if RoomView.rebuild(room, events).snapshot() != snapshots[replica]:
+                    found.append(f"{room}: {replica}'s read model is not its log's")
+            if len(set(snapshots.values())) > 1:
+                found.append(f"{room}: the replicas' read models differ: {sorted(snapshots)}")
+        for node in self.nodes.values():
+            for room, view in node.store.views.items():
+                deleted = {i for i in view.ids() if view.state(i).tombstone is not None}
+                held = list(node.store.rooms.get(room, {}).values()) + [
+                    hint for hints in node.store.hints.values() for hint, _ in hints.values()
+                ]
+                left = [
+                    event.id
+                    for event in held
+                    if event.body and event.room == room and deleted & {event.id, event.target}
+                ]
+                if left:
+                    found.append(f"{node.node_id}: deleted content left in {room}: {left[:3]}")
+        return found
+
+    def _marker_problems(self) -> list[str]:
+        """Every node that heard from all the user's nodes reads, of each room, a marker
+        the user set (a refused one may have been kept), no older than the greatest one
+        acknowledged."""
+        found: list[str] = []
+        for (node_id, user), markers in sorted(self.looked_up.items()):
+            for (marked_user, room), up_to in self.markers_acked.items():
+                read = markers.get(room)
+                if marked_user != user:
+                    continue
+                if read is None or read < up_to or read not in self.markers_set[(user, room)]:
+                    found.append(
+                        f"{node_id} reads {user}'s marker of {room} as {read}, acknowledged {up_to}"
+                    )
         return found
 
     def fail(self, reason: str) -> None:
