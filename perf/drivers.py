@@ -18,8 +18,8 @@ from nats.aio.msg import Msg as NatsMessage
 
 from mesh.client.chat_client import ChatClient, ClientSettings
 from mesh.client.connection import parse_servers
-from mesh.wire.protocol import MessageEvent
-from perf.workload import MESHCHAT_TARGETS
+from mesh.wire.protocol import MessageEvent, RelationEvent
+from perf.workload import EDIT_SHARE, MESHCHAT_TARGETS
 
 OnPayload = Callable[[str], None]
 REDIS_PUBLISH_CONNECTIONS = 32
@@ -34,7 +34,12 @@ class Driver(Protocol):
 
 class MeshchatDriver:
     def __init__(
-        self, endpoints: list[str], user: str, ssl_context: ssl.SSLContext | None = None
+        self,
+        endpoints: list[str],
+        user: str,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        edit_share: float = 0.0,
     ) -> None:
         settings = ClientSettings(
             client_name="meshchat-perf",
@@ -49,6 +54,10 @@ class MeshchatDriver:
             ssl_context=ssl_context,
         )
         self._reader: asyncio.Task[None] | None = None
+        # Every 1/edit_share-th write edits the previous message, its payload the new body.
+        self._edit_share = edit_share
+        self._edit_credit = 0.0
+        self._last_sent: str | None = None
 
     async def connect(self) -> None:
         await self.client.connect(timeout_s=30.0)
@@ -60,11 +69,18 @@ class MeshchatDriver:
             async for event in self.client.events():
                 if isinstance(event, MessageEvent):
                     on_payload(event.message.body)
+                elif isinstance(event, RelationEvent) and event.kind == "edit":
+                    on_payload(event.body)
 
         self._reader = asyncio.create_task(read())
 
     async def publish(self, room: str, body: str) -> None:
-        await self.client.send(room, body)
+        self._edit_credit += self._edit_share
+        if self._edit_credit >= 1.0 and self._last_sent is not None:
+            self._edit_credit -= 1.0
+            await self.client.edit(room, self._last_sent, body)
+            return
+        self._last_sent = (await self.client.send(room, body)).id
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -146,7 +162,8 @@ def driver_for(
     first = client % len(endpoints)
     ordered = endpoints[first:] + endpoints[:first]
     if target in MESHCHAT_TARGETS:
-        return MeshchatDriver(ordered, f"perf{client}", ssl_context)
+        share = EDIT_SHARE if target == "meshchat-edits" else 0.0
+        return MeshchatDriver(ordered, f"perf{client}", ssl_context, edit_share=share)
     if target == "redis":
         return RedisDriver(ordered[0])
     return NatsDriver(ordered[0])

@@ -17,7 +17,7 @@ from rich.table import Table
 from perf.report import summarize, table_rows, write
 from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
-from perf.workload import MESHCHAT_TARGETS, TargetName, Workload
+from perf.workload import EDIT_SHARE, MESHCHAT_TARGETS, TargetName, Workload
 
 READY_TIMEOUT_S = 90.0
 # Time the run may take beyond its schedule: answers, late deliveries, slow exits.
@@ -41,6 +41,7 @@ MESHCHAT_SECURITY = {
     "meshchat": (True, False),
     "meshchat-plain": (False, False),
     "meshchat-tls": (True, True),
+    "meshchat-edits": (True, False),
 }
 
 
@@ -83,6 +84,11 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
             + (", N=3, W=2" if options.nodes >= 3 else f", N=W={options.nodes}")
             + (", peer links on CURVE" if curve else ", plaintext unauthenticated peer links")
             + (", clients on TLS" if tls else ", plaintext clients")
+            + (
+                f", {EDIT_SHARE:.0%} of writes edits of the sender's previous message"
+                if name == "meshchat-edits"
+                else ""
+            )
         ),
     }
 

@@ -6,15 +6,22 @@ which all processes on the machine share), so any receiver can tell latency, los
 duplicates without asking anyone.
 """
 
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 import msgspec
 
 # meshchat: CURVE peer links, plaintext clients (the default); meshchat-plain: plaintext,
-# unauthenticated peer links (--insecure-peers); meshchat-tls: CURVE and clients on TLS.
-TargetName = Literal["meshchat", "meshchat-plain", "meshchat-tls", "redis", "nats"]
+# unauthenticated peer links (--insecure-peers); meshchat-tls: CURVE and clients on TLS;
+# meshchat-edits: as meshchat, with EDIT_SHARE of the writes edits of the sender's
+# previous message (each carries its payload as the new body, so it is timed as well).
+TargetName = Literal[
+    "meshchat", "meshchat-plain", "meshchat-tls", "meshchat-edits", "redis", "nats"
+]
 TARGET_NAMES: tuple[TargetName, ...] = get_args(TargetName)
-MESHCHAT_TARGETS: frozenset[TargetName] = frozenset({"meshchat", "meshchat-plain", "meshchat-tls"})
+MESHCHAT_TARGETS: frozenset[TargetName] = frozenset(
+    {"meshchat", "meshchat-plain", "meshchat-tls", "meshchat-edits"}
+)
+EDIT_SHARE: Final = 0.1
 PAYLOAD_HEADER_MAX = 40
 
 

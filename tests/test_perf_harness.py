@@ -43,6 +43,14 @@ def test_a_short_run_against_one_node_is_consistent(tmp_path: Path) -> None:
     assert summary["workload"]["rate"] == 100
 
 
+def test_a_run_where_a_tenth_of_the_writes_are_edits_times_them_as_well(tmp_path: Path) -> None:
+    workload = short("meshchat-edits")
+    summary = run(workload, RunOptions(nodes=1, workers=1, out_dir=tmp_path, live=False))
+    # Each edit carries its payload as the new body: delivered once, as a relation event.
+    check_consistent(summary, tmp_path, workload)
+    assert "10% of writes edits" in summary["target"]["description"]
+
+
 def test_a_node_killed_and_restarted_during_a_run_loses_nothing(tmp_path: Path) -> None:
     workload = Workload(clients=4, rooms=2, rate=100, duration_s=4.0, warmup_s=0.5, body_size=64)
     options = RunOptions(

@@ -18,7 +18,8 @@ from mesh.node.data_lock import DataDirLock
 from mesh.node.doors.auth import Authenticator
 from mesh.node.doors.chat import ChatService, SessionDeliveries
 from mesh.node.doors.gateway import Gateway
-from mesh.node.doors.http_api import HttpBackend, bind_http_socket, build_app, serve_http
+from mesh.node.doors.http_api import bind_http_socket, build_app, serve_http
+from mesh.node.doors.http_common import HttpBackend
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.rooms import RoomHub
 from mesh.node.doors.send_admission import SendAdmission

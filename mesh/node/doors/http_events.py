@@ -13,7 +13,7 @@ from litestar import Request, delete, get, patch, put
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
-from mesh.node.doors.http_api import (
+from mesh.node.doors.http_common import (
     BAD_REQUEST,
     UNAUTHORIZED,
     ApiError,

@@ -7,7 +7,7 @@ import msgspec
 from litestar import Request, get, put
 from litestar.handlers import HTTPRouteHandler
 
-from mesh.node.doors.http_api import (
+from mesh.node.doors.http_common import (
     BAD_REQUEST,
     UNAUTHORIZED,
     ApiError,
