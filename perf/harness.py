@@ -72,6 +72,8 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
     curve, tls = MESHCHAT_SECURITY[name]
     curve = curve and not options.insecure_peers
     words = ("CURVE" if curve else "plaintext peers") + (" + TLS clients" if tls else "")
+    if name == "meshchat-edits":
+        words += f" + {EDIT_SHARE:.0%} edits"
     mesh = LocalMesh(options.nodes, insecure_peers=not curve, tls=tls)
     return mesh, {
         "name": name,

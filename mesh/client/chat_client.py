@@ -28,6 +28,7 @@ from typing import Any, Literal, Self, TypeVar
 from mesh.client.connection import NodeError, NodeFrames, open_stream, read_node_frame
 from mesh.client.room_cursor import RoomCursor
 from mesh.client.send_window import SendWindow
+from mesh.client.unread_book import UnreadBook
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from mesh.wire.framing import encode_frame
@@ -139,7 +140,7 @@ class ChatClient:
         self._rejoins: set[int] = set()  # request ids of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
         self._rooms: dict[str, RoomCursor] = {}
-        self._unread: dict[str, UnreadCount] = {}  # room -> the latest count the node told
+        self._unread = UnreadBook()
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -201,7 +202,7 @@ class ChatClient:
         cursor.advance(reply.head or ORIGIN)
         if cursor.floor is None:
             cursor.floor = cursor.last_id
-        self._note_joined(reply)
+        self._unread.note_joined(reply)
         return reply.members
 
     async def leave(self, room: str) -> None:
@@ -306,14 +307,14 @@ class ChatClient:
             lambda i: MarkRead(request_id=i, room=room, up_to=up_to), UnreadCounts
         )
         for unread in reply.rooms:
-            self._unread[unread.room] = unread
+            self._unread.note(unread)
         return reply.rooms[0]
 
     async def unread(self, room: str | None = None) -> list[UnreadCount]:
         """Unread counts of one room, or of every room we are in."""
         reply = await self._request(lambda i: GetUnread(request_id=i, room=room), UnreadCounts)
         for unread in reply.rooms:
-            self._unread[unread.room] = unread
+            self._unread.note(unread)
         return reply.rooms
 
     def unread_of(self, room: str) -> UnreadCount | None:
@@ -541,12 +542,12 @@ class ChatClient:
                     if message.room in self._rooms:
                         await self._emit(message)
                 case ReadMarkerEvent():
-                    self._unread[message.room] = _unread_of(message)
+                    self._unread.note_event(message)
                     if message.room in self._rooms:
                         await self._emit(message)
                 case Joined(request_id=request_id) if request_id in self._rejoins:
                     self._rejoins.discard(request_id)
-                    marker = self._note_joined(message)
+                    marker = self._unread.note_joined(message)
                     if marker is not None and message.room in self._rooms:
                         await self._emit(marker)
                 case ErrorReply(request_id=None):
@@ -588,27 +589,6 @@ class ChatClient:
             finally:
                 self._pending.pop(request_id, None)
 
-    def _note_joined(self, joined: Joined) -> ReadMarkerEvent | None:
-        """The unread count a join told, kept; as an event for the caller's display."""
-        if joined.unread is None:
-            return None
-        self._unread[joined.room] = UnreadCount(
-            room=joined.room,
-            read_up_to=joined.read_up_to,
-            count=joined.unread,
-            capped=joined.unread_capped,
-            through=joined.unread_through,
-        )
-        if joined.read_up_to is None:
-            return None
-        return ReadMarkerEvent(
-            room=joined.room,
-            read_up_to=joined.read_up_to,
-            unread=joined.unread,
-            unread_capped=joined.unread_capped,
-            unread_through=joined.unread_through,
-        )
-
     def _write(self, message: protocol.ClientMessage) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode_frame(protocol.encode(message)))
@@ -625,16 +605,6 @@ class ChatClient:
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(error)
-
-
-def _unread_of(event: ReadMarkerEvent) -> UnreadCount:
-    return UnreadCount(
-        room=event.room,
-        read_up_to=event.read_up_to,
-        count=event.unread,
-        capped=event.unread_capped,
-        through=event.unread_through,
-    )
 
 
 def _loop_deadline(deadline_monotonic: float) -> float:
