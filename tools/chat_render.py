@@ -26,10 +26,18 @@ def quote_text(quoted: Line | None) -> Text:
     """The line above a reply: who said what it answers."""
     if quoted is None:
         return Text("      ↳ (an earlier message)", style="dim")
-    body = "(deleted)" if quoted.changes.deleted_by is not None else quoted.body
-    if len(body) > QUOTE_CHARS:
-        body = body[: QUOTE_CHARS - 1] + "…"
-    return Text(f"      ↳ {terminal_safe(quoted.sender)}: {terminal_safe(body)}", style="dim")
+    sender = terminal_safe(quoted.sender)
+    if quoted.changes.deleted_by is not None:
+        said = f"{sender}: (deleted)"
+    elif quoted.is_action:  # quoted as shown: "* ann waves"
+        said = f"* {sender} {terminal_safe(_shortened(quoted.body[len(ACTION_PREFIX) :]))}"
+    else:
+        said = f"{sender}: {terminal_safe(_shortened(quoted.body))}"
+    return Text(f"      ↳ {said}", style="dim")
+
+
+def _shortened(body: str) -> str:
+    return body if len(body) <= QUOTE_CHARS else body[: QUOTE_CHARS - 1] + "…"
 
 
 def line_text(line: Line) -> Text:
