@@ -191,7 +191,9 @@ class Users(msgspec.Struct, frozen=True):
 class Rooms(msgspec.Struct, frozen=True):
     rooms: list[str]
     read_up_to: dict[str, str] = {}  # room -> the user's read marker, in any room
-    complete: bool = True  # the user's live nodes were reached and all of them answered
+    # Enough of the user's nodes answered to overlap every W copies of what was recorded.
+    complete: bool = False
+    known: list[str] = []  # every room the user ever joined (left ones too)
 
 
 class Ready(msgspec.Struct, frozen=True):

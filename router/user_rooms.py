@@ -105,7 +105,8 @@ class _Lookup:
     waiting: set[str]  # node ids, this node's own included until its disk answered
     changes: list[MembershipChange] = field(default_factory=list)
     markers: list[ReadMarker] = field(default_factory=list)
-    reaches_user: bool = True  # some of the user's nodes are asked (this one may be one)
+    homes: frozenset[str] = frozenset()  # all the user's nodes
+    homes_answered: int = 0  # of them, those whose disk answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,8 @@ class UserRooms:
     stats: UserRoomsStatistics = field(default_factory=UserRoomsStatistics)
     _tokens: dict[int, _ForChange | _ForLookup] = field(default_factory=dict)
     _spreading: dict[int, _Spread] = field(default_factory=dict)  # request id -> spread
-    _unplaced: list[UserRecord] = field(default_factory=list)  # kept before the ring was known
+    # Kept before the ring was known, with the request waiting for their copies.
+    _unplaced: list[tuple[UserRecord, int | None]] = field(default_factory=list)
     _awaited: dict[int, _Awaited] = field(default_factory=dict)  # ticket -> a marker's copies
     _lookups: dict[int, _Lookup] = field(default_factory=dict)  # request id -> lookup
 
@@ -171,8 +173,14 @@ class UserRooms:
             if len(self._unplaced) >= SPREADING_MAX:
                 self._unplaced.pop(0)
                 self.stats.spreads_abandoned += 1
-            self._unplaced.append(record)
+            self._unplaced.append((record, ticket))
             return []
+        if ticket in self._awaited:  # the ring is known now: does this node count?
+            awaited = self._awaited[ticket]
+            awaited.needed = max(1, min(self.config.write_quorum, len(homes)))
+            if not awaited.home_here and self.node_id in homes:
+                awaited.home_here = True
+                awaited.home_copies += awaited.on_disk
         effects: list[Effect] = []
         for node in homes:
             if node == self.node_id:
@@ -189,10 +197,10 @@ class UserRooms:
         """The user's rooms, from this node and the user's live nodes."""
         self.stats.lookups += 1
         request_id = next(self.numbers)
-        user_nodes = self.user_nodes(user)
-        others = [node for node in user_nodes if node != self.node_id]
+        others = [node for node in self.user_nodes(user) if node != self.node_id]
         deadline = now + self.config.read_timeout_s
-        look = _Lookup(ticket, deadline, {self.node_id, *others}, reaches_user=bool(user_nodes))
+        homes = frozenset(self.user_homes(user) or ())
+        look = _Lookup(ticket, deadline, {self.node_id, *others}, homes=homes)
         self._lookups[request_id] = look
         effects: list[Effect] = [LoadMemberships(self._token(_ForLookup(request_id)), user)]
         effects += [SendPeer(node, MembershipQuery(request_id, user)) for node in others]
@@ -234,7 +242,8 @@ class UserRooms:
                 purpose.request_id, changes[:MEMBERSHIPS_MAX], markers[:MEMBERSHIPS_MAX]
             )
             return [SendPeer(purpose.peer, reply)]
-        return self._answered(purpose.request_id, self.node_id, changes or [], markers)
+        read = changes is not None  # a failed read answers, but speaks for nothing
+        return self._answered(purpose.request_id, self.node_id, changes or [], markers, read=read)
 
     def handle(
         self,
@@ -276,10 +285,12 @@ class UserRooms:
             del self._awaited[ticket]
             reason = "none of the user's nodes took the read marker in time"
             effects.append(Complete(ticket, Refused(ErrorCode.UNAVAILABLE, reason)))
-        if self._unplaced and self.user_homes(self._unplaced[0].user) is not None:
+        if self._unplaced and self.user_homes(self._unplaced[0][0].user) is not None:
             unplaced, self._unplaced = self._unplaced, []
-            for record in unplaced:
-                effects += self._spread(record, now)
+            for record, waiting in unplaced:
+                effects += self._spread(record, now, waiting)
+                if waiting is not None and waiting in self._awaited:
+                    effects += self._settle(waiting)
         retry_s = self.config.retry_interval_s
         for request_id, spread in list(self._spreading.items()):
             wait_s = min(retry_s * 2 ** (spread.attempts - 1), SPREAD_RETRY_MAX_S)
@@ -307,6 +318,8 @@ class UserRooms:
         node: str,
         changes: list[MembershipChange],
         markers: list[ReadMarker],
+        *,
+        read: bool = True,
     ) -> list[Effect]:
         look = self._lookups.get(request_id)
         if look is None or node not in look.waiting:
@@ -314,12 +327,16 @@ class UserRooms:
         look.waiting.discard(node)
         look.changes += changes
         look.markers += markers
+        look.homes_answered += read and node in look.homes
         return [] if look.waiting else self._finish(request_id)
 
     def _finish(self, request_id: int) -> list[Effect]:
         look = self._lookups.pop(request_id)
-        answered = look.reaches_user and not look.waiting
-        rooms = Rooms(rooms_joined(look.changes), greatest(look.markers), answered)
+        # Complete when the answers overlap every W copies of a marker or a change.
+        overlap = max(1, min(self.config.resume_quorum, len(look.homes)))
+        complete = bool(look.homes) and look.homes_answered >= overlap
+        known = sorted(latest(look.changes))
+        rooms = Rooms(rooms_joined(look.changes), greatest(look.markers), complete, known)
         return [Complete(look.ticket, rooms)]
 
     def _token(self, purpose: _ForChange | _ForLookup) -> int:

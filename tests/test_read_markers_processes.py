@@ -102,3 +102,25 @@ def test_the_command_line_lists_and_marks_unread_counts(
     assert run_cli("unread", "lobby", "--json", *server).stdout.strip() == (
         f'{{"room":"lobby","read_up_to":"{last}","count":0,"capped":false}}'
     )
+
+
+def test_only_a_user_s_very_first_join_of_a_room_marks_it_read(
+    mesh: dict[str, NodeProcess],
+) -> None:
+    async def scenario() -> None:
+        async with client_for(mesh["n1"], user="ann") as ann:
+            async with client_for(mesh["n2"], user="bob") as phone:
+                await phone.join("empty")  # nothing to mark read: no marker yet
+                first = phone.unread_of("empty")
+                assert first is not None and (first.read_up_to, first.count) == (None, 0)
+            for n in range(5):
+                await ann.send("empty", f"while bob was away {n}")
+            # Another device, another node: bob joined before, so nothing is marked read.
+            async with client_for(mesh["n3"], user="bob") as laptop:
+                await laptop.join("empty")
+                later = laptop.unread_of("empty")
+                assert later is not None and later.count == 5
+                (counted,) = await laptop.unread("empty")
+                assert counted.count == 5
+
+    run_async(scenario())

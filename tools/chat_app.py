@@ -134,6 +134,7 @@ class ChatApp(App[None]):
         self._typing_sent: dict[str, float] = {}
         self._loading_older: set[str] = set()
         self._marking: set[str] = set()  # rooms with a mark_read on its way
+        self._seen: dict[str, str] = {}  # room -> the newest message shown, to mark read
         self.shown_text = ""  # the message pane's text, as a person reads it
 
     def compose(self) -> ComposeResult:
@@ -223,7 +224,12 @@ class ChatApp(App[None]):
             self._mark_read_soon(room)
 
     def _mark_read_soon(self, room: str) -> None:
-        """Tell the node the user has read what the room shows, at most once a second."""
+        """Tell the node the user has read what the room shows, at most once a second:
+        up to its newest message if the room is still on screen then, or else up to the
+        newest one it showed while it was."""
+        newest = self.state.last_message(room)
+        if newest is not None:
+            self._seen[room] = max(newest.key, self._seen.get(room, ""))
         if room not in self._marking:
             self._marking.add(room)
             self.run_worker(self._mark_read(room), exit_on_error=False)
@@ -232,10 +238,12 @@ class ChatApp(App[None]):
         try:
             await asyncio.sleep(MARK_READ_DELAY_S)
             self._marking.discard(room)
-            newest = self.state.last_message(room)
-            if newest is None or room not in self.state.rooms:
+            if room == self.state.current and (newest := self.state.last_message(room)):
+                self._seen[room] = max(newest.key, self._seen.get(room, ""))
+            up_to = self._seen.pop(room, None)
+            if up_to is None or room not in self.state.rooms:
                 return
-            unread = await self.client.mark_read(room, newest.key)
+            unread = await self.client.mark_read(room, up_to)
         except (NodeError, TimeoutError, ConnectionError) as error:
             log.info("could not mark %s read: %s", room, error)  # the next mark tries again
             return

@@ -14,6 +14,7 @@ from sortedcontainers import SortedDict
 
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.protocol import Message, RelationEvent
+from router.room_view import UNREAD_COUNTED_MAX
 from tools.chat_relations import Changes, changes_of, fold
 
 # Messages kept per room in memory; older ones are dropped from view (history reloads them).
@@ -159,7 +160,7 @@ class ChatState:
         room.lines[message.id] = _line_of(message)
         if message.sender != self.user and message.room != self.current:
             if room.counted_through is None or message.id > room.counted_through:
-                room.unread += 1  # the node's count did not read it yet
+                self._count_unread(room, 1)  # the node's count did not read it yet
             after_marker = room.read_up_to is None or message.id > room.read_up_to
             if after_marker and (room.first_unread is None or message.id < room.first_unread):
                 room.first_unread = message.id
@@ -187,8 +188,16 @@ class ChatState:
                 if room.counted_through is None
                 else sum(_counts_as_unread(room.lines[key], self.user) for key in later)
             )
-            room.unread, room.unread_capped = unread + since, capped
+            room.unread, room.unread_capped = unread, capped
+            self._count_unread(room, since)
         self._place_first_unread(room)
+
+    def _count_unread(self, room: RoomView, more: int) -> None:
+        """Exact up to UNREAD_COUNTED_MAX, then "1000+", as the node counts."""
+        total = room.unread + more
+        if total > UNREAD_COUNTED_MAX:
+            total, room.unread_capped = UNREAD_COUNTED_MAX, True
+        room.unread = total
 
     def _place_first_unread(self, room: RoomView) -> None:
         """The line goes before the first message after the marker that others sent."""

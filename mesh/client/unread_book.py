@@ -13,6 +13,12 @@ class UnreadBook:
         return self._counts.get(room)
 
     def note(self, unread: UnreadCount) -> None:
+        """Keep a count, unless it is of an older marker than the one held (a marker
+        never moves back: that word came late)."""
+        held = self._counts.get(unread.room)
+        held_up_to = None if held is None else held.read_up_to
+        if held_up_to is not None and (unread.read_up_to or "") < held_up_to:
+            return
         self._counts[unread.room] = unread
 
     def note_event(self, event: ReadMarkerEvent) -> None:

@@ -198,7 +198,7 @@ class RoomRequests:
         ticket, outcome = self._pending.open()
         self._driver.handle(RoomsOf(ticket, user))
         answer = await outcome
-        return answer if isinstance(answer, Rooms) else Rooms([])
+        return answer if isinstance(answer, Rooms) else Rooms([], complete=False)
 
 
 def _error(outcome: Outcome) -> RoomUnavailableError:

@@ -26,7 +26,7 @@ from mesh.node.doors.chat import (
     to_wire,
 )
 from mesh.node.doors.rate_limit import UserSendLimits
-from mesh.node.doors.read_markers import ReadMarkers, unread_or_none
+from mesh.node.doors.read_markers import ReadMarkers
 from mesh.node.doors.read_markers import answer as answer_unread
 from mesh.node.doors.relations import RelationRefusedError, checked_target, relation_request
 from mesh.node.doors.send_admission import SendAdmission
@@ -327,7 +327,9 @@ class Gateway:
             case History():
                 await self._history(session, request)
             case MarkRead() | GetUnread():
-                session.push(_frame(await answer_unread(self.read_markers, session, request)))
+                # Counting reads the room's log: such requests count against the send rate.
+                if self._take_send_token(session, request):
+                    session.push(_frame(await answer_unread(self.read_markers, session, request)))
             case ListRooms(request_id=request_id):
                 rooms = await self.chat.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
@@ -384,7 +386,7 @@ class Gateway:
                 f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
 
-    def _take_send_token(self, session: Session, request: Writing) -> bool:
+    def _take_send_token(self, session: Session, request: Writing | MarkRead | GetUnread) -> bool:
         """False, with the error told, when the user is over its send rate."""
         wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
@@ -478,12 +480,14 @@ class Gateway:
                 ErrorCode.FORBIDDEN,
                 f"a session may be in at most {self.limits.rooms_per_session_max} rooms",
             )
+        before = await self.read_markers.before_join(session.user)
         try:
             users, head = await self.chat.join(session, room, since)
         except BaseException:
             self.chat.unsubscribe(session, room)
             raise
-        unread = await unread_or_none(self.read_markers.joined(session.user, room, head))
+        knows = session.minor >= protocol.MINOR_READ_MARKERS  # older clients get no count
+        unread = await self.read_markers.joined(session.user, room, head, before, count=knows)
         joined = Joined(request_id=request_id, room=room, members=users, head=head)
         if unread is not None:
             joined = msgspec.structs.replace(

@@ -15,11 +15,21 @@ from mesh.node.doors.http_common import (
     backend_of,
     check_room,
     error_spec,
+    take_send_token,
     user_of,
 )
 from mesh.node.doors.read_markers import ReadMarkers, Unread
 from mesh.wire.errors import ErrorCode, ProtocolError
 from router.message_ids import MESSAGE_ID_PATTERN
+
+# Counting reads rooms' logs: it is paced as sends are.
+COUNTING_RATE = {
+    429: error_spec(
+        "Too many requests; retry after Retry-After seconds.",
+        ErrorCode.RATE_LIMITED,
+        "more than 100 sends per second by one user on this node",
+    )
+}
 
 
 class UnreadOut(msgspec.Struct, frozen=True):
@@ -54,6 +64,7 @@ def _out(unread: Unread) -> UnreadOut:
 async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
     backend = backend_of(request)
     user = user_of(backend, request)
+    take_send_token(backend, user)  # counting reads the rooms' logs
     markers = ReadMarkers(backend.chat)
     rooms, counts = await markers.listing(user)
     return RoomsOut(rooms, {room: None if got is None else _out(got) for room, got in counts})
@@ -65,11 +76,14 @@ async def set_read_marker(
     backend = backend_of(request)
     user = user_of(backend, request)
     check_room(room)
+    take_send_token(backend, user)  # counting reads the room's log
+    markers = ReadMarkers(backend.chat)
     try:
-        unread = await ReadMarkers(backend.chat).mark(user, room, data.up_to)
+        unread, moved = await markers.mark(user, room, data.up_to)
     except ProtocolError as error:
         raise ApiError(error.code, error.message) from error
-    ReadMarkers(backend.chat).tell_sessions(user, unread)
+    if moved:
+        markers.tell_sessions(user, unread)
     return ReadMarkerOut(room, unread.read_up_to, unread.count, unread.capped)
 
 
@@ -78,7 +92,7 @@ def read_marker_routes() -> list[HTTPRouteHandler]:
         "/v1/rooms",
         summary="The caller's rooms, with unread counts",
         tags=["rooms"],
-        responses={**UNAUTHORIZED},
+        responses={**UNAUTHORIZED, **COUNTING_RATE},
     )
     marker = put(
         "/v1/rooms/{room:str}/read-marker",
@@ -92,6 +106,7 @@ def read_marker_routes() -> list[HTTPRouteHandler]:
         responses={
             **BAD_REQUEST,
             **UNAUTHORIZED,
+            **COUNTING_RATE,
             404: error_spec(
                 "No such message in the room.",
                 ErrorCode.NOT_FOUND,

@@ -9,9 +9,10 @@ marks what was there already as read, as chat products do.
 """
 
 import asyncio
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from mesh.node.doors.chat import ChatService, push_read_marker
 from mesh.node.doors.session import Session
@@ -19,7 +20,7 @@ from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import StoredMessage
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode, ProtocolError
-from router.effects import Page
+from router.effects import Page, Rooms
 from router.message_ids import ORIGIN
 from router.records import ReadMarker
 from router.room_view import UNREAD_COUNTED_MAX
@@ -29,8 +30,14 @@ from router.wire import ReadMarkerMoved
 # wrote most of what followed the marker is not walked to its end.
 UNREAD_PAGE_SIZE: Final = 500
 UNREAD_PAGES_MAX: Final = 8
-# Rooms counted at once for a listing of all a user's rooms.
+# Rooms counted at once for a listing of all a user's rooms, and at most in one listing
+# (the rest are listed without a count).
 UNREAD_ROOMS_AT_ONCE: Final = 8
+UNREAD_ROOMS_COUNTED_MAX: Final = 100
+# A count a join or a listing waits for; past it the answer goes without.
+COURTESY_COUNT_S: Final = 2.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ def counts_as_unread(message: StoredMessage, page: Page, user: str) -> bool:
 class ReadMarkers:
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
+        self._background: set[asyncio.Task[None]] = set()  # first joins' markers
 
     async def markers_of(self, user: str) -> dict[str, str]:
         """room -> the user's marker, gathered from the user's nodes."""
@@ -98,21 +106,26 @@ class ReadMarkers:
                     self.count(user, name, found.read_up_to.get(name))
                 )
 
-        return found.rooms, list(await asyncio.gather(*(one(name) for name in found.rooms)))
+        counted = [one(name) for name in found.rooms[:UNREAD_ROOMS_COUNTED_MAX]]
+        rest = [(name, None) for name in found.rooms[UNREAD_ROOMS_COUNTED_MAX:]]
+        return found.rooms, [*await asyncio.gather(*counted), *rest]
 
-    async def mark(self, user: str, room: str, up_to: str | None) -> Unread:
+    async def mark(self, user: str, room: str, up_to: str | None) -> tuple[Unread, bool]:
         """Move the user's marker to `up_to` (a message of the room), or to the room's
-        newest message; a marker never moves back. Returns the count after it."""
+        newest message; a marker never moves back. Returns the count after it, and
+        whether the marker moved."""
         if up_to is None:
             newest, _ = await self.chat.rooms.read(room, limit=1)
             up_to = newest[-1].id if newest else None
         elif await self.chat.find(room, up_to) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {up_to} in room {room}")
         held = (await self.markers_of(user)).get(room)
-        if up_to is not None and (held is None or up_to > held):
+        moved = up_to is not None and (held is None or up_to > held)
+        if moved:
+            assert up_to is not None
             await self.chat.rooms.record_read_marker(ReadMarker(user, room, up_to))
             held = up_to
-        return await self.count(user, room, held)
+        return await self.count(user, room, held), moved
 
     def tell_sessions(self, user: str, unread: Unread, *, but: Session | None = None) -> None:
         """The user's other sessions, on this node and every other, hear where the
@@ -131,24 +144,45 @@ class ReadMarkers:
         push_read_marker(self.chat.hub, moved, but)
         self.chat.rooms.announce(moved)
 
-    async def joined(self, user: str, room: str, head: str | None) -> Unread:
-        """The count a join reports. The first join marks the room as read up to its
-        head, so a newcomer does not start with the room's whole past unread."""
-        found = await self.chat.rooms.user_rooms(user)
-        held = found.read_up_to.get(room)
-        # Only when every one of the user's nodes answered: a marker one of them holds
-        # must not be overtaken by the head.
-        if held is None and head is not None and found.complete:
-            await self.chat.rooms.record_read_marker(ReadMarker(user, room, head))
-            return Unread(room, head, 0, capped=False, through=head)
-        return await self.count(user, room, held)
+    async def before_join(self, user: str) -> Rooms:
+        """What the user's nodes hold of the user before a join is recorded: whether
+        this is the user's first join of a room, and its marker."""
+        return await self.chat.rooms.user_rooms(user)
+
+    async def joined(
+        self, user: str, room: str, head: str | None, before: Rooms, *, count: bool = True
+    ) -> Unread | None:
+        """The count a join reports (None without `count`). A user's first join of a
+        room (never joined before, as enough of the user's nodes told) marks what the
+        room held as read, so a newcomer does not start with its whole past unread; the
+        marker is kept in the background, the join does not wait for its copies."""
+        held = before.read_up_to.get(room)
+        first = before.complete and room not in before.known and held is None
+        if first and head is not None:
+            self._in_background(self.chat.rooms.record_read_marker(ReadMarker(user, room, head)))
+            return Unread(room, head, 0, capped=False, through=head) if count else None
+        if not count:
+            return None
+        return await unread_or_none(self.count(user, room, held))
+
+    def _in_background(self, setting: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(setting)
+        self._background.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: "asyncio.Task[None]") -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.info("a first join's read marker was not kept: %s", error)
 
 
 async def unread_or_none(counting: Awaitable[Unread]) -> Unread | None:
-    """A count where one is only a courtesy (a join): None when the room is unavailable."""
+    """A count where one is only a courtesy (a join, a listing): None when the room is
+    unavailable or the count takes longer than COURTESY_COUNT_S."""
     try:
-        return await counting
-    except RoomUnavailableError:
+        async with asyncio.timeout(COURTESY_COUNT_S):
+            return await counting
+    except (RoomUnavailableError, TimeoutError):
         return None
 
 
@@ -172,6 +206,7 @@ async def answer(
         return protocol.UnreadCounts(
             request_id=request.request_id, rooms=[to_wire(unread) for unread in counts]
         )
-    unread = await markers.mark(session.user, request.room, request.up_to)
-    markers.tell_sessions(session.user, unread, but=session)
+    unread, moved = await markers.mark(session.user, request.room, request.up_to)
+    if moved:
+        markers.tell_sessions(session.user, unread, but=session)
     return protocol.UnreadCounts(request_id=request.request_id, rooms=[to_wire(unread)])
