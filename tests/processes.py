@@ -32,6 +32,8 @@ HOST = "127.0.0.1"
 # Fast membership timing so detection tests take seconds, not minutes.
 FAST_TIMING = ["--heartbeat-interval", "0.1", "--suspect-after", "0.5", "--dead-after", "1.0"]
 DEAD_AFTER_S = 1.0
+# How long a node process may take to start on a busy machine before its first words.
+NODE_START_S = 20.0
 
 
 def meshchat_command() -> list[str]:
@@ -224,6 +226,10 @@ def counters(node: NodeProcess) -> dict[str, int]:
     return reply.counters
 
 
+def _read_trusted_dir(node: NodeProcess) -> bool:
+    return re.search(r"trusting \d+ peer\(s\) from ", node.log()) is not None
+
+
 def _trusts(node: NodeProcess, node_id: str) -> bool:
     """Has the node said it trusts `node_id`: at start, or on re-reading its trusted dir?"""
     named = re.escape(node_id)
@@ -258,6 +264,8 @@ class Cluster:
         read the key of would be refused at its first connect."""
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
+                # A node still starting (slow on a busy machine) reads the dir when it does.
+                wait_for(partial(_read_trusted_dir, node), NODE_START_S, node.log)
                 wait_for(partial(_trusts, node, node_id), 5.0, node.log)
 
     def member_key(self, node_id: str) -> tuple[bytes, bytes]:
