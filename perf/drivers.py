@@ -19,7 +19,7 @@ from nats.aio.msg import Msg as NatsMessage
 from mesh.client.chat_client import ChatClient, ClientSettings
 from mesh.client.connection import parse_servers
 from mesh.wire.protocol import MessageEvent, RelationEvent
-from perf.workload import EDIT_SHARE, MESHCHAT_TARGETS
+from perf.workload import MESHCHAT_TARGETS, RELATION_SHARE, reaction_key, reaction_payload
 
 OnPayload = Callable[[str], None]
 REDIS_PUBLISH_CONNECTIONS = 32
@@ -39,7 +39,7 @@ class MeshchatDriver:
         user: str,
         ssl_context: ssl.SSLContext | None = None,
         *,
-        edit_share: float = 0.0,
+        relation_share: float = 0.0,
     ) -> None:
         settings = ClientSettings(
             client_name="meshchat-perf",
@@ -54,9 +54,11 @@ class MeshchatDriver:
             ssl_context=ssl_context,
         )
         self._reader: asyncio.Task[None] | None = None
-        # Every 1/edit_share-th write edits the previous message, its payload the new body.
-        self._edit_share = edit_share
-        self._edit_credit = 0.0
+        # Every 1/relation_share-th write edits the previous message (its payload the new
+        # body) or reacts to it (its payload the key), in turn.
+        self._relation_share = relation_share
+        self._relation_credit = 0.0
+        self._relations = 0
         self._last_sent: str | None = None
 
     async def connect(self) -> None:
@@ -71,14 +73,20 @@ class MeshchatDriver:
                     on_payload(event.message.body)
                 elif isinstance(event, RelationEvent) and event.kind == "edit":
                     on_payload(event.body)
+                elif isinstance(event, RelationEvent) and event.kind == "reaction":
+                    on_payload(reaction_payload(event.sender, event.key))
 
         self._reader = asyncio.create_task(read())
 
     async def publish(self, room: str, body: str) -> None:
-        self._edit_credit += self._edit_share
-        if self._edit_credit >= 1.0 and self._last_sent is not None:
-            self._edit_credit -= 1.0
-            await self.client.edit(room, self._last_sent, body)
+        self._relation_credit += self._relation_share
+        if self._relation_credit >= 1.0 and self._last_sent is not None:
+            self._relation_credit -= 1.0
+            self._relations += 1
+            if self._relations % 2:
+                await self.client.edit(room, self._last_sent, body)
+            else:
+                await self.client.react(room, self._last_sent, reaction_key(body))
             return
         self._last_sent = (await self.client.send(room, body)).id
 
@@ -162,8 +170,8 @@ def driver_for(
     first = client % len(endpoints)
     ordered = endpoints[first:] + endpoints[:first]
     if target in MESHCHAT_TARGETS:
-        share = EDIT_SHARE if target == "meshchat-edits" else 0.0
-        return MeshchatDriver(ordered, f"perf{client}", ssl_context, edit_share=share)
+        share = RELATION_SHARE if target == "meshchat-relations" else 0.0
+        return MeshchatDriver(ordered, f"perf{client}", ssl_context, relation_share=share)
     if target == "redis":
         return RedisDriver(ordered[0])
     return NatsDriver(ordered[0])

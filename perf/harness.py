@@ -17,7 +17,7 @@ from rich.table import Table
 from perf.report import summarize, table_rows, write
 from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
-from perf.workload import EDIT_SHARE, MESHCHAT_TARGETS, TargetName, Workload
+from perf.workload import MESHCHAT_TARGETS, RELATION_SHARE, TargetName, Workload
 
 READY_TIMEOUT_S = 90.0
 # Time the run may take beyond its schedule: answers, late deliveries, slow exits.
@@ -41,7 +41,7 @@ MESHCHAT_SECURITY = {
     "meshchat": (True, False),
     "meshchat-plain": (False, False),
     "meshchat-tls": (True, True),
-    "meshchat-edits": (True, False),
+    "meshchat-relations": (True, False),
 }
 
 
@@ -72,8 +72,8 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
     curve, tls = MESHCHAT_SECURITY[name]
     curve = curve and not options.insecure_peers
     words = ("CURVE" if curve else "plaintext peers") + (" + TLS clients" if tls else "")
-    if name == "meshchat-edits":
-        words += f" + {EDIT_SHARE:.0%} edits"
+    if name == "meshchat-relations":
+        words += f" + {RELATION_SHARE:.0%} edits/reactions"
     mesh = LocalMesh(options.nodes, insecure_peers=not curve, tls=tls)
     return mesh, {
         "name": name,
@@ -87,8 +87,9 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
             + (", peer links on CURVE" if curve else ", plaintext unauthenticated peer links")
             + (", clients on TLS" if tls else ", plaintext clients")
             + (
-                f", {EDIT_SHARE:.0%} of writes edits of the sender's previous message"
-                if name == "meshchat-edits"
+                f", {RELATION_SHARE:.0%} of writes edits of or reactions to the sender's"
+                " previous message"
+                if name == "meshchat-relations"
                 else ""
             )
         ),

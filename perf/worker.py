@@ -86,6 +86,8 @@ class WorkerState:
         except ValueError:
             self.errors["foreign_payload"] += 1
             return
+        if due < 0:
+            due = self.workload.due_ns(self.start_ns, sender, sequence)
         self.received[receiver][(sender, sequence)] += 1
         self.last_delivery_ns = now
         if due >= self.measure_from_ns:
@@ -114,11 +116,8 @@ class WorkerState:
             )
 
     async def send_loop(self, driver: Driver, client: int, end_ns: int) -> None:
-        interval_ns = int(1e9 / self.workload.per_client_rate)
-        # Users start out of step, so the load is smooth rather than in bursts.
-        phase_ns = interval_ns * client // self.workload.clients
         for sequence in itertools.count():
-            due = self.start_ns + phase_ns + sequence * interval_ns
+            due = self.workload.due_ns(self.start_ns, client, sequence)
             if due >= end_ns:
                 return
             delay_s = (due - time.monotonic_ns()) / 1e9

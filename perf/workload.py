@@ -12,16 +12,19 @@ import msgspec
 
 # meshchat: CURVE peer links, plaintext clients (the default); meshchat-plain: plaintext,
 # unauthenticated peer links (--insecure-peers); meshchat-tls: CURVE and clients on TLS;
-# meshchat-edits: as meshchat, with EDIT_SHARE of the writes edits of the sender's
-# previous message (each carries its payload as the new body, so it is timed as well).
+# meshchat-relations: as meshchat, with RELATION_SHARE of the writes edits of and
+# reactions to the sender's previous message, in turn (each carries its payload, so it
+# is timed as well: an edit as its body, a reaction as its key, see reaction_key).
 TargetName = Literal[
-    "meshchat", "meshchat-plain", "meshchat-tls", "meshchat-edits", "redis", "nats"
+    "meshchat", "meshchat-plain", "meshchat-tls", "meshchat-relations", "redis", "nats"
 ]
 TARGET_NAMES: tuple[TargetName, ...] = get_args(TargetName)
 MESHCHAT_TARGETS: frozenset[TargetName] = frozenset(
-    {"meshchat", "meshchat-plain", "meshchat-tls", "meshchat-edits"}
+    {"meshchat", "meshchat-plain", "meshchat-tls", "meshchat-relations"}
 )
-EDIT_SHARE: Final = 0.1
+RELATION_SHARE: Final = 0.1
+# A reaction's payload: its key names the sequence number; the sender is the user.
+REACTION_KEY_PREFIX: Final = "s"
 PAYLOAD_HEADER_MAX = 40
 
 
@@ -52,6 +55,16 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     def per_client_rate(self) -> float:
         return self.rate / self.clients
 
+    @property
+    def interval_ns(self) -> int:
+        return int(1e9 / self.per_client_rate)
+
+    def due_ns(self, start_ns: int, client: int, sequence: int) -> int:
+        """When a client's send `sequence` is due: clients start out of step, so the load
+        is smooth rather than in bursts."""
+        interval_ns = self.interval_ns
+        return start_ns + interval_ns * client // self.clients + sequence * interval_ns
+
 
 def encode_payload(client: int, sequence: int, due_ns: int, size: int) -> str:
     head = f"{client}:{sequence}:{due_ns}:"
@@ -59,6 +72,21 @@ def encode_payload(client: int, sequence: int, due_ns: int, size: int) -> str:
 
 
 def decode_payload(text: str) -> tuple[int, int, int]:
-    """(client, sequence, due_ns); ValueError for a payload this harness did not write."""
+    """(client, sequence, due_ns); ValueError for a payload this harness did not write.
+    A due time of -1 is not carried: the receiver knows the schedule (Workload.due_ns)."""
     client, sequence, due_ns, _ = text.split(":", 3)
     return int(client), int(sequence), int(due_ns)
+
+
+def reaction_key(body: str) -> str:
+    """The key a reaction carries in place of `body` (a payload): its sequence number."""
+    _, sequence, _ = decode_payload(body)
+    return f"{REACTION_KEY_PREFIX}{sequence:x}"
+
+
+def reaction_payload(user: str, key: str) -> str:
+    """The payload a reaction by `user` (perfN) with `key` stands for, its due time left
+    to the receiver."""
+    if not user.startswith("perf") or not key.startswith(REACTION_KEY_PREFIX):
+        raise ValueError(f"not a harness reaction: {user} {key}")
+    return f"{int(user[4:])}:{int(key[1:], 16)}:-1:"

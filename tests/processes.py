@@ -227,7 +227,8 @@ def counters(node: NodeProcess) -> dict[str, int]:
 
 
 def _read_trusted_dir(node: NodeProcess) -> bool:
-    return re.search(r"trusting \d+ peer\(s\) from ", node.log()) is not None
+    """Has the node started (it reads its trusted dir before it says it is up)?"""
+    return re.search(r"node up: ", node.log()) is not None
 
 
 def _trusts(node: NodeProcess, node_id: str) -> bool:

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from perf.harness import RunOptions, run
-from perf.workload import TargetName, Workload, decode_payload, encode_payload
+from perf.workload import (
+    TargetName,
+    Workload,
+    decode_payload,
+    encode_payload,
+    reaction_key,
+    reaction_payload,
+)
 from tests.processes import meshchat_command
 
 pytestmark = pytest.mark.processes
@@ -43,12 +50,25 @@ def test_a_short_run_against_one_node_is_consistent(tmp_path: Path) -> None:
     assert summary["workload"]["rate"] == 100
 
 
-def test_a_run_where_a_tenth_of_the_writes_are_edits_times_them_as_well(tmp_path: Path) -> None:
-    workload = short("meshchat-edits")
+def test_a_run_where_a_tenth_of_the_writes_are_edits_and_reactions_times_them_too(
+    tmp_path: Path,
+) -> None:
+    workload = short("meshchat-relations")
     summary = run(workload, RunOptions(nodes=1, workers=1, out_dir=tmp_path, live=False))
-    # Each edit carries its payload as the new body: delivered once, as a relation event.
+    # Each edit and reaction carries its payload (body, key): delivered once, as a
+    # relation event, and timed against the schedule.
     check_consistent(summary, tmp_path, workload)
-    assert "10% of writes edits" in summary["target"]["description"]
+    assert "10% of writes edits of or reactions to" in summary["target"]["description"]
+
+
+def test_a_reaction_carries_its_send_s_sequence_and_the_schedule_gives_its_due_time() -> None:
+    workload = short()
+    body = encode_payload(3, 41, workload.due_ns(1_000, 3, 41), 64)
+    assert reaction_payload("perf3", reaction_key(body)) == "3:41:-1:"
+    assert decode_payload(reaction_payload("perf3", reaction_key(body))) == (3, 41, -1)
+    assert workload.due_ns(1_000, 3, 41) == decode_payload(body)[2]
+    with pytest.raises(ValueError):
+        reaction_payload("ann", "s1")
 
 
 def test_a_node_killed_and_restarted_during_a_run_loses_nothing(tmp_path: Path) -> None:
