@@ -258,7 +258,11 @@ class RoomEngine:
         match event:
             case SendMessage(ticket, request):
                 steps = self._forwarding.send(ticket, request, now)
-            case ReadPage(ticket, room, before, after, limit, quorum, bytes_max, messages_only):
+            case ReadPage(
+                ticket, room, before, after, limit, quorum, bytes_max, messages_only, overlapping
+            ):
+                if overlapping and quorum is None:
+                    quorum = self.config.resume_quorum
                 reader = ClientRead(ticket, room)
                 wanted = ReadWanted(
                     reader, room, before, after, limit, quorum, None, bytes_max, messages_only

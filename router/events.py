@@ -54,6 +54,9 @@ class ReadPage(msgspec.Struct, frozen=True):
     quorum: int | None = None
     bytes_max: int | None = None
     messages_only: bool = False  # a page for readers: no relations, their effect instead
+    # Read from enough replicas to overlap every write quorum (N - W + 1), unless
+    # `quorum` says otherwise: a check before a write must see every acknowledged one.
+    overlapping: bool = False
 
 
 class ResumeRoom(msgspec.Struct, frozen=True):

@@ -2,6 +2,7 @@
 seen live and in history through the others, kept across a node's kill -9 and restart;
 an older client still reads plain messages."""
 
+import asyncio
 import json
 import signal
 
@@ -18,6 +19,15 @@ from tests.test_protocol_versions import RawSession
 from tests.test_rooms_processes import whole_history
 
 pytestmark = pytest.mark.processes
+
+
+async def held_by_every_node(mesh: dict[str, NodeProcess], room: str, message_id: str) -> None:
+    """Until every node's own copy of the room holds the message (each node is a replica
+    of every room in a 3-node mesh, and reads its own copy first)."""
+    for node in mesh.values():
+        async with client_for(node, user="prober") as prober:
+            while message_id not in {m.id for m in await whole_history(prober, room)}:
+                await asyncio.sleep(0.05)
 
 
 async def views(client: ChatClient, room: str) -> dict[str, Message]:
@@ -139,10 +149,13 @@ def test_an_older_client_gets_edited_bodies_and_no_deleted_messages(
         assert old.reply_to(2)["code"] == "bad_request"
         # A client message id reused in another room is `conflict` since 1.4, a code a
         # 1.3 client has no name for: it hears bad_request.
-        for request_id, room in ((3, "lobby"), (4, "random")):
-            send = {"type": "send", "request_id": request_id, "room": room}
-            old.send({**send, "client_msg_id": "reused", "body": "hi"})
-        assert old.reply_to(3)["type"] == "sent"
+        send = {"type": "send", "client_msg_id": "reused", "body": "hi"}
+        old.send({**send, "request_id": 3, "room": "lobby"})
+        first = old.reply_to(3)
+        assert first["type"] == "sent"
+        # Where the node can tell: the other room's coordinator holds the first one.
+        run_async(held_by_every_node(mesh, "lobby", first["id"]))
+        old.send({**send, "request_id": 4, "room": "random"})
         assert old.reply_to(4)["code"] == "bad_request"
     finally:
         old.close()

@@ -131,12 +131,21 @@ class RoomRequests:
         limit: int = 50,
         bytes_max: int | None = None,
         messages_only: bool = False,
+        overlapping: bool = False,
     ) -> Page:
         """As `read`; with `messages_only`, the messages alone and what relations made of
-        them (their bytes count against `bytes_max` too)."""
+        them (their bytes count against `bytes_max` too); with `overlapping`, from enough
+        replicas to see every acknowledged write."""
         ticket, outcome = self._pending.open()
         read = ReadPage(
-            ticket, room, before, after, limit, bytes_max=bytes_max, messages_only=messages_only
+            ticket,
+            room,
+            before,
+            after,
+            limit,
+            bytes_max=bytes_max,
+            messages_only=messages_only,
+            overlapping=overlapping,
         )
         self._driver.handle(read)
         answer = await outcome

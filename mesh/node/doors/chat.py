@@ -213,10 +213,14 @@ class ChatService:
         )
 
     async def find(self, room: str, message_id: str) -> MessageState | None:
-        """A message's state as the room's replicas hold it now; None if none holds it."""
+        """A message's state as the room's replicas hold it now, read from enough of them
+        to see every acknowledged event (a check before a write: owner, deleted, the
+        reaction cap); None if none holds it."""
         cursor = at_time(MessageId.parse(message_id).time_ms)
         while True:
-            page = await self.history(room, after=cursor, limit=FIND_PAGE_SIZE)
+            page = await self.rooms.page(
+                room, after=cursor, limit=FIND_PAGE_SIZE, messages_only=True, overlapping=True
+            )
             for message in page.messages:
                 if message.id == message_id:
                     return page.relations.get(message_id) or MessageState(event=message)
