@@ -6,9 +6,7 @@ events into the state. Reconnecting, resuming and retrying are the client librar
 the app only shows them (status bar, pending lines).
 """
 
-import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable
 from typing import ClassVar
@@ -34,17 +32,13 @@ from mesh.wire.protocol import (
     RelationEvent,
     TypingEvent,
 )
+from tools.chat_read_marks import ReadMarking
 from tools.chat_render import room_label, room_text
 from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
 
 HISTORY_PAGE = 50
-# A room on screen is marked read this long after its newest message arrived: one mark
-# covers a burst.
-MARK_READ_DELAY_S = 1.0
 # The least time between two typing notices for one room.
 TYPING_NOTICE_INTERVAL_S = 3.0
-
-log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -133,8 +127,12 @@ class ChatApp(App[None]):
         self.connection = "connecting"
         self._typing_sent: dict[str, float] = {}
         self._loading_older: set[str] = set()
-        self._marking: set[str] = set()  # rooms with a mark_read on its way
-        self._seen: dict[str, str] = {}  # room -> the newest message shown, to mark read
+        self.read_marking = ReadMarking(
+            self.state,
+            client,
+            lambda marking: self.run_worker(marking, exit_on_error=False),
+            self._refresh_room,
+        )
         self.shown_text = ""  # the message pane's text, as a person reads it
 
     def compose(self) -> ComposeResult:
@@ -175,7 +173,7 @@ class ChatApp(App[None]):
                     if self.state.add_message(message):
                         self._refresh_room(message.room)
                         if message.room == self.state.current:
-                            self._mark_read_soon(message.room)
+                            self.read_marking.soon(message.room)
                 case ReadMarkerEvent(room=room):
                     self.state.apply_read_marker(
                         room,
@@ -221,39 +219,7 @@ class ChatApp(App[None]):
         self.state.add_history(room, page.messages, page.cursor is not None)
         self._refresh_all()
         if room == self.state.current:
-            self._mark_read_soon(room)
-
-    def _mark_read_soon(self, room: str) -> None:
-        """Tell the node the user has read what the room shows, at most once a second:
-        up to its newest message if the room is still on screen then, or else up to the
-        newest one it showed while it was."""
-        newest = self.state.last_message(room)
-        if newest is not None:
-            self._seen[room] = max(newest.key, self._seen.get(room, ""))
-        if room not in self._marking:
-            self._marking.add(room)
-            self.run_worker(self._mark_read(room), exit_on_error=False)
-
-    async def _mark_read(self, room: str) -> None:
-        try:
-            await asyncio.sleep(MARK_READ_DELAY_S)
-            self._marking.discard(room)
-            if room == self.state.current and (newest := self.state.last_message(room)):
-                self._seen[room] = max(newest.key, self._seen.get(room, ""))
-            up_to = self._seen.pop(room, None)
-            if up_to is None or room not in self.state.rooms:
-                return
-            unread = await self.client.mark_read(room, up_to)
-        except (NodeError, TimeoutError, ConnectionError) as error:
-            log.info("could not mark %s read: %s", room, error)  # the next mark tries again
-            return
-        finally:
-            self._marking.discard(room)
-        if unread.read_up_to is not None:
-            self.state.apply_read_marker(
-                room, unread.read_up_to, unread.count, unread.capped, unread.through
-            )
-            self._refresh_room(room)
+            self.read_marking.soon(room)
 
     async def _send(
         self, room: str, body: str, client_msg_id: str, reply_to: str | None = None
@@ -457,12 +423,12 @@ class ChatApp(App[None]):
     def action_step_room(self, offset: int) -> None:
         if room := self.state.step(offset):
             self._refresh_all()
-            self._mark_read_soon(room)
+            self.read_marking.soon(room)
 
     def action_jump_room(self, position: int) -> None:
         if room := self.state.jump(position):
             self._refresh_all()
-            self._mark_read_soon(room)
+            self.read_marking.soon(room)
 
     @on(MessagePane.ReachedTop)
     def _reached_top(self) -> None:
