@@ -96,6 +96,10 @@ class Coordinator:
             steps.append(StoreHint(hint_token, owner, message))
         return steps
 
+    def refuse(self, origin: Origin, refused: Refused) -> list[Step]:
+        """Answer a write that is not to be coordinated (its room's state refuses it)."""
+        return _answer(origin, refused)
+
     def _stand_ins(self, room: str, replicas: list[str]) -> tuple[dict[str, str], list[str]]:
         """Each replica that is down gets a stand-in: the next live node on the ring past
         the room's replicas, holding the copy as a hint (it counts towards W). With no
@@ -131,6 +135,7 @@ class Coordinator:
             target=request.target,
             reaction_key=request.reaction_key,
             reply_to=request.reply_to,
+            subject=request.subject,
         )
         write = Write(
             next(self._numbers),

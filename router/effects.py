@@ -39,6 +39,7 @@ class Load(msgspec.Struct, frozen=True):
     # report them with loaded(..., late=...).
     late_since_ms: int | None = None
     messages_only: bool = False  # no relations: what they made of each message instead
+    state_only: bool = False  # the room's state events alone (router/room_state.py)
 
 
 class StoreHint(msgspec.Struct, frozen=True):

@@ -4,6 +4,7 @@ Everything reaches the engine through one door, `handle(event, now)` (router/eve
 and leaves as effects (router/effects.py). The engine routes; the roles hold the logic,
 each in its own module, none calling another:
 - forwarding.py: a client's send, handed to the room's coordinator;
+- room_states.py: each write checked against its room's state, where it is coordinated;
 - coordinator.py: the write, replicated and answered at W copies, published in id order;
 - replica.py: copies stored and acknowledged, other nodes' reads answered;
 - quorum_reads.py: pages read from R replicas, merged, replicas repaired;
@@ -39,11 +40,13 @@ from router.effects import (
     Outcome,
     Page,
     Refusal,
+    Refused,
     Store,
     StoreHint,
     StoreMembership,
     StoreReadMarker,
 )
+from router.error_codes import ErrorCode
 from router.events import (
     AnnounceEvent,
     DigestLoaded,
@@ -101,6 +104,7 @@ from router.quorum_reads import QuorumReads
 from router.reads import ReplicaPage
 from router.replica import Replica
 from router.role_context import RoleContext
+from router.room_states import RoomStates
 from router.stats import EngineStatistics
 from router.subscriptions import Subscriptions
 from router.user_rooms import UserRooms, ring_key
@@ -176,6 +180,7 @@ class _Role(enum.Enum):
     READS = "reads"
     HANDOFF = "handoff"
     ANTI_ENTROPY = "anti-entropy"
+    ROOM_STATES = "room states"
     USER_ROOMS = "user rooms"
     OTHER = "other"  # issues no storage effects
 
@@ -229,6 +234,7 @@ class RoomEngine:
         )
         context = RoleContext(config, placement, clock, numbers, stats)
         self._forwarding = Forwarding(context)
+        self._room_states = RoomStates(context)
         self._coordinator = Coordinator(context)
         self._replica = Replica(context)
         self._reads = QuorumReads(context)
@@ -258,14 +264,21 @@ class RoomEngine:
         match event:
             case SendMessage(ticket, request):
                 steps = self._forwarding.send(ticket, request, now)
-            case ReadPage(
-                ticket, room, before, after, limit, quorum, bytes_max, messages_only, overlapping
-            ):
-                if overlapping and quorum is None:
+            case ReadPage(ticket, room, before, after, limit, quorum, bytes_max, messages_only):
+                if event.overlapping and quorum is None:
                     quorum = self.config.resume_quorum
                 reader = ClientRead(ticket, room)
                 wanted = ReadWanted(
-                    reader, room, before, after, limit, quorum, None, bytes_max, messages_only
+                    reader,
+                    room,
+                    before,
+                    after,
+                    limit,
+                    quorum,
+                    None,
+                    bytes_max,
+                    messages_only,
+                    event.state_only,
                 )
                 steps = [wanted]
             case ResumeRoom(ticket, room, after, limit, since):
@@ -313,10 +326,8 @@ class RoomEngine:
     def _route(self, step: InternalEvent, now: float) -> list[Effect]:
         """An internal event, handed to the role it is for."""
         match step:
-            case Coordinate(origin, request):
-                behind = self._fan_out.furthest_behind(request.room, now)
-                done = self._coordinator.coordinate(origin, request, now, behind)
-                return self._run(_Role.COORDINATOR, done, now)
+            case Coordinate():
+                return self._coordinate(step, now)
             case Publish(event):
                 return self._run(_Role.OTHER, self._fan_out.publish(event, now), now)
             case AnnounceLate(message) if self._coordinator.coordinating(message):
@@ -338,6 +349,29 @@ class RoomEngine:
             case WithdrawHere(room):
                 self._fan_out.withdraw_here(room)
         return []
+
+    def _coordinate(self, step: Coordinate, now: float) -> list[Effect]:
+        """A write, once its room's state is known here and allows it."""
+        admission = self._room_states.admit(step)
+        if admission.waiting:
+            return self._run(_Role.ROOM_STATES, admission.steps, now)
+        if admission.refused is not None:
+            code = ErrorCode.UNAVAILABLE if admission.unavailable else ErrorCode.FORBIDDEN
+            refused = Refused(code, admission.refused)
+            return self._run(_Role.OTHER, self._coordinator.refuse(step.origin, refused), now)
+        behind = self._fan_out.furthest_behind(step.request.room, now)
+        done = self._coordinator.coordinate(step.origin, step.request, now, behind)
+        return self._run(_Role.COORDINATOR, done, now)
+
+    def _states_loaded(self, token: int, result: StorageResult, now: float) -> list[Effect]:
+        steps, failed = self._room_states.loaded(token, _loaded(result))
+        effects = self._run(_Role.ROOM_STATES, steps, now)
+        for coordinate in failed:
+            refused = Refused(ErrorCode.INTERNAL, "the room's state could not be read from disk")
+            effects += self._run(
+                _Role.OTHER, self._coordinator.refuse(coordinate.origin, refused), now
+            )
+        return effects
 
     def _read_done(
         self, reader: ClientRead | CatchUpRead, outcome: Outcome, now: float
@@ -369,6 +403,8 @@ class RoomEngine:
         if isinstance(result, Stored):
             assert result.kept.key == getattr(effect, "message", result.kept).key
             self._clock.observe(result.kept.id)
+            if isinstance(effect, Store):
+                self._room_states.stored(result.kept)
         match role:
             case _Role.COORDINATOR | _Role.REPLICA:
                 steps = self._copy_done(role, effect, result, now)
@@ -380,6 +416,8 @@ class RoomEngine:
                 steps = self._anti_entropy_done(effect, result)
             case _Role.USER_ROOMS:
                 steps = self._user_rooms_done(effect, result)
+            case _Role.ROOM_STATES:
+                return self._states_loaded(effect.token, result, now)
             case _:
                 raise AssertionError(f"{role} issued no storage token")
         return self._run(role, steps, now)
@@ -461,6 +499,7 @@ class RoomEngine:
                     message.target,
                     message.reaction_key,
                     message.reply_to,
+                    message.subject,
                 )
                 return _Role.OTHER, [Coordinate(RemoteOrigin(sender, forward_id), request)]
             case ForwardReply():
@@ -636,6 +675,7 @@ class RoomEngine:
             "memberships_spread": user_rooms.changes_spread,
             "memberships_spread_abandoned": user_rooms.spreads_abandoned,
             "storage_tokens_waiting": len(self._tokens),
+            "room_states_held": self._room_states.held,
         }
 
 

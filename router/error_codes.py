@@ -22,8 +22,8 @@ class ErrorCode(enum.StrEnum):
 
     @classmethod
     def from_peer(cls, text: str) -> "ErrorCode":
-        """A code a peer sent: the mesh's own, and a request it found invalid or in
-        conflict (a retry would be too); anything else read as unavailable."""
-        if text in {cls.INTERNAL, cls.BAD_REQUEST, cls.CONFLICT}:
+        """A code a peer sent: the mesh's own, and a request it found invalid, in
+        conflict or not allowed (a retry would be too); anything else read as unavailable."""
+        if text in {cls.INTERNAL, cls.BAD_REQUEST, cls.CONFLICT, cls.FORBIDDEN}:
             return cls(text)
         return cls.UNAVAILABLE

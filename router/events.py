@@ -57,6 +57,7 @@ class ReadPage(msgspec.Struct, frozen=True):
     # Read from enough replicas to overlap every write quorum (N - W + 1), unless
     # `quorum` says otherwise: a check before a write must see every acknowledged one.
     overlapping: bool = False
+    state_only: bool = False  # the room's state events alone (router/room_state.py)
 
 
 class ResumeRoom(msgspec.Struct, frozen=True):

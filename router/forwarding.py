@@ -88,4 +88,5 @@ def forward_message(forward_id: int, request: SendRequest) -> Forward:
         request.target,
         request.reaction_key,
         request.reply_to,
+        request.subject,
     )

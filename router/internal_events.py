@@ -80,6 +80,7 @@ class ReadWanted(msgspec.Struct, frozen=True):
     late_since_ms: int | None = None
     bytes_max: int | None = None
     messages_only: bool = False
+    state_only: bool = False
 
 
 class ReadDone(msgspec.Struct, frozen=True):

@@ -64,3 +64,11 @@ BUSY_WAIT_S_MAX: Final = 5.0
 RETRY_AFTER_S_MAX: Final = 60.0
 # Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
 EARLY_EVENTS_MAX: Final = 4096
+# Rooms whose state (router/room_state.py) a coordinator holds folded in memory, the
+# least recently used ones dropped past it (and read from its disk again when needed).
+ROOM_STATES_HELD_MAX: Final = 10_000
+# Writes waiting at a coordinator for their room's state to be read from its disk: past
+# it, writes are refused as unavailable until the reads catch up.
+WRITES_AWAITING_STATE_MAX: Final = 4_096
+# State events read from the disk per page while a coordinator folds a room's state.
+STATE_PAGE: Final = 1_000

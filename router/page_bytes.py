@@ -32,8 +32,9 @@ from router.records import (
 # the client wire (protocol.Message): field names 42 bytes, the map header 1, string and
 # integer headers at most 25 (a 64-bit time_ms takes 9): 68 bytes, rounded up.
 MESSAGE_OVERHEAD_BYTES: Final = 96
-# What a relation adds at most: kind, target, reaction_key and reply_to, with their names.
-RELATION_BYTES_MAX: Final = 2 * MESSAGE_ID_MAX + REACTION_KEY_BYTES_MAX + 64
+# What a relation or a state event adds at most: kind, target, reaction_key, reply_to and
+# subject, with their names.
+RELATION_BYTES_MAX: Final = 2 * MESSAGE_ID_MAX + REACTION_KEY_BYTES_MAX + 4 * USER_NAME_MAX + 80
 # A replica's answer to a read (router/wire.py ReadReply): its page and the late arrivals
 # it brings each have a budget, together 3 MiB, leaving a quarter of the 4 MiB peer frame
 # (peers/limits.py PEER_FRAME_BYTES_MAX) for the reply's other fields and framing.

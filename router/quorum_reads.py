@@ -90,10 +90,19 @@ class QuorumReads:
                 token = next(self._numbers)
                 self._own_loads[token] = read_id
                 late_since_ms, only = wanted.late_since_ms, wanted.messages_only
-                steps.append(Load(token, room, before, after, limit, late_since_ms, only))
+                steps.append(
+                    Load(token, room, before, after, limit, late_since_ms, only, wanted.state_only)
+                )
             else:
                 request = ReadRequest(
-                    read_id, room, before, after, limit, wanted.late_since_ms, wanted.messages_only
+                    read_id,
+                    room,
+                    before,
+                    after,
+                    limit,
+                    wanted.late_since_ms,
+                    wanted.messages_only,
+                    wanted.state_only,
                 )
                 steps.append(SendPeer(target, request))
         return steps

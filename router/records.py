@@ -28,8 +28,23 @@ MessageIdText = Annotated[
 ]
 
 
-# What an event of a room log is (router/event_rules.py has the rules that combine them).
-EventKind = Literal["message", "edit", "delete", "reaction", "unreaction"]
+# What an event of a room log is: a message, a relation of one (router/event_rules.py has
+# the rules that combine them), or a state event (router/room_state.py).
+EventKind = Literal[
+    "message",
+    "edit",
+    "delete",
+    "reaction",
+    "unreaction",
+    "create",
+    "set_policy",
+    "set_role",
+    "invite",
+    "kick",
+    "ban",
+    "unban",
+    "set_topic",
+]
 ReactionKey = Annotated[str, msgspec.Meta(min_length=1, max_length=REACTION_KEY_BYTES_MAX)]
 
 
@@ -38,7 +53,8 @@ class RoomMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     client_msg_id) names it for the client: a retry with the same pair is the same event,
     whichever coordinator assigned its id. A relation names its `target` message; `body`
     is a message's or an edit's text, `reaction_key` a reaction's; `reply_to` is the message a
-    message answers."""
+    message answers. A state event names the user it is about as `subject`, and carries
+    its value (a policy, a role, a topic) as `body`."""
 
     id: MessageIdText
     room: RoomName
@@ -50,6 +66,7 @@ class RoomMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     target: MessageIdText | None = None
     reaction_key: ReactionKey | None = None
     reply_to: MessageIdText | None = None
+    subject: UserName | None = None
 
     @property
     def order(self) -> tuple[int, str]:

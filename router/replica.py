@@ -132,6 +132,7 @@ class Replica:
                 request.limit,
                 request.late_since_ms,
                 request.messages_only,
+                request.state_only,
             )
         ]
 

@@ -49,6 +49,7 @@ class Forward(msgspec.Struct, frozen=True, tag="forward", omit_defaults=True):
     target: MessageIdText | None = None
     reaction_key: ReactionKey | None = None
     reply_to: MessageIdText | None = None
+    subject: UserName | None = None
 
 
 class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
@@ -91,6 +92,8 @@ class ReadRequest(msgspec.Struct, frozen=True, tag="read"):
     late_since_ms: Count | None = None
     # A reader's page: messages alone, with what relations made of them (`relations`).
     messages_only: bool = False
+    # The room's state events alone (router/room_state.py).
+    state_only: bool = False
 
 
 class ReadReply(msgspec.Struct, frozen=True, tag="read_reply"):

@@ -15,6 +15,7 @@ from router.effects import Acked, Outcome, Refused
 from router.error_codes import ErrorCode
 from router.message_ids import MessageId
 from router.records import REACTION_KEY_BYTES_MAX, EventKind, RoomMessage
+from router.room_state import STATE_KINDS, state_problem
 
 
 class LocalOrigin(msgspec.Struct, frozen=True):
@@ -41,10 +42,15 @@ class SendRequest(msgspec.Struct, frozen=True):
     target: str | None = None
     reaction_key: str | None = None
     reply_to: str | None = None
+    subject: str | None = None  # the user a state event is about (router/room_state.py)
 
 
 def request_problem(request: SendRequest) -> str | None:
     """Why a request's fields do not make one event of its kind (a peer's may not)."""
+    if request.kind in STATE_KINDS:
+        return state_problem(request)
+    if request.subject is not None:
+        return "only a state event names a user"
     relation = request.kind != "message"
     if relation != (request.target is not None):
         return "a relation, and only a relation, names a target"

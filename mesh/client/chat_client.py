@@ -20,6 +20,7 @@ import itertools
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -54,6 +55,7 @@ from mesh.wire.protocol import (
     React,
     ReadMarkerEvent,
     RelationEvent,
+    RoomStateEvent,
     Send,
     Sent,
     StatusReply,
@@ -91,7 +93,13 @@ class ConnectionChanged:
 
 
 ClientEvent = (
-    MessageEvent | RelationEvent | ReadMarkerEvent | PresenceEvent | TypingEvent | ConnectionChanged
+    MessageEvent
+    | RelationEvent
+    | RoomStateEvent
+    | ReadMarkerEvent
+    | PresenceEvent
+    | TypingEvent
+    | ConnectionChanged
 )
 
 
@@ -137,7 +145,7 @@ class ChatClient:
         self.round_trip_s: float | None = None
         self.reconnects = 0
         self._request_ids = itertools.count(1)
-        self._rejoins: set[int] = set()  # request ids of the joins a reconnect sent
+        self._rejoins: dict[int, str] = {}  # request id -> room, of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
         self._rooms: dict[str, RoomCursor] = {}
         self._unread = UnreadBook()
@@ -321,6 +329,30 @@ class ChatClient:
         """The latest count the node told for a room (on joining, on a mark, or from
         another of our sessions moving the marker); None before any."""
         return self._unread.get(room)
+
+    async def change_room(
+        self,
+        room: str,
+        op: protocol.RoomOp,
+        *,
+        user: str | None = None,
+        value: str = "",
+    ) -> protocol.RoomInfo:
+        """Create a room (`value`: its policy) or change its state: invite, kick, ban or
+        unban `user`, give `user` a role (`value`), set the policy or the topic. Returns
+        the room's state after it; a retry after a reconnect changes it once."""
+        client_msg_id = f"room-{uuid.uuid4().hex}"
+        return await self._request(
+            lambda i: protocol.ChangeRoom(
+                request_id=i, room=room, op=op, user=user, value=value, client_msg_id=client_msg_id
+            ),
+            protocol.RoomInfo,
+        )
+
+    async def show_room(self, room: str) -> protocol.RoomInfo:
+        """A room's state: policy, topic, roles, invitations and bans."""
+        reply = protocol.RoomInfo
+        return await self._request(lambda i: protocol.ShowRoom(request_id=i, room=room), reply)
 
     async def rooms(self) -> list[str]:
         reply = await self._request(lambda i: ListRooms(request_id=i), protocol.RoomList)
@@ -513,7 +545,7 @@ class ChatClient:
         for room, cursor in self._rooms.items():
             since = cursor.resume_point()
             request_id = next(self._request_ids)
-            self._rejoins.add(request_id)
+            self._rejoins[request_id] = room
             self._write(Join(request_id=request_id, room=room, since=since))
         for request_id in sorted(self._pending):
             pending = self._pending[request_id]
@@ -538,6 +570,14 @@ class ChatClient:
                     if cursor is not None and cursor.is_new(message):
                         await self._emit(message)
                         cursor.record(message)
+                case RoomStateEvent():
+                    cursor = self._rooms.get(message.room)
+                    if cursor is not None and cursor.is_new(message):
+                        await self._emit(message)
+                        cursor.record(message)
+                    removed = message.op in {"kick", "ban"} and message.user == self.user
+                    if removed:  # the node took this session out of the room
+                        self._rooms.pop(message.room, None)
                 case PresenceEvent() | TypingEvent():
                     if message.room in self._rooms:
                         await self._emit(message)
@@ -546,13 +586,20 @@ class ChatClient:
                     if message.room in self._rooms:
                         await self._emit(message)
                 case Joined(request_id=request_id) if request_id in self._rejoins:
-                    self._rejoins.discard(request_id)
+                    del self._rejoins[request_id]
                     marker = self._unread.note_joined(message)
                     if marker is not None and message.room in self._rooms:
                         await self._emit(marker)
                 case ErrorReply(request_id=None):
                     # Said just before the node closes this session.
                     raise NodeError(message.code, message.message)
+                case ErrorReply(request_id=request_id, code=ErrorCode.FORBIDDEN) if (
+                    request_id in self._rejoins
+                ):
+                    # The room's state no longer lets us in: that is final, not a fault.
+                    room = self._rejoins.pop(request_id)
+                    self._rooms.pop(room, None)
+                    log.warning("not rejoining %s: %s", room, message.message)
                 case ErrorReply(request_id=request_id) if request_id in self._rejoins:
                     # A room that cannot be rejoined now: connect again (after a pause)
                     # rather than carry on without it.

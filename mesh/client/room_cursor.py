@@ -19,6 +19,10 @@ RESUME_MARGIN_MS = 3_000
 LATE_REPLAY_MS = 10 * 60 * 1000
 
 
+# What a room's log brings a client, each under its own id.
+LogEvent = protocol.Message | protocol.RelationEvent | protocol.RoomStateEvent
+
+
 @dataclass(slots=True)
 class RoomCursor:
     last_id: str | None = None
@@ -40,18 +44,17 @@ class RoomCursor:
         start = earlier_by(self.last_id, RESUME_MARGIN_MS)
         return start if self.floor is None else max(start, self.floor)
 
-    def is_new(self, message: protocol.Message | protocol.RelationEvent) -> bool:
+    def is_new(self, message: LogEvent) -> bool:
         if message.id in self.seen:
             return False
-        return (
-            not message.client_msg_id or (message.sender, message.client_msg_id) not in self.sends
-        )
+        client_msg_id = getattr(message, "client_msg_id", "")
+        return not client_msg_id or (message.sender, client_msg_id) not in self.sends
 
-    def record(self, message: protocol.Message | protocol.RelationEvent) -> None:
+    def record(self, message: LogEvent) -> None:
         """Only once the message reached the caller: a resume then starts after it."""
         self.seen[message.id] = None
-        if message.client_msg_id:
-            self.sends[(message.sender, message.client_msg_id)] = None
+        if client_msg_id := getattr(message, "client_msg_id", ""):
+            self.sends[(message.sender, client_msg_id)] = None
         self.advance(message.id)
         if len(self.seen) > SEEN_IDS_PER_ROOM_MAX:
             self._forget_out_of_reach()

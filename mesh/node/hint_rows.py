@@ -34,8 +34,8 @@ def add(connection: sqlite3.Connection, owner: str, message: RoomMessage, now_ms
     size = len(message.body.encode()) + len(message.id) + len(message.room)
     cursor = connection.execute(
         "INSERT OR IGNORE INTO hints (owner, id, room, sender, client_msg_id, time_ms, body, "
-        "stored_at_ms, size, kind, target, reaction_key, reply_to) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "stored_at_ms, size, kind, target, reaction_key, reply_to, subject) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             owner,
             message.id,
@@ -50,6 +50,7 @@ def add(connection: sqlite3.Connection, owner: str, message: RoomMessage, now_ms
             message.target,
             message.reaction_key,
             message.reply_to,
+            message.subject,
         ),
     )
     return cursor.rowcount == 1

@@ -112,6 +112,7 @@ class Node:
         self.chat = ChatService(
             config.node_id, RoomRequests(self.rooms_driver, self.pending), hub, _wall_clock_ms
         )
+        self.chat.deliver_through(self.deliveries)
         self.authenticator = Authenticator(config.secret)
         # One per node: a user's sends count against one limit over every session, TCP or HTTP.
         limits = config.client_limits

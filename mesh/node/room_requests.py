@@ -32,8 +32,21 @@ from router.writes import SendRequest
 log = logging.getLogger(__name__)
 
 
+# Codes a refusal keeps on its way to a client: retrying would change nothing.
+FINAL_CODES = frozenset(
+    {
+        ErrorCode.INTERNAL,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.CONFLICT,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+    }
+)
+
+
 class RoomUnavailableError(Exception):
-    """The mesh could not serve the request now (too few replicas); retrying is safe."""
+    """The mesh could not serve the request now (too few replicas: retrying is safe), or
+    would not: `code` says which (forbidden, conflict, bad_request are final)."""
 
     def __init__(self, code: ErrorCode, reason: str, retry_after_s: float | None = None) -> None:
         super().__init__(reason)
@@ -132,6 +145,7 @@ class RoomRequests:
         bytes_max: int | None = None,
         messages_only: bool = False,
         overlapping: bool = False,
+        state_only: bool = False,
     ) -> Page:
         """As `read`; with `messages_only`, the messages alone and what relations made of
         them (their bytes count against `bytes_max` too); with `overlapping`, from enough
@@ -146,6 +160,7 @@ class RoomRequests:
             bytes_max=bytes_max,
             messages_only=messages_only,
             overlapping=overlapping,
+            state_only=state_only,
         )
         self._driver.handle(read)
         answer = await outcome

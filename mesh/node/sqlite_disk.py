@@ -149,6 +149,7 @@ class SqliteDisk:
             limit=load.limit,
             bytes_max=READ_PAGE_BYTES_MAX,
             messages_only=load.messages_only,
+            state_only=load.state_only,
         )
         late = []
         if load.late_since_ms is not None and load.after is not None:

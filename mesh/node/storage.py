@@ -27,7 +27,7 @@ import msgspec
 
 from mesh.node import database_file, hint_rows, late_rows, view_rows
 from mesh.node.drain_rate import DrainRate
-from mesh.node.event_columns import EVENT_COLUMNS
+from mesh.node.event_columns import EVENT_COLUMNS, STATE_KINDS_SQL
 from mesh.node.storage_reads import (
     BUSY_TIMEOUT_MS,
     IDS_PER_QUERY,
@@ -102,6 +102,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (user, room)
     ) WITHOUT ROWID;
     """,
+    # Room state events (router/room_state.py) name the user they are about, and a
+    # room's are read on their own, past all its messages.
+    f"""
+    ALTER TABLE messages ADD COLUMN subject TEXT;
+    ALTER TABLE hints ADD COLUMN subject TEXT;
+    CREATE INDEX messages_of_state ON messages (room, id) WHERE {STATE_KINDS_SQL};
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -121,14 +128,14 @@ ON CONFLICT (user, room) DO UPDATE SET up_to = excluded.up_to WHERE excluded.up_
 
 _INSERT_INTO: Final = (
     "INSERT INTO messages (room, id, sender, client_msg_id, time_ms, body, id_hash, "
-    "kind, target, reaction_key, reply_to)"
+    "kind, target, reaction_key, reply_to, subject)"
 )
-_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT: Final = f"{_INSERT_INTO} VALUES {_ROW}"
 # Stores a copy new by id and by (sender, client_msg_id); does nothing if either is held.
 _INSERT_IF_NEW: Final = _INSERT + " ON CONFLICT DO NOTHING"
 # Copies stored by one INSERT: a run is cut into these sizes, so that few statements
-# are prepared; 64 rows of 11 stay under the 999 parameters of SQLite's oldest limit.
+# are prepared; 64 rows of 12 stay under the 999 parameters of SQLite's oldest limit.
 ROWS_PER_INSERT: Final = (64, 16, 4, 1)
 _INSERT_ROWS_IF_NEW: Final = {
     rows: f"{_INSERT_INTO} VALUES {', '.join([_ROW] * rows)} ON CONFLICT DO NOTHING"
@@ -162,6 +169,7 @@ def _message_row(message: "StoredMessage") -> tuple[Any, ...]:
         message.target,
         message.reaction_key,
         message.reply_to,
+        message.subject,
     )
 
 

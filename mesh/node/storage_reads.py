@@ -15,7 +15,12 @@ from typing import Any, Final
 import msgspec
 
 from mesh.node import late_rows, view_rows
-from mesh.node.event_columns import EVENT_COLUMNS, EVENT_FIELDS, event_columns_of
+from mesh.node.event_columns import (
+    EVENT_COLUMNS,
+    EVENT_FIELDS,
+    STATE_KINDS_SQL,
+    event_columns_of,
+)
 from router.digest import BUCKET_DIGITS, Digest
 from router.event_rules import MessageState, Relations, relations_of
 from router.page_bytes import (
@@ -92,6 +97,7 @@ class StorageReads:
         limit: int = 50,
         bytes_max: int = READ_PAGE_BYTES_MAX,
         messages_only: bool = False,
+        state_only: bool = False,
     ) -> StoredPage:
         """A page oldest first, with what relations made of its messages.
 
@@ -101,6 +107,8 @@ class StorageReads:
         router/page_bytes.py message_bytes and relations_bytes sum to at most
         `bytes_max`, and always one when there is one.
         """
+        if state_only:
+            return await self._state_page(room, after, limit, bytes_max)
         kinds = " AND m.kind = 'message'" if messages_only else ""
         select = f"SELECT {_PAGE_COLUMNS} {_PAGE_FROM}{kinds}"
         if after is not None:
@@ -118,6 +126,16 @@ class StorageReads:
         return StoredPage(
             newest_first.messages[::-1], newest_first.more, newest_first.relations[::-1]
         )
+
+    async def _state_page(
+        self, room: str, after: str | None, limit: int, bytes_max: int
+    ) -> StoredPage:
+        """The room's state events after `after`, oldest first (router/room_state.py)."""
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE room = ? AND {STATE_KINDS_SQL} "
+            "AND id > ? ORDER BY id LIMIT ?"
+        )
+        return await self._stored_page(sql, (room, after or "", limit + 1), limit, bytes_max)
 
     async def late_arrivals(
         self,

@@ -11,17 +11,24 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from mesh.wire.errors import ErrorCode, ProtocolError
-from mesh.wire.names import ROOM_NAME_LENGTH_MAX, ROOM_NAME_PATTERN
+from mesh.wire.names import (
+    ROOM_NAME_LENGTH_MAX,
+    ROOM_NAME_PATTERN,
+    USER_NAME_LENGTH_MAX,
+    USER_NAME_PATTERN,
+)
 from router.message_ids import MESSAGE_ID_PATTERN
 
 PROTOCOL_VERSION: Final = 1
 # Minor versions add optional fields and new message kinds only; a client of any minor
 # version of the same major is served.
-PROTOCOL_MINOR: Final = 5
+PROTOCOL_MINOR: Final = 6
 # The first minor version whose clients get edits, deletes and reactions (and replies).
 MINOR_ROOM_EVENTS: Final = 4
 # The first minor version with read markers and unread counts.
 MINOR_READ_MARKERS: Final = 5
+# The first minor version with room state: owners, policies, invitations and bans.
+MINOR_ROOM_STATE: Final = 6
 # The ceiling of every frame's payload, both directions; a node may configure lower.
 CLIENT_FRAME_BYTES_MAX: Final = 1024 * 1024
 HISTORY_LIMIT_MAX: Final = 200
@@ -45,6 +52,16 @@ ReactionKey = Annotated[
     str,
     msgspec.Meta(min_length=1, max_length=REACTION_KEY_LENGTH_MAX, pattern=REACTION_KEY_PATTERN),
 ]
+
+
+UserName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=USER_NAME_LENGTH_MAX, pattern=USER_NAME_PATTERN)
+]
+# What a room change does (router/room_state.py has the rules; docs/rooms.md tells them).
+RoomOp = Literal["create", "set_policy", "set_role", "invite", "kick", "ban", "unban", "set_topic"]
+RoomPolicy = Literal["open", "invite", "read_only"]
+RoomRole = Literal["owner", "moderator", "member"]
+TOPIC_LENGTH_MAX: Final = 512
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +169,24 @@ class Where(_Request, frozen=True, kw_only=True, tag="where"):
     room: Room
 
 
+class ChangeRoom(_Request, frozen=True, kw_only=True, tag="room_change"):
+    """Create a room or change its state (since 1.6): `user` is whom an invite, kick,
+    ban, unban or set_role is about; `value` is the policy (create, set_policy), the
+    role (set_role) or the topic (set_topic). Answered with room."""
+
+    room: Room
+    op: RoomOp
+    user: UserName | None = None
+    value: Annotated[str, msgspec.Meta(max_length=TOPIC_LENGTH_MAX)] = ""
+    client_msg_id: ClientMsgId | None = None  # a retry with the same id changes it once
+
+
+class ShowRoom(_Request, frozen=True, kw_only=True, tag="room_show"):
+    """A room's state: policy, topic, roles, invitations and bans (since 1.6)."""
+
+    room: Room
+
+
 class StatusRequest(_Request, frozen=True, kw_only=True, tag="status"):
     """The mesh as this node sees it."""
 
@@ -173,6 +208,8 @@ ClientMessage = (
     | Ping
     | StatusRequest
     | Where
+    | ChangeRoom
+    | ShowRoom
 )
 
 
@@ -271,6 +308,20 @@ class Pong(_Request, frozen=True, kw_only=True, tag="pong"):
     time_ms: int
 
 
+class RoomInfo(_Request, frozen=True, kw_only=True, tag="room"):
+    """A room's state as the node read it from the room's replicas (since 1.6); after a
+    room_change, `changed` is the id of the state event it stored."""
+
+    room: str
+    created_by: str | None = None  # null for a room nobody created: open, unowned
+    policy: RoomPolicy = "open"
+    topic: str = ""
+    roles: dict[str, RoomRole] = {}
+    invited: list[str] = []
+    banned: list[str] = []
+    changed: str | None = None
+
+
 class MemberStatus(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     address: str
@@ -336,6 +387,20 @@ class ReadMarkerEvent(msgspec.Struct, frozen=True, kw_only=True, tag="read_marke
     unread_through: str | None = None  # the newest message the count read
 
 
+class RoomStateEvent(msgspec.Struct, frozen=True, kw_only=True, tag="room_state"):
+    """A room's state changed (since 1.6): `op` by `sender`, about `user`, to `value`
+    (as in room_change). A session whose user may no longer read the room is taken out
+    of it after this event, and hears nothing more of it."""
+
+    id: str
+    room: str
+    op: RoomOp
+    sender: str
+    time_ms: int
+    user: str | None = None
+    value: str = ""
+
+
 class PresenceEvent(msgspec.Struct, frozen=True, kw_only=True, tag="presence"):
     room: str
     user: str
@@ -360,8 +425,11 @@ Reply = (
     | Pong
     | StatusReply
     | Placement
+    | RoomInfo
 )
-Event = MessageEvent | RelationEvent | ReadMarkerEvent | PresenceEvent | TypingEvent
+Event = (
+    MessageEvent | RelationEvent | ReadMarkerEvent | RoomStateEvent | PresenceEvent | TypingEvent
+)
 NodeMessage = Reply | Event
 
 

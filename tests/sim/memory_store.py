@@ -15,6 +15,7 @@ from router.digest import Digest, digest_of
 from router.event_rules import Relations, relations_of
 from router.page_bytes import LATE_PAGE_BYTES_MAX, READ_PAGE_BYTES_MAX, cut_page
 from router.records import MembershipChange, ReadMarker, RoomMessage
+from router.room_state import STATE_KINDS
 from router.room_view import RoomView
 
 
@@ -191,11 +192,15 @@ class MemoryStore:
         bytes_max: int = READ_PAGE_BYTES_MAX,
         *,
         messages_only: bool = False,
+        state_only: bool = False,
     ) -> tuple[list[RoomMessage], bool]:
         """As mesh/node/storage.py: at most `limit` messages within `bytes_max`, at least
         one; with `messages_only`, no relations (relations_for tells what they made)."""
         held = self.rooms.get(room, {})
         ids = sorted(i for i in held if not messages_only or held[i].kind == "message")
+        if state_only:  # forward from the first, as the SQLite disk reads them
+            ids = [i for i in ids if held[i].kind in STATE_KINDS]
+            after = after or ""
         if after is not None:
             chosen = [i for i in ids if i > after and (before is None or i < before)]
             page, more = chosen[:limit], len(chosen) > limit

@@ -103,9 +103,9 @@ class SimulatedDisk:
                 return Done()
             case ExpireHints(_, older_than_ms, count_max, bytes_max):
                 return HintsExpired(store.expire_hints(older_than_ms, count_max, bytes_max))
-            case Load(_, room, before, after, limit, late_since_ms, messages_only):
+            case Load(_, room, before, after, limit, late_since_ms, messages_only, state_only):
                 messages, more = store.history(
-                    room, before, after, limit, messages_only=messages_only
+                    room, before, after, limit, messages_only=messages_only, state_only=state_only
                 )
                 late = []
                 if late_since_ms is not None and after is not None:

@@ -10,6 +10,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import msgspec
+
+from mesh.node.doors.room_access import RoomAccess
 from mesh.node.doors.rooms import RoomHub
 from mesh.node.doors.session import Session
 from mesh.node.room_requests import RoomRequests
@@ -17,9 +20,10 @@ from mesh.node.storage import SendResult, StoredMessage
 from mesh.wire import protocol
 from mesh.wire.framing import encode_frame
 from router.effects import Page
-from router.event_rules import MessageState
+from router.event_rules import RELATION_KINDS, MessageState
 from router.message_ids import MessageId, at_time
 from router.records import MembershipChange, RoomMessage
+from router.room_state import STATE_KINDS, RoomState
 from router.room_view import view_of
 from router.wire import PresenceChanged, ReadMarkerMoved, SessionEvent, TypingNotice
 from router.writes import SendRequest
@@ -80,11 +84,11 @@ def to_wire(
 
 
 def relation_to_wire(event: StoredMessage) -> protocol.RelationEvent:
-    assert event.kind != "message" and event.target is not None
+    assert event.kind in RELATION_KINDS and event.target is not None
     return protocol.RelationEvent(
         id=event.id,
         room=event.room,
-        kind=event.kind,
+        kind=event.kind,  # type: ignore[arg-type]
         target=event.target,
         sender=event.sender,
         time_ms=event.time_ms,
@@ -94,11 +98,27 @@ def relation_to_wire(event: StoredMessage) -> protocol.RelationEvent:
     )
 
 
+def state_event_to_wire(event: StoredMessage) -> protocol.RoomStateEvent:
+    assert event.kind in STATE_KINDS
+    return protocol.RoomStateEvent(
+        id=event.id,
+        room=event.room,
+        op=event.kind,  # type: ignore[arg-type]
+        sender=event.sender,
+        time_ms=event.time_ms,
+        user=event.subject,
+        value=event.body,
+    )
+
+
 def event_frame(
     event: StoredMessage, minor: int, state: MessageState | None = None
 ) -> bytes | None:
     """The frame that tells a client of `minor` of an event of the log, if any; a
     replayed message with its view (`state`), when relations made something of it."""
+    if event.kind in STATE_KINDS:
+        known = minor >= protocol.MINOR_ROOM_STATE
+        return _frame(state_event_to_wire(event)) if known else None
     if event.kind != "message":
         return _frame(relation_to_wire(event)) if knows_relations(minor) else None
     message = to_wire(event, state, minor)
@@ -133,8 +153,17 @@ class SessionDeliveries:
     def __init__(self, hub: RoomHub) -> None:
         self.hub = hub
         self.messages_delivered = 0
+        # Set by ChatService: a state event's effect on the room's sessions here, and
+        # whether a message is hidden (its sender was banned at its time).
+        self.on_state_event: Callable[[RoomMessage], None] | None = None
+        self.hides: Callable[[RoomMessage], bool] = lambda _: False
 
     def deliver_message(self, message: RoomMessage) -> None:
+        if message.kind in STATE_KINDS and self.on_state_event is not None:
+            self.on_state_event(message)
+            return
+        if self.hides(message):
+            return
         frames: dict[bool, bytes | None] = {}
         sessions = self.hub.sessions(message.room)
         for session in sessions:
@@ -169,6 +198,16 @@ class SessionDeliveries:
                 session.push_if_room(frame)
 
 
+def without_hidden(page: Page, state: RoomState) -> Page:
+    """A page without the messages their senders wrote while banned."""
+    if not state.bans:
+        return page
+    shown = [message for message in page.messages if not state.hides(message)]
+    if len(shown) == len(page.messages):
+        return page
+    return msgspec.structs.replace(page, messages=shown)
+
+
 class ChatService:
     def __init__(
         self,
@@ -181,6 +220,16 @@ class ChatService:
         self.rooms = rooms
         self.hub = hub
         self._wall_clock_ms = wall_clock_ms
+        self.access = RoomAccess(rooms)
+        self._rechecks: set[asyncio.Task[None]] = set()
+
+    def wall_clock_ms(self) -> int:
+        return self._wall_clock_ms()
+
+    def deliver_through(self, deliveries: SessionDeliveries) -> None:
+        """Have the node's deliveries take room state into account, as this does."""
+        deliveries.on_state_event = self.state_event_arrived
+        deliveries.hides = self.access.hides
 
     # ---- writes ----
 
@@ -199,6 +248,7 @@ class ChatService:
     async def history(
         self,
         room: str,
+        reader: str,
         *,
         before: str | None = None,
         after: str | None = None,
@@ -207,15 +257,21 @@ class ChatService:
     ) -> Page:
         """A page of messages and what relations made of them, and whether more lie
         beyond it; with `bytes_max`, their router/page_bytes.py message_bytes and
-        relations_bytes sum to at most that (always one message)."""
-        return await self.rooms.page(
+        relations_bytes sum to at most that (always one message). A reader the room's
+        state refuses gets RoomUnavailableError (forbidden); what banned users wrote
+        while banned is left out."""
+        state = await self.access.check(reader, room, "read")
+        page = await self.rooms.page(
             room, before=before, after=after, limit=limit, bytes_max=bytes_max, messages_only=True
         )
+        return without_hidden(page, state)
 
-    async def find(self, room: str, message_id: str) -> MessageState | None:
+    async def find(self, room: str, message_id: str, reader: str) -> MessageState | None:
         """A message's state as the room's replicas hold it now, read from enough of them
         to see every acknowledged event (a check before a write: owner, deleted, the
-        reaction cap); None if none holds it."""
+        reaction cap); None if none holds it, or if its sender wrote it while banned. A
+        reader the room's state refuses gets RoomUnavailableError (forbidden)."""
+        state = await self.access.check(reader, room, "read")
         cursor = at_time(MessageId.parse(message_id).time_ms)
         while True:
             page = await self.rooms.page(
@@ -223,12 +279,15 @@ class ChatService:
             )
             for message in page.messages:
                 if message.id == message_id:
+                    if state.hides(message):
+                        return None
                     return page.relations.get(message_id) or MessageState(event=message)
             if not page.more or not page.messages or page.messages[-1].id >= message_id:
                 return None
             cursor = page.messages[-1].id
 
-    async def who(self, room: str) -> list[str]:
+    async def who(self, room: str, asker: str) -> list[str]:
+        await self.access.check(asker, room, "read")
         return sorted(set(await self.rooms.who(room)) | set(self.hub.users(room)))
 
     async def rooms_of(self, user: str) -> list[str]:
@@ -243,8 +302,10 @@ class ChatService:
         """Enter a room: live delivery, presence, persisted membership.
 
         Returns who is present and the room's head: the newest id stored once pushes to
-        this node had begun, so nothing after the head can be missed by a resume.
+        this node had begun, so nothing after the head can be missed by a resume. A user
+        the room's state refuses gets RoomUnavailableError (forbidden) and joins nothing.
         """
+        await self.access.check(session.user, room, "read")
         session.rooms.add(room)
         if since is not None:
             session.begin_catch_up(room)
@@ -256,7 +317,7 @@ class ChatService:
             MembershipChange(session.user, room, joined=True, time_ms=self._wall_clock_ms())
         )
         newest, _ = await self.rooms.read(room, limit=1)
-        return await self.who(room), newest[-1].id if newest else None
+        return await self.who(room, session.user), newest[-1].id if newest else None
 
     async def replay(self, session: Session, room: str, since: str) -> int:
         """Push every stored message after `since`, then release the held live ones."""
@@ -272,6 +333,9 @@ class ChatService:
                 page = await self.rooms.resume(room, cursor, REPLAY_PAGE_SIZE, since=since)
                 late.update((message.id, message) for message in page.late)
                 for message in page.messages:
+                    if self.access.hides(message):
+                        cursor = message.id
+                        continue
                     frame = event_frame(message, session.minor, page.relations.get(message.id))
                     if frame is not None:
                         await session.push_waiting(frame)
@@ -310,12 +374,45 @@ class ChatService:
         if not self.hub.sessions(room):
             self.rooms.unsubscribe(room)
 
-    def typing(self, session: Session, room: str) -> None:
+    async def typing(self, session: Session, room: str) -> None:
+        await self.access.check(session.user, room, "post")
         frame = _frame(protocol.TypingEvent(room=room, user=session.user))
         for other in self.hub.sessions(room):
             if other.user != session.user:
                 other.push_if_room(frame)
         self.rooms.announce(TypingNotice(room=room, user=session.user, origin=self.node_id))
+
+    # ---- room state ----
+
+    def state_event_arrived(self, event: RoomMessage) -> None:
+        """A state event of a room with sessions here: they hear of it, and those whose
+        user may no longer read the room leave its live side at once."""
+        state = self.access.observe(event)
+        frame = event_frame(event, protocol.PROTOCOL_MINOR)
+        assert frame is not None
+        for session in self.hub.sessions(event.room):
+            if session.minor >= protocol.MINOR_ROOM_STATE:
+                session.deliver(event.room, frame, event.id)
+        if state is not None:
+            self.remove_refused(event.room, state)
+            return
+        # Not held here (dropped as least recently used): read it, then remove.
+        task = asyncio.ensure_future(self._recheck(event.room))
+        self._rechecks.add(task)
+        task.add_done_callback(self._recheck_done)
+
+    def remove_refused(self, room: str, state: RoomState) -> None:
+        for session in self.hub.sessions(room):
+            if state.refusal(session.user, "read") is not None:
+                self.unsubscribe(session, room)
+
+    async def _recheck(self, room: str) -> None:
+        self.remove_refused(room, await self.access.state(room, fresh=True))
+
+    def _recheck_done(self, task: "asyncio.Task[None]") -> None:
+        self._rechecks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("could not read the state of a room to recheck its sessions: %s", error)
 
     def _presence(self, room: str, session: Session, state: str) -> None:
         event = protocol.PresenceEvent(room=room, user=session.user, state=state)  # type: ignore[arg-type]

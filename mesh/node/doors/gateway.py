@@ -29,9 +29,10 @@ from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.read_markers import ReadMarkers
 from mesh.node.doors.read_markers import answer as answer_unread
 from mesh.node.doors.relations import RelationRefusedError, checked_target, relation_request
+from mesh.node.doors.room_admin import RoomAdmin, answer_room
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
-from mesh.node.room_requests import RoomUnavailableError
+from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
 from mesh.wire import protocol
 from mesh.wire.display_text import terminal_safe
@@ -44,6 +45,7 @@ from mesh.wire.framing import (
     read_frame,
 )
 from mesh.wire.protocol import (
+    ChangeRoom,
     Delete,
     Edit,
     ErrorReply,
@@ -65,6 +67,7 @@ from mesh.wire.protocol import (
     RoomList,
     Send,
     Sent,
+    ShowRoom,
     StatusReply,
     StatusRequest,
     Typing,
@@ -122,6 +125,7 @@ class Gateway:
         self.limits = limits
         self.chat = chat
         self.read_markers = ReadMarkers(chat)
+        self.room_admin = RoomAdmin(chat)
         self.authenticator = authenticator
         self.stats = GatewayStatistics()
         self._status = status
@@ -334,11 +338,11 @@ class Gateway:
                 rooms = await self.chat.rooms_of(session.user)
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
             case Who(request_id=request_id, room=room):
-                users = await self.chat.who(room)
+                users = await self.chat.who(room, session.user)
                 session.push(_frame(Members(request_id=request_id, room=room, users=users)))
             case Typing(request_id=request_id, room=room):
                 self._require_joined(session, room)
-                self.chat.typing(session, room)
+                await self.chat.typing(session, room)
                 session.push(_frame(Ok(request_id=request_id)))
             case Ping(request_id=request_id):
                 session.push(_frame(Pong(request_id=request_id, time_ms=int(time.time() * 1000))))
@@ -346,6 +350,10 @@ class Gateway:
                 session.push(_frame(self._status(request_id)))
             case Where(request_id=request_id, room=room):
                 session.push(_frame(self._placement(request_id, room)))
+            case ChangeRoom() | ShowRoom():
+                # A change is a write of the room's log: it counts against the send rate.
+                if isinstance(request, ShowRoom) or self._take_send_token(session, request):
+                    session.push(_frame(await answer_room(self.room_admin, session.user, request)))
             case Hello():
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "hello was already sent")
 
@@ -386,7 +394,9 @@ class Gateway:
                 f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
             )
 
-    def _take_send_token(self, session: Session, request: Writing | MarkRead | GetUnread) -> bool:
+    def _take_send_token(
+        self, session: Session, request: Writing | MarkRead | GetUnread | ChangeRoom
+    ) -> bool:
         """False, with the error told, when the user is over its send rate."""
         wait_s = self.send_limits.take(session.user, time.monotonic())
         if wait_s > 0:
@@ -472,7 +482,7 @@ class Gateway:
 
     async def _join(self, session: Session, request_id: int, room: str, since: str | None) -> None:
         if room in session.rooms:
-            users = await self.chat.who(room)
+            users = await self.chat.who(room, session.user)
             session.push(_frame(Joined(request_id=request_id, room=room, members=users)))
             return
         if len(session.rooms) >= self.limits.rooms_per_session_max:
@@ -515,6 +525,7 @@ class Gateway:
         assert self.limits.body_bytes_max + MESSAGE_OVERHEAD_BYTES <= bytes_max
         page = await self.chat.history(
             request.room,
+            session.user,
             before=request.before,
             after=request.after,
             limit=request.limit,
@@ -616,6 +627,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 def _code_of(error: RoomUnavailableError) -> ErrorCode:
-    if error.code in {ErrorCode.INTERNAL, ErrorCode.BAD_REQUEST, ErrorCode.CONFLICT}:
+    if error.code in FINAL_CODES:
         return error.code
     return ErrorCode.UNAVAILABLE

@@ -46,7 +46,7 @@ from mesh.node.doors.http_events import event_routes
 from mesh.node.doors.http_messages import message_routes, with_links
 from mesh.node.doors.http_read_markers import read_marker_routes
 from mesh.node.metrics import CONTENT_TYPE
-from mesh.node.room_requests import RoomUnavailableError
+from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import MemberStatus
 
@@ -128,9 +128,9 @@ def _error_response(
 
 async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
     backend = backend_of(request)
-    user_of(backend, request)
+    user = user_of(backend, request)
     check_room(room)
-    return MembersOut(room, await backend.chat.who(room))
+    return MembersOut(room, await backend.chat.who(room, user))
 
 
 async def status(request: Request[Any, Any, Any]) -> StatusOut:
@@ -228,7 +228,7 @@ def _handle_unavailable(
 ) -> Response[ErrorOut]:
     if error.code == ErrorCode.INTERNAL:
         return _answer_error(request, 500, ErrorCode.INTERNAL, str(error))
-    if error.code in {ErrorCode.BAD_REQUEST, ErrorCode.CONFLICT}:
+    if error.code in FINAL_CODES:
         return _answer_error(request, _STATUS_OF_CODE[error.code], error.code, str(error))
     wait_s = 1 if error.retry_after_s is None else max(1, math.ceil(error.retry_after_s))
     return _answer_error(

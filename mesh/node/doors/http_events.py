@@ -113,9 +113,9 @@ async def get_message(
     request: Request[Any, Any, Any], room: RoomParameter, message_id: MessageIdParameter
 ) -> MessageOut:
     backend = backend_of(request)
-    user_of(backend, request)
+    user = user_of(backend, request)
     check_room(room)
-    target = await backend.chat.find(room, message_id)
+    target = await backend.chat.find(room, message_id, user)
     if target is None or target.event is None or target.event.kind != "message":
         raise ApiError(ErrorCode.NOT_FOUND, f"no message {message_id} in {room}")
     if target.tombstone is not None:

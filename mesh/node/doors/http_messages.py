@@ -141,6 +141,7 @@ def _page_path(room: str, limit: int, **cursor: str) -> str:
 async def _links_paging_forward(
     chat: ChatService,
     room: str,
+    reader: str,
     limit: int,
     page: list[StoredMessage],
     *,
@@ -150,7 +151,7 @@ async def _links_paging_forward(
 ) -> tuple[str | None, str | None]:
     """`prev` and `next` of a page read forward from `after` (up to `before`, if given)."""
     older = page[0].id if page else after
-    has_older = bool((await chat.history(room, before=older, limit=1)).messages)
+    has_older = bool((await chat.history(room, reader, before=older, limit=1)).messages)
     prev = _page_path(room, limit, before=older) if has_older else None
     next_ = None
     if more:
@@ -162,6 +163,7 @@ async def _links_paging_forward(
 async def _links_paging_back(
     chat: ChatService,
     room: str,
+    reader: str,
     limit: int,
     page: list[StoredMessage],
     *,
@@ -173,7 +175,7 @@ async def _links_paging_back(
     next_ = None
     if before is not None:
         newer = page[-1].id if page else before
-        if (await chat.history(room, after=newer, limit=1)).messages:
+        if (await chat.history(room, reader, after=newer, limit=1)).messages:
             next_ = _page_path(room, limit, after=newer)
     return prev, next_
 
@@ -198,13 +200,15 @@ async def list_messages(
     ] = None,
 ) -> MessagePage:
     backend = backend_of(request)
-    user_of(backend, request)
+    user = user_of(backend, request)
     check_room(room)
     check_cursor("before", before)
     check_cursor("after", after)
     chat = backend.chat
     bytes_max = max(1, backend.limits.frame_bytes_max - PAGE_ENVELOPE_BYTES)
-    read = await chat.history(room, before=before, after=after, limit=limit, bytes_max=bytes_max)
+    read = await chat.history(
+        room, user, before=before, after=after, limit=limit, bytes_max=bytes_max
+    )
     page, shown, cut = _fit_json(
         read.messages, bytes_max, forward=after is not None, relations=read.relations
     )
@@ -213,10 +217,12 @@ async def list_messages(
         raise ApiError(ErrorCode.NOT_FOUND, f"no messages in room {room!r}")
     if after is not None:
         prev, next_ = await _links_paging_forward(
-            chat, room, limit, page, more=more, before=before, after=after
+            chat, room, user, limit, page, more=more, before=before, after=after
         )
     else:
-        prev, next_ = await _links_paging_back(chat, room, limit, page, more=more, before=before)
+        prev, next_ = await _links_paging_back(
+            chat, room, user, limit, page, more=more, before=before
+        )
     kept = [out for message, out in zip(page, shown, strict=True) if shown_to_clients(message)]
     return MessagePage(kept, prev, next_)
 

@@ -75,7 +75,7 @@ class ReadMarkers:
         cursor = read_up_to or ORIGIN
         count = 0
         for _ in range(UNREAD_PAGES_MAX):
-            page = await self.chat.history(room, after=cursor, limit=UNREAD_PAGE_SIZE)
+            page = await self.chat.history(room, user, after=cursor, limit=UNREAD_PAGE_SIZE)
             for message in page.messages:
                 count += counts_as_unread(message, page, user)
                 if count > UNREAD_COUNTED_MAX:
@@ -114,10 +114,11 @@ class ReadMarkers:
         """Move the user's marker to `up_to` (a message of the room), or to the room's
         newest message; a marker never moves back. Returns the count after it, and
         whether the marker moved."""
+        await self.chat.access.check(user, room, "read")
         if up_to is None:
             newest, _ = await self.chat.rooms.read(room, limit=1)
             up_to = newest[-1].id if newest else None
-        elif await self.chat.find(room, up_to) is None:
+        elif await self.chat.find(room, up_to, user) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {up_to} in room {room}")
         held = (await self.markers_of(user)).get(room)
         moved = up_to is not None and (held is None or up_to > held)

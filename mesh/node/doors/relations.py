@@ -67,14 +67,14 @@ class RelationRefusedError(Exception):
 
 
 class TargetFinder(Protocol):
-    async def find(self, room: str, message_id: str) -> MessageState | None: ...
+    async def find(self, room: str, message_id: str, reader: str) -> MessageState | None: ...
 
 
 async def checked_target(chat: TargetFinder, write: SendRequest) -> MessageState:
     """The target's state as the room's replicas hold it now, if `write` may relate to
     it; else RelationRefusedError with the code to answer."""
     assert write.target is not None
-    target = await chat.find(write.room, write.target)
+    target = await chat.find(write.room, write.target, write.sender)
     if target is None or target.event is None:
         raise RelationRefusedError(
             ErrorCode.NOT_FOUND, f"no message {write.target} in {write.room}"
