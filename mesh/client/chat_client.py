@@ -201,10 +201,18 @@ class ChatClient:
 
     async def join(self, room: str, since: str | None = None) -> list[str]:
         """Enter a room; with `since`, every stored message after it arrives as events first."""
+        new = room not in self._rooms
         cursor = self._rooms.setdefault(room, RoomCursor())
         cursor.advance(since)
         start = cursor.last_id
-        reply = await self._request(lambda i: Join(request_id=i, room=room, since=start), Joined)
+        try:
+            reply = await self._request(
+                lambda i: Join(request_id=i, room=room, since=start), Joined
+            )
+        except NodeError:
+            if new:  # a refused join leaves nothing to rejoin after a reconnect
+                self._rooms.pop(room, None)
+            raise
         # Without a cursor yet, resume from the room's newest message at the time of joining
         # (from its very start, if it was empty).
         cursor.advance(reply.head or ORIGIN)

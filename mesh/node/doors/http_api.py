@@ -45,6 +45,7 @@ from mesh.node.doors.http_common import (
 from mesh.node.doors.http_events import event_routes
 from mesh.node.doors.http_messages import message_routes, with_links
 from mesh.node.doors.http_read_markers import read_marker_routes
+from mesh.node.doors.http_room_state import room_state_routes
 from mesh.node.metrics import CONTENT_TYPE
 from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.wire.errors import ErrorCode
@@ -54,6 +55,8 @@ API_VERSION = "1"
 
 # Paths with several handlers, and every method they answer (for OPTIONS).
 ALLOWED_METHODS = (
+    (re.compile(r"^/v1/rooms/?$"), b"GET, OPTIONS, POST"),
+    (re.compile(r"^/v1/rooms/[^/]+/bans/[^/]+/?$"), b"DELETE, OPTIONS, PUT"),
     (re.compile(r"^/v1/rooms/[^/]+/messages/?$"), b"GET, OPTIONS, POST"),
     (re.compile(r"^/v1/rooms/[^/]+/messages/[^/]+/?$"), b"DELETE, GET, OPTIONS, PATCH"),
     (re.compile(r"^/v1/rooms/[^/]+/messages/[^/]+/reactions/[^/]+/?$"), b"DELETE, OPTIONS, PUT"),
@@ -159,7 +162,7 @@ def _room_routes() -> list[HTTPRouteHandler]:
         tags=["rooms"],
         responses={**BAD_REQUEST, **UNAUTHORIZED},
     )
-    return [*read_marker_routes(), members(list_members)]
+    return [*read_marker_routes(), *room_state_routes(), members(list_members)]
 
 
 def _operation_routes() -> list[HTTPRouteHandler]:
