@@ -5,6 +5,7 @@ node; a ban hides what the banned user writes."""
 import asyncio
 import contextlib
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from mesh.client.connection import NodeError
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import MessageEvent, RoomStateEvent
 from tests.chat_helpers import client_for
-from tests.processes import Cluster, NodeProcess, run_async
+from tests.processes import Cluster, NodeProcess, run_async, run_cli
 
 pytestmark = pytest.mark.processes
 
@@ -262,3 +263,37 @@ def test_creating_a_room_in_use_is_a_conflict(web_mesh: dict[str, NodeProcess]) 
             assert twice.value.code == ErrorCode.CONFLICT
 
     run_async(scenario())
+
+
+def test_the_command_line_creates_changes_and_shows_a_room(
+    web_mesh: dict[str, NodeProcess],
+) -> None:
+    n1, n2, _ = web_mesh.values()
+
+    def room(*arguments: str, user: str = "ann", node: NodeProcess = n1) -> Any:
+        return run_cli("room", *arguments, "--server", node.client_address, "--user", user)
+
+    created = room("create", "ops", "--policy", "invite")
+    assert created.returncode == 0, created.stderr
+    assert "policy    invite" in created.stdout
+    for arguments in (("invite", "ops", "bob"), ("role", "ops", "bob", "moderator")):
+        changed = room(*arguments)
+        assert changed.returncode == 0, changed.stderr
+    assert room("topic", "ops", "on call", node=n2).returncode == 0
+    refused = room("ban", "ops", "ann", user="eve", node=n2)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("meshchat room: forbidden: "), refused.stderr
+    shown = room("show", "ops", "--json", user="bob", node=n2)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {
+        "room": "ops",
+        "created_by": "ann",
+        "policy": "invite",
+        "topic": "on call",
+        "roles": {"ann": "owner", "bob": "moderator"},
+        "invited": [],
+        "banned": [],
+        "changed": None,
+    }
+    outsider = room("show", "ops", user="eve")
+    assert outsider.returncode == 1 and "forbidden" in outsider.stderr

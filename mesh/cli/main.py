@@ -19,6 +19,7 @@ import msgspec
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
+from mesh.cli import room as cli_room
 from mesh.cli import unread as cli_unread
 from mesh.client import runtime
 from mesh.client.connection import NodeError, parse_servers
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_chat.add_chat_commands(commands)
     cli_events.add_event_commands(commands)
     cli_unread.add_unread_commands(commands)
+    cli_room.add_room_commands(commands)
     cli_keys.add_keys_command(commands)
     _add_perf_commands(commands)
     return parser
@@ -337,7 +339,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_keys.run_keys(args)
             case "token":
                 return cli_chat.run_token(args)
-            case "send" | "history" | "tail" | "edit" | "delete" | "react" | "unread" | "mark-read":
+            case (
+                "send"
+                | "history"
+                | "tail"
+                | "edit"
+                | "delete"
+                | "react"
+                | "unread"
+                | "mark-read"
+                | "room"
+            ):
                 return _run_client_command(args)
             case "perf":
                 if getattr(args, "perf_missing", False):
@@ -448,6 +460,7 @@ def _run_client_command(args: argparse.Namespace) -> int:
         "react": cli_events.run_react,
         "unread": cli_unread.run_unread,
         "mark-read": cli_unread.run_mark_read,
+        "room": cli_room.run_room,
     }
     try:
         return runtime.run(commands[args.command](args))
