@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from perf.invite_rooms import prepare_invite_rooms
 from perf.report import summarize, table_rows, write
 from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
@@ -42,6 +43,7 @@ MESHCHAT_SECURITY = {
     "meshchat-plain": (False, False),
     "meshchat-tls": (True, True),
     "meshchat-relations": (True, False),
+    "meshchat-invite": (True, False),
 }
 
 
@@ -74,6 +76,8 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
     words = ("CURVE" if curve else "plaintext peers") + (" + TLS clients" if tls else "")
     if name == "meshchat-relations":
         words += f" + {RELATION_SHARE:.0%} edits/reactions"
+    if name == "meshchat-invite":
+        words += " + invite-only rooms"
     mesh = LocalMesh(options.nodes, insecure_peers=not curve, tls=tls)
     return mesh, {
         "name": name,
@@ -92,6 +96,7 @@ def _make_mesh(name: str, options: RunOptions) -> tuple[Target, dict[str, Any]]:
                 if name == "meshchat-relations"
                 else ""
             )
+            + (", invite-only rooms, every sender invited" if name == "meshchat-invite" else "")
         ),
     }
 
@@ -110,6 +115,8 @@ def run(workload: Workload, options: RunOptions, console: Console | None = None)
     target.start()
     try:
         endpoints = target.endpoints
+        if workload.target == "meshchat-invite":
+            prepare_invite_rooms(workload, endpoints)
         for index, clients in enumerate(shares):
             ca_file = None if target.ca_file is None else str(target.ca_file)
             plan = WorkerPlan(index, clients, msgspec.json.encode(workload), endpoints, ca_file)

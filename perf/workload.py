@@ -14,13 +14,20 @@ import msgspec
 # unauthenticated peer links (--insecure-peers); meshchat-tls: CURVE and clients on TLS;
 # meshchat-relations: as meshchat, with RELATION_SHARE of the writes edits of and
 # reactions to the sender's previous message, in turn (each carries its payload, so it
-# is timed as well: an edit as its body, a reaction as its key, see reaction_key).
+# is timed as well: an edit as its body, a reaction as its key, see reaction_key);
+# meshchat-invite: as meshchat, in invite-only rooms where every sender is invited.
 TargetName = Literal[
-    "meshchat", "meshchat-plain", "meshchat-tls", "meshchat-relations", "redis", "nats"
+    "meshchat",
+    "meshchat-plain",
+    "meshchat-tls",
+    "meshchat-relations",
+    "meshchat-invite",
+    "redis",
+    "nats",
 ]
 TARGET_NAMES: tuple[TargetName, ...] = get_args(TargetName)
 MESHCHAT_TARGETS: frozenset[TargetName] = frozenset(
-    {"meshchat", "meshchat-plain", "meshchat-tls", "meshchat-relations"}
+    {"meshchat", "meshchat-plain", "meshchat-tls", "meshchat-relations", "meshchat-invite"}
 )
 RELATION_SHARE: Final = 0.1
 # A reaction's payload: its key names the sequence number; the sender is the user.

@@ -23,6 +23,7 @@ replica, whatever order it came in.
 """
 
 import bisect
+import sys
 from collections.abc import Iterable
 from typing import Final, Literal, Protocol, get_args
 
@@ -248,7 +249,9 @@ class RoomState:
     def _step(self, event: RoomMessage) -> None:
         if self._unauthorized(event) is not None:
             return
-        subject, value = event.subject, event.body
+        # Interned, so a policy or role read back from disk is the very constant the view
+        # leaves out as its default: equal states encode alike on every replica.
+        subject, value = event.subject, sys.intern(event.body)
         match event.kind:
             case "create":
                 self.created_by = event.sender

@@ -1,6 +1,7 @@
 """The full-screen chat tool, driven headless through Textual's pilot against a real node."""
 
 import asyncio
+import functools
 import signal
 from collections.abc import Callable
 
@@ -296,3 +297,35 @@ def test_unread_counts_come_from_the_node_and_hold_after_reconnecting_to_another
             assert lines[lines.index(NEW_MESSAGES_MARKER) + 1].endswith("later 1")
 
     run_async(scenario(), timeout_s=60)
+
+
+def _shows(app: ChatApp, text: str) -> bool:
+    return text in app.shown_text
+
+
+def test_moderation_commands_change_the_room_and_show_as_notices(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        async with client_for(node, user="ann") as owner:
+            await owner.change_room("club", "create", value="invite")
+        app = app_for(node, ["club"])
+        async with app.run_test(size=(110, 30)) as pilot, client_for(node, user="bob") as bob:
+            await until(pilot, lambda: joined(app, "club"), what="joined club")
+            await type_line(pilot, "/invite bob")
+            await until(pilot, lambda: "ann invited bob" in app.shown_text, what="invite notice")
+            await bob.join("club")
+            for command, notice in (
+                ("/op bob", "ann made bob moderator"),
+                ("/topic plans for friday", "ann set the topic: plans for friday"),
+                ("/mode read_only", "ann made club read-only"),
+                ("/kick bob", "ann kicked bob"),
+            ):
+                await type_line(pilot, command)
+                await until(pilot, functools.partial(_shows, app, notice), what=notice)
+            await type_line(pilot, "/mode everyone")
+            await until(
+                pilot, lambda: "/mode open|invite|read_only" in app.shown_text, what="usage"
+            )
+            await type_line(pilot, "/ban ann")  # an owner cannot ban itself
+            await until(pilot, lambda: "not done: forbidden" in app.shown_text, what="refusal")
+
+    run_async(scenario())

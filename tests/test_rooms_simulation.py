@@ -70,6 +70,17 @@ def test_edits_deletes_reactions_and_read_markers_hold_under_every_fault() -> No
     assert sim.markers_acked and sim.looked_up
 
 
+def test_room_state_holds_under_every_fault() -> None:
+    # Besides the usual checks: no coordinator took a post that the room's state on its
+    # own disk refused (mallory, banned and unbanned by the owner, posts all along), and
+    # every replica folds one state from its state events.
+    sim = assert_sound(3, random_plan(3, MENU))
+    kinds = Counter(request.kind for request in sim.requests_acked)
+    assert min(kinds[kind] for kind in ("create", "ban", "unban", "set_role")) > 0, kinds
+    assert sim.forbidden > 0
+    assert any(request.sender == "mallory" for request in sim.requests_acked)
+
+
 def test_without_faults_every_send_is_acknowledged_at_once() -> None:
     sim = assert_sound(1, [])
     assert sim.refusals == 0

@@ -18,9 +18,9 @@ from mesh.wire.errors import ErrorCode
 from mesh.wire.pacing import RETRY_AFTER_S_MIN
 from mesh.wire.protocol import Send, Sent
 from router.config import RouterConfig
-from router.effects import Complete, Effect, Refused, SendPeer
+from router.effects import Complete, Effect, Load, Refused, SendPeer
 from router.engine import RoomEngine
-from router.events import SendMessage, Tick
+from router.events import Loaded, SendMessage, StorageDone, Tick
 from router.limits import (
     BUSY_WAIT_S_MAX,
     BUSY_WAIT_S_MIN,
@@ -136,7 +136,11 @@ def test_a_room_s_coordinator_refuses_writes_past_its_bound_but_not_retries_of_o
     engine.handle(Tick(), 0.0)
 
     def send(ticket: int, key: str, room: str = "busy") -> list[Effect]:
-        return engine.handle(SendMessage(ticket, SendRequest(room, "ann", key, "x")), 0.1)
+        effects = engine.handle(SendMessage(ticket, SendRequest(room, "ann", key, "x")), 0.1)
+        for effect in list(effects):
+            if isinstance(effect, Load) and effect.state_only:  # the room's state: none
+                effects += engine.handle(StorageDone(effect, Loaded([])), 0.1)
+        return effects
 
     for n in range(ROOM_WRITES_IN_FLIGHT_MAX):  # stored, never completed: all stay open
         assert not [e for e in send(n, f"k{n}") if isinstance(e, Complete)]

@@ -30,11 +30,13 @@ from mesh.wire.protocol import (
     PresenceEvent,
     ReadMarkerEvent,
     RelationEvent,
+    RoomStateEvent,
     TypingEvent,
 )
+from tools.chat_moderation import MODERATION_COMMANDS, describe, parse_moderation
 from tools.chat_read_marks import ReadMarking
 from tools.chat_render import room_label, room_text
-from tools.chat_state import ACTION_PREFIX, COMMANDS, ChatState, parse_command
+from tools.chat_state import ACTION_PREFIX, COMMANDS, KEYS_HELP, ChatState, parse_command
 
 HISTORY_PAGE = 50
 # The least time between two typing notices for one room.
@@ -186,6 +188,11 @@ class ChatApp(App[None]):
                 case RelationEvent(room=room):
                     if self.state.apply_relation(event):
                         self._refresh_room(room)
+                case RoomStateEvent(room=room):
+                    self.state.notice(room, describe(event), now_ms())
+                    if event.op in {"kick", "ban"} and event.user == self.state.user:
+                        self.state.notice(room, f"you are no longer in {room}", now_ms())
+                    self._refresh_room(room)
                 case PresenceEvent(room=room, user=user, state=presence):
                     self.state.presence(room, user, presence == "joined", now_ms())
                     self._refresh_room(room)
@@ -343,6 +350,15 @@ class ChatApp(App[None]):
             case _:
                 self.state.notice(None, COMMANDS[name], now_ms())
 
+    def _moderate(self, name: str, argument: str) -> None:
+        """A change of the current room's state, shown when its event arrives."""
+        change, room = parse_moderation(name, argument), self.state.current
+        if isinstance(change, str) or room is None:
+            self.state.notice(None, change if isinstance(change, str) else "join first", now_ms())
+            return
+        pending = self.client.change_room(room, change.op, user=change.user, value=change.value)
+        self.run_worker(self._changed_by(room, pending), exit_on_error=False)
+
     async def _changed_by(self, room: str, pending: Awaitable[object]) -> None:
         """The change shows when its relation event arrives; only a refusal is told."""
         try:
@@ -367,6 +383,8 @@ class ChatApp(App[None]):
                 self._post(ACTION_PREFIX + argument)
             case "reply" | "edit" | "delete" | "react":
                 self._change(name, argument)
+            case _ if name in MODERATION_COMMANDS:
+                self._moderate(name, argument)
             case "who" if room:
                 self.run_worker(self._who(room), exit_on_error=False)
             case "history":
@@ -376,13 +394,8 @@ class ChatApp(App[None]):
             case "rooms":
                 self.run_worker(self._rooms(), exit_on_error=False)
             case "help":
-                for line in COMMANDS.values():
+                for line in (*COMMANDS.values(), KEYS_HELP):
                     self.state.notice(None, line, now_ms())
-                self.state.notice(
-                    None,
-                    "Tab completes; Up/Down recall; Ctrl-N/Ctrl-P or Alt-1..9 switch rooms",
-                    now_ms(),
-                )
             case "quit":
                 self.exit()
                 return

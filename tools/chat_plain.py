@@ -15,7 +15,14 @@ from typing import TypeVar
 from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import terminal_safe
-from mesh.wire.protocol import Message, MessageEvent, PresenceEvent, RelationEvent
+from mesh.wire.protocol import (
+    Message,
+    MessageEvent,
+    PresenceEvent,
+    RelationEvent,
+    RoomStateEvent,
+)
+from tools.chat_moderation import describe
 from tools.chat_render import clock
 from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command
 
@@ -153,6 +160,8 @@ class PlainChat:
                     self._show(message)
                 case RelationEvent():
                     self.write(format_relation(event))
+                case RoomStateEvent(room=room):
+                    self.write(f"[{room}] -- {describe(event)}")
                 case PresenceEvent(room=room, user=user, state=state):
                     self.write(f"[{room}] -- {user} {state}")
                 case ConnectionChanged(state="disconnected", node=node, reason=reason):

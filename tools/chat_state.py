@@ -15,6 +15,7 @@ from sortedcontainers import SortedDict
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.protocol import Message, RelationEvent
 from router.room_view import UNREAD_COUNTED_MAX
+from tools.chat_moderation import MODERATION_COMMANDS
 from tools.chat_relations import Changes, changes_of, fold
 
 # Messages kept per room in memory; older ones are dropped from view (history reloads them).
@@ -394,9 +395,13 @@ COMMANDS = {
     "who": "/who: who is in this room",
     "history": "/history N: load N older messages",
     "rooms": "/rooms: your rooms",
+    **MODERATION_COMMANDS,
     "help": "/help: this list",
     "quit": "/quit: leave the chat",
 }
+
+
+KEYS_HELP = "Tab completes; Up/Down recall; Ctrl-N/Ctrl-P or Alt-1..9 switch rooms"
 
 
 @dataclass(frozen=True, slots=True)

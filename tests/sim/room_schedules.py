@@ -32,6 +32,9 @@ SETTLE_S = 8.0
 # The share of writes that change a message already sent (edit, delete, react) or move
 # a writer's read marker, when a run has room events.
 ROOM_EVENTS_SHARE = 0.25
+# Of the writes, this share change rooms' state (writer0 owns every room) or come from
+# mallory, whom the owner bans and unbans: some are refused, some taken.
+STATE_EVENTS_SHARE = 0.08
 REACTION_KEYS = ("+1", "🎉")
 # What a "disk" fault can make fail, by name (a plan stays plain, printable data).
 STORAGE_EFFECTS: dict[str, type] = {
@@ -135,6 +138,7 @@ def run(
     returned simulation is ready for `problems()`. With `room_events`, a share of the
     writes edit, delete and react to messages sent before, or mark rooms read."""
     events_rng = random.Random(seed * 31 + 7)
+    state_rng = random.Random(seed * 47 + 3)
     sim = SimulatedRooms(seed, size=SIZE, rooms=ROOMS, config=config)
     ids = list(sim.nodes)
     for node_id in ids:
@@ -145,6 +149,10 @@ def run(
         for index in range(MEMBERS_PER_ROOM):
             sim.add_member(f"{room}-member{index}", room, sim.rng.choice(ids))
     sim.run_until(sim.now + 1.0)
+    if room_events:
+        for room in sim.rooms:
+            sim.change_room("writer0", room, f"{room}/create", "create", value="open")
+        sim.run_until(sim.now + 1.0)
     begin = sim.now
     pending = sorted(plan, key=lambda fault: fault.at)
     counter = 0
@@ -155,7 +163,9 @@ def run(
         room = sim.rng.choice(sim.rooms)
         counter += 1
         writer = f"writer{counter % 3}"
-        if room_events and events_rng.random() < ROOM_EVENTS_SHARE:
+        if room_events and state_rng.random() < STATE_EVENTS_SHARE:
+            _state_event(sim, state_rng, room, f"{room}/{counter}")
+        elif room_events and events_rng.random() < ROOM_EVENTS_SHARE:
             _room_event(sim, events_rng, writer, room, f"{room}/{counter}")
         else:
             sim.send(writer, room, f"{room}/{counter}")
@@ -201,6 +211,23 @@ def _room_event(
     else:
         _, up_to = rng.choice(sent)
         sim.mark_read(writer, room, up_to)
+
+
+def _state_event(sim: SimulatedRooms, rng: random.Random, room: str, client_msg_id: str) -> None:
+    """The owner bans or unbans mallory, gives writer1 a role or sets the topic; or
+    mallory, banned or not, posts."""
+    choice = rng.random()
+    if choice < 0.4:
+        sim.send("mallory", room, client_msg_id)
+    elif choice < 0.6:
+        sim.change_room("writer0", room, client_msg_id, "ban", subject="mallory")
+    elif choice < 0.8:
+        sim.change_room("writer0", room, client_msg_id, "unban", subject="mallory")
+    elif choice < 0.9:
+        role = rng.choice(["moderator", "member"])
+        sim.change_room("writer0", room, client_msg_id, "set_role", subject="writer1", value=role)
+    else:
+        sim.change_room("writer0", room, client_msg_id, "set_topic", value=f"topic {client_msg_id}")
 
 
 def _strike(sim: SimulatedRooms, fault: Fault) -> None:

@@ -23,6 +23,7 @@ from peers.wire import Heartbeat, Leave
 from router.config import RouterConfig
 from router.effects import Acked, Outcome, Page, Ready, Refused, Rooms
 from router.engine import RoomEngine
+from router.error_codes import ErrorCode
 from router.events import (
     Event,
     PeerMessage,
@@ -36,6 +37,7 @@ from router.events import (
 )
 from router.message_ids import ORIGIN, earlier_by
 from router.records import EventKind, ReadMarker, RoomMessage
+from router.room_state import STATE_KINDS, RoomState
 from router.room_view import RoomView
 from router.wire import SessionEvent
 from router.writes import SendRequest
@@ -160,6 +162,8 @@ class SimulatedRooms(SimulatedWorld):
         self._lookups: dict[int, tuple[str, str]] = {}  # ticket -> (node, user)
         self.looked_up: dict[tuple[str, str], dict[str, str]] = {}  # (node, user) -> markers
         self.refusals = 0
+        self.forbidden = 0  # writes the room's state refused (not retried)
+        self.posted_without_right: list[str] = []
         ids = [f"n{i}" for i in range(1, size + 1)]
         for index, node_id in enumerate(ids):
             address = f"10.0.0.{index + 1}:7200"
@@ -213,6 +217,7 @@ class SimulatedRooms(SimulatedWorld):
             lambda target, frame: self._transmit(node_id, target, frame),
             lambda flush: self._schedule(self.now, "flush", node, payload=flush),
         )
+        node.disk.on_store = lambda message: self._stored_here(node, message)
         node.driver = RoomDriver(
             engine,
             disk=node.disk,
@@ -286,6 +291,13 @@ class SimulatedRooms(SimulatedWorld):
         body = f"{user} edits {client_msg_id}" if kind == "edit" else ""
         self.submit(SendRequest(room, user, client_msg_id, body, kind, target, key))
 
+    def change_room(
+        self, user: str, room: str, client_msg_id: str, kind: EventKind, **fields: str
+    ) -> None:
+        """A state event of the room (router/room_state.py): `subject` and the `value`."""
+        value, subject = fields.get("value", ""), fields.get("subject")
+        self.submit(SendRequest(room, user, client_msg_id, value, kind, subject=subject))
+
     def submit(self, request: SendRequest, node_id: str | None = None) -> None:
         live = self.live_nodes()
         if not live:
@@ -354,6 +366,8 @@ class SimulatedRooms(SimulatedWorld):
                 if first and request.kind == "message":
                     sent = self.messages_acked.setdefault(request.room, [])
                     sent.append((request.sender, self.acked[key]))
+            elif isinstance(outcome, Refused) and outcome.code == ErrorCode.FORBIDDEN:
+                self.forbidden += 1  # final: the room's state says no
             else:
                 self.refusals += 1
                 self._schedule(self.now + RETRY_AFTER_S, "retry", node, payload=request)
@@ -458,6 +472,18 @@ class SimulatedRooms(SimulatedWorld):
         if changed:
             node.driver.handle(members_changed(node.membership.members(self.now)))
 
+    def _stored_here(self, node: SimNode, message: RoomMessage) -> None:
+        """A node stores a copy: when it is a write this node just coordinated, the room's
+        state on this node's disk (all the engine had been told) must let its sender post."""
+        fresh = message.time_ms >= int(self.now * 1000) + WALL_OFFSET_MS - 500
+        held = node.store.rooms.get(message.room, {})
+        own = message.id.endswith(f".{node.node_id}")
+        if not (fresh and own) or message.kind in STATE_KINDS or message.id in held:
+            return
+        state = RoomState.fold(message.room, (e for e in held.values() if e.kind in STATE_KINDS))
+        if (reason := state.refusal(message.sender, "post")) is not None:
+            self.posted_without_right.append(f"{node.node_id} took {message.id}: {reason}")
+
     def _delivered(self, node: SimNode, message: RoomMessage) -> None:
         node.deliveries[(message.room, message.id)] += 1
         newest = node.newest_delivered.get(message.room, "")
@@ -524,6 +550,7 @@ class SimulatedRooms(SimulatedWorld):
                 if lost:
                     found.append(f"{room}: acknowledged {lost[:3]} missing on replica {replica}")
         found += self._read_model_problems(reference)
+        found += self._room_state_problems(reference)
         found += self._marker_problems()
         for member in self.members:
             wanted = {key for key in self.acked if key[1].startswith(member.room + "/")}
@@ -562,6 +589,20 @@ class SimulatedRooms(SimulatedWorld):
                 ]
                 if left:
                     found.append(f"{node.node_id}: deleted content left in {room}: {left[:3]}")
+        return found
+
+    def _room_state_problems(self, reference: RoomEngine) -> list[str]:
+        """No coordinator took a write its state refused, and every replica of a room
+        folds one state from its state events."""
+        found = [f"posted without the right: {line}" for line in self.posted_without_right[:3]]
+        for room in self.rooms:
+            views = []
+            for replica in reference.preference_list(room):
+                held = self.nodes[replica].store.rooms.get(room, {}).values()
+                state = RoomState.fold(room, (e for e in held if e.kind in STATE_KINDS))
+                views.append(state.view())
+            if any(view != views[0] for view in views):
+                found.append(f"{room}: the replicas' room states differ")
         return found
 
     def _marker_problems(self) -> list[str]:

@@ -40,6 +40,7 @@ from router.events import (
     StorageResult,
     Stored,
 )
+from router.records import RoomMessage
 from router.wire import LATE_MESSAGES_MAX
 from tests.sim.memory_store import MemoryStore
 
@@ -66,8 +67,12 @@ class SimulatedDisk:
     # Effects are carried out in the order they were asked for, one after another, as a
     # real disk's queue does: a slow disk builds a backlog rather than overtaking itself.
     _free_at: float = field(default=0.0, init=False)
+    # Told of every copy the engine asks to store, as it asks (the simulator's checks).
+    on_store: Callable[[RoomMessage], None] | None = None
 
     def perform(self, effect: StorageEffect, done: Callable[[StorageResult], None]) -> None:
+        if self.on_store is not None and isinstance(effect, Store):
+            self.on_store(effect.message)
         is_write = isinstance(effect, WRITES)
         delay_s = self.rng.uniform(COMMIT_MIN_S, COMMIT_MAX_S) if is_write else READ_S
         if self.slowdown == 1.0:

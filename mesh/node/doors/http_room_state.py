@@ -22,7 +22,13 @@ from mesh.node.doors.http_common import (
 )
 from mesh.node.doors.room_admin import RoomAdmin, change_request
 from mesh.wire.errors import ErrorCode
-from mesh.wire.names import USER_NAME_LENGTH_MAX, USER_NAME_PATTERN, is_user_name
+from mesh.wire.names import (
+    ROOM_NAME_LENGTH_MAX,
+    ROOM_NAME_PATTERN,
+    USER_NAME_LENGTH_MAX,
+    USER_NAME_PATTERN,
+    is_user_name,
+)
 from mesh.wire.protocol import TOPIC_LENGTH_MAX, RoomPolicy, RoomRole
 from router.room_state import RoomState
 
@@ -47,7 +53,9 @@ IdempotencyKey = Annotated[
 UserName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=USER_NAME_LENGTH_MAX, pattern=USER_NAME_PATTERN)
 ]
-RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+RoomName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_LENGTH_MAX, pattern=ROOM_NAME_PATTERN)
+]
 
 FORBIDDEN = {
     403: error_spec(
