@@ -134,6 +134,7 @@ class NodeProcess:
     node_key: Path | None = None
     trusted_keys: Path | None = None
     seed_ids: dict[str, str] = field(default_factory=dict)  # seed address -> node id
+    status_token: str = "tester"  # what status() asks with: a signed token where needed
 
     @property
     def http_url(self) -> str:
@@ -204,7 +205,7 @@ class NodeProcess:
 
     def status(self) -> StatusReply | None:
         try:
-            return runtime.run(fetch_status([(HOST, self.client_port)], "tester", 1.0))
+            return runtime.run(fetch_status([(HOST, self.client_port)], self.status_token, 1.0))
         except (OSError, TimeoutError):
             return None
 

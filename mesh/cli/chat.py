@@ -1,4 +1,4 @@
-"""The chat commands of the `meshchat` command line: token, send, history, tail."""
+"""The chat commands of the `meshchat` command line: send, history, tail, chat."""
 
 import argparse
 import asyncio
@@ -8,14 +8,12 @@ import json
 import os
 import ssl
 import sys
-import time
 from pathlib import Path
 
 from mesh.client import runtime
 from mesh.client.chat_client import ChatClient, ClientSettings
 from mesh.client.connection import NodeError, parse_servers
 from mesh.client.tls import client_context
-from mesh.node.doors.auth import issue_token, load_secret, parse_duration
 from mesh.wire.display_text import json_safe, terminal_safe
 from mesh.wire.names import ROOM_NAME_RULE, USER_NAME_RULE, is_room_name, is_user_name
 from mesh.wire.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
@@ -38,11 +36,6 @@ def room_name(text: str) -> str:
 
 
 def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    token = commands.add_parser("token", help="issue a signed token for a user")
-    token.add_argument("--secret-file", type=Path, required=True)
-    token.add_argument("--user", required=True, type=user_name)
-    token.add_argument("--ttl", default="1d", help="lifetime: 90s, 15m, 12h, 1d (default 1d)")
-
     send = commands.add_parser("send", help="send a message, or each line of stdin with -")
     add_client_options(send)
     send.add_argument("room", type=room_name)
@@ -175,14 +168,6 @@ def format_message(message: Message, as_json: bool) -> str:
         )
         line += f" [{counts}]"
     return line
-
-
-def run_token(args: argparse.Namespace) -> int:
-    token = issue_token(
-        load_secret(args.secret_file), args.user, parse_duration(args.ttl), time.time()
-    )
-    write_line(token)
-    return 0
 
 
 async def run_send(args: argparse.Namespace) -> int:

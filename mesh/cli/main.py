@@ -20,6 +20,7 @@ from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
 from mesh.cli import room as cli_room
+from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
 from mesh.client import runtime
 from mesh.client.connection import NodeError, parse_servers
@@ -37,6 +38,7 @@ from mesh.node.collector import tune_collector
 from mesh.node.config import ClientLimits, NodeConfig
 from mesh.node.data_lock import DataDirInUseError, DataDirLock
 from mesh.node.doors.auth import load_secret
+from mesh.node.doors.token_keys import read_key_set
 from mesh.node.identity import IdentityError
 from mesh.node.logs import configure_logging
 from mesh.node.node import Node
@@ -209,6 +211,14 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="cluster secret: clients then need signed tokens (meshchat token)",
     )
+    parser.add_argument(
+        "--token-keys",
+        type=Path,
+        metavar="FILE",
+        help="a JWK Set of keys tokens may be signed with, by kid (re-read when it changes)",
+    )
+    parser.add_argument("--token-audience", metavar="NAME", help="tokens' aud must name this")
+    parser.add_argument("--token-issuer", metavar="NAME", help="tokens' iss must be this")
     _add_client_limit_options(parser)
 
 
@@ -245,6 +255,12 @@ def _node_arguments(args: argparse.Namespace) -> list[str]:
         arguments += [option, str(getattr(args, name))]
     if args.secret_file is not None:
         arguments += ["--secret-file", str(args.secret_file.resolve())]
+    if args.token_keys is not None:
+        arguments += ["--token-keys", str(args.token_keys.resolve())]
+    if args.token_audience is not None:
+        arguments += ["--token-audience", args.token_audience]
+    if args.token_issuer is not None:
+        arguments += ["--token-issuer", args.token_issuer]
     return arguments + cli_keys.peer_arguments(args)
 
 
@@ -304,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("room")
     _add_operator_options(where)
 
+    cli_token.add_token_command(commands)
     cli_chat.add_chat_commands(commands)
     cli_events.add_event_commands(commands)
     cli_unread.add_unread_commands(commands)
@@ -338,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "keys":
                 return cli_keys.run_keys(args)
             case "token":
-                return cli_chat.run_token(args)
+                return cli_token.run_token(args)
             case (
                 "send"
                 | "history"
@@ -404,6 +421,9 @@ def _node_config(args: argparse.Namespace) -> NodeConfig:
         membership=_membership_config(args),
         client_limits=_client_limits(args),
         secret=None if args.secret_file is None else load_secret(args.secret_file),
+        token_keys=args.token_keys,
+        token_audience=args.token_audience,
+        token_issuer=args.token_issuer,
         http_port=args.http_port,
         tls=_tls_files(args),
         node_key=args.node_key,
@@ -484,6 +504,8 @@ def _run_up(args: argparse.Namespace) -> int:
     _client_limits(args)
     if args.secret_file is not None:
         load_secret(args.secret_file)
+    if args.token_keys is not None:
+        read_key_set(args.token_keys)
     mesh = plan_mesh(args.nodes, args.base_port, args.data, args.host)
     try:
         check_data_dirs_free(mesh)

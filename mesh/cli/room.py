@@ -5,21 +5,14 @@ import json
 
 import msgspec
 
-from mesh.cli.chat import add_client_options, open_client, room_name, write_line
+from mesh.cli.chat import add_client_options, open_client, room_name, user_name, write_line
 from mesh.wire.display_text import json_safe, terminal_safe
-from mesh.wire.names import USER_NAME_RULE, is_user_name
 from mesh.wire.protocol import RoomInfo, RoomOp
 
 POLICY_CHOICES = ("open", "invite", "read_only")
 ROLE_CHOICES = ("owner", "moderator", "member")
 # Subcommands about one user, and the state event each one is.
 USER_OPS: dict[str, RoomOp] = {"invite": "invite", "kick": "kick", "ban": "ban", "unban": "unban"}
-
-
-def user_name(text: str) -> str:
-    if not is_user_name(text):
-        raise argparse.ArgumentTypeError(f"not a user name: {text!r} ({USER_NAME_RULE})")
-    return text
 
 
 def add_room_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

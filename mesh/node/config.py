@@ -84,6 +84,11 @@ class NodeConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     secret: bytes | None = None
+    # Tokens with a `kid` are checked with these keys (a JWK Set file); an audience or an
+    # issuer, when given, must be named by every token's `aud` or `iss`.
+    token_keys: Path | None = None
+    token_audience: str | None = None
+    token_issuer: str | None = None
     http_port: int | None = None  # None: no HTTP API
     router: RouterConfig = field(default_factory=RouterConfig)  # N, W, R and timeouts
     tls: CertificateFiles | None = None  # None: client port and HTTP API in plaintext

@@ -23,6 +23,7 @@ from mesh.node.doors.http_common import HttpBackend
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.rooms import RoomHub
 from mesh.node.doors.send_admission import SendAdmission
+from mesh.node.doors.token_keys import KeyFile
 from mesh.node.identity import next_incarnation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.peer_book import load_peer_addresses, save_peer_addresses
@@ -113,7 +114,12 @@ class Node:
             config.node_id, RoomRequests(self.rooms_driver, self.pending), hub, _wall_clock_ms
         )
         self.chat.deliver_through(self.deliveries)
-        self.authenticator = Authenticator(config.secret)
+        self.authenticator = Authenticator(
+            config.secret,
+            keys=None if config.token_keys is None else KeyFile(config.token_keys),
+            audience=config.token_audience,
+            issuer=config.token_issuer,
+        )
         # One per node: a user's sends count against one limit over every session, TCP or HTTP.
         limits = config.client_limits
         self.send_limits = UserSendLimits(limits.sends_per_s, limits.send_burst)

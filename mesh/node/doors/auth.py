@@ -1,21 +1,29 @@
-"""Who a session's user is: a JWT (HS256) when the cluster has a secret, else the token itself.
+"""Who a session's user is, and what their token lets them do.
 
-Without a secret the node is in local-development mode: the token is taken as the user
-name. With a secret, only tokens signed with it, with a finite `exp` still ahead and naming
-a user in `sub`, are accepted. Either way the name must be a valid user name (names.py).
+Without a secret or a key file the node is in local-development mode: the token is taken
+as the user name. Otherwise only signed tokens with a finite `exp` still ahead and naming a
+user in `sub` are accepted: one without a `kid` header signed with the cluster secret
+(HS256), one with a `kid` by that key of the key file (token_keys.py). A node given an
+audience or an issuer requires `aud` or `iss` to name it. The optional `rooms` and `ops`
+claims narrow what the token may do (token_scope.py). Either way the name must be a valid
+user name (names.py).
 """
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from jwt.types import Options
 
+from mesh.node.doors.token_keys import SECRET_BYTES_MIN, KeyFile
+from mesh.node.doors.token_scope import UNSCOPED, ScopeError, TokenScope
 from mesh.wire.names import USER_NAME_RULE, is_user_name
 
-ALGORITHM: Final = "HS256"
-# Secrets shorter than this are guessable; HS256 wants at least its own 256 bits.
-SECRET_BYTES_MIN: Final = 32
+ALGORITHM: Final = "HS256"  # of tokens signed with the cluster secret
 # How far the issuer's clock may run ahead of the node's before `nbf` or `iat` make a
 # fresh token "not yet valid"; expiry gets no leeway, so a token never outlives `exp`.
 CLOCK_LEEWAY_S: Final = 60.0
@@ -23,10 +31,23 @@ TIME_CLAIMS: Final = ("exp", "nbf", "iat")
 # Seconds since the epoch beyond which a time claim is refused as not a time: 2**53 is the
 # largest count a float holds exactly, some 285 million years away.
 TIME_CLAIM_S_MAX: Final = 2**53
+# The time claims are checked against the caller's clock (tests and the simulator control
+# time), so PyJWT is told to leave them alone.
+_DECODE_OPTIONS: Final[Options] = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+
+SigningKey = bytes | RSAPrivateKey | Ed25519PrivateKey
 
 
 class AuthError(Exception):
     """A token that names no user: missing, malformed, forged or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A user, and what the token they came with lets them do."""
+
+    user: str
+    scope: TokenScope = UNSCOPED
 
 
 def load_secret(path: Path) -> bytes:
@@ -36,57 +57,107 @@ def load_secret(path: Path) -> bytes:
     return secret
 
 
-def issue_token(secret: bytes, user: str, ttl_s: float, now_s: float) -> str:
+def issue_token(
+    key: SigningKey,
+    user: str,
+    ttl_s: float,
+    now_s: float,
+    *,
+    scope: TokenScope = UNSCOPED,
+    kid: str | None = None,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """A token for `user`: HS256 with a secret, RS256 or EdDSA with a private key."""
     if not is_user_name(user):
         raise ValueError(f"a user name is {USER_NAME_RULE}: {user!r}")
     if not (math.isfinite(ttl_s) and ttl_s > 0):
         raise ValueError(f"a token lifetime must be a positive number of seconds: {ttl_s!r}")
-    claims = {"sub": user, "iat": int(now_s), "exp": int(now_s + ttl_s)}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    claims: dict[str, Any] = {"sub": user, "iat": int(now_s), "exp": int(now_s + ttl_s)}
+    claims |= scope.claims()
+    if audience is not None:
+        claims["aud"] = audience
+    if issuer is not None:
+        claims["iss"] = issuer
+    algorithm = "RS256" if isinstance(key, RSAPrivateKey) else "EdDSA"
+    if isinstance(key, bytes):
+        algorithm = ALGORITHM
+    headers = None if kid is None else {"kid": kid}
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
 class Authenticator:
-    def __init__(self, secret: bytes | None) -> None:
+    def __init__(
+        self,
+        secret: bytes | None,
+        *,
+        keys: KeyFile | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
         self.secret = secret
+        self.keys = keys
+        self.audience = audience
+        self.issuer = issuer
 
-    def user_of(self, token: str, now_s: float) -> str:
-        """The user a token names, or AuthError saying why not."""
+    def principal_of(self, token: str, now_s: float) -> Principal:
+        """Who a token names and what it lets them do, or AuthError saying why not."""
         if not token:
             raise AuthError("a token is required")
-        user = token if self.secret is None else self._subject(token, now_s)
-        if not is_user_name(user):
+        if self.secret is None and self.keys is None:
+            principal = Principal(token)
+        else:
+            principal = self._verified(token, now_s)
+        if not is_user_name(principal.user):
             raise AuthError(f"a user name is {USER_NAME_RULE}")
-        return user
+        return principal
 
-    def _subject(self, token: str, now_s: float) -> str:
-        assert self.secret is not None
+    def user_of(self, token: str, now_s: float) -> str:
+        return self.principal_of(token, now_s).user
+
+    def _verified(self, token: str, now_s: float) -> Principal:
+        required = ["sub", "exp"]
+        required += ["aud"] * (self.audience is not None) + ["iss"] * (self.issuer is not None)
         try:
+            key, algorithm = self._key_of(token, now_s)
             claims = jwt.decode(
                 token,
-                self.secret,
-                algorithms=[ALGORITHM],
-                # The time claims are checked below, against the caller's clock, so tests
-                # and the simulator control time.
-                options={
-                    "require": ["sub", "exp"],
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                },
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options=_DECODE_OPTIONS | {"require": required},
             )
-        except jwt.InvalidTokenError as error:
+            scope = TokenScope.from_claims(claims)
+        except (jwt.InvalidTokenError, ScopeError) as error:
             raise AuthError(f"invalid token: {error}") from error
-        times = {name: _claim_time(claims, name) for name in TIME_CLAIMS if name in claims}
-        if times["exp"] <= now_s:
-            raise AuthError("token expired")
-        if times.get("nbf", now_s) > now_s + CLOCK_LEEWAY_S:
-            raise AuthError("token not valid yet (nbf)")
-        if times.get("iat", now_s) > now_s + CLOCK_LEEWAY_S:
-            raise AuthError("token issued in the future (iat)")
+        _check_times(claims, now_s)
         subject = claims["sub"]
         if not isinstance(subject, str):
             raise AuthError("invalid token: sub must be a string")
-        return subject
+        return Principal(subject, scope)
+
+    def _key_of(self, token: str, now_s: float) -> tuple[bytes | jwt.PyJWK, str]:
+        """The key to check a token with, by the `kid` of its header."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        if kid is None:
+            if self.secret is None:
+                raise jwt.InvalidTokenError("the token names no key (kid)")
+            return self.secret, ALGORITHM
+        key = None if self.keys is None or not isinstance(kid, str) else self.keys.key(kid, now_s)
+        if key is None:
+            raise jwt.InvalidTokenError(f"no key here has the kid {str(kid)[:80]!r}")
+        return key, key.algorithm_name
+
+
+def _check_times(claims: dict[str, Any], now_s: float) -> None:
+    times = {name: _claim_time(claims, name) for name in TIME_CLAIMS if name in claims}
+    if times["exp"] <= now_s:
+        raise AuthError("token expired")
+    if times.get("nbf", now_s) > now_s + CLOCK_LEEWAY_S:
+        raise AuthError("token not valid yet (nbf)")
+    if times.get("iat", now_s) > now_s + CLOCK_LEEWAY_S:
+        raise AuthError("token issued in the future (iat)")
 
 
 def _claim_time(claims: dict[str, Any], name: str) -> float:

@@ -32,6 +32,7 @@ from mesh.node.doors.relations import RelationRefusedError, checked_target, rela
 from mesh.node.doors.room_admin import RoomAdmin, answer_room
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.session import Session
+from mesh.node.doors.token_scope import Operation
 from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
 from mesh.wire import protocol
@@ -86,6 +87,23 @@ PlacementProvider = Callable[[int, str], Placement]
 AckObserver = Callable[[float], None]  # seconds from receiving a send to acknowledging it
 # How long a closing session may take to flush its last frames (an error, say).
 CLOSE_FLUSH_TIMEOUT_S = 1.0
+# What each request does, as a token's `ops` claim names it (token_scope.py); requests
+# not here (leave, ping, status, where) any token may make.
+REQUEST_OPERATIONS: dict[type, Operation] = {
+    Send: "post",
+    Edit: "post",
+    Delete: "post",
+    React: "post",
+    Typing: "post",
+    Join: "read",
+    History: "read",
+    Who: "read",
+    MarkRead: "read",
+    GetUnread: "read",
+    ListRooms: "read",
+    ShowRoom: "read",
+    ChangeRoom: "moderate",
+}
 
 
 @dataclass(slots=True)
@@ -193,7 +211,7 @@ class Gateway:
                     close=True,
                 )
             try:
-                user = self.authenticator.user_of(hello.token, time.time())
+                principal = self.authenticator.principal_of(hello.token, time.time())
             except AuthError as error:
                 raise ProtocolError(ErrorCode.UNAUTHORIZED, str(error), close=True) from error
         except ProtocolError as error:
@@ -206,12 +224,12 @@ class Gateway:
             version=protocol.PROTOCOL_VERSION,
             minor=protocol.PROTOCOL_MINOR,
             node=self.node_id,
-            user=user,
+            user=principal.user,
             limits=self.limits.announced(),
         )
         writer.write(_frame(welcome))
         await writer.drain()
-        return Session(user, self.limits.session_queue_max, hello.minor)
+        return Session(principal.user, self.limits.session_queue_max, hello.minor, principal.scope)
 
     async def _run_session(
         self,
@@ -316,6 +334,11 @@ class Gateway:
     # ---- requests ----
 
     async def _handle(self, session: Session, request: protocol.ClientMessage) -> None:
+        operation = REQUEST_OPERATIONS.get(type(request))
+        if operation is not None:
+            room = getattr(request, "room", None)
+            if (reason := session.scope.refusal(room, operation)) is not None:
+                raise ProtocolError(ErrorCode.FORBIDDEN, reason)
         match request:
             case Send():
                 await self._send(session, request)
@@ -335,7 +358,11 @@ class Gateway:
                 if self._take_send_token(session, request):
                     session.push(_frame(await answer_unread(self.read_markers, session, request)))
             case ListRooms(request_id=request_id):
-                rooms = await self.chat.rooms_of(session.user)
+                rooms = [
+                    room
+                    for room in await self.chat.rooms_of(session.user)
+                    if session.scope.covers(room)
+                ]
                 session.push(_frame(RoomList(request_id=request_id, rooms=rooms)))
             case Who(request_id=request_id, room=room):
                 users = await self.chat.who(room, session.user)

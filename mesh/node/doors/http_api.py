@@ -32,6 +32,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
     DOCS,
+    FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
     ErrorDetail,
@@ -40,6 +41,7 @@ from mesh.node.doors.http_common import (
     RoomParameter,
     backend_of,
     check_room,
+    user_for,
     user_of,
 )
 from mesh.node.doors.http_events import event_routes
@@ -131,7 +133,7 @@ def _error_response(
 
 async def list_members(request: Request[Any, Any, Any], room: RoomParameter) -> MembersOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "read", room)
     check_room(room)
     return MembersOut(room, await backend.chat.who(room, user))
 
@@ -160,7 +162,7 @@ def _room_routes() -> list[HTTPRouteHandler]:
         "/v1/rooms/{room:str}/members",
         summary="Who is online in a room",
         tags=["rooms"],
-        responses={**BAD_REQUEST, **UNAUTHORIZED},
+        responses={**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN},
     )
     return [*read_marker_routes(), *room_state_routes(), members(list_members)]
 

@@ -18,10 +18,11 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from mesh.node.config import ClientLimits
-from mesh.node.doors.auth import Authenticator, AuthError
+from mesh.node.doors.auth import Authenticator, AuthError, Principal
 from mesh.node.doors.chat import ChatService
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
+from mesh.node.doors.token_scope import Operation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError, StoredMessage
 from mesh.wire.errors import ErrorCode
@@ -103,6 +104,15 @@ BAD_REQUEST = {
     400: error_spec("The request is not valid.", ErrorCode.BAD_REQUEST, "not a room name: '!'")
 }
 
+FORBIDDEN = {
+    403: error_spec(
+        "The room's state, or the caller's token (its `rooms` and `ops` claims), does not"
+        " let the caller do this.",
+        ErrorCode.FORBIDDEN,
+        "this token may not post (it may read)",
+    )
+}
+
 NOT_FOUND = {404: error_spec("No such room.", ErrorCode.NOT_FOUND, "no messages in room 'x'")}
 
 STORAGE = {
@@ -174,6 +184,33 @@ def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:
 
 
 def user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
+    """The caller, for a request that is about no room and needs no operation."""
+    return principal_of(backend, request).user
+
+
+def user_for(
+    backend: HttpBackend,
+    request: Request[Any, Any, Any],
+    operation: Operation,
+    room: str | None = None,
+) -> str:
+    """The caller, if their token lets them `operation` in `room`; else 403 forbidden."""
+    return scoped_principal(backend, request, operation, room).user
+
+
+def scoped_principal(
+    backend: HttpBackend,
+    request: Request[Any, Any, Any],
+    operation: Operation,
+    room: str | None = None,
+) -> Principal:
+    principal = principal_of(backend, request)
+    if (reason := principal.scope.refusal(room, operation)) is not None:
+        raise ApiError(ErrorCode.FORBIDDEN, reason)
+    return principal
+
+
+def principal_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -183,7 +220,7 @@ def user_of(backend: HttpBackend, request: Request[Any, Any, Any]) -> str:
             {"WWW-Authenticate": "Bearer"},
         )
     try:
-        return backend.authenticator.user_of(token.strip(), time.time())
+        return backend.authenticator.principal_of(token.strip(), time.time())
     except AuthError as error:
         raise ApiError(
             ErrorCode.UNAUTHORIZED,

@@ -15,6 +15,7 @@ from litestar.params import Parameter
 
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
+    FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
     MessageOut,
@@ -26,7 +27,7 @@ from mesh.node.doors.http_common import (
     message_out,
     store_event,
     take_send_token,
-    user_of,
+    user_for,
 )
 from mesh.node.doors.relations import RelationRefusedError, checked_target
 from mesh.wire.errors import ErrorCode
@@ -61,7 +62,8 @@ IdempotencyKey = Annotated[
 
 REFUSED = {
     403: error_spec(
-        "Only the message's sender may edit or delete it.",
+        "Only the message's sender may edit or delete it; or the room's state or the"
+        " caller's token does not let the caller post.",
         ErrorCode.FORBIDDEN,
         "only ann, who sent it, may edit it",
     ),
@@ -94,7 +96,7 @@ async def _relate(
 ) -> MessageOut:
     """Store the relation and answer with the target's view after it."""
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "post", room)
     check_room(room)
     client_msg_id = idempotency_key or new_client_msg_id()
     write = SendRequest(room, user, client_msg_id, body, kind, message_id, reaction_key=key)
@@ -113,7 +115,7 @@ async def get_message(
     request: Request[Any, Any, Any], room: RoomParameter, message_id: MessageIdParameter
 ) -> MessageOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "read", room)
     check_room(room)
     target = await backend.chat.find(room, message_id, user)
     if target is None or target.event is None or target.event.kind != "message":
@@ -179,7 +181,7 @@ def event_routes() -> list[HTTPRouteHandler]:
         summary="One message as readers see it now",
         description="`404` when no replica holds it, or it was deleted.",
         tags=["messages"],
-        responses={**BAD_REQUEST, **UNAUTHORIZED, 404: REFUSED[404]},
+        responses={**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, 404: REFUSED[404]},
     )
     editing = patch(
         message,

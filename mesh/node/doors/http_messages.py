@@ -14,6 +14,7 @@ from litestar.params import Parameter
 from mesh.node.doors.chat import ChatService, shown_to_clients
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
+    FORBIDDEN,
     NOT_FOUND,
     STORAGE,
     UNAUTHORIZED,
@@ -26,7 +27,7 @@ from mesh.node.doors.http_common import (
     error_spec,
     message_out,
     store_event,
-    user_of,
+    user_for,
 )
 from mesh.node.storage import StoredMessage
 from mesh.wire.errors import ErrorCode
@@ -113,6 +114,7 @@ POSTED = {
         examples=[Example(value=msgspec.to_builtins(MESSAGE_EXAMPLE))],
     ),
     **BAD_REQUEST,
+    **FORBIDDEN,
     **UNAUTHORIZED,
     409: error_spec(
         "The Idempotency-Key names another event of this user (an edit, say).",
@@ -200,7 +202,7 @@ async def list_messages(
     ] = None,
 ) -> MessagePage:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "read", room)
     check_room(room)
     check_cursor("before", before)
     check_cursor("after", after)
@@ -242,7 +244,7 @@ async def post_message(
     ] = None,
 ) -> Response[MessageOut]:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "post", room)
     check_room(room)
     key = idempotency_key or new_client_msg_id()
     write = SendRequest(room, user, key, data.body, reply_to=data.reply_to)
@@ -260,7 +262,7 @@ def message_routes() -> list[HTTPRouteHandler]:
             " frame_bytes_max; follow `prev` to the start."
         ),
         tags=["messages"],
-        responses={**BAD_REQUEST, **UNAUTHORIZED, **NOT_FOUND},
+        responses={**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND},
     )
     posting = post(
         "/v1/rooms/{room:str}/messages",

@@ -9,14 +9,16 @@ from litestar.handlers import HTTPRouteHandler
 
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
+    FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
     RoomParameter,
     backend_of,
     check_room,
     error_spec,
+    scoped_principal,
     take_send_token,
-    user_of,
+    user_for,
 )
 from mesh.node.doors.read_markers import ReadMarkers, Unread
 from mesh.wire.errors import ErrorCode, ProtocolError
@@ -63,10 +65,10 @@ def _out(unread: Unread) -> UnreadOut:
 
 async def list_rooms(request: Request[Any, Any, Any]) -> RoomsOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
-    take_send_token(backend, user)  # counting reads the rooms' logs
+    caller = scoped_principal(backend, request, "read")
+    take_send_token(backend, caller.user)  # counting reads the rooms' logs
     markers = ReadMarkers(backend.chat)
-    rooms, counts = await markers.listing(user)
+    rooms, counts = await markers.listing(caller.user, caller.scope)
     return RoomsOut(rooms, {room: None if got is None else _out(got) for room, got in counts})
 
 
@@ -74,7 +76,7 @@ async def set_read_marker(
     request: Request[Any, Any, Any], room: RoomParameter, data: ReadMarkerIn
 ) -> ReadMarkerOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "read", room)
     check_room(room)
     take_send_token(backend, user)  # counting reads the room's log
     markers = ReadMarkers(backend.chat)
@@ -92,7 +94,7 @@ def read_marker_routes() -> list[HTTPRouteHandler]:
         "/v1/rooms",
         summary="The caller's rooms, with unread counts",
         tags=["rooms"],
-        responses={**UNAUTHORIZED, **COUNTING_RATE},
+        responses={**UNAUTHORIZED, **FORBIDDEN, **COUNTING_RATE},
     )
     marker = put(
         "/v1/rooms/{room:str}/read-marker",
@@ -106,6 +108,7 @@ def read_marker_routes() -> list[HTTPRouteHandler]:
         responses={
             **BAD_REQUEST,
             **UNAUTHORIZED,
+            **FORBIDDEN,
             **COUNTING_RATE,
             404: error_spec(
                 "No such message in the room.",

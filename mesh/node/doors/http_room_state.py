@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
+    FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
     RoomParameter,
@@ -18,7 +19,7 @@ from mesh.node.doors.http_common import (
     check_room,
     error_spec,
     take_send_token,
-    user_of,
+    user_for,
 )
 from mesh.node.doors.room_admin import RoomAdmin, change_request
 from mesh.wire.errors import ErrorCode
@@ -57,13 +58,6 @@ RoomName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=ROOM_NAME_LENGTH_MAX, pattern=ROOM_NAME_PATTERN)
 ]
 
-FORBIDDEN = {
-    403: error_spec(
-        "The room's state does not let the caller do this.",
-        ErrorCode.FORBIDDEN,
-        "only moderators and owners may ban in club",
-    )
-}
 CONFLICT = {
     409: error_spec(
         "The room exists already: it was created, or written in.",
@@ -137,7 +131,7 @@ async def _change(
     key: str | None = None,
 ) -> RoomOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "moderate", room)
     check_room(room)
     if subject is not None and not is_user_name(subject):
         raise ApiError(ErrorCode.BAD_REQUEST, f"not a user name: {subject[:80]!r}")
@@ -158,7 +152,7 @@ async def create_room(
 
 async def show_room(request: Request[Any, Any, Any], room: RoomParameter) -> RoomOut:
     backend = backend_of(request)
-    user = user_of(backend, request)
+    user = user_for(backend, request, "read", room)
     check_room(room)
     return room_out(await RoomAdmin(backend.chat).show(user, room))
 

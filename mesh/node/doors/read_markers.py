@@ -14,8 +14,11 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from mesh.node.doors.chat import ChatService, push_read_marker
 from mesh.node.doors.session import Session
+from mesh.node.doors.token_scope import UNSCOPED, TokenScope
 from mesh.node.room_requests import RoomUnavailableError
 from mesh.node.storage import StoredMessage
 from mesh.wire import protocol
@@ -86,18 +89,27 @@ class ReadMarkers:
                 return Unread(room, read_up_to, count, capped=False, through=through)
         return Unread(room, read_up_to, count, capped=True, through=cursor)
 
-    async def unread(self, user: str, room: str | None = None) -> list[Unread]:
-        """The unread count of one room, or those of every room the user is in that
-        could be read now."""
+    async def unread(
+        self, user: str, room: str | None = None, scope: TokenScope = UNSCOPED
+    ) -> list[Unread]:
+        """The unread count of one room, or those of every room the user is in (and
+        `scope` covers) that could be read now."""
         if room is not None:
             held = (await self.markers_of(user)).get(room)
             return [await self.count(user, room, held)]
-        _, counts = await self.listing(user)
+        _, counts = await self.listing(user, scope)
         return [unread for _, unread in counts if unread is not None]
 
-    async def listing(self, user: str) -> tuple[list[str], list[tuple[str, Unread | None]]]:
-        """The user's rooms, each with its count (None where it could not be read)."""
+    async def listing(
+        self, user: str, scope: TokenScope = UNSCOPED
+    ) -> tuple[list[str], list[tuple[str, Unread | None]]]:
+        """The user's rooms that `scope` covers, each with its count (None where it
+        could not be read)."""
         found = await self.chat.rooms.user_rooms(user)
+        if not scope.unscoped:
+            found = msgspec.structs.replace(
+                found, rooms=[name for name in found.rooms if scope.covers(name)]
+            )
         at_once = asyncio.Semaphore(UNREAD_ROOMS_AT_ONCE)
 
         async def one(name: str) -> tuple[str, Unread | None]:
@@ -203,7 +215,7 @@ async def answer(
     """A client's mark_read or unread request, answered; a marker that moved is told to
     the user's other sessions here."""
     if isinstance(request, protocol.GetUnread):
-        counts = await markers.unread(session.user, request.room)
+        counts = await markers.unread(session.user, request.room, session.scope)
         return protocol.UnreadCounts(
             request_id=request.request_id, rooms=[to_wire(unread) for unread in counts]
         )

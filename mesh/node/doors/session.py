@@ -12,6 +12,8 @@ import asyncio
 import itertools
 import logging
 
+from mesh.node.doors.token_scope import UNSCOPED, TokenScope
+
 log = logging.getLogger(__name__)
 
 _session_ids = itertools.count(1)
@@ -24,9 +26,12 @@ class Session:
     """Kept lean (a list and plain fields; futures only while someone waits): a node holds
     one per connection, most of them idle."""
 
-    def __init__(self, user: str, queue_max: int, minor: int = 0) -> None:
+    def __init__(
+        self, user: str, queue_max: int, minor: int = 0, scope: TokenScope = UNSCOPED
+    ) -> None:
         self.session_id = next(_session_ids)
         self.user = user
+        self.scope = scope  # what the user's token lets this session do
         self.minor = minor  # the client's protocol minor version: what it can be sent
         self.rooms: set[str] = set()
         self.queue_max = queue_max
