@@ -198,6 +198,10 @@ class SessionDeliveries:
                 session.push_if_room(frame)
 
 
+# Pages of nothing but hidden messages read past before a page answers empty.
+HIDDEN_PAGES_SKIPPED_MAX = 16
+
+
 def without_hidden(page: Page, state: RoomState) -> Page:
     """A page without the messages their senders wrote while banned."""
     if not state.bans:
@@ -261,10 +265,25 @@ class ChatService:
         state refuses gets RoomUnavailableError (forbidden); what banned users wrote
         while banned is left out."""
         state = await self.access.check(reader, room, "read")
-        page = await self.rooms.page(
-            room, before=before, after=after, limit=limit, bytes_max=bytes_max, messages_only=True
-        )
-        return without_hidden(page, state)
+        for _ in range(HIDDEN_PAGES_SKIPPED_MAX):
+            page = await self.rooms.page(
+                room,
+                before=before,
+                after=after,
+                limit=limit,
+                bytes_max=bytes_max,
+                messages_only=True,
+            )
+            shown = without_hidden(page, state)
+            if shown.messages or not page.more or not page.messages:
+                return shown
+            # Every message of the page was hidden: an empty page would end the reader's
+            # paging (its cursor is a message shown), so read on past them.
+            if after is not None:
+                after = page.messages[-1].id
+            else:
+                before = page.messages[0].id
+        return shown
 
     async def find(self, room: str, message_id: str, reader: str) -> MessageState | None:
         """A message's state as the room's replicas hold it now, read from enough of them
