@@ -6,7 +6,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jwt
 import pytest
@@ -16,8 +16,10 @@ from jwt.algorithms import HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 
 from mesh.node.doors.auth import Authenticator, AuthError, issue_token
+from mesh.node.doors.gateway import REQUEST_OPERATIONS, UNSCOPED_REQUESTS
 from mesh.node.doors.token_keys import KEYS_RECHECK_S, KeyFile, KeyFileError, read_key_set
 from mesh.node.doors.token_scope import TokenScope
+from mesh.wire import protocol
 
 NOW_S = 1_800_000_000.0
 SECRET = b"cluster-secret-of-forty-bytes-----------"
@@ -152,6 +154,7 @@ def test_keys_rotate_without_a_restart(tmp_path: Path) -> None:
             "at least 2048 bits",
         ),
         ("another algorithm", {"keys": [{**jwk("a", HMAC_KEY), "alg": "HS512"}]}, "HS512"),
+        ("alg none", {"keys": [{**jwk("a", HMAC_KEY), "alg": "none"}]}, "key 0"),
         ("junk key", {"keys": [{"kid": "a", "kty": "oct"}]}, "key 0"),
     ],
 )
@@ -191,9 +194,17 @@ def test_a_scope_narrows_a_token_to_rooms_and_operations() -> None:
         {"ops": "read"},
         {"ops": ["read"] * 4},
         {"ops": [None]},
+        {"rooms": None},  # null is no "every room"
+        {"ops": None},
     ],
 )
 def test_a_scope_claim_that_is_not_a_scope_refuses_the_token(claims: dict[str, Any]) -> None:
     signed = jwt.encode({"sub": "bot", "exp": NOW_S + 60, **claims}, SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match=r"invalid token: (rooms|ops|a room pattern)"):
         Authenticator(SECRET).user_of(signed, NOW_S)
+
+
+def test_every_client_request_is_either_scoped_or_named_as_free_of_scope() -> None:
+    requests = set(get_args(protocol.ClientMessage))
+    assert requests == set(REQUEST_OPERATIONS) | UNSCOPED_REQUESTS
+    assert not set(REQUEST_OPERATIONS) & UNSCOPED_REQUESTS

@@ -19,6 +19,7 @@ import msgspec
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
+from mesh.cli import node_config
 from mesh.cli import room as cli_room
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
@@ -277,18 +278,21 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
     cli_chat.add_tls_client_options(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
+def _add_node_command_options(node: argparse.ArgumentParser) -> None:
+    node.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="a TOML file of these options (docs/deploy.md); MESHCHAT_* variables and flags "
+        "override it (default $MESHCHAT_CONFIG)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    node = commands.add_parser("node", help="run one node in the foreground")
-    node.add_argument("--id", required=True, help="this node's id, unique in the mesh")
+    # Required wherever they come from: checked once the file and the variables are read.
+    node.add_argument("--id", help="this node's id, unique in the mesh (required)")
     node.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
-    node.add_argument("--peer-port", type=int, required=True, help="ZeroMQ port for peers")
-    node.add_argument("--client-port", type=int, required=True, help="TCP port for clients")
-    node.add_argument("--data", type=Path, required=True, help="this node's data directory")
+    node.add_argument("--peer-port", type=int, help="ZeroMQ port for peers (required)")
+    node.add_argument("--client-port", type=int, help="TCP port for clients (required)")
+    node.add_argument("--data", type=Path, help="this node's data directory (required)")
     node.add_argument(
         "--seed",
         action="append",
@@ -299,6 +303,59 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP API)")
     node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     _add_node_options(node)
+
+
+def _node_parser() -> argparse.ArgumentParser:
+    """`meshchat node` on its own: what a configuration is settled with."""
+    parser = argparse.ArgumentParser(prog="meshchat node", allow_abbrev=False)
+    _add_node_command_options(parser)
+    return parser
+
+
+def _settled_node_args(arguments: Sequence[str]) -> argparse.Namespace:
+    """`node`'s options from --config (or $MESHCHAT_CONFIG), MESHCHAT_* and the flags."""
+    parser = _node_parser()
+    config = parser.parse_args(arguments).config or os.environ.get("MESHCHAT_CONFIG")
+    return node_config.settle(
+        parser, arguments, os.environ, None if config is None else Path(config)
+    )
+
+
+def _run_config(args: argparse.Namespace, arguments: Sequence[str]) -> int:
+    if args.config_command == "show":
+        # Parsed as `node` parses them: the options may begin with --config.
+        settled = _settled_node_args(arguments[2:])
+        _out(node_config.show(settled, node_config.options_of(_node_parser())))
+        return 0
+    problems = node_config.check(_node_parser(), args.file, os.environ)
+    if problems:
+        return _problems("config", problems)
+    _out(f"{args.file}: ok")
+    return 0
+
+
+def _problems(command: str, lines: list[str]) -> int:
+    for line in lines:
+        sys.stderr.write(f"meshchat {command}: {line}\n")
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    node = commands.add_parser("node", help="run one node in the foreground", allow_abbrev=False)
+    _add_node_command_options(node)
+    config = commands.add_parser("config", help="check a node's configuration, or show it")
+    config_actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_actions.add_parser("check", help="check a TOML file of node options")
+    check.add_argument("file", type=Path)
+    show = config_actions.add_parser(
+        "show", help="print the effective configuration of `meshchat node` with these options"
+    )
+    show.add_argument("node_arguments", nargs=argparse.REMAINDER, metavar="NODE OPTIONS")
 
     up = commands.add_parser("up", help="run a local mesh in the foreground")
     up.add_argument("--nodes", type=int, default=3)
@@ -341,11 +398,17 @@ def _add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["config", "show"]:
+        args, _ = build_parser().parse_known_args(arguments)
+    else:
+        args = build_parser().parse_args(arguments)
     try:
         match args.command:
             case "node":
-                return _run_node(args)
+                return _run_node(_settled_node_args(arguments[1:]))
+            case "config":
+                return _run_config(args, arguments)
             case "up":
                 return _run_up(args)
             case "status":
@@ -379,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "chat":
                 logging.basicConfig(level=logging.CRITICAL)  # the screen is the chat's
                 return cli_chat.run_chat(args)
+    except node_config.ConfigError as error:
+        return _problems(args.command, error.problems)
     except ValueError as error:
         return _fail(args.command, str(error), EXIT_USAGE)
     except OSError as error:

@@ -103,7 +103,11 @@ REQUEST_OPERATIONS: dict[type, Operation] = {
     ListRooms: "read",
     ShowRoom: "read",
     ChangeRoom: "moderate",
+    Where: "read",
 }
+# Requests about no room's content, which every token may make. A request in neither
+# table is refused to a scoped token: a new kind of request is closed until it is listed.
+UNSCOPED_REQUESTS: frozenset[type] = frozenset({Hello, LeaveRoom, Ping, StatusRequest})
 
 
 @dataclass(slots=True)
@@ -334,8 +338,10 @@ class Gateway:
     # ---- requests ----
 
     async def _handle(self, session: Session, request: protocol.ClientMessage) -> None:
-        operation = REQUEST_OPERATIONS.get(type(request))
-        if operation is not None:
+        if not session.scope.unscoped and type(request) not in UNSCOPED_REQUESTS:
+            operation = REQUEST_OPERATIONS.get(type(request))
+            if operation is None:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "a scoped token may not make this request")
             room = getattr(request, "room", None)
             if (reason := session.scope.refusal(room, operation)) is not None:
                 raise ProtocolError(ErrorCode.FORBIDDEN, reason)

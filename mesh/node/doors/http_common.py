@@ -205,6 +205,8 @@ def scoped_principal(
     room: str | None = None,
 ) -> Principal:
     principal = principal_of(backend, request)
+    if room is not None:
+        check_room(room)  # a name that is none is a bad request, whatever the token
     if (reason := principal.scope.refusal(room, operation)) is not None:
         raise ApiError(ErrorCode.FORBIDDEN, reason)
     return principal

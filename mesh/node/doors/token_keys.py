@@ -7,10 +7,10 @@ HS256 secrets (`oct`), RS256 public keys (`RSA`) and EdDSA public keys (`OKP`, E
 are taken; a file holding a private key is refused, as the nodes only verify.
 """
 
-import base64
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -28,6 +28,9 @@ SECRET_BYTES_MIN: Final = 32
 RSA_BITS_MIN: Final = 2048
 # How often a node looks whether the key file changed: a rotated key counts within it.
 KEYS_RECHECK_S: Final = 1.0
+# Coarser than any file system's time stamps: a file older than this changed only if its
+# stat did.
+KEY_FILE_SETTLED_S: Final = 2.0
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi"})
 
 
@@ -70,16 +73,14 @@ def _key(entry: object, where: str) -> jwt.PyJWK:
         raise KeyFileError(f"{where} ({kid}): a private key; give the public key only")
     try:
         key = jwt.PyJWK(entry)
-    except (jwt.PyJWKError, jwt.InvalidKeyError, KeyError, ValueError, TypeError) as error:
-        raise KeyFileError(f"{where} ({kid}): {error}") from error
+    except Exception as error:
+        raise KeyFileError(f"{where} ({kid}): {error or type(error).__name__}") from error
     if key.algorithm_name not in KEY_ALGORITHMS:
         raise KeyFileError(
             f"{where} ({kid}): {key.algorithm_name} is not one of {sorted(KEY_ALGORITHMS)}"
         )
-    if key.algorithm_name == "HS256":
-        secret = base64.urlsafe_b64decode(str(entry.get("k", "")) + "==")
-        if len(secret) < SECRET_BYTES_MIN:
-            raise KeyFileError(f"{where} ({kid}): a secret needs at least {SECRET_BYTES_MIN} bytes")
+    if key.algorithm_name == "HS256" and len(key.key) < SECRET_BYTES_MIN:
+        raise KeyFileError(f"{where} ({kid}): a secret needs at least {SECRET_BYTES_MIN} bytes")
     if key.algorithm_name == "RS256" and key.key.key_size < RSA_BITS_MIN:
         raise KeyFileError(f"{where} ({kid}): an RSA key needs at least {RSA_BITS_MIN} bits")
     return key
@@ -92,7 +93,7 @@ class KeyFile:
 
     path: Path
     keys: dict[str, jwt.PyJWK] = field(init=False)
-    _signature: tuple[int, int] = field(init=False)
+    _signature: tuple[int, ...] = field(init=False)
     _checked_at: float = field(init=False, default=float("-inf"))
     _last_problem: str | None = field(init=False, default=None)
 
@@ -112,7 +113,10 @@ class KeyFile:
     def _reload_if_changed(self) -> None:
         try:
             signature = self._stat()
-            if signature == self._signature:
+            # A rewrite within the file system's time resolution of the last read may
+            # keep every field of the stat: a file changed that lately is read again.
+            settled = time.time() - signature[0] / 1e9 > KEY_FILE_SETTLED_S
+            if signature == self._signature and settled:
                 return
             self.keys = read_key_set(self.path)
         except (OSError, KeyFileError) as error:
@@ -125,6 +129,6 @@ class KeyFile:
         self._last_problem = None
         log.info("token keys: read %d keys from %s", len(self.keys), self.path)
 
-    def _stat(self) -> tuple[int, int]:
+    def _stat(self) -> tuple[int, ...]:
         stat = os.stat(self.path)
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size

@@ -37,6 +37,9 @@ class TokenScope:
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> "TokenScope":
         """The scope a token's claims give, or ScopeError saying what is wrong."""
+        for name in ("rooms", "ops"):
+            if name in claims and claims[name] is None:
+                raise ScopeError(f"{name} must be a list, not null")  # not "unscoped"
         return cls(_room_patterns(claims.get("rooms")), _operations(claims.get("ops")))
 
     @property
