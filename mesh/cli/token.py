@@ -36,7 +36,8 @@ def add_token_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 
 def run_token(args: argparse.Namespace) -> int:
     try:
-        scope = TokenScope.from_claims({"rooms": args.rooms, "ops": args.ops})
+        given = {"rooms": args.rooms, "ops": args.ops}
+        scope = TokenScope.from_claims({name: value for name, value in given.items() if value})
     except ScopeError as error:
         raise ValueError(str(error)) from error
     key = load_secret(args.secret_file) if args.secret_file else load_private_key(args.key_file)

@@ -32,6 +32,7 @@ from mesh.node.peer_codec import PeerBundle, decode_peer_frame, encode_peer_fram
 from mesh.node.peer_security import PeerKeys, describe_security, load_security, parse_seed
 from mesh.node.room_driver import RoomDriver, members_changed
 from mesh.node.room_requests import PendingTickets, RoomRequests
+from mesh.node.service_notify import notify
 from mesh.node.sqlite_disk import SqliteDisk
 from mesh.node.storage import Storage, StorageError, StorageLostError
 from mesh.node.tls import ServerTls
@@ -152,6 +153,7 @@ class Node:
         """Serve until `stop` is set, then leave the mesh cleanly."""
         server, http_listener = await self._open()
         self._join_mesh()
+        notify(f"READY=1\nSTATUS=serving clients on {self.config.host}:{self.config.client_port}")
         try:
             async with asyncio.TaskGroup() as tasks:
                 loops = [
@@ -169,6 +171,7 @@ class Node:
                         self._serve_http(http_listener, http_stop), name="http"
                     )
                 await stop.wait()
+                notify("STOPPING=1")
                 for loop in loops:
                     loop.cancel()
                 http_stop.set()
