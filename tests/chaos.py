@@ -125,6 +125,35 @@ def _copies(nodes: list[NodeProcess]) -> dict[str, dict[str, list[tuple[str, str
     }
 
 
+Copies = dict[str, dict[str, list[tuple[str, str, str]]]]  # node -> room -> its messages
+
+
+def settled_copies(nodes: list[NodeProcess], timeout_s: float) -> Copies:
+    """Every node's copy of every room once they are identical, every node sees every
+    other alive and no hints are held; past the timeout, the copies as they are."""
+
+    def settled() -> Copies | None:
+        for node in nodes:
+            status = node.status()
+            if status is None or any(m.hints for m in status.members):
+                return None
+            if not all(m.state == "alive" for m in status.members):
+                return None
+        try:
+            copies = _copies(nodes)
+        except (OSError, NodeError, TimeoutError):
+            return None
+        first = next(iter(copies.values()))
+        return copies if all(copy == first for copy in copies.values()) else None
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (copies := settled()) is not None:
+            return copies
+        time.sleep(0.5)
+    return _copies(nodes)
+
+
 def run_chaos(
     root: Path, *, duration_s: float, senders: int, rate: float, seed: int
 ) -> ChaosReport:
@@ -158,28 +187,7 @@ def run_chaos(
                 node.start()
             node.signal(signal.SIGCONT)
 
-        def settled() -> dict[str, dict[str, list[tuple[str, str, str]]]] | None:
-            for node in nodes:
-                status = node.status()
-                if status is None or any(m.hints for m in status.members):
-                    return None
-                if not all(m.state == "alive" for m in status.members):
-                    return None
-            try:
-                copies = _copies(nodes)
-            except (OSError, NodeError, TimeoutError):
-                return None
-            first = next(iter(copies.values()))
-            return copies if all(copy == first for copy in copies.values()) else None
-
-        deadline = time.monotonic() + 90.0
-        copies = None
-        while copies is None and time.monotonic() < deadline:
-            copies = settled()
-            if copies is None:
-                time.sleep(0.5)
-        if copies is None:
-            copies = _copies(nodes)
+        copies = settled_copies(nodes, timeout_s=90.0)
         _check(copies, acked, report)
     finally:
         cluster.close()
