@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import ssl
 import time
 import uuid
@@ -116,6 +117,9 @@ class ClientSettings:
     request_timeout_s: float = 30.0
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    # After losing its node, a client waits a random share of this before it connects to
+    # the next: the thousands of clients of a stopped node then arrive spread out.
+    reconnect_spread_s: float = 0.5
     # Ping an idle connection this often; no answer within the timeout means a hung node.
     keepalive_interval_s: float = 2.0
     keepalive_timeout_s: float = 3.0
@@ -159,6 +163,7 @@ class ChatClient:
         self._runner: asyncio.Task[None] | None = None
         self._send_order = asyncio.Lock()
         self._send_bucket: TokenBucket | None = None
+        self._jitter = random.Random()
 
     # ---- lifecycle ----
 
@@ -486,8 +491,9 @@ class ChatClient:
             self.reconnects += 1
             log.info("disconnected from %s: %s; reconnecting", address, reason)
             await self._emit(ConnectionChanged("disconnected", self.node, address, reason))
-            if pause_s:
-                await asyncio.sleep(pause_s)
+            await asyncio.sleep(
+                pause_s or self._jitter.uniform(0, self.settings.reconnect_spread_s)
+            )
 
     async def _open_any(
         self,
