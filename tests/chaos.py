@@ -27,6 +27,8 @@ from tests.chat_helpers import client_for
 from tests.processes import Cluster, NodeProcess
 
 ROOMS = ("chaos-a", "chaos-b", "chaos-c")
+# How often the checker looks whether the copies have settled (within its timeout).
+SETTLE_POLL_S = 0.5
 
 
 @dataclass
@@ -150,7 +152,7 @@ def settled_copies(nodes: list[NodeProcess], timeout_s: float) -> Copies:
     while time.monotonic() < deadline:
         if (copies := settled()) is not None:
             return copies
-        time.sleep(0.5)
+        time.sleep(SETTLE_POLL_S)
     return _copies(nodes)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.cli.main import _node_parser
 from mesh.cli.node_config import ConfigError, settle
+from mesh.cli.node_options import node_parser as _node_parser
 from mesh.client import runtime
 from mesh.client.status import fetch_status
 from tests.processes import HOST, free_ports, meshchat_command, run_cli, wait_for

@@ -19,7 +19,7 @@ import msgspec
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
-from mesh.cli import node_config
+from mesh.cli import node_config, node_options
 from mesh.cli import room as cli_room
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
@@ -36,7 +36,6 @@ from mesh.local.launcher import (
 )
 from mesh.node.allocator import bound_allocator_growth
 from mesh.node.collector import tune_collector
-from mesh.node.config import ClientLimits, NodeConfig
 from mesh.node.data_lock import DataDirInUseError, DataDirLock
 from mesh.node.doors.auth import load_secret
 from mesh.node.doors.token_keys import read_key_set
@@ -45,19 +44,15 @@ from mesh.node.logs import configure_logging
 from mesh.node.node import Node
 from mesh.node.peer_security import parse_seed
 from mesh.node.storage import StorageError, StorageLostError
-from mesh.node.tls import server_context
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import (
     Placement,
     Where,
 )
-from mesh.wire.tls import CertificateFiles
 from peers.keys import NodeKeyError
 from peers.limits import NODE_ID_LENGTH_MAX
-from peers.membership import MembershipConfig
 from peers.records import NODE_ID_PATTERN
 from peers.transport import PortInUseError
-from router.config import RouterConfig
 
 # The node refused the request itself (forbidden, not_found, conflict, ...): a retry
 # would be refused too.
@@ -79,192 +74,6 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
-_TIMING_OPTIONS = (
-    # (option, field, help)
-    ("--heartbeat-interval", "heartbeat_interval_s", "seconds between heartbeats"),
-    ("--suspect-after", "suspect_after_s", "silence before a peer is suspect"),
-    ("--dead-after", "dead_after_s", "silence before a peer is dead"),
-)
-
-
-def _add_membership_options(parser: argparse.ArgumentParser) -> None:
-    defaults = MembershipConfig()
-    group = parser.add_argument_group("membership timing")
-    for option, name, text in _TIMING_OPTIONS:
-        group.add_argument(
-            option,
-            type=float,
-            metavar="S",
-            default=getattr(defaults, name),
-            help=f"{text} (default %(default)s)",
-        )
-
-
-_LIMIT_OPTIONS = (
-    # (option, field, type, help)
-    ("--frame-bytes-max", "frame_bytes_max", int, "largest client frame"),
-    ("--body-bytes-max", "body_bytes_max", int, "largest message body in bytes"),
-    ("--rooms-per-session-max", "rooms_per_session_max", int, "rooms one session may join"),
-    ("--sends-per-s", "sends_per_s", float, "sends per second per user (TCP and HTTP)"),
-    ("--send-burst", "send_burst", int, "sends allowed at once above that rate"),
-    ("--session-queue-max", "session_queue_max", int, "frames queued to one client"),
-    ("--sessions-max", "sessions_max", int, "sessions at once"),
-    ("--sends-in-flight-max", "sends_in_flight_max", int, "sends in flight on the node"),
-    ("--send-wait-max-s", "send_wait_max_s", float, "wait for room before unavailable"),
-)
-
-
-def _add_tls_server_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS for the client port and the HTTP API")
-    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate (chain)")
-    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its PEM private key")
-
-
-def _tls_files(args: argparse.Namespace) -> CertificateFiles | None:
-    """--tls-cert and --tls-key, checked now: a bad file is one line and exit 2."""
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ValueError("--tls-cert and --tls-key go together")
-    if args.tls_cert is None:
-        return None
-    files = CertificateFiles(args.tls_cert.resolve(), args.tls_key.resolve())
-    server_context(files.cert, files.key)  # raises TlsError, a ValueError
-    return files
-
-
-_REPLICATION_OPTIONS: tuple[tuple[str, type[int] | type[float], float, str, str], ...] = (
-    # (option, type, default, metavar, help), in the order --help lists them
-    ("--replicas", int, 3, "N", "nodes that hold each room (default %(default)s)"),
-    (
-        "--write-quorum",
-        int,
-        2,
-        "W",
-        "copies on disk before a send is acknowledged (default %(default)s)",
-    ),
-    (
-        "--hint-window",
-        float,
-        3 * 3600.0,
-        "S",
-        "hints older than this are dropped, left to anti-entropy (default 3 h)",
-    ),
-    (
-        "--hint-replay-rate",
-        float,
-        1000.0,
-        "PER_S",
-        "hints handed back to a returning node per second (default %(default)s)",
-    ),
-    (
-        "--anti-entropy-interval",
-        float,
-        1.0,
-        "S",
-        "one room compared with another replica this often (default %(default)s s); "
-        "larger leaves more of the node to live traffic",
-    ),
-    (
-        "--anti-entropy-rate",
-        float,
-        2000.0,
-        "PER_S",
-        "messages anti-entropy sends per second at most, its share next to live "
-        "traffic (default %(default)s)",
-    ),
-    ("--read-quorum", int, 1, "R", "replicas asked for each history page (default %(default)s)"),
-)
-
-
-def _add_replication_options(parser: argparse.ArgumentParser) -> None:
-    for option, kind, default, metavar, text in _REPLICATION_OPTIONS:
-        parser.add_argument(option, type=kind, default=default, metavar=metavar, help=text)
-
-
-def _add_client_limit_options(parser: argparse.ArgumentParser) -> None:
-    defaults = ClientLimits()
-    group = parser.add_argument_group("client limits")
-    for option, name, kind, text in _LIMIT_OPTIONS:
-        group.add_argument(
-            option,
-            type=kind,
-            default=getattr(defaults, name),
-            metavar="N",
-            help=f"{text} (default %(default)s)",
-        )
-
-
-def _add_node_options(parser: argparse.ArgumentParser) -> None:
-    """The options `node` and `up` share: membership timing, peer keys, TLS, logging,
-    replication and client limits."""
-    _add_membership_options(parser)
-    cli_keys.add_peer_options(parser)
-    _add_tls_server_options(parser)
-    parser.add_argument(
-        "--log-format",
-        default="text",
-        choices=["text", "json"],
-        help="log lines as text or one JSON object each (default text)",
-    )
-    _add_replication_options(parser)
-    parser.add_argument(
-        "--secret-file",
-        type=Path,
-        metavar="FILE",
-        help="cluster secret: clients then need signed tokens (meshchat token)",
-    )
-    parser.add_argument(
-        "--token-keys",
-        type=Path,
-        metavar="FILE",
-        help="a JWK Set of keys tokens may be signed with, by kid (re-read when it changes)",
-    )
-    parser.add_argument("--token-audience", metavar="NAME", help="tokens' aud must name this")
-    parser.add_argument("--token-issuer", metavar="NAME", help="tokens' iss must be this")
-    _add_client_limit_options(parser)
-
-
-def _client_limits(args: argparse.Namespace) -> ClientLimits:
-    return ClientLimits(**{name: getattr(args, name) for _, name, _, _ in _LIMIT_OPTIONS})
-
-
-def _membership_config(args: argparse.Namespace) -> MembershipConfig:
-    return MembershipConfig(
-        heartbeat_interval_s=args.heartbeat_interval,
-        suspect_after_s=args.suspect_after,
-        dead_after_s=args.dead_after,
-        clock_skew_max_s=args.clock_skew_max,
-    )
-
-
-def _node_arguments(args: argparse.Namespace) -> list[str]:
-    """The node options of `up`, to pass on to each node it starts."""
-    arguments = [
-        *("--heartbeat-interval", str(args.heartbeat_interval)),
-        *("--suspect-after", str(args.suspect_after)),
-        *("--dead-after", str(args.dead_after)),
-        *("--log-level", args.log_level),
-        *("--log-format", args.log_format),
-        *("--replicas", str(args.replicas)),
-        *("--write-quorum", str(args.write_quorum)),
-        *("--read-quorum", str(args.read_quorum)),
-        *("--hint-window", str(args.hint_window)),
-        *("--hint-replay-rate", str(args.hint_replay_rate)),
-        *("--anti-entropy-interval", str(args.anti_entropy_interval)),
-        *("--anti-entropy-rate", str(args.anti_entropy_rate)),
-    ]
-    for option, name, _, _ in _LIMIT_OPTIONS:
-        arguments += [option, str(getattr(args, name))]
-    if args.secret_file is not None:
-        arguments += ["--secret-file", str(args.secret_file.resolve())]
-    if args.token_keys is not None:
-        arguments += ["--token-keys", str(args.token_keys.resolve())]
-    if args.token_audience is not None:
-        arguments += ["--token-audience", args.token_audience]
-    if args.token_issuer is not None:
-        arguments += ["--token-issuer", args.token_issuer]
-    return arguments + cli_keys.peer_arguments(args)
-
-
 def _add_operator_options(parser: argparse.ArgumentParser) -> None:
     """The options of the commands that ask one node a question (status, where)."""
     parser.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
@@ -278,56 +87,13 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
     cli_chat.add_tls_client_options(parser)
 
 
-def _add_node_command_options(node: argparse.ArgumentParser) -> None:
-    node.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        default=None,
-        help="a TOML file of these options (docs/deploy.md); MESHCHAT_* variables and flags "
-        "override it (default $MESHCHAT_CONFIG)",
-    )
-    # Required wherever they come from: checked once the file and the variables are read.
-    node.add_argument("--id", help="this node's id, unique in the mesh (required)")
-    node.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
-    node.add_argument("--peer-port", type=int, help="ZeroMQ port for peers (required)")
-    node.add_argument("--client-port", type=int, help="TCP port for clients (required)")
-    node.add_argument("--data", type=Path, help="this node's data directory (required)")
-    node.add_argument(
-        "--seed",
-        action="append",
-        default=[],
-        metavar="HOST:PEER_PORT",
-        help="a node to join through (repeatable)",
-    )
-    node.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP API)")
-    node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    _add_node_options(node)
-
-
-def _node_parser() -> argparse.ArgumentParser:
-    """`meshchat node` on its own: what a configuration is settled with."""
-    parser = argparse.ArgumentParser(prog="meshchat node", allow_abbrev=False)
-    _add_node_command_options(parser)
-    return parser
-
-
-def _settled_node_args(arguments: Sequence[str]) -> argparse.Namespace:
-    """`node`'s options from --config (or $MESHCHAT_CONFIG), MESHCHAT_* and the flags."""
-    parser = _node_parser()
-    config = parser.parse_args(arguments).config or os.environ.get("MESHCHAT_CONFIG")
-    return node_config.settle(
-        parser, arguments, os.environ, None if config is None else Path(config)
-    )
-
-
 def _run_config(args: argparse.Namespace, arguments: Sequence[str]) -> int:
     if args.config_command == "show":
         # Parsed as `node` parses them: the options may begin with --config.
-        settled = _settled_node_args(arguments[2:])
-        _out(node_config.show(settled, node_config.options_of(_node_parser())))
+        settled = node_options.settled_node_args(arguments[2:])
+        _out(node_config.show(settled, node_config.options_of(node_options.node_parser())))
         return 0
-    problems = node_config.check(_node_parser(), args.file, os.environ)
+    problems = node_config.check(node_options.node_parser(), args.file, os.environ)
     if problems:
         return _problems("config", problems)
     _out(f"{args.file}: ok")
@@ -347,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     node = commands.add_parser("node", help="run one node in the foreground", allow_abbrev=False)
-    _add_node_command_options(node)
+    node_options.add_node_command_options(node)
     config = commands.add_parser("config", help="check a node's configuration, or show it")
     config_actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_actions.add_parser("check", help="check a TOML file of node options")
@@ -368,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve clients on TLS with a local CA and node certificates kept in DATA/tls",
     )
-    _add_node_options(up)
+    node_options.add_node_options(up)
 
     status = commands.add_parser("status", help="show the membership as one node sees it")
     _add_operator_options(status)
@@ -406,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "node":
-                return _run_node(_settled_node_args(arguments[1:]))
+                return _run_node(node_options.settled_node_args(arguments[1:]))
             case "config":
                 return _run_config(args, arguments)
             case "up":
@@ -461,43 +227,6 @@ def _check_seeds(args: argparse.Namespace) -> None:
             )
 
 
-def _router_config(args: argparse.Namespace) -> RouterConfig:
-    return RouterConfig(
-        replicas=args.replicas,
-        write_quorum=args.write_quorum,
-        read_quorum=args.read_quorum,
-        hint_window_s=args.hint_window,
-        hint_replay_per_s=args.hint_replay_rate,
-        anti_entropy_interval_s=args.anti_entropy_interval,
-        anti_entropy_messages_per_s=args.anti_entropy_rate,
-        clock_skew_max_ms=int(args.clock_skew_max * 1000),
-    )
-
-
-def _node_config(args: argparse.Namespace) -> NodeConfig:
-    """`node`'s options as a NodeConfig; reads the secret file and checks the TLS files."""
-    return NodeConfig(
-        node_id=args.id,
-        host=args.host,
-        peer_port=args.peer_port,
-        client_port=args.client_port,
-        data_dir=args.data,
-        seeds=tuple(args.seed),
-        membership=_membership_config(args),
-        client_limits=_client_limits(args),
-        secret=None if args.secret_file is None else load_secret(args.secret_file),
-        token_keys=args.token_keys,
-        token_audience=args.token_audience,
-        token_issuer=args.token_issuer,
-        http_port=args.http_port,
-        tls=_tls_files(args),
-        node_key=args.node_key,
-        trusted_keys=args.trusted_keys,
-        insecure_peers=args.insecure_peers,
-        router=_router_config(args),
-    )
-
-
 def _run_node(args: argparse.Namespace) -> int:
     if not re.match(NODE_ID_PATTERN, args.id) or len(args.id) > NODE_ID_LENGTH_MAX:
         raise ValueError(f"--id must be 1-{NODE_ID_LENGTH_MAX} of A-Z a-z 0-9 _ . -")
@@ -509,7 +238,7 @@ def _run_node(args: argparse.Namespace) -> int:
         data_lock = DataDirLock.acquire(args.data)
     except DataDirInUseError as error:
         return _fail("node", str(error), EXIT_USAGE)
-    config = _node_config(args)
+    config = node_options.make_node_config(args)
     # A write past a file size limit must fail as an error, not kill the node.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     bound_allocator_growth()
@@ -565,8 +294,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
 
 def _run_up(args: argparse.Namespace) -> int:
     configure_logging("up", args.log_level)
-    _membership_config(args)  # validate before starting anything
-    _client_limits(args)
+    node_options.membership_config(args)  # validate before starting anything
+    node_options.client_limits(args)
     if args.secret_file is not None:
         load_secret(args.secret_file)
     if args.token_keys is not None:
@@ -578,13 +307,13 @@ def _run_up(args: argparse.Namespace) -> int:
         return _fail("up", str(error), EXIT_USAGE)
     if not args.insecure_peers:
         mesh = with_peer_keys(args.data, mesh)
-    return run_mesh(_with_tls(args, mesh), _node_arguments(args), _out)
+    return run_mesh(_with_tls(args, mesh), node_options.node_arguments(args), _out)
 
 
 def _with_tls(args: argparse.Namespace, mesh: list[LocalNode]) -> list[LocalNode]:
     """`up`'s nodes with their certificates: made and kept by --tls, or --tls-cert/--tls-key
     for every node."""
-    files = _tls_files(args)
+    files = node_options.tls_files(args)
     if args.tls and files is not None:
         raise ValueError("--tls makes its own certificates: give --tls-cert/--tls-key or --tls")
     if not args.tls:
