@@ -32,6 +32,8 @@ HOST = "127.0.0.1"
 # Fast membership timing so detection tests take seconds, not minutes.
 FAST_TIMING = ["--heartbeat-interval", "0.1", "--suspect-after", "0.5", "--dead-after", "1.0"]
 DEAD_AFTER_S = 1.0
+# A node alone on its address takes the ports operators open (docs/deploy.md).
+OWN_HOST_PORTS = (7200, 7100, 7300)
 # How long a node process may take to start on a busy machine before its first words.
 NODE_START_S = 20.0
 
@@ -135,28 +137,31 @@ class NodeProcess:
     trusted_keys: Path | None = None
     seed_ids: dict[str, str] = field(default_factory=dict)  # seed address -> node id
     status_token: str = "tester"  # what status() asks with: a signed token where needed
+    host: str = HOST  # the address it binds and advertises: its own on a host of tests/netns.py
+    launcher: list[str] = field(default_factory=list)  # runs the command: `ip netns exec NS`
 
     @property
     def http_url(self) -> str:
         assert self.http_port is not None, "started without --http-port"
-        return f"http://{HOST}:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def peer_address(self) -> str:
-        return f"{HOST}:{self.peer_port}"
+        return f"{self.host}:{self.peer_port}"
 
     @property
     def client_address(self) -> str:
-        return f"{HOST}:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     def command(self) -> list[str]:
         command = [
+            *self.launcher,
             *meshchat_command(),
             "node",
             "--id",
             self.node_id,
             "--host",
-            HOST,
+            self.host,
             "--peer-port",
             str(self.peer_port),
             "--client-port",
@@ -205,13 +210,14 @@ class NodeProcess:
 
     def status(self) -> StatusReply | None:
         try:
-            return runtime.run(fetch_status([(HOST, self.client_port)], self.status_token, 1.0))
+            reply = fetch_status([(self.host, self.client_port)], self.status_token, 1.0)
+            return runtime.run(reply)
         except (OSError, TimeoutError):
             return None
 
     def accepts_clients(self) -> bool:
         try:
-            with socket.create_connection((HOST, self.client_port), timeout=1.0):
+            with socket.create_connection((self.host, self.client_port), timeout=1.0):
                 return True
         except OSError:
             return False
@@ -291,8 +297,12 @@ class Cluster:
         options: list[str] | None = None,
         preexec: Callable[[], None] | None = None,
         http: bool = False,
+        *,
+        host: tuple[str, list[str]] | None = None,
     ) -> NodeProcess:
-        peer_port, client_port, http_port = free_ports(3)
+        """A node on 127.0.0.1 and free ports, or on `host`: (its own address, the launcher
+        that runs it there), where it has the ports of `meshchat up`'s first node."""
+        peer_port, client_port, http_port = free_ports(3) if host is None else OWN_HOST_PORTS
         if http:
             options = [*(options or []), "--http-port", str(http_port)]
         if not (self.keys_dir / f"{node_id}.key_secret").exists():
@@ -313,6 +323,8 @@ class Cluster:
             trusted_keys=self.trusted_dir,
             seed_ids={other.peer_address: other.node_id for other in self.nodes.values()},
         )
+        if host is not None:
+            node.host, node.launcher = host
         self.nodes[node_id] = node
         return node
 

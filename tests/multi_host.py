@@ -1,0 +1,287 @@
+"""Five nodes on five hosts joined by real links, cut and healed under load, checked.
+
+The hosts are network namespaces (tests/netns.py): n1 and n2 on switch a, n3, n4 and n5
+on switch b, a client host on each switch and an operator's host on b. Writers on both
+client hosts send through several nodes with failover while the operator:
+
+- cuts the trunk between the switches: a minority {n1, n2} and a majority {n3, n4, n5},
+  each side still taking writes from its own clients, then joins it again;
+- cuts n4's own link, so that it hears nobody and nobody hears it, then joins it;
+- kills n2 (-9) and starts it again.
+
+After each heal the operator times how long until every node sees every other alive
+with no hints held; after the last, until every copy of every room is identical. The
+chaos checker (tests/chaos.py) then counts what was lost, doubled or reordered.
+
+    sudo .venv/bin/python -m tests.multi_host          # prints the figures as JSON
+
+It runs in three kinds of process: this one makes the network and runs the operator
+(`drive`) on its host, which starts the nodes and a writer process (`write`) per client host.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import parse_servers
+from tests.chaos import ChaosReport, _check, _sender, settled_copies
+from tests.chat_helpers import TEST_SETTINGS
+from tests.netns import Network
+from tests.processes import NODE_START_S, Cluster, NodeProcess, wait_for
+from tests.rolling_restart import WHOLE_AGAIN_S, _whole
+
+NODES_ON = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "b"}
+WRITER_HOSTS = {"clients-a": "a", "clients-b": "b"}
+OPERATOR_HOST = "operator"
+DRIVE_TIMEOUT_S = 300.0
+# A writer stops after its send in flight, which may wait out one failover.
+WRITER_STOP_S = 30.0
+
+
+@dataclass
+class MultiHostReport(ChaosReport):
+    whole_after_s: dict[str, float] = field(default_factory=dict)  # heal -> mesh whole again
+    converged_s: float = 0.0  # the last heal -> every copy identical, no hints
+
+    def summary(self) -> dict[str, object]:
+        counts = {k: v for k, v in self.__dict__.items() if k not in ("faults", "whole_after_s")}
+        return {
+            **counts,
+            "faults": self.faults,
+            "whole_after_s": {k: round(v, 2) for k, v in self.whole_after_s.items()},
+            "converged_s": round(self.converged_s, 2),
+            "sound": self.sound,
+        }
+
+
+def make_network(prefix: str) -> Network:
+    network = Network(prefix).create()
+    for host, switch in {**NODES_ON, **WRITER_HOSTS, OPERATOR_HOST: "b"}.items():
+        network.add_host(host, switch)
+    return network
+
+
+def run_multi_host(root: Path, *, hold_s: float, senders: int, rate: float) -> MultiHostReport:
+    """Make the network, run the operator on its host, remove the network."""
+    network = make_network(f"mc{os.getpid()}")
+    try:
+        drive = [sys.executable, "-m", "tests.multi_host", "--hold", str(hold_s)]
+        drive += ["--senders", str(senders), "--rate", str(rate)]
+        drive += ["drive", "--root", str(root), "--network", network.to_json()]
+        done = subprocess.run(
+            [*network.launcher(OPERATOR_HOST), *drive],
+            capture_output=True,
+            text=True,
+            timeout=DRIVE_TIMEOUT_S,
+            cwd=Path(__file__).parent.parent,
+            check=False,
+        )
+    finally:
+        network.close()
+    if done.returncode != 0:
+        raise AssertionError(f"the operator failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    summary = json.loads(done.stdout.splitlines()[-1])
+    report = MultiHostReport()
+    for key, value in summary.items():
+        if key != "sound":
+            setattr(report, key, value)
+    return report
+
+
+# -- the writers: one process per client host ---------------------------------------
+
+Acked = dict[tuple[str, str], tuple[int, str]]  # (sender, client msg id) -> (sequence, id)
+
+
+async def _write(
+    servers: list[tuple[str, int]], name: str, senders: int, rate: float, out: Path
+) -> None:
+    """Send until SIGTERM, then write the counts and every acknowledged send to `out`."""
+    report, acked, stop = ChaosReport(), Acked(), asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    clients = []
+    for i in range(senders):  # each prefers another node, so writes go through several
+        turn = i % len(servers)
+        preferred = servers[turn:] + servers[:turn]
+        clients.append(ChatClient(preferred, token=f"{name}-{i}", settings=TEST_SETTINGS))
+    for client in clients:
+        await client.connect()
+    out.with_suffix(".ready").touch()
+    await asyncio.gather(
+        *(
+            _sender(client, f"{name}-{i}", rate=rate, stop=stop, report=report, acked=acked)
+            for i, client in enumerate(clients)
+        )
+    )
+    for client in clients:
+        await client.close()
+    rows = [[sender, cmid, seq, message_id] for (sender, cmid), (seq, message_id) in acked.items()]
+    counts = {"sent": report.sent, "acknowledged": report.acknowledged, "failed": report.failed}
+    out.write_text(json.dumps({**counts, "acked": rows}))
+
+
+@dataclass
+class _Writer:
+    host: str
+    out: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self, report: ChaosReport, acked: Acked) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=WRITER_STOP_S)
+        result = json.loads(self.out.read_text())
+        report.sent += result["sent"]
+        report.acknowledged += result["acknowledged"]
+        report.failed += result["failed"]
+        for sender, cmid, sequence, message_id in result["acked"]:
+            acked[(sender, cmid)] = (sequence, message_id)
+
+
+def _start_writer(  # noqa: PLR0917 - one writer's whole description
+    network: Network, host: str, nodes: list[NodeProcess], root: Path, senders: int, rate: float
+) -> _Writer:
+    # Its own side's nodes first: where a client of that site would connect.
+    near = [n for n in nodes if NODES_ON[n.node_id] == network.switches[host]]
+    servers = ",".join(n.client_address for n in near + [n for n in nodes if n not in near])
+    out = root / f"{host}.json"
+    command = [sys.executable, "-m", "tests.multi_host", "--senders", str(senders)]
+    command += [
+        "--rate",
+        str(rate),
+        "write",
+        "--servers",
+        servers,
+        "--name",
+        host,
+        "--out",
+        str(out),
+    ]
+    log = open(root / f"{host}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
+    process = subprocess.Popen(
+        [*network.launcher(host), *command], stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    wait_for(lambda: out.with_suffix(".ready").exists(), NODE_START_S, lambda: f"{host} ready")
+    return _Writer(host, out, process)
+
+
+# -- the operator -------------------------------------------------------------------
+
+
+def _start_nodes(cluster: Cluster, network: Network) -> list[NodeProcess]:
+    nodes: list[NodeProcess] = []
+    for name in NODES_ON:
+        seeds = [n.peer_address for n in nodes if n.node_id in ("n1", "n3")]
+        host = (network.hosts[name], network.launcher(name))
+        nodes.append(cluster.add(name, seeds=seeds, host=host).start())
+    _wait_whole(nodes, "start", MultiHostReport())
+    return nodes
+
+
+def _wait_whole(nodes: list[NodeProcess], after: str, report: MultiHostReport) -> None:
+    began = time.monotonic()
+    wait_for(lambda: _whole(nodes), WHOLE_AGAIN_S, lambda: f"the mesh whole after {after}")
+    report.whole_after_s[after] = time.monotonic() - began
+
+
+def _faults(
+    cluster: Cluster,
+    network: Network,
+    nodes: list[NodeProcess],
+    hold_s: float,
+    report: MultiHostReport,
+) -> None:
+    """Each fault is held `hold_s` past the moment the mesh noticed it."""
+    report.faults.append("trunk cut: {n1, n2} | {n3, n4, n5}")
+    network.cut_trunk()
+    cluster.wait_sees("n3", "n1", "dead", timeout_s=WHOLE_AGAIN_S)
+    time.sleep(hold_s)  # a partition lasts a while: writes go on at both sides
+    network.join_trunk()
+    _wait_whole(nodes, "trunk joined", report)
+
+    report.faults.append("n4's link cut")
+    network.cut_host("n4")
+    cluster.wait_sees("n3", "n4", "dead", timeout_s=WHOLE_AGAIN_S)
+    time.sleep(hold_s)
+    network.join_host("n4")
+    _wait_whole(nodes, "n4's link joined", report)
+
+    report.faults.append("kill -9 n2")
+    n2 = cluster.nodes["n2"]
+    n2.signal(signal.SIGKILL)
+    n2.stop()
+    cluster.wait_sees("n3", "n2", "dead", timeout_s=WHOLE_AGAIN_S)
+    time.sleep(hold_s)
+    n2.start()
+    _wait_whole(nodes, "n2 restarted", report)
+
+
+def drive(
+    root: Path, network: Network, hold_s: float, senders: int, rate: float
+) -> MultiHostReport:
+    report, acked = MultiHostReport(), Acked()
+    cluster = Cluster(root)
+    writers: list[_Writer] = []
+    try:
+        nodes = _start_nodes(cluster, network)
+        for host in WRITER_HOSTS:
+            writers.append(_start_writer(network, host, nodes, root, senders, rate))
+        time.sleep(hold_s)  # steady sends before the first fault
+        _faults(cluster, network, nodes, hold_s, report)
+        time.sleep(hold_s)
+        for writer in writers:
+            writer.stop(report, acked)
+        began = time.monotonic()
+        copies = settled_copies(nodes, timeout_s=WHOLE_AGAIN_S)
+        report.converged_s = time.monotonic() - began
+        _check(copies, acked, report)
+    finally:
+        for writer in writers:
+            if writer.process.poll() is None:
+                writer.process.kill()
+                writer.process.wait()
+        cluster.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="five nodes on five hosts, links cut")
+    parser.add_argument("--hold", type=float, default=5.0, help="seconds each fault lasts")
+    parser.add_argument("--senders", type=int, default=3, help="senders per client host")
+    parser.add_argument("--rate", type=float, default=10.0, help="sends/s per sender")
+    commands = parser.add_subparsers(dest="command")
+    operator = commands.add_parser("drive", help="(on the operator's host)")
+    operator.add_argument("--root", type=Path, required=True)
+    operator.add_argument("--network", required=True, help="the network as JSON")
+    writer = commands.add_parser("write", help="(on a client host)")
+    writer.add_argument("--servers", required=True)
+    writer.add_argument("--name", required=True)
+    writer.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "write":
+        servers = parse_servers(args.servers)
+        asyncio.run(_write(servers, args.name, args.senders, args.rate, args.out))
+        return 0
+    if args.command == "drive":
+        network = Network.from_json(args.network)
+        report = drive(args.root, network, args.hold, args.senders, args.rate)
+    else:
+        with tempfile.TemporaryDirectory(prefix="meshchat-hosts-") as root:
+            report = run_multi_host(
+                Path(root), hold_s=args.hold, senders=args.senders, rate=args.rate
+            )
+    sys.stdout.write(json.dumps(report.summary()) + "\n")
+    return 0 if report.sound else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
