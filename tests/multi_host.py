@@ -36,7 +36,7 @@ from mesh.client.connection import parse_servers
 from tests.chaos import ChaosReport, _check, _sender, settled_copies
 from tests.chat_helpers import TEST_SETTINGS
 from tests.netns import Network
-from tests.processes import NODE_START_S, Cluster, NodeProcess, wait_for
+from tests.processes import NODE_START_S, OWN_HOST_PORTS, Cluster, NodeProcess, wait_for
 from tests.rolling_restart import WHOLE_AGAIN_S, _whole
 
 NODES_ON = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "b"}
@@ -70,12 +70,11 @@ def make_network(prefix: str) -> Network:
     return network
 
 
-def run_multi_host(root: Path, *, hold_s: float, senders: int, rate: float) -> MultiHostReport:
+def run_multi_host(root: Path, plan: argparse.Namespace) -> MultiHostReport:
     """Make the network, run the operator on its host, remove the network."""
     network = make_network(f"mc{os.getpid()}")
     try:
-        drive = [sys.executable, "-m", "tests.multi_host", "--hold", str(hold_s)]
-        drive += ["--senders", str(senders), "--rate", str(rate)]
+        drive = [sys.executable, "-m", "tests.multi_host", *_plan_options(plan)]
         drive += ["drive", "--root", str(root), "--network", network.to_json()]
         done = subprocess.run(
             [*network.launcher(OPERATOR_HOST), *drive],
@@ -95,6 +94,14 @@ def run_multi_host(root: Path, *, hold_s: float, senders: int, rate: float) -> M
         if key != "sound":
             setattr(report, key, value)
     return report
+
+
+def plan(*, hold_s: float, senders: int, rate: float, latency_s: float) -> argparse.Namespace:
+    return argparse.Namespace(hold=hold_s, senders=senders, rate=rate, latency=latency_s)
+
+
+def _plan_options(plan: argparse.Namespace) -> list[str]:
+    return [f"--{key}={getattr(plan, key)}" for key in ("hold", "senders", "rate", "latency")]
 
 
 # -- the writers: one process per client host ---------------------------------------
@@ -177,14 +184,33 @@ def _start_writer(  # noqa: PLR0917 - one writer's whole description
 # -- the operator -------------------------------------------------------------------
 
 
-def _start_nodes(cluster: Cluster, network: Network) -> list[NodeProcess]:
+def _start_nodes(
+    cluster: Cluster, network: Network, latency_s: float, proxies: list[subprocess.Popen[bytes]]
+) -> list[NodeProcess]:
+    """Each node on its host; with latency, behind a delaying proxy on its host's address."""
     nodes: list[NodeProcess] = []
     for name in NODES_ON:
         seeds = [n.peer_address for n in nodes if n.node_id in ("n1", "n3")]
-        host = (network.hosts[name], network.launcher(name))
-        nodes.append(cluster.add(name, seeds=seeds, host=host).start())
+        address, launcher = network.hosts[name], network.launcher(name)
+        options = []
+        if latency_s > 0:
+            options = ["--bind", "127.0.0.1"]
+            proxies.append(_start_proxy(launcher, address, latency_s, cluster.root / name))
+        node = cluster.add(name, seeds=seeds, options=options, host=(address, launcher))
+        nodes.append(node.start())
     _wait_whole(nodes, "start", MultiHostReport())
     return nodes
+
+
+def _start_proxy(
+    launcher: list[str], address: str, latency_s: float, log_stem: Path
+) -> subprocess.Popen[bytes]:
+    routes = [f"{address}:{port}=127.0.0.1:{port}" for port in OWN_HOST_PORTS[:2]]
+    command = [sys.executable, "-m", "tests.delay_proxy", "--delay", str(latency_s), *routes]
+    log = open(log_stem.with_suffix(".proxy.log"), "ab")  # noqa: SIM115 - the child's
+    process = subprocess.Popen([*launcher, *command], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return process
 
 
 def _wait_whole(nodes: list[NodeProcess], after: str, report: MultiHostReport) -> None:
@@ -225,14 +251,15 @@ def _faults(
     _wait_whole(nodes, "n2 restarted", report)
 
 
-def drive(
-    root: Path, network: Network, hold_s: float, senders: int, rate: float
-) -> MultiHostReport:
+def drive(root: Path, network: Network, plan: argparse.Namespace) -> MultiHostReport:
+    """The operator's part: nodes and writers started, faults made, copies checked."""
+    hold_s, senders, rate = plan.hold, plan.senders, plan.rate
     report, acked = MultiHostReport(), Acked()
     cluster = Cluster(root)
     writers: list[_Writer] = []
+    proxies: list[subprocess.Popen[bytes]] = []
     try:
-        nodes = _start_nodes(cluster, network)
+        nodes = _start_nodes(cluster, network, plan.latency, proxies)
         for host in WRITER_HOSTS:
             writers.append(_start_writer(network, host, nodes, root, senders, rate))
         time.sleep(hold_s)  # steady sends before the first fault
@@ -250,6 +277,9 @@ def drive(
                 writer.process.kill()
                 writer.process.wait()
         cluster.close()
+        for proxy in proxies:
+            proxy.kill()
+            proxy.wait()
     return report
 
 
@@ -258,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=5.0, help="seconds each fault lasts")
     parser.add_argument("--senders", type=int, default=3, help="senders per client host")
     parser.add_argument("--rate", type=float, default=10.0, help="sends/s per sender")
+    parser.add_argument(
+        "--latency", type=float, default=0.01, help="seconds each way between hosts (0: none)"
+    )
     commands = parser.add_subparsers(dest="command")
     operator = commands.add_parser("drive", help="(on the operator's host)")
     operator.add_argument("--root", type=Path, required=True)
@@ -273,12 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "drive":
         network = Network.from_json(args.network)
-        report = drive(args.root, network, args.hold, args.senders, args.rate)
+        report = drive(args.root, network, args)
     else:
         with tempfile.TemporaryDirectory(prefix="meshchat-hosts-") as root:
-            report = run_multi_host(
-                Path(root), hold_s=args.hold, senders=args.senders, rate=args.rate
-            )
+            report = run_multi_host(Path(root), args)
     sys.stdout.write(json.dumps(report.summary()) + "\n")
     return 0 if report.sound else 1
 

@@ -213,6 +213,9 @@ def add_node_command_options(node: argparse.ArgumentParser) -> None:
     # Required wherever they come from: checked once the file and the variables are read.
     node.add_argument("--id", help="this node's id, unique in the mesh (required)")
     node.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
+    node.add_argument(
+        "--bind", metavar="ADDRESS", help="address to bind instead of --host (0.0.0.0: all)"
+    )
     node.add_argument("--peer-port", type=int, help="ZeroMQ port for peers (required)")
     node.add_argument("--client-port", type=int, help="TCP port for clients (required)")
     node.add_argument("--data", type=Path, help="this node's data directory (required)")
@@ -262,6 +265,7 @@ def make_node_config(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig(
         node_id=args.id,
         host=args.host,
+        bind=args.bind,
         peer_port=args.peer_port,
         client_port=args.client_port,
         data_dir=args.data,

@@ -97,7 +97,14 @@ class NodeConfig:
     node_key: Path | None = None
     trusted_keys: Path | None = None
     insecure_peers: bool = False
+    # The address the ports are bound on, when not `host`: 0.0.0.0, or the one address of
+    # a host whose `host` is a name or an address in front of it (NAT, a proxy).
+    bind: str | None = None
 
     @property
     def peer_address(self) -> str:
         return f"{self.host}:{self.peer_port}"
+
+    @property
+    def bind_host(self) -> str:
+        return self.bind or self.host

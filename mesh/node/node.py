@@ -85,7 +85,7 @@ class Node:
             )
         )
         self.peer_keys = PeerKeys(security)
-        self.transport = PeerTransport(config.node_id, config.host, config.peer_port, security)
+        self.transport = PeerTransport(config.node_id, config.bind_host, config.peer_port, security)
         self.metrics = NodeMetrics(lambda: self.status(0))
         self.storage = Storage(config.data_dir, on_commit=self.metrics.observe_commit)
         self.incarnation = next_incarnation(
@@ -189,7 +189,7 @@ class Node:
         http_listener = None
         try:
             if config.http_port is not None:
-                http_listener = _bind(config.host, config.http_port)
+                http_listener = _bind(config.bind_host, config.http_port)
             await self.storage.open()
             if not self.engine.observe_stored(self.storage.highest_id, time.monotonic()):
                 log.warning(
@@ -199,7 +199,7 @@ class Node:
                 )
             server = await asyncio.start_server(
                 self.gateway.serve_connection,
-                config.host,
+                config.bind_host,
                 config.client_port,
                 **(self.client_tls.server_options() if self.client_tls else {}),
             )
@@ -211,7 +211,7 @@ class Node:
             if isinstance(error, PortInUseError):
                 raise
             if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-                raise PortInUseError(config.host, config.client_port) from error
+                raise PortInUseError(config.bind_host, config.client_port) from error
             raise
         return server, http_listener
 
