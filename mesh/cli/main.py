@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from mesh.cli import backup as cli_backup
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_unread.add_unread_commands(commands)
     cli_room.add_room_commands(commands)
     cli_keys.add_keys_command(commands)
+    cli_backup.add_backup_commands(commands)
     _add_perf_commands(commands)
     return parser
 
@@ -185,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_keys.run_keys(args)
             case "token":
                 return cli_token.run_token(args)
+            case "backup":
+                return cli_backup.run_backup(args)
+            case "restore":
+                return cli_backup.run_restore(args)
             case (
                 "send"
                 | "history"

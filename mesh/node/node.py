@@ -254,6 +254,7 @@ class Node:
             self.metrics,
             self.send_limits,
             self.admission,
+            data_dir=config.data_dir,
         )
         tls = None if self.client_tls is None else self.client_tls.context
         scheme = "http" if tls is None else "https"

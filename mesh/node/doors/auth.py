@@ -112,6 +112,11 @@ class Authenticator:
             raise AuthError(f"a user name is {USER_NAME_RULE}")
         return principal
 
+    @property
+    def checks_tokens(self) -> bool:
+        """False on a development node, where a token is only a user name."""
+        return self.secret is not None or self.keys is not None
+
     def user_of(self, token: str, now_s: float) -> str:
         return self.principal_of(token, now_s).user
 

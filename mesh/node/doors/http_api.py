@@ -29,6 +29,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from mesh.node.doors.http_backup import backup_routes
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
     DOCS,
@@ -313,6 +314,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             *event_routes(),
             *_room_routes(),
             *_operation_routes(),
+            *backup_routes(),
         ],
         exception_handlers={
             ApiError: _handle_api_error,

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -174,6 +175,7 @@ class HttpBackend:
     send_limits: UserSendLimits  # the node's one registry, shared with the TCP gateway
     admission: SendAdmission  # the node's sends in flight, shared with the TCP gateway
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
+    data_dir: Path | None = None  # where backups are copied to; None: none are made
 
 
 def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:

@@ -4,8 +4,10 @@ A token without them may do whatever its user may (the room's state still decide
 router/room_state.py). `rooms` is a list of name patterns (`*` any run of characters, `?`
 one), `ops` a list of `read` (join, history, resume, who, unread counts, read markers,
 show a room), `post` (send, edit, delete, react, typing) and `moderate` (create a room,
-change its state). A scope narrows a user's rights and never widens them: a room outside
-the patterns, or an operation not listed, is refused with `forbidden`.
+change its state). `operate` (back up the node) is never implied: only a token whose
+`ops` name it may, on a node that checks tokens. A scope narrows a user's rights and
+never widens them: a room outside the patterns, or an operation not listed, is refused
+with `forbidden`.
 """
 
 import re
@@ -15,7 +17,7 @@ from typing import Any, Final, Literal, get_args
 
 from mesh.wire.names import ROOM_NAME_LENGTH_MAX
 
-Operation = Literal["read", "post", "moderate"]
+Operation = Literal["read", "post", "moderate", "operate"]
 OPERATIONS: Final[frozenset[str]] = frozenset(get_args(Operation))
 # Bounds of what a token may carry, as every other decoder has: a scope is checked on each
 # request, so its cost stays small.
@@ -54,6 +56,10 @@ class TokenScope:
         if room is not None and not self.covers(room):
             return f"this token is not for room {room}"
         return None
+
+    def may_operate(self) -> bool:
+        """Operating the node takes a token that says so: no unscoped token may."""
+        return self.ops is not None and "operate" in self.ops
 
     def covers(self, room: str) -> bool:
         return self.rooms is None or any(fnmatchcase(room, pattern) for pattern in self.rooms)

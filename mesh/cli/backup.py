@@ -1,0 +1,126 @@
+"""`meshchat backup` and `meshchat restore`: a node's database copied while it serves,
+and put back into a data dir.
+
+    meshchat backup --server 10.0.0.1:7300 --token "$OPS_TOKEN" --out n1.sqlite3
+    meshchat restore n1.sqlite3 --data /var/lib/meshchat
+
+`backup` asks the node's HTTP API for a copy (GET /v1/node/backup, a token whose `ops`
+name `operate`), writes it next to FILE, checks it, and only then moves it to FILE. A node
+started on a restored dir serves what the copy held and rejoins its mesh; anti-entropy
+brings it what was written after the copy.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from mesh.cli.chat import add_tls_client_options, tls_client_context
+from mesh.client.connection import parse_servers
+from mesh.node.backup import BackupError, BackupSummary, restore, summarize
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+COPY_CHUNK_BYTES = 1 << 20
+BACKUP_TIMEOUT_S = 600.0  # a large database takes a while to copy and to send
+
+
+def add_backup_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    backup = commands.add_parser(
+        "backup",
+        help="copy a running node's database (a consistent snapshot) to a file",
+        epilog="example: meshchat backup --server 10.0.0.1:7300 --token $T --out n1.sqlite3",
+    )
+    backup.add_argument(
+        "--server",
+        default="127.0.0.1:7300",
+        metavar="HOST:PORT",
+        help="the node's HTTP API (default %(default)s)",
+    )
+    backup.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
+        help="a token whose ops name operate (default $MESHCHAT_TOKEN)",
+    )
+    backup.add_argument("--out", type=Path, required=True, metavar="FILE", help="the copy")
+    backup.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_S, metavar="S")
+    add_tls_client_options(backup)
+    restore_command = commands.add_parser(
+        "restore",
+        help="put a backup in place as a data dir's database (the node stopped)",
+        epilog="example: meshchat restore n1.sqlite3 --data /var/lib/meshchat",
+    )
+    restore_command.add_argument("file", type=Path, help="a file `meshchat backup` wrote")
+    restore_command.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help="the node's data dir"
+    )
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    (host, port), *_ = parse_servers(args.server)
+    context = tls_client_context(args)
+    connection: http.client.HTTPConnection
+    if context is None:
+        connection = http.client.HTTPConnection(host, port, timeout=args.timeout)
+    else:
+        connection = http.client.HTTPSConnection(host, port, timeout=args.timeout, context=context)
+    partial = args.out.with_name(args.out.name + ".partial")
+    try:
+        connection.request(
+            "GET", "/v1/node/backup", headers={"Authorization": f"Bearer {args.token}"}
+        )
+        response = connection.getresponse()
+        if response.status != 200:
+            return _refused("backup", response.status, response.read())
+        with open(partial, "wb") as file:
+            shutil.copyfileobj(response, file, COPY_CHUNK_BYTES)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        return _say("backup", f"no answer from {args.server}: {error}", EXIT_UNAVAILABLE)
+    finally:
+        connection.close()
+    try:
+        summary = summarize(partial)
+    except BackupError as error:
+        partial.unlink(missing_ok=True)
+        return _say("backup", f"the copy received does not check: {error}", EXIT_UNAVAILABLE)
+    os.replace(partial, args.out)
+    sys.stdout.write(f"{args.out}: {_described(summary)}\n")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    try:
+        summary = restore(args.file, args.data)
+    except BackupError as error:
+        return _say("restore", str(error), EXIT_USAGE)
+    sys.stdout.write(f"{args.data}: restored {_described(summary)}; start the node on it\n")
+    return 0
+
+
+def _described(summary: BackupSummary) -> str:
+    return (
+        f"{summary.messages} messages in {summary.rooms} rooms, "
+        f"{summary.size_bytes} bytes, schema {summary.schema_version}"
+    )
+
+
+def _refused(command: str, status: int, body: bytes) -> int:
+    try:
+        error = json.loads(body)["error"]
+        reason = f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        reason = f"HTTP {status}"
+    code = EXIT_UNAVAILABLE if status >= 500 else EXIT_REFUSED
+    return _say(command, reason, code)
+
+
+def _say(command: str, message: str, code: int) -> int:
+    sys.stderr.write(f"meshchat {command}: {message}\n")
+    return code
