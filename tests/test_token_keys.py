@@ -192,7 +192,7 @@ def test_a_scope_narrows_a_token_to_rooms_and_operations() -> None:
         {"rooms": [7]},
         {"ops": ["write"]},
         {"ops": "read"},
-        {"ops": ["read"] * 4},
+        {"ops": ["read"] * 5},
         {"ops": [None]},
         {"rooms": None},  # null is no "every room"
         {"ops": None},

@@ -7,12 +7,13 @@ Only an operator may take one: on a node that checks tokens, a token whose `ops`
 
 import asyncio
 import datetime
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, get
-from litestar.background_tasks import BackgroundTask
 from litestar.handlers import HTTPRouteHandler
-from litestar.response import File
+from litestar.response import Stream
 
 from mesh.node.backup import BackupError, snapshot
 from mesh.node.doors.http_common import (
@@ -26,11 +27,12 @@ from mesh.node.doors.http_common import (
 from mesh.wire.errors import ErrorCode
 
 SQLITE_MEDIA_TYPE = "application/vnd.sqlite3"
+CHUNK_BYTES = 1 << 20
 # One copy made at a time: each is a full read of the database.
 _one_at_a_time = asyncio.Lock()
 
 
-async def backup(request: Request[Any, Any, Any]) -> File:
+async def backup(request: Request[Any, Any, Any]) -> Stream:
     backend = backend_of(request)
     principal = principal_of(backend, request)
     if backend.authenticator.checks_tokens and not principal.scope.may_operate():
@@ -43,12 +45,22 @@ async def backup(request: Request[Any, Any, Any]) -> File:
     except BackupError as error:
         raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return File(
-        path=path,
-        filename=f"meshchat-{backend.node_id}-{stamp}.sqlite3",
+    name = f"meshchat-{backend.node_id}-{stamp}.sqlite3"
+    return Stream(
+        _chunks_of(path),
         media_type=SQLITE_MEDIA_TYPE,
-        background=BackgroundTask(path.unlink, missing_ok=True),
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+async def _chunks_of(path: Path) -> AsyncIterator[bytes]:
+    """The copy, read off the loop's thread; removed once sent (or the client is gone)."""
+    try:
+        with open(path, "rb") as file:
+            while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
+                yield chunk
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def backup_routes() -> list[HTTPRouteHandler]:
