@@ -16,11 +16,10 @@ from pathlib import Path
 
 import msgspec
 
-from mesh.cli import backup as cli_backup
 from mesh.cli import chat as cli_chat
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
-from mesh.cli import node_config, node_options
+from mesh.cli import node_config, node_ops, node_options
 from mesh.cli import room as cli_room
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
@@ -150,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_unread.add_unread_commands(commands)
     cli_room.add_room_commands(commands)
     cli_keys.add_keys_command(commands)
-    cli_backup.add_backup_commands(commands)
+    node_ops.add_node_ops_commands(commands)
     _add_perf_commands(commands)
     return parser
 
@@ -188,9 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "token":
                 return cli_token.run_token(args)
             case "backup":
-                return cli_backup.run_backup(args)
+                return node_ops.run_backup(args)
             case "restore":
-                return cli_backup.run_restore(args)
+                return node_ops.run_restore(args)
+            case "drain":
+                return node_ops.run_drain(args)
             case (
                 "send"
                 | "history"

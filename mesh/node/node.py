@@ -11,12 +11,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from mesh.node.config import NodeConfig
 from mesh.node.data_lock import DataDirLock
 from mesh.node.doors.auth import Authenticator
 from mesh.node.doors.chat import ChatService, SessionDeliveries
+from mesh.node.doors.drain import drain
 from mesh.node.doors.gateway import Gateway
 from mesh.node.doors.http_api import bind_http_socket, build_app, serve_http
 from mesh.node.doors.http_common import HttpBackend
@@ -255,6 +257,8 @@ class Node:
             self.send_limits,
             self.admission,
             data_dir=config.data_dir,
+            drain=partial(drain, self.gateway),
+            is_draining=lambda: self.gateway.draining,
         )
         tls = None if self.client_tls is None else self.client_tls.context
         scheme = "http" if tls is None else "https"

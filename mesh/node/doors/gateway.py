@@ -87,6 +87,7 @@ PlacementProvider = Callable[[int, str], Placement]
 AckObserver = Callable[[float], None]  # seconds from receiving a send to acknowledging it
 # How long a closing session may take to flush its last frames (an error, say).
 CLOSE_FLUSH_TIMEOUT_S = 1.0
+DRAINING = "this node is draining (about to restart): connect to another node"
 # What each request does, as a token's `ops` claim names it (token_scope.py); requests
 # not here (leave, ping, status, where) any token may make.
 REQUEST_OPERATIONS: dict[type, Operation] = {
@@ -152,6 +153,8 @@ class Gateway:
         self.stats = GatewayStatistics()
         self._status = status
         self._connections: set[asyncio.Task[None]] = set()
+        self.sessions: set[Session] = set()  # past the handshake: what a drain hands off
+        self.draining = False  # set by mesh/node/doors/drain.py: new sessions are refused
 
     @property
     def session_count(self) -> int:
@@ -172,10 +175,11 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
-        if len(self._connections) >= self.limits.sessions_max:
+        if self.draining or len(self._connections) >= self.limits.sessions_max:
             self.stats.sessions_refused += 1
             self._count(ErrorCode.UNAVAILABLE)
-            await self._write_now(writer, ErrorCode.UNAVAILABLE, "node is at its session limit")
+            reason = DRAINING if self.draining else "node is at its session limit"
+            await self._write_now(writer, ErrorCode.UNAVAILABLE, reason)
             await _close(writer)
             return
         self._connections.add(task)
@@ -257,6 +261,7 @@ class Gateway:
                 handler.cancel()
 
         writing.add_done_callback(stop_reading)
+        self.sessions.add(session)
         try:
             try:
                 try:
@@ -278,6 +283,7 @@ class Gateway:
             elif writing.done() and not writing.cancelled() and writing.exception() is not None:
                 raise writing.exception()  # type: ignore[misc]
         finally:
+            self.sessions.discard(session)
             session.close()
             writing.cancel()
             await _settle(writing)

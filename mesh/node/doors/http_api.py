@@ -29,7 +29,6 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from mesh.node.doors.http_backup import backup_routes
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
     DOCS,
@@ -47,6 +46,7 @@ from mesh.node.doors.http_common import (
 )
 from mesh.node.doors.http_events import event_routes
 from mesh.node.doors.http_messages import message_routes, with_links
+from mesh.node.doors.http_node import node_routes
 from mesh.node.doors.http_read_markers import read_marker_routes
 from mesh.node.doors.http_room_state import room_state_routes
 from mesh.node.metrics import CONTENT_TYPE
@@ -314,7 +314,7 @@ def build_app(backend: HttpBackend) -> Litestar:
             *event_routes(),
             *_room_routes(),
             *_operation_routes(),
-            *backup_routes(),
+            *node_routes(),
         ],
         exception_handlers={
             ApiError: _handle_api_error,

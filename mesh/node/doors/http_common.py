@@ -7,7 +7,7 @@ import datetime
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +21,7 @@ from litestar.params import Parameter
 from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError, Principal
 from mesh.node.doors.chat import ChatService
+from mesh.node.doors.drain import DrainOutcome
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.token_scope import Operation
@@ -176,6 +177,8 @@ class HttpBackend:
     admission: SendAdmission  # the node's sends in flight, shared with the TCP gateway
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
     data_dir: Path | None = None  # where backups are copied to; None: none are made
+    drain: Callable[[float], Awaitable[DrainOutcome]] | None = None  # over so many seconds
+    is_draining: Callable[[], bool] = lambda: False
 
 
 def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:

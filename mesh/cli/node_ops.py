@@ -1,13 +1,15 @@
-"""`meshchat backup` and `meshchat restore`: a node's database copied while it serves,
-and put back into a data dir.
+"""`meshchat backup`, `restore` and `drain`: what an operator does to one node.
 
     meshchat backup --server 10.0.0.1:7300 --token "$OPS_TOKEN" --out n1.sqlite3
     meshchat restore n1.sqlite3 --data /var/lib/meshchat
+    meshchat drain --server 10.0.0.1:7300 --token "$OPS_TOKEN" --over 10
 
 `backup` asks the node's HTTP API for a copy (GET /v1/node/backup, a token whose `ops`
 name `operate`), writes it next to FILE, checks it, and only then moves it to FILE. A node
 started on a restored dir serves what the copy held and rejoins its mesh; anti-entropy
-brings it what was written after the copy.
+brings it what was written after the copy. `drain` makes a node take no new client
+sessions and hand the ones it has to other nodes, spread over `--over` seconds, before a
+restart; it returns once they are gone.
 """
 
 import argparse
@@ -29,26 +31,27 @@ COPY_CHUNK_BYTES = 1 << 20
 BACKUP_TIMEOUT_S = 600.0  # a large database takes a while to copy and to send
 
 
-def add_backup_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_node_ops_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     backup = commands.add_parser(
         "backup",
         help="copy a running node's database (a consistent snapshot) to a file",
         epilog="example: meshchat backup --server 10.0.0.1:7300 --token $T --out n1.sqlite3",
     )
-    backup.add_argument(
-        "--server",
-        default="127.0.0.1:7300",
-        metavar="HOST:PORT",
-        help="the node's HTTP API (default %(default)s)",
-    )
-    backup.add_argument(
-        "--token",
-        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
-        help="a token whose ops name operate (default $MESHCHAT_TOKEN)",
-    )
+    _add_http_options(backup)
     backup.add_argument("--out", type=Path, required=True, metavar="FILE", help="the copy")
-    backup.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_S, metavar="S")
-    add_tls_client_options(backup)
+    drain = commands.add_parser(
+        "drain",
+        help="hand a node's client sessions to other nodes and take no new ones (before a restart)",
+        epilog="example: meshchat drain --server 10.0.0.1:7300 --token $T --over 10",
+    )
+    _add_http_options(drain)
+    drain.add_argument(
+        "--over",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="spread the sessions' ends over this many seconds (default %(default)s)",
+    )
     restore_command = commands.add_parser(
         "restore",
         help="put a backup in place as a data dir's database (the node stopped)",
@@ -60,19 +63,61 @@ def add_backup_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
 
 
-def run_backup(args: argparse.Namespace) -> int:
+def _add_http_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default="127.0.0.1:7300",
+        metavar="HOST:PORT",
+        help="the node's HTTP API (default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
+        help="a token whose ops name operate (default $MESHCHAT_TOKEN)",
+    )
+    parser.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_S, metavar="S")
+    add_tls_client_options(parser)
+
+
+def _connection(args: argparse.Namespace) -> http.client.HTTPConnection:
     (host, port), *_ = parse_servers(args.server)
     context = tls_client_context(args)
-    connection: http.client.HTTPConnection
     if context is None:
-        connection = http.client.HTTPConnection(host, port, timeout=args.timeout)
-    else:
-        connection = http.client.HTTPSConnection(host, port, timeout=args.timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=args.timeout)
+    return http.client.HTTPSConnection(host, port, timeout=args.timeout, context=context)
+
+
+def _authorization(args: argparse.Namespace) -> dict[str, str]:
+    return {"Authorization": f"Bearer {args.token}"}
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    connection = _connection(args)
+    try:
+        path = f"/v1/node/drain?over={args.over}"
+        connection.request("POST", path, headers=_authorization(args))
+        response = connection.getresponse()
+        body = response.read()
+    except OSError as error:
+        return _say("drain", f"no answer from {args.server}: {error}", EXIT_UNAVAILABLE)
+    finally:
+        connection.close()
+    if response.status != 200:
+        return _refused("drain", response.status, body)
+    outcome = json.loads(body)
+    sys.stdout.write(
+        f"{outcome['node']}: {outcome['handed_off']} sessions handed to other nodes in "
+        f"{outcome['took_s']:.1f} s ({outcome['remaining']} still open); it takes no new "
+        "sessions until it restarts\n"
+    )
+    return 0 if outcome["remaining"] == 0 else EXIT_UNAVAILABLE
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    connection = _connection(args)
     partial = args.out.with_name(args.out.name + ".partial")
     try:
-        connection.request(
-            "GET", "/v1/node/backup", headers={"Authorization": f"Bearer {args.token}"}
-        )
+        connection.request("GET", "/v1/node/backup", headers=_authorization(args))
         response = connection.getresponse()
         if response.status != 200:
             return _refused("backup", response.status, response.read())
