@@ -224,9 +224,11 @@ class PeerMessage(msgspec.Struct, frozen=True):
 
 
 class MembersChanged(msgspec.Struct, frozen=True):
-    """The membership view: every node not departed, and its health."""
+    """The membership view: every node not departed, its health and its incarnation (a
+    node's incarnation grows at each start)."""
 
     members: Mapping[str, Health]
+    incarnations: Mapping[str, int] = {}
 
 
 class Tick(msgspec.Struct, frozen=True):

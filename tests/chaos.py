@@ -48,10 +48,11 @@ class ChaosReport:
         return not (self.lost or self.duplicated or self.out_of_order or self.differing_nodes)
 
 
-def start_mesh(cluster: Cluster, size: int) -> list[NodeProcess]:
-    first = cluster.add("n1").start()
+def start_mesh(cluster: Cluster, size: int, *, http: bool = False) -> list[NodeProcess]:
+    first = cluster.add("n1", http=http).start()
     nodes = [first] + [
-        cluster.add(f"n{i}", seeds=[first.peer_address]).start() for i in range(2, size + 1)
+        cluster.add(f"n{i}", seeds=[first.peer_address], http=http).start()
+        for i in range(2, size + 1)
     ]
     for observer in nodes:
         for member in nodes:

@@ -23,7 +23,7 @@ from mesh.client.chat_client import ChatClient
 from mesh.client.connection import NodeError
 from tests.chaos import ROOMS, ChaosReport, _check, settled_copies, start_mesh
 from tests.chat_helpers import client_for
-from tests.processes import Cluster, NodeProcess
+from tests.processes import Cluster, NodeProcess, run_cli
 
 # How long the whole mesh may take to be whole again after one node restarts.
 WHOLE_AGAIN_S = 60.0
@@ -102,11 +102,21 @@ def _whole(nodes: list[NodeProcess]) -> bool:
     return True
 
 
-async def _restart_each(nodes: list[NodeProcess], load: _Load, steady_s: float) -> None:
+def _drain(node: NodeProcess, over_s: float) -> None:
+    """`meshchat drain`, as an operator's script runs it before each stop."""
+    drained = run_cli("drain", "--server", f"127.0.0.1:{node.http_port}", "--over", str(over_s))
+    assert drained.returncode == 0, drained.stderr
+
+
+async def _restart_each(
+    nodes: list[NodeProcess], load: _Load, steady_s: float, drain_s: float | None
+) -> None:
     await asyncio.sleep(steady_s)
     for node in nodes:
         load.phase = f"restart {node.node_id}"
         began = time.monotonic()
+        if drain_s is not None:
+            await asyncio.to_thread(_drain, node, drain_s)
         await asyncio.to_thread(node.stop, 15.0)
         await asyncio.to_thread(node.start)
         while not await asyncio.to_thread(_whole, nodes):
@@ -120,12 +130,19 @@ async def _restart_each(nodes: list[NodeProcess], load: _Load, steady_s: float) 
 
 
 def run_rolling_restart(
-    root: Path, *, size: int, senders: int, rate: float, steady_s: float = 2.0
+    root: Path,
+    *,
+    size: int,
+    senders: int,
+    rate: float,
+    steady_s: float = 2.0,
+    drain_s: float | None = None,
 ) -> RollingReport:
+    """`drain_s`: drain each node over so many seconds before it is stopped."""
     report = RollingReport()
     cluster = Cluster(root)
     try:
-        nodes = start_mesh(cluster, size)
+        nodes = start_mesh(cluster, size, http=drain_s is not None)
         acked: dict[tuple[str, str], tuple[int, str]] = {}
 
         async def run() -> None:
@@ -138,7 +155,7 @@ def run_rolling_restart(
                 for i, client in enumerate(clients)
             ]
             try:
-                await _restart_each(nodes, load, steady_s)
+                await _restart_each(nodes, load, steady_s, drain_s)
             finally:
                 load.stop.set()
                 await asyncio.gather(*sending)
@@ -161,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--rate", type=float, default=20.0, help="sends/s per sender")
     parser.add_argument("--steady", type=float, default=3.0, help="seconds between restarts")
+    parser.add_argument("--drain", type=float, metavar="S", help="drain each node first, over S")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="meshchat-rolling-") as root:
         report = run_rolling_restart(
-            Path(root), size=args.nodes, senders=args.senders, rate=args.rate, steady_s=args.steady
+            Path(root),
+            size=args.nodes,
+            senders=args.senders,
+            rate=args.rate,
+            steady_s=args.steady,
+            drain_s=args.drain,
         )
     sys.stdout.write(json.dumps({**report.summary(), "sound": report.sound}) + "\n")
     return 0 if report.sound and not report.failed else 1

@@ -108,6 +108,9 @@ def test_the_kubernetes_manifests_validate_and_hold_one_node_down_at_most() -> N
     pod = documents["StatefulSet"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert {"readinessProbe", "livenessProbe"} <= container.keys()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/ready"
+    pre_stop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+    assert "meshchat drain" in pre_stop and "--ops operate" in pre_stop
     assert documents["StatefulSet"]["spec"]["volumeClaimTemplates"]
     plain = {env["name"]: env["value"] for env in container["env"] if "value" in env}
     meshchat_variables(plain)

@@ -54,7 +54,11 @@ HEALTH: dict[MemberState, Health] = {
 
 def members_changed(views: Iterable[MemberView]) -> MembersChanged:
     """The membership view as the room engine takes it: every member not departed."""
-    return MembersChanged({view.id: HEALTH[view.state] for view in views if view.state in HEALTH})
+    placed = [view for view in views if view.state in HEALTH]
+    return MembersChanged(
+        {view.id: HEALTH[view.state] for view in placed},
+        {view.id: view.incarnation for view in placed},
+    )
 
 
 class Disk(Protocol):

@@ -17,7 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from mesh.node.backup import BackupError, snapshot
@@ -62,7 +62,7 @@ def _require_operator(request: Request[Any, Any, Any], doing: str) -> HttpBacken
 
 async def drain_node(
     request: Request[Any, Any, Any],
-    over_s: Annotated[float, Parameter(query="over", ge=0, le=DRAIN_OVER_MAX_S)] = 5.0,
+    over_s: Annotated[float, QueryParameter(name="over", ge=0, le=DRAIN_OVER_MAX_S)] = 5.0,
 ) -> DrainOut:
     backend = _require_operator(request, "a drain")
     if backend.drain is None:
