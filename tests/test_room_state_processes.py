@@ -17,7 +17,7 @@ from mesh.client.chat_client import ChatClient
 from mesh.client.connection import NodeError
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import MessageEvent, RoomStateEvent
-from tests.chat_helpers import client_for
+from tests.chat_helpers import client_for, wait_serving
 from tests.processes import Cluster, NodeProcess, run_async, run_cli
 
 pytestmark = pytest.mark.processes
@@ -45,7 +45,7 @@ def allowed(operation: str, role: str, policy: str) -> bool:
 
 @pytest.fixture
 def web_mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
-    """Three nodes with the HTTP API, each seeing the others alive."""
+    """Three nodes with the HTTP API, each seeing the others alive and serving rooms."""
     first = cluster.add("n1", http=True).start()
     for node_id in ("n2", "n3"):
         cluster.add(node_id, seeds=[first.peer_address], http=True).start()
@@ -53,6 +53,7 @@ def web_mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
         for member in cluster.nodes:
             if member != observer:
                 cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
+    run_async(wait_serving(*cluster.nodes.values()))  # each past its join settle
     yield cluster.nodes
 
 
