@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Cluster, NodeProcess
+from tests.chat_helpers import wait_serving
+from tests.processes import Cluster, NodeProcess, run_async
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
-    """Three nodes (the default N=3, W=2), each seeing the others alive."""
+    """Three nodes (the default N=3, W=2), each seeing the others alive and serving."""
     first = cluster.add("n1").start()
     for node_id in ("n2", "n3"):
         cluster.add(node_id, seeds=[first.peer_address]).start()
@@ -25,4 +26,5 @@ def mesh(cluster: Cluster) -> Iterator[dict[str, NodeProcess]]:
         for member in cluster.nodes:
             if member != observer:
                 cluster.wait_sees(observer, member, "alive", timeout_s=10.0)
+    run_async(wait_serving(*cluster.nodes.values()))  # each past its join settle
     yield cluster.nodes

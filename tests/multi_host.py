@@ -16,11 +16,11 @@ chaos checker (tests/chaos.py) then counts what was lost, doubled or reordered.
     sudo .venv/bin/python -m tests.multi_host          # prints the figures as JSON
 
 It runs in three kinds of process: this one makes the network and runs the operator
-(`drive`) on its host, which starts the nodes and a writer process (`write`) per client host.
+(`drive`) on its host, which starts the nodes and a writer process (tests/writer.py) per
+client host.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -31,10 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesh.client.chat_client import ChatClient
-from mesh.client.connection import parse_servers
-from tests.chaos import ChaosReport, _check, _sender, settled_copies
-from tests.chat_helpers import TEST_SETTINGS
+from tests.chaos import ChaosReport, _check, settled_copies
 from tests.netns import Network
 from tests.processes import NODE_START_S, OWN_HOST_PORTS, Cluster, NodeProcess, wait_for
 from tests.rolling_restart import WHOLE_AGAIN_S, _whole
@@ -107,33 +104,7 @@ def _plan_options(plan: argparse.Namespace) -> list[str]:
 # -- the writers: one process per client host ---------------------------------------
 
 Acked = dict[tuple[str, str], tuple[int, str]]  # (sender, client msg id) -> (sequence, id)
-
-
-async def _write(
-    servers: list[tuple[str, int]], name: str, senders: int, rate: float, out: Path
-) -> None:
-    """Send until SIGTERM, then write the counts and every acknowledged send to `out`."""
-    report, acked, stop = ChaosReport(), Acked(), asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    clients = []
-    for i in range(senders):  # each prefers another node, so writes go through several
-        turn = i % len(servers)
-        preferred = servers[turn:] + servers[:turn]
-        clients.append(ChatClient(preferred, token=f"{name}-{i}", settings=TEST_SETTINGS))
-    for client in clients:
-        await client.connect()
-    out.with_suffix(".ready").touch()
-    await asyncio.gather(
-        *(
-            _sender(client, f"{name}-{i}", rate=rate, stop=stop, report=report, acked=acked)
-            for i, client in enumerate(clients)
-        )
-    )
-    for client in clients:
-        await client.close()
-    rows = [[sender, cmid, seq, message_id] for (sender, cmid), (seq, message_id) in acked.items()]
-    counts = {"sent": report.sent, "acknowledged": report.acknowledged, "failed": report.failed}
-    out.write_text(json.dumps({**counts, "acked": rows}))
+WRITER = Path(__file__).with_name("writer.py")
 
 
 @dataclass
@@ -149,7 +120,7 @@ class _Writer:
         report.sent += result["sent"]
         report.acknowledged += result["acknowledged"]
         report.failed += result["failed"]
-        for sender, cmid, sequence, message_id in result["acked"]:
+        for sender, cmid, sequence, message_id, _ in result["acked"]:
             acked[(sender, cmid)] = (sequence, message_id)
 
 
@@ -160,18 +131,8 @@ def _start_writer(  # noqa: PLR0917 - one writer's whole description
     near = [n for n in nodes if NODES_ON[n.node_id] == network.switches[host]]
     servers = ",".join(n.client_address for n in near + [n for n in nodes if n not in near])
     out = root / f"{host}.json"
-    command = [sys.executable, "-m", "tests.multi_host", "--senders", str(senders)]
-    command += [
-        "--rate",
-        str(rate),
-        "write",
-        "--servers",
-        servers,
-        "--name",
-        host,
-        "--out",
-        str(out),
-    ]
+    command = [sys.executable, "-I", str(WRITER), "--servers", servers, "--name", host]
+    command += ["--senders", str(senders), "--rate", str(rate), "--out", str(out)]
     log = open(root / f"{host}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
     process = subprocess.Popen(
         [*network.launcher(host), *command], stdout=log, stderr=subprocess.STDOUT
@@ -295,15 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = commands.add_parser("drive", help="(on the operator's host)")
     operator.add_argument("--root", type=Path, required=True)
     operator.add_argument("--network", required=True, help="the network as JSON")
-    writer = commands.add_parser("write", help="(on a client host)")
-    writer.add_argument("--servers", required=True)
-    writer.add_argument("--name", required=True)
-    writer.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "write":
-        servers = parse_servers(args.servers)
-        asyncio.run(_write(servers, args.name, args.senders, args.rate, args.out))
-        return 0
     if args.command == "drive":
         network = Network.from_json(args.network)
         report = drive(args.root, network, args)

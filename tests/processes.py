@@ -139,6 +139,7 @@ class NodeProcess:
     status_token: str = "tester"  # what status() asks with: a signed token where needed
     host: str = HOST  # the address it binds and advertises: its own on a host of tests/netns.py
     launcher: list[str] = field(default_factory=list)  # runs the command: `ip netns exec NS`
+    program: list[str] | None = None  # the meshchat it runs, when not this one (an older)
 
     @property
     def http_url(self) -> str:
@@ -156,7 +157,7 @@ class NodeProcess:
     def command(self) -> list[str]:
         command = [
             *self.launcher,
-            *meshchat_command(),
+            *(self.program or meshchat_command()),
             "node",
             "--id",
             self.node_id,

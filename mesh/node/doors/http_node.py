@@ -23,6 +23,7 @@ from litestar.response import Stream
 from mesh.node.backup import BackupError, snapshot
 from mesh.node.doors.drain import DRAIN_OVER_MAX_S
 from mesh.node.doors.http_common import (
+    BAD_REQUEST,
     FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
@@ -128,7 +129,7 @@ def node_routes() -> list[HTTPRouteHandler]:
         summary="Hand this node's client sessions to other nodes and take no new ones",
         tags=["operations"],
         status_code=200,
-        responses={**UNAUTHORIZED, **FORBIDDEN},
+        responses={**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN},
     )
     readiness = get(
         "/v1/ready",
