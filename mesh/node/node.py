@@ -57,6 +57,10 @@ from router.events import PeerMessage, Tick
 from router.wire import RouterMessage
 
 log = logging.getLogger(__name__)
+# Connections the kernel queues before the node accepts them: the clients of a stopped
+# node arrive together, and a full queue drops their SYNs into the kernel's 1-3-7 s retry
+# steps (asyncio's default is 100). Capped by net.core.somaxconn (4096 by default).
+CLIENT_ACCEPT_BACKLOG = 4096
 
 # Log the first rejected peer frames one by one, then only every Nth, so a flood of
 # garbage cannot flood the log as well.
@@ -203,6 +207,7 @@ class Node:
                 self.gateway.serve_connection,
                 config.bind_host,
                 config.client_port,
+                backlog=CLIENT_ACCEPT_BACKLOG,
                 **(self.client_tls.server_options() if self.client_tls else {}),
             )
         except BaseException as error:
