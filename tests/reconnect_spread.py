@@ -25,8 +25,13 @@ from tests.processes import Cluster, NodeProcess, run_cli
 CONNECT_AT_ONCE = 50  # clients connecting together before the stop (a node's accept queue)
 
 
-async def _arrivals(
-    nodes: list[NodeProcess], clients: int, spread_s: float, keepalive_s: float, drain_s: float
+async def _arrivals(  # noqa: PLR0917 - the run's whole description
+    nodes: list[NodeProcess],
+    clients: int,
+    spread_s: float,
+    keepalive_s: float,
+    drain_s: float,
+    backoff_max_s: float,
 ) -> list[float]:
     first, second = nodes
     servers = parse_servers(f"{first.client_address},{second.client_address}")
@@ -35,6 +40,7 @@ async def _arrivals(
         reconnect_spread_s=spread_s,
         keepalive_interval_s=keepalive_s,
         keepalive_timeout_s=2 * keepalive_s,
+        backoff_max_s=backoff_max_s,
     )
     fleet = [ChatClient(servers, token=f"u{i}", settings=settings) for i in range(clients)]
     for start in range(0, clients, CONNECT_AT_ONCE):
@@ -60,14 +66,22 @@ async def _arrivals(
 
 
 def measure(
-    root: Path, *, clients: int, spread_s: float, keepalive_s: float = 0.5, drain_s: float = 0.0
+    root: Path,
+    *,
+    clients: int,
+    spread_s: float,
+    keepalive_s: float = 0.5,
+    drain_s: float = 0.0,
+    backoff_max_s: float = TEST_SETTINGS.backoff_max_s,
 ) -> dict[str, float]:
     """`keepalive_s`: how often each client pings; with thousands of clients in this one
     process, the tests' 0.5 s would be more pings than its loop can send."""
     cluster = Cluster(root)
     try:
         nodes = start_mesh(cluster, 2, http=bool(drain_s))
-        arrivals = asyncio.run(_arrivals(nodes, clients, spread_s, keepalive_s, drain_s))
+        arrivals = asyncio.run(
+            _arrivals(nodes, clients, spread_s, keepalive_s, drain_s, backoff_max_s)
+        )
     finally:
         cluster.close()
 
@@ -91,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spread", type=float, default=0.5, help="reconnect_spread_s")
     parser.add_argument("--keepalive", type=float, default=0.5, help="seconds between pings")
     parser.add_argument("--drain", type=float, default=0.0, help="drain n1 over S, not stop it")
+    parser.add_argument(
+        "--backoff-max",
+        type=float,
+        default=TEST_SETTINGS.backoff_max_s,
+        help="the clients' longest wait between attempts (the library's default: 5)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="meshchat-reconnect-") as root:
         figures = measure(
@@ -99,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             spread_s=args.spread,
             keepalive_s=args.keepalive,
             drain_s=args.drain,
+            backoff_max_s=args.backoff_max,
         )
     sys.stdout.write(json.dumps(figures) + "\n")
     return 0 if figures["reconnected"] == args.clients else 1
