@@ -106,7 +106,7 @@ from router.replica import Replica
 from router.role_context import RoleContext
 from router.room_states import RoomStates
 from router.stats import EngineStatistics
-from router.subscriptions import Subscriptions
+from router.subscriptions import RoomsPlaced, Subscriptions
 from router.user_rooms import UserRooms, ring_key
 from router.who import WhoIsThere
 from router.wire import (
@@ -569,11 +569,14 @@ class RoomEngine:
         members: Mapping[str, Health],
         now: float,
         incarnations: Mapping[str, int] = NO_INCARNATIONS,
+        before: RoomsPlaced | None = None,
     ) -> list[Effect]:
         """The membership view: every node not departed, and its health. Only alive
         nodes coordinate and take writes; a suspect one keeps its registrations and the
-        pushes owed to it (it may be only slow), a dead one loses them."""
-        before = self._subscriptions.placed()
+        pushes owed to it (it may be only slow), a dead one loses them. `before`: where
+        rooms were placed, when placement changed before the call (a join settled)."""
+        if before is None:
+            before = self._subscriptions.placed()
         gone, returned = self._placement.update(members, now, incarnations)
         self._fan_out.forget(gone)
         changed = self._subscriptions.members_changed(before, gone, returned, now)
@@ -583,10 +586,13 @@ class RoomEngine:
         if self._last_tick is not None and now < self._last_tick:
             return []  # a stale tick: timers only move forward
         effects: list[Effect] = []
-        if self._placement.settle(now) or self._placement.peers_settled(now):
+        if self._placement.settle_due(now):
             # Rooms can be placed now, or a restarted peer coordinates its rooms again:
-            # register interest and catch up as for any change.
-            effects += self._members_changed(dict(self._placement.members), now)
+            # register interest and catch up as for any change, from where they were.
+            before = self._subscriptions.placed()
+            self._placement.settle(now)
+            self._placement.peers_settled(now)
+            effects += self._members_changed(dict(self._placement.members), now, before=before)
         ran_until = self._last_tick if self._last_tick is not None else now
         self._last_tick = self._clock.latest_now = now
         steps: list[Step] = []

@@ -11,6 +11,9 @@ from router.config import RouterConfig
 from router.events import Health
 from router.ring import HashRing
 
+# How much longer than its own join settle a started peer is passed over: it starts
+# settling when it first hears a peer, a heartbeat or so after that peer first hears it.
+PEER_SETTLE_MARGIN_S = 0.5
 # A view that says nothing of incarnations (a replay of the last one): no starts in it.
 NO_INCARNATIONS: Mapping[str, int] = MappingProxyType({})
 
@@ -47,6 +50,12 @@ class Placement:
             return None
         settled = [node for node in live if node not in self._settling_until]
         return (settled or live)[0]
+
+    def settle_due(self, now: float) -> bool:
+        """Would settle() or peers_settled() change placement now?"""
+        first = self._first_peer_at
+        joins = not self.joined and first is not None and now - first >= self._settle_s
+        return joins or any(now >= until for until in self._settling_until.values())
 
     def peers_settled(self, now: float) -> bool:
         """True when a started peer's settle has ended: it coordinates its rooms again."""
@@ -103,7 +112,8 @@ class Placement:
                 continue
             self._alive_incarnation[node] = incarnation
             if self.joined:  # while this node joins, every peer is new to it
-                self._settling_until[node] = now + self._settle_s
+                # With a margin: the peer starts its own settle when it first hears back.
+                self._settling_until[node] = now + self._settle_s + PEER_SETTLE_MARGIN_S
         for node in set(self._settling_until) - set(members):
             del self._settling_until[node]  # departed
         for node in set(self._alive_incarnation) - set(members):

@@ -12,8 +12,8 @@ every room through every node; the old writer reads every room back with its own
 """
 
 import argparse
+import fcntl
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.chaos import ChaosReport, _check, settled_copies
-from tests.processes import NODE_START_S, Cluster, NodeProcess, wait_for
+from tests.processes import Cluster, NodeProcess, wait_for
 from tests.rolling_restart import WHOLE_AGAIN_S, _whole
+from tests.writer_process import WriterPlan, WriterProcess
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The last commit before protocol 1.6 (room state): its nodes and clients speak 1.5.
 OLD_COMMIT = "afa2321439f929ff27ddec6bc3f4bcaf63e9a033"
 OLD_INSTALL_TIMEOUT_S = 900.0
-WRITER = Path(__file__).with_name("writer.py")
-WRITER_STOP_S = 30.0
 
 
 @dataclass
@@ -47,7 +46,8 @@ class UpgradeReport(ChaosReport):
 
 
 def old_meshchat(cache: Path) -> Path | str:
-    """The old version's `meshchat`, installed once under `cache`; or why it cannot be."""
+    """The old version's `meshchat`, installed once under `cache`; or, when this checkout
+    has not the commit, why not. An install that fails raises: that is a failure."""
     known = subprocess.run(
         ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{OLD_COMMIT}^{{commit}}"],
         capture_output=True,
@@ -56,6 +56,13 @@ def old_meshchat(cache: Path) -> Path | str:
     if known.returncode != 0:
         return f"commit {OLD_COMMIT[:12]} is not in this checkout's history (a shallow clone?)"
     home = cache / f"meshchat-{OLD_COMMIT[:12]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"meshchat-{OLD_COMMIT[:12]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one install at a time, whoever else runs this
+        return _install(home)
+
+
+def _install(home: Path) -> Path:
     program = home / "venv" / "bin" / "meshchat"
     if (home / ".installed").exists():
         return program
@@ -66,7 +73,7 @@ def old_meshchat(cache: Path) -> Path | str:
     )
     subprocess.run(["tar", "-x", "-C", str(home / "tree")], stdin=archive.stdout, check=True)
     if archive.wait() != 0:
-        return f"git archive {OLD_COMMIT[:12]} failed"
+        raise RuntimeError(f"git archive {OLD_COMMIT[:12]} failed")
     subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
     installed = subprocess.run(
         [str(home / "venv" / "bin" / "pip"), "install", "-q", str(home / "tree")],
@@ -76,30 +83,9 @@ def old_meshchat(cache: Path) -> Path | str:
         check=False,
     )
     if installed.returncode != 0:
-        return f"installing {OLD_COMMIT[:12]} failed: {installed.stderr[-500:]}"
+        raise RuntimeError(f"installing {OLD_COMMIT[:12]} failed: {installed.stderr[-2000:]}")
     (home / ".installed").touch()
     return program
-
-
-@dataclass
-class _Writer:
-    name: str
-    out: Path
-    process: subprocess.Popen[bytes]
-
-
-def _start_writer(  # noqa: PLR0917 - one writer's whole description
-    python: Path, name: str, nodes: list[NodeProcess], root: Path, senders: int, rate: float
-) -> _Writer:
-    out = root / f"{name}.json"
-    servers = ",".join(node.client_address for node in nodes)
-    command = [str(python), "-I", str(WRITER), "--servers", servers, "--name", name]
-    command += ["--senders", str(senders), "--rate", str(rate), "--out", str(out)]
-    log = open(root / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    log.close()
-    wait_for(lambda: out.with_suffix(".ready").exists(), NODE_START_S, lambda: f"{name} ready")
-    return _Writer(name, out, process)
 
 
 def _upgrade_each(nodes: list[NodeProcess], report: UpgradeReport, steady_s: float) -> None:
@@ -116,7 +102,7 @@ def _upgrade_each(nodes: list[NodeProcess], report: UpgradeReport, steady_s: flo
 
 
 def _collect(
-    writers: list[_Writer], report: UpgradeReport, upgraded_at: float
+    writers: list[WriterProcess], report: UpgradeReport, upgraded_at: float
 ) -> dict[tuple[str, str], tuple[int, str]]:
     """Stop the writers and count what they did; returns every acknowledged send."""
     acked: dict[tuple[str, str], tuple[int, str]] = {}
@@ -124,9 +110,7 @@ def _collect(
     read_by_old: set[str] = set()
     old_read_at = 0.0
     for writer in writers:
-        writer.process.send_signal(signal.SIGTERM)
-        writer.process.wait(timeout=WRITER_STOP_S)
-        result = json.loads(writer.out.read_text())
+        result = writer.stop()
         report.by_writer[writer.name] = {k: result[k] for k in ("sent", "acknowledged", "failed")}
         report.sent += result["sent"]
         report.acknowledged += result["acknowledged"]
@@ -151,12 +135,14 @@ def run_mixed_upgrade(
 ) -> UpgradeReport:
     report = UpgradeReport()
     cluster = Cluster(root)
-    writers: list[_Writer] = []
+    writers: list[WriterProcess] = []
     try:
         nodes = _start_old_mesh(cluster, old)
         old_python = old.with_name("python")
         for python, name in ((old_python, "old"), (Path(sys.executable), "new")):
-            writers.append(_start_writer(python, name, nodes, root, senders, rate))
+            servers = ",".join(node.client_address for node in nodes)
+            plan = WriterPlan(senders, rate)
+            writers.append(WriterProcess.start(name, servers, plan, root, python=str(python)))
         _upgrade_each(nodes, report, steady_s)
         upgraded_at = time.time()
         time.sleep(steady_s)  # and through the new mesh
@@ -165,9 +151,7 @@ def run_mixed_upgrade(
         _check(copies, acked, report)
     finally:
         for writer in writers:
-            if writer.process.poll() is None:
-                writer.process.kill()
-                writer.process.wait()
+            writer.kill()
         cluster.close()
     return report
 

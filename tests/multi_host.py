@@ -33,15 +33,14 @@ from pathlib import Path
 
 from tests.chaos import ChaosReport, _check, settled_copies
 from tests.netns import Network
-from tests.processes import NODE_START_S, OWN_HOST_PORTS, Cluster, NodeProcess, wait_for
+from tests.processes import OWN_HOST_PORTS, Cluster, NodeProcess, wait_for
 from tests.rolling_restart import WHOLE_AGAIN_S, _whole
+from tests.writer_process import WriterPlan, WriterProcess
 
 NODES_ON = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "b"}
 WRITER_HOSTS = {"clients-a": "a", "clients-b": "b"}
 OPERATOR_HOST = "operator"
 DRIVE_TIMEOUT_S = 300.0
-# A writer stops after its send in flight, which may wait out one failover.
-WRITER_STOP_S = 30.0
 
 
 @dataclass
@@ -60,17 +59,17 @@ class MultiHostReport(ChaosReport):
         }
 
 
-def make_network(prefix: str) -> Network:
-    network = Network(prefix).create()
+def make_network(network: Network) -> None:
+    network.create()
     for host, switch in {**NODES_ON, **WRITER_HOSTS, OPERATOR_HOST: "b"}.items():
         network.add_host(host, switch)
-    return network
 
 
 def run_multi_host(root: Path, plan: argparse.Namespace) -> MultiHostReport:
     """Make the network, run the operator on its host, remove the network."""
-    network = make_network(f"mc{os.getpid()}")
+    network = Network(f"mc{os.getpid()}")
     try:
+        make_network(network)  # inside: what a failure halfway made is removed too
         drive = [sys.executable, "-m", "tests.multi_host", *_plan_options(plan)]
         drive += ["drive", "--root", str(root), "--network", network.to_json()]
         done = subprocess.run(
@@ -104,42 +103,25 @@ def _plan_options(plan: argparse.Namespace) -> list[str]:
 # -- the writers: one process per client host ---------------------------------------
 
 Acked = dict[tuple[str, str], tuple[int, str]]  # (sender, client msg id) -> (sequence, id)
-WRITER = Path(__file__).with_name("writer.py")
 
 
-@dataclass
-class _Writer:
-    host: str
-    out: Path
-    process: subprocess.Popen[bytes]
-
-    def stop(self, report: ChaosReport, acked: Acked) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=WRITER_STOP_S)
-        result = json.loads(self.out.read_text())
-        report.sent += result["sent"]
-        report.acknowledged += result["acknowledged"]
-        report.failed += result["failed"]
-        for sender, cmid, sequence, message_id, _ in result["acked"]:
-            acked[(sender, cmid)] = (sequence, message_id)
-
-
-def _start_writer(  # noqa: PLR0917 - one writer's whole description
-    network: Network, host: str, nodes: list[NodeProcess], root: Path, senders: int, rate: float
-) -> _Writer:
+def _start_writer(
+    network: Network, host: str, nodes: list[NodeProcess], root: Path, plan: WriterPlan
+) -> WriterProcess:
     # Its own side's nodes first: where a client of that site would connect.
     near = [n for n in nodes if NODES_ON[n.node_id] == network.switches[host]]
     servers = ",".join(n.client_address for n in near + [n for n in nodes if n not in near])
-    out = root / f"{host}.json"
-    command = [sys.executable, "-I", str(WRITER), "--servers", servers, "--name", host]
-    command += ["--senders", str(senders), "--rate", str(rate), "--out", str(out)]
-    log = open(root / f"{host}.log", "ab")  # noqa: SIM115 - the child owns it until it exits
-    process = subprocess.Popen(
-        [*network.launcher(host), *command], stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
-    wait_for(lambda: out.with_suffix(".ready").exists(), NODE_START_S, lambda: f"{host} ready")
-    return _Writer(host, out, process)
+    launcher = network.launcher(host)
+    return WriterProcess.start(host, servers, plan, root, python=sys.executable, launcher=launcher)
+
+
+def _stop_writer(writer: WriterProcess, report: ChaosReport, acked: Acked) -> None:
+    result = writer.stop()
+    report.sent += result["sent"]
+    report.acknowledged += result["acknowledged"]
+    report.failed += result["failed"]
+    for sender, cmid, sequence, message_id, _ in result["acked"]:
+        acked[(sender, cmid)] = (sequence, message_id)
 
 
 # -- the operator -------------------------------------------------------------------
@@ -217,26 +199,24 @@ def drive(root: Path, network: Network, plan: argparse.Namespace) -> MultiHostRe
     hold_s, senders, rate = plan.hold, plan.senders, plan.rate
     report, acked = MultiHostReport(), Acked()
     cluster = Cluster(root)
-    writers: list[_Writer] = []
+    writers: list[WriterProcess] = []
     proxies: list[subprocess.Popen[bytes]] = []
     try:
         nodes = _start_nodes(cluster, network, plan.latency, proxies)
         for host in WRITER_HOSTS:
-            writers.append(_start_writer(network, host, nodes, root, senders, rate))
+            writers.append(_start_writer(network, host, nodes, root, WriterPlan(senders, rate)))
         time.sleep(hold_s)  # steady sends before the first fault
         _faults(cluster, network, nodes, hold_s, report)
         time.sleep(hold_s)
         for writer in writers:
-            writer.stop(report, acked)
+            _stop_writer(writer, report, acked)
         began = time.monotonic()
         copies = settled_copies(nodes, timeout_s=WHOLE_AGAIN_S)
         report.converged_s = time.monotonic() - began
         _check(copies, acked, report)
     finally:
         for writer in writers:
-            if writer.process.poll() is None:
-                writer.process.kill()
-                writer.process.wait()
+            writer.kill()
         cluster.close()
         for proxy in proxies:
             proxy.kill()

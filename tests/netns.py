@@ -75,8 +75,9 @@ class Network:
         namespace = self.namespace(name)
         _ip("netns", "add", namespace)
         self.hosts[name], self.switches[name] = address, switch
-        _ip("link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", f"p-{name}")
-        _ip("link", "set", f"p-{name}", "netns", self.switch)
+        # Both ends made in their own namespaces: nothing is named in the caller's.
+        peer = ("peer", "name", f"p-{name}", "netns", self.switch)
+        _ip("link", "add", "eth0", "netns", namespace, "type", "veth", *peer)
         _ip("-n", self.switch, "link", "set", f"p-{name}", "master", f"br-{switch}", "up")
         _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
         _ip("-n", namespace, "link", "set", "eth0", "up")

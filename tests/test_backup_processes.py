@@ -1,7 +1,7 @@
 """`meshchat backup` of a node while it takes writes, and `meshchat restore` of that copy
 into an emptied data dir: a node started on it serves the copy's history, rejoins, and
-its peers bring it what was written after the copy. Only an operator's
-token may take a copy."""
+its peers bring it what was written after the copy. Only an operator's token may take a
+copy, or drain the node."""
 
 import sqlite3
 import time
@@ -99,6 +99,9 @@ def test_only_a_token_that_names_operate_takes_a_copy(cluster: Cluster, tmp_path
     assert not copy.exists()
     nobody = run_cli("backup", "--server", server, "--token", "ann", "--out", str(copy))
     assert nobody.returncode == 1 and "unauthorized" in nobody.stderr, nobody.stderr
+
+    not_drained = run_cli("drain", "--server", server, "--token", user, "--over", "0")
+    assert not_drained.returncode == 1 and "forbidden" in not_drained.stderr, not_drained.stderr
 
     taken = run_cli("backup", "--server", server, "--token", operator, "--out", str(copy))
     assert taken.returncode == 0, taken.stderr

@@ -126,7 +126,7 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
                 states = [m["state"] for m in members]
                 return document if states == ["alive"] * 3 else None
 
-            document = wait_for(all_alive, 10.0, lambda: "mesh never converged")
+            document = wait_for(all_alive, 30.0, lambda: "mesh never converged")
             incarnations.append({m["id"]: m["incarnation"] for m in document["members"]})  # type: ignore[attr-defined]
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=10.0) == 0

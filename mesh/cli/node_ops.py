@@ -29,6 +29,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 COPY_CHUNK_BYTES = 1 << 20
 BACKUP_TIMEOUT_S = 600.0  # a large database takes a while to copy and to send
+DRAIN_ANSWER_MARGIN_S = 60.0  # past the drain's window: its sessions' last goodbyes
 
 
 def add_node_ops_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -79,12 +80,12 @@ def _add_http_options(parser: argparse.ArgumentParser) -> None:
     add_tls_client_options(parser)
 
 
-def _connection(args: argparse.Namespace) -> http.client.HTTPConnection:
+def _connection(args: argparse.Namespace, timeout_s: float) -> http.client.HTTPConnection:
     (host, port), *_ = parse_servers(args.server)
     context = tls_client_context(args)
     if context is None:
-        return http.client.HTTPConnection(host, port, timeout=args.timeout)
-    return http.client.HTTPSConnection(host, port, timeout=args.timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=timeout_s)
+    return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context)
 
 
 def _authorization(args: argparse.Namespace) -> dict[str, str]:
@@ -92,14 +93,15 @@ def _authorization(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_drain(args: argparse.Namespace) -> int:
-    connection = _connection(args)
+    # The node answers once the window is over and its sessions are gone.
+    connection = _connection(args, max(args.timeout, args.over + DRAIN_ANSWER_MARGIN_S))
     try:
         path = f"/v1/node/drain?over={args.over}"
         connection.request("POST", path, headers=_authorization(args))
         response = connection.getresponse()
         body = response.read()
-    except OSError as error:
-        return _say("drain", f"no answer from {args.server}: {error}", EXIT_UNAVAILABLE)
+    except (OSError, http.client.HTTPException) as error:
+        return _say("drain", f"no whole answer from {args.server}: {error!r}", EXIT_UNAVAILABLE)
     finally:
         connection.close()
     if response.status != 200:
@@ -114,7 +116,7 @@ def run_drain(args: argparse.Namespace) -> int:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    connection = _connection(args)
+    connection = _connection(args, args.timeout)
     partial = args.out.with_name(args.out.name + ".partial")
     try:
         connection.request("GET", "/v1/node/backup", headers=_authorization(args))
@@ -125,9 +127,9 @@ def run_backup(args: argparse.Namespace) -> int:
             shutil.copyfileobj(response, file, COPY_CHUNK_BYTES)
             file.flush()
             os.fsync(file.fileno())
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
         partial.unlink(missing_ok=True)
-        return _say("backup", f"no answer from {args.server}: {error}", EXIT_UNAVAILABLE)
+        return _say("backup", f"no whole answer from {args.server}: {error!r}", EXIT_UNAVAILABLE)
     finally:
         connection.close()
     try:
@@ -136,6 +138,7 @@ def run_backup(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
         return _say("backup", f"the copy received does not check: {error}", EXIT_UNAVAILABLE)
     os.replace(partial, args.out)
+    _sync_directory(args.out.resolve().parent)
     sys.stdout.write(f"{args.out}: {_described(summary)}\n")
     return 0
 
@@ -147,6 +150,14 @@ def run_restore(args: argparse.Namespace) -> int:
         return _say("restore", str(error), EXIT_USAGE)
     sys.stdout.write(f"{args.data}: restored {_described(summary)}; start the node on it\n")
     return 0
+
+
+def _sync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename is on disk before the command says it is done
+    finally:
+        os.close(directory)
 
 
 def _described(summary: BackupSummary) -> str:

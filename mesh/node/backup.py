@@ -7,6 +7,7 @@ schema this code knows, so that a damaged or foreign file is refused with its re
 instead of being served from.
 """
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -41,9 +42,10 @@ def snapshot(data_dir: Path) -> Path:
     database = data_dir / DATABASE_FILE
     folder = data_dir / BACKUP_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
-    for stale in folder.glob("*.sqlite3"):  # left by a node stopped while sending one
-        if time.time() - stale.stat().st_mtime > STALE_BACKUP_S:
-            stale.unlink(missing_ok=True)
+    for stale in folder.glob("*.sqlite3"):  # left by a node stopped while making one
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - stale.stat().st_mtime > STALE_BACKUP_S:
+                stale.unlink()
     handle, name = tempfile.mkstemp(prefix="backup-", suffix=".sqlite3", dir=folder)
     os.close(handle)
     out = Path(name)
@@ -61,7 +63,11 @@ def snapshot(data_dir: Path) -> Path:
     except sqlite3.Error as error:
         out.unlink(missing_ok=True)
         raise BackupError(f"could not copy {database}: {error}") from error
-    summarize(out)
+    try:
+        summarize(out)
+    except BackupError:
+        out.unlink(missing_ok=True)
+        raise
     return out
 
 

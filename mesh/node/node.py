@@ -263,12 +263,19 @@ class Node:
             self.admission,
             data_dir=config.data_dir,
             drain=partial(drain, self.gateway),
-            is_draining=lambda: self.gateway.draining,
+            not_ready=self._not_ready,
         )
         tls = None if self.client_tls is None else self.client_tls.context
         scheme = "http" if tls is None else "https"
         log.info("HTTP API on %s://%s:%d/v1", scheme, config.host, config.http_port)
         await serve_http(build_app(self.http_backend), listener, stop, tls)
+
+    def _not_ready(self) -> str | None:
+        if self.gateway.draining:
+            return "draining: it takes no new sessions"
+        if not self.engine.joined:
+            return "joining the mesh: it serves rooms once joined"
+        return None
 
     async def _close(self, server: asyncio.Server) -> None:
         """Close the doors, save the peer book, tell the peers, close storage."""

@@ -32,7 +32,8 @@ async def drain(gateway: Gateway, over_s: float) -> DrainOutcome:
     began = time.monotonic()
     gateway.draining = True
     sessions = sorted(gateway.sessions, key=lambda session: session.session_id)
-    steps = max(1, math.ceil(over_s / DRAIN_STEP_S))
+    # As many steps as fit the window, but no more than there are sessions to end.
+    steps = max(1, min(len(sessions), math.ceil(over_s / DRAIN_STEP_S)))
     per_step = max(1, math.ceil(len(sessions) / steps))
     for first in range(0, len(sessions), per_step):
         for session in sessions[first : first + per_step]:

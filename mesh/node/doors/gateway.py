@@ -262,6 +262,8 @@ class Gateway:
 
         writing.add_done_callback(stop_reading)
         self.sessions.add(session)
+        if self.draining:  # its handshake ended after the drain had begun
+            session.cut_off(DRAINING)
         try:
             try:
                 try:

@@ -178,7 +178,8 @@ class HttpBackend:
     errors_by_code: collections.Counter[str] = field(default_factory=collections.Counter)
     data_dir: Path | None = None  # where backups are copied to; None: none are made
     drain: Callable[[float], Awaitable[DrainOutcome]] | None = None  # over so many seconds
-    is_draining: Callable[[], bool] = lambda: False
+    # Why the node takes no client sessions now (joining, draining); None: it does.
+    not_ready: Callable[[], str | None] = lambda: None
 
 
 def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:

@@ -9,9 +9,9 @@ on a node that checks tokens, a token whose `ops` name `operate`
 
 import asyncio
 import datetime
+import os
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -38,6 +38,9 @@ SQLITE_MEDIA_TYPE = "application/vnd.sqlite3"
 CHUNK_BYTES = 1 << 20
 # One copy made at a time: each is a full read of the database.
 _one_at_a_time = asyncio.Lock()
+# Copies being sent at once, each a database's size on the node's disk until it is sent.
+BACKUPS_IN_FLIGHT_MAX = 2
+_copies_sent = [0]
 
 
 class DrainOut(msgspec.Struct, frozen=True):
@@ -76,8 +79,7 @@ async def drain_node(
 
 async def ready(request: Request[Any, Any, Any]) -> Response[ReadyOut]:
     backend = backend_of(request)
-    if backend.is_draining():
-        reason = "draining: it takes no new sessions"
+    if (reason := backend.not_ready()) is not None:
         return Response(ReadyOut(False, backend.node_id, reason), status_code=503)
     return Response(ReadyOut(True, backend.node_id))
 
@@ -86,28 +88,39 @@ async def backup(request: Request[Any, Any, Any]) -> Stream:
     backend = _require_operator(request, "a backup")
     if backend.data_dir is None:
         raise ApiError(ErrorCode.UNAVAILABLE, "this node makes no backups")
+    if _copies_sent[0] >= BACKUPS_IN_FLIGHT_MAX:
+        raise ApiError(ErrorCode.UNAVAILABLE, "a backup is being sent already; retry later")
     try:
         async with _one_at_a_time:
             path = await asyncio.to_thread(snapshot, backend.data_dir)
     except BackupError as error:
         raise ApiError(ErrorCode.UNAVAILABLE, str(error)) from error
+    # Opened, then unlinked at once: the copy's space is freed when the file is closed,
+    # however the sending ends (sent, the client gone, the response never started).
+    file = open(path, "rb")  # noqa: SIM115 - closed by _chunks_of, or with the object
+    path.unlink()
+    size = os.fstat(file.fileno()).st_size
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"meshchat-{backend.node_id}-{stamp}.sqlite3"
     return Stream(
-        _chunks_of(path),
+        _chunks_of(file),
         media_type=SQLITE_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Length": str(size),
+        },
     )
 
 
-async def _chunks_of(path: Path) -> AsyncIterator[bytes]:
-    """The copy, read off the loop's thread; removed once sent (or the client is gone)."""
+async def _chunks_of(file: BinaryIO) -> AsyncIterator[bytes]:
+    """The copy, read off the loop's thread."""
+    _copies_sent[0] += 1
     try:
-        with open(path, "rb") as file:
-            while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
-                yield chunk
+        while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
+            yield chunk
     finally:
-        path.unlink(missing_ok=True)
+        _copies_sent[0] -= 1
+        file.close()
 
 
 def node_routes() -> list[HTTPRouteHandler]:
@@ -136,6 +149,8 @@ def node_routes() -> list[HTTPRouteHandler]:
         summary="Whether the node takes new client sessions, for load balancers",
         tags=["operations"],
         security=[{}],
-        responses={503: ResponseSpec(ReadyOut, description="Draining: not taking sessions.")},
+        responses={
+            503: ResponseSpec(ReadyOut, description="Joining or draining: not serving clients.")
+        },
     )
     return [route(backup), draining(drain_node), readiness(ready)]
