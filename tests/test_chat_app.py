@@ -96,6 +96,41 @@ def test_join_send_receive_and_unread_counts(node: NodeProcess) -> None:
     run_async(scenario())
 
 
+def test_a_bad_join_or_leave_changes_nothing_and_survives_a_restart(
+    cluster: Cluster, node: NodeProcess
+) -> None:
+    """`/join bad room!` is an error line, never a tab; a join the node refuses leaves no
+    tab; `/leave nosuchroom` says so; after the node restarts the tool serves its rooms."""
+
+    async def scenario() -> None:
+        app = app_for(node, ["lobby"])
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: joined(app, "lobby"), what="joined")
+            await type_line(pilot, "/join bad room!")
+            await until(pilot, lambda: "not a room name: 'bad room!'" in app.shown_text)
+            await type_line(pilot, "/join " + "x" * 65)  # one past the longest name
+            await until(pilot, lambda: "not a room name" in app.shown_text.split("bad room!")[-1])
+            await type_line(pilot, "/leave nosuchroom")
+            await until(pilot, lambda: "you are not in nosuchroom" in app.shown_text)
+            assert list(app.state.rooms) == ["lobby"] and app.state.current == "lobby"
+            node.stop()
+            node.start()
+            await until(pilot, lambda: app.client.connected, timeout_s=30.0, what="reconnect")
+            await type_line(pilot, "after the restart")
+            await until(pilot, lambda: "after the restart" in app.shown_text)
+            async with client_for(node, user="bob") as bob:
+                for _ in range(100):  # bounded: about 10 s
+                    page = await bob.history("lobby", limit=5)
+                    if any(m.body == "after the restart" for m in page.messages):
+                        break
+                    await pilot.pause(0.1)
+                else:
+                    raise AssertionError("the line sent after the restart never arrived")
+            assert list(app.state.rooms) == ["lobby"]
+
+    run_async(scenario(), timeout_s=90.0)
+
+
 def test_scrolling_to_the_top_loads_older_pages_without_jumping(node: NodeProcess) -> None:
     async def scenario() -> None:
         async with client_for(node, user="bob") as bob:

@@ -36,7 +36,14 @@ from mesh.wire.protocol import (
 from tools.chat_moderation import MODERATION_COMMANDS, describe, parse_moderation
 from tools.chat_read_marks import ReadMarking
 from tools.chat_render import room_label, room_text
-from tools.chat_state import ACTION_PREFIX, COMMANDS, KEYS_HELP, ChatState, parse_command
+from tools.chat_state import (
+    ACTION_PREFIX,
+    COMMANDS,
+    KEYS_HELP,
+    ChatState,
+    parse_command,
+    room_name_problem,
+)
 
 HISTORY_PAGE = 50
 # The least time between two typing notices for one room.
@@ -207,14 +214,17 @@ class ChatApp(App[None]):
                         self.state.notice(None, f"connected to {node}; resumed", now_ms())
                     self._refresh_all()
 
-    async def _join(self, room: str) -> None:
+    async def _join(self, room: str, *, new: bool = True) -> None:
+        """`new`: the tab was opened for this join, and goes again if the join fails."""
         self.state.open_room(room)
         self._refresh_all()
         try:
             members = await self.client.join(room)
             page = await self.client.history(room, limit=HISTORY_PAGE)
         except (NodeError, TimeoutError) as error:
-            self.state.notice(room, f"could not join {room}: {error}", now_ms())
+            if new:  # a failed join changes nothing: no tab is left behind
+                self.state.close_room(room)
+            self.state.notice(None if new else room, f"could not join {room}: {error}", now_ms())
             self._refresh_all()
             return
         self.state.set_members(room, members)
@@ -370,14 +380,19 @@ class ChatApp(App[None]):
     def _command(self, name: str, argument: str, text: str) -> None:
         room = self.state.current
         match name:
+            case "join" if argument and (problem := room_name_problem(argument)):
+                self.state.notice(None, problem, now_ms())  # nothing is sent, no tab made
             case "join" if argument:
+                new = argument not in self.state.rooms
                 self.state.leave_view()
                 self.state.open_room(argument)
                 self.state.switch_to(argument)
-                self.run_worker(self._join(argument), exit_on_error=False)
+                self.run_worker(self._join(argument, new=new), exit_on_error=False)
             case "leave":
                 target = argument or room
-                if target:
+                if target and target not in self.state.rooms:
+                    self.state.notice(None, f"you are not in {terminal_safe(target)}", now_ms())
+                elif target:
                     self.run_worker(self._leave(target), exit_on_error=False)
             case "me" if argument:
                 self._post(ACTION_PREFIX + argument)

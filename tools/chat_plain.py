@@ -24,7 +24,7 @@ from mesh.wire.protocol import (
 )
 from tools.chat_moderation import describe
 from tools.chat_render import clock
-from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command
+from tools.chat_state import ACTION_PREFIX, COMMANDS, parse_command, room_name_problem
 
 BACKLOG_ON_JOIN = 20
 
@@ -92,6 +92,8 @@ class PlainChat:
         match command.name, command.argument:
             case "quit", _:
                 return False
+            case "join", room if room and (problem := room_name_problem(room)):
+                self.write(f"! {problem}")
             case "join", room if room:
                 await self._join(room)
             case "leave", room:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sortedcontainers import SortedDict
 
 from mesh.wire.display_text import terminal_safe
+from mesh.wire.names import ROOM_NAME_RULE, is_room_name
 from mesh.wire.protocol import Message, RelationEvent
 from router.room_view import UNREAD_COUNTED_MAX
 from tools.chat_moderation import MODERATION_COMMANDS
@@ -408,6 +409,13 @@ KEYS_HELP = "Tab completes; Up/Down recall; Ctrl-N/Ctrl-P or Alt-1..9 switch roo
 class Command:
     name: str
     argument: str
+
+
+def room_name_problem(name: str) -> str | None:
+    """Why `name` is not a room name, in a line for the screen; None when it is one."""
+    if is_room_name(name):
+        return None
+    return f"not a room name: {terminal_safe(name)!r} (a room name is {ROOM_NAME_RULE})"
 
 
 def parse_command(text: str) -> Command | None:
