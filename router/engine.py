@@ -99,14 +99,14 @@ from router.internal_events import (
 from router.limits import EPOCH_NUMBERS
 from router.message_ids import MessageId, is_message_id
 from router.node_clock import NodeClock
-from router.placement import NO_INCARNATIONS, Placement
+from router.placement import Placement
 from router.quorum_reads import QuorumReads
 from router.reads import ReplicaPage
 from router.replica import Replica
 from router.role_context import RoleContext
 from router.room_states import RoomStates
 from router.stats import EngineStatistics
-from router.subscriptions import RoomsPlaced, Subscriptions
+from router.subscriptions import Subscriptions
 from router.user_rooms import UserRooms, ring_key
 from router.who import WhoIsThere
 from router.wire import (
@@ -255,8 +255,8 @@ class RoomEngine:
                 return self._storage_done(effect, result, now)
             case Tick():
                 return self._tick(now)
-            case MembersChanged(members, incarnations):
-                return self._members_changed(members, now, incarnations)
+            case MembersChanged(members):
+                return self._members_changed(members, now)
         return self._client_request(event, now)
 
     def _client_request(self, event: Event, now: float) -> list[Effect]:
@@ -564,20 +564,12 @@ class RoomEngine:
 
     # ---- the membership view and time ----
 
-    def _members_changed(
-        self,
-        members: Mapping[str, Health],
-        now: float,
-        incarnations: Mapping[str, int] = NO_INCARNATIONS,
-        before: RoomsPlaced | None = None,
-    ) -> list[Effect]:
+    def _members_changed(self, members: Mapping[str, Health], now: float) -> list[Effect]:
         """The membership view: every node not departed, and its health. Only alive
         nodes coordinate and take writes; a suspect one keeps its registrations and the
-        pushes owed to it (it may be only slow), a dead one loses them. `before`: where
-        rooms were placed, when placement changed before the call (a join settled)."""
-        if before is None:
-            before = self._subscriptions.placed()
-        gone, returned = self._placement.update(members, now, incarnations)
+        pushes owed to it (it may be only slow), a dead one loses them."""
+        before = self._subscriptions.placed()
+        gone, returned = self._placement.update(members, now)
         self._fan_out.forget(gone)
         changed = self._subscriptions.members_changed(before, gone, returned, now)
         return self._run(_Role.OTHER, changed, now)
@@ -586,13 +578,9 @@ class RoomEngine:
         if self._last_tick is not None and now < self._last_tick:
             return []  # a stale tick: timers only move forward
         effects: list[Effect] = []
-        if self._placement.settle_due(now):
-            # Rooms can be placed now, or a restarted peer coordinates its rooms again:
-            # register interest and catch up as for any change, from where they were.
-            before = self._subscriptions.placed()
-            self._placement.settle(now)
-            self._placement.peers_settled(now)
-            effects += self._members_changed(dict(self._placement.members), now, before=before)
+        if self._placement.settle(now):
+            # Rooms can be placed now: register interest and catch up as for any change.
+            effects += self._members_changed(dict(self._placement.members), now)
         ran_until = self._last_tick if self._last_tick is not None else now
         self._last_tick = self._clock.latest_now = now
         steps: list[Step] = []

@@ -224,11 +224,9 @@ class PeerMessage(msgspec.Struct, frozen=True):
 
 
 class MembersChanged(msgspec.Struct, frozen=True):
-    """The membership view: every node not departed, its health and its incarnation (a
-    node's incarnation grows at each start)."""
+    """The membership view: every node not departed, and its health."""
 
     members: Mapping[str, Health]
-    incarnations: Mapping[str, int] = {}
 
 
 class Tick(msgspec.Struct, frozen=True):

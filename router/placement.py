@@ -5,17 +5,10 @@ alone changes it, when the membership view does.
 """
 
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from router.config import RouterConfig
 from router.events import Health
 from router.ring import HashRing
-
-# How much longer than its own join settle a started peer is passed over: it starts
-# settling when it first hears a peer, a heartbeat or so after that peer first hears it.
-PEER_SETTLE_MARGIN_S = 0.5
-# A view that says nothing of incarnations (a replay of the last one): no starts in it.
-NO_INCARNATIONS: Mapping[str, int] = MappingProxyType({})
 
 
 class Placement:
@@ -31,12 +24,6 @@ class Placement:
         self.joined = alone
         self._first_peer_at: float | None = None
         self.members: dict[str, Health] = {}  # the latest view, for the join to replay
-        # A peer that has just started (a new incarnation, or a node new to the mesh)
-        # serves rooms only after its own join settle: until then, by this node's clock,
-        # it is passed over as coordinator. A peer back from a pause or a partition kept
-        # its incarnation and its rooms, and coordinates again at once.
-        self._alive_incarnation: dict[str, int] = {}
-        self._settling_until: dict[str, float] = {}
 
     def preference_list(self, room: str) -> list[str]:
         return self.ring.preference_list(room, self._replicas)
@@ -46,23 +33,7 @@ class Placement:
 
     def coordinator(self, room: str) -> str | None:
         live = self.live_replicas(room)
-        if not live or not self.joined:
-            return None
-        settled = [node for node in live if node not in self._settling_until]
-        return (settled or live)[0]
-
-    def settle_due(self, now: float) -> bool:
-        """Would settle() or peers_settled() change placement now?"""
-        first = self._first_peer_at
-        joins = not self.joined and first is not None and now - first >= self._settle_s
-        return joins or any(now >= until for until in self._settling_until.values())
-
-    def peers_settled(self, now: float) -> bool:
-        """True when a started peer's settle has ended: it coordinates its rooms again."""
-        ended = [node for node, until in self._settling_until.items() if now >= until]
-        for node in ended:
-            del self._settling_until[node]
-        return bool(ended)
+        return live[0] if live and self.joined else None
 
     def why_no_replica(self) -> str:
         if not self.joined:
@@ -73,16 +44,9 @@ class Placement:
         """Set once the shell knows whether the node has seeds or remembered peers."""
         self.joined = self.joined or not expected
 
-    def update(
-        self,
-        members: Mapping[str, Health],
-        now: float,
-        incarnations: Mapping[str, int] = NO_INCARNATIONS,
-    ) -> tuple[set[str], set[str]]:
-        """Take a new view: every node not departed, its health and (where given) its
-        incarnation. Returns the nodes no longer reachable, and those alive again (or for
-        the first time)."""
-        self._note_starts(members, now, incarnations)
+    def update(self, members: Mapping[str, Health], now: float) -> tuple[set[str], set[str]]:
+        """Take a new view: every node not departed, and its health. Returns the nodes
+        no longer reachable, and those alive again (or for the first time)."""
         for node in self.ring.nodes - set(members) - {self.node_id}:
             self.ring.remove(node)
         for node in members:
@@ -100,24 +64,6 @@ class Placement:
         self.alive, self.reachable = alive, reachable | {self.node_id}
         assert self.alive <= self.reachable and self.node_id in self.ring.nodes
         return gone, returned
-
-    def _note_starts(
-        self, members: Mapping[str, Health], now: float, incarnations: Mapping[str, int]
-    ) -> None:
-        for node, incarnation in incarnations.items():
-            if node == self.node_id or members.get(node) != "alive":
-                continue
-            before = self._alive_incarnation.get(node)
-            if before is not None and incarnation <= before:
-                continue
-            self._alive_incarnation[node] = incarnation
-            if self.joined:  # while this node joins, every peer is new to it
-                # With a margin: the peer starts its own settle when it first hears back.
-                self._settling_until[node] = now + self._settle_s + PEER_SETTLE_MARGIN_S
-        for node in set(self._settling_until) - set(members):
-            del self._settling_until[node]  # departed
-        for node in set(self._alive_incarnation) - set(members):
-            del self._alive_incarnation[node]
 
     def settle(self, now: float) -> bool:
         """True once, when the join completes: rooms can be placed from then on."""

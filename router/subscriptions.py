@@ -139,12 +139,10 @@ class Subscriptions:
                 steps.append(RegisterHere(room))
             else:
                 steps.append(SendPeer(node, Interest(request_id, rooms=[room])))
-        # The coordinator's ack: a replica that has just started is not it yet.
-        coordinator = self._placement.coordinator(room) or live[0]
-        if coordinator == self._placement.node_id:
+        if live[0] == self._placement.node_id:
             local.registration = local.awaiting = None
             return steps + self._ready(local)
-        local.registration, local.awaiting = request_id, coordinator
+        local.registration, local.awaiting = request_id, live[0]
         local.deadline = now + self._config.read_timeout_s
         return steps
 

@@ -54,11 +54,7 @@ HEALTH: dict[MemberState, Health] = {
 
 def members_changed(views: Iterable[MemberView]) -> MembersChanged:
     """The membership view as the room engine takes it: every member not departed."""
-    placed = [view for view in views if view.state in HEALTH]
-    return MembersChanged(
-        {view.id: HEALTH[view.state] for view in placed},
-        {view.id: view.incarnation for view in placed},
-    )
+    return MembersChanged({view.id: HEALTH[view.state] for view in views if view.state in HEALTH})
 
 
 class Disk(Protocol):
