@@ -30,6 +30,12 @@ async def _moved_at(client: ChatClient, to: str, began: float, timeout_s: float)
     return time.monotonic() - began
 
 
+async def _acknowledged_past(report: ChaosReport, count: int, timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while report.acknowledged < count:
+            await asyncio.sleep(0.01)
+
+
 def test_a_drained_node_hands_its_clients_over_spread_and_loses_nothing(
     cluster: Cluster,
 ) -> None:
@@ -54,7 +60,7 @@ def test_a_drained_node_hands_its_clients_over_spread_and_loses_nothing(
             )
             for i, c in enumerate(clients)
         ]
-        await asyncio.sleep(0.5)
+        await _acknowledged_past(report, CLIENTS)  # sends flow through n1 before the drain
         began = time.monotonic()
         moves = [asyncio.create_task(_moved_at(c, "n2", began, 20.0)) for c in clients]
         drained = await asyncio.to_thread(
@@ -63,7 +69,7 @@ def test_a_drained_node_hands_its_clients_over_spread_and_loses_nothing(
         assert drained.returncode == 0, drained.stderr
         assert f"n1: {CLIENTS} sessions handed to other nodes" in drained.stdout, drained.stdout
         arrivals = await asyncio.gather(*moves)
-        await asyncio.sleep(0.5)  # sends go on through n2
+        await _acknowledged_past(report, report.acknowledged + CLIENTS)  # and through n2
         stop.set()
         await asyncio.gather(*sending)
         for client in clients:
