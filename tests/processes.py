@@ -23,6 +23,7 @@ from zmq.auth import load_certificate
 
 from mesh.client import runtime
 from mesh.client.status import fetch_status
+from mesh.local.launcher import plan_mesh
 from mesh.wire.protocol import StatusReply
 from peers.keys import create_key_pair
 
@@ -74,6 +75,35 @@ def free_ports(count: int) -> list[int]:
     if len(ports) < count:
         raise RuntimeError(f"no {count} free ports in {first}..{first + PORTS_PER_WORKER}")
     return ports
+
+
+# `meshchat up` bases lie below the slices free_ports hands out, so the ports of a local
+# mesh never collide with single test nodes of another worker.
+UP_BASE_FIRST = 14_000
+UP_BASE_LAST = 19_700
+UP_BASE_STEP = 10
+
+
+def free_base_port(nodes: int) -> int:
+    """A `meshchat up --base-port` whose client, peer and HTTP ports are all free now."""
+    span = (UP_BASE_LAST - UP_BASE_FIRST) // UP_BASE_STEP
+    start = os.getpid() % span  # runs side by side start apart
+    for step in range(span):
+        base = UP_BASE_FIRST + ((start + step) % span) * UP_BASE_STEP
+        planned = plan_mesh(nodes, base, Path("unused"), HOST)
+        ports = [p for n in planned for p in (n.client_port, n.peer_port, n.http_port) if p]
+        if all(_bindable(port) for port in ports):
+            return base
+    raise RuntimeError(f"no free base port in {UP_BASE_FIRST}..{UP_BASE_LAST}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def holds_for(

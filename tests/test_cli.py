@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import HOST, Cluster, free_ports, meshchat_command, run_cli, wait_for
+from tests.processes import (
+    HOST,
+    Cluster,
+    free_base_port,
+    free_ports,
+    meshchat_command,
+    run_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -85,9 +93,10 @@ def test_status_of_a_node_that_is_not_there_fails_clearly() -> None:
 
 
 def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path) -> None:
-    base_port = _free_port_block()
+    base_port = free_base_port(3)
     data = tmp_path / "mesh"
     incarnations = []
+    last_status = ["no answer yet"]
     for _ in range(2):
         up = subprocess.Popen(
             [
@@ -118,6 +127,7 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
 
             def all_alive() -> dict[str, object] | None:
                 result = run_cli("status", "--server", f"{HOST}:{base_port + 2}", "--json")
+                last_status[0] = f"exit {result.returncode}: {result.stdout}{result.stderr}"
                 if result.returncode != 0:
                     return None
                 document: dict[str, object] = json.loads(result.stdout)
@@ -126,7 +136,7 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
                 states = [m["state"] for m in members]
                 return document if states == ["alive"] * 3 else None
 
-            document = wait_for(all_alive, 30.0, lambda: "mesh never converged")
+            document = wait_for(all_alive, 30.0, lambda: f"mesh never converged; {last_status[0]}")
             incarnations.append({m["id"]: m["incarnation"] for m in document["members"]})  # type: ignore[attr-defined]
             up.send_signal(signal.SIGTERM)
             assert up.wait(timeout=10.0) == 0
@@ -139,22 +149,3 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
     assert all(incarnations[1][i] > incarnations[0][i] for i in ("n1", "n2", "n3"))
     # Node data dirs, and the key pairs and trusted directory `up` made once and reused.
     assert sorted(p.name for p in data.iterdir()) == ["keys", "n1", "n2", "n3", "trusted"]
-
-
-def _free_port_block() -> int:
-    """A base port whose clients (BASE..BASE+2) and peers (BASE+100..BASE+102) are free."""
-    for base in range(20000, 60000, 1000):
-        ports = [base + offset for offset in (0, 1, 2, 100, 101, 102)]
-        probes = []
-        try:
-            for port in ports:
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise AssertionError("no free block of ports")

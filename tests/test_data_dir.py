@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -33,6 +32,7 @@ from tests.processes import (
     HOST,
     Cluster,
     NodeProcess,
+    free_base_port,
     free_ports,
     meshchat_command,
     run_async,
@@ -47,11 +47,6 @@ EXIT_USAGE = 2
 EXIT_DATA_DIR_LOST = 4
 # A refused start imports the node and exits: seconds at most, even on a busy machine.
 REFUSAL_TIMEOUT_S = 15.0
-# `meshchat up` bases for these tests lie below the range free_ports hands out, so the
-# nine ports of a 3-node mesh never collide with single test nodes.
-UP_BASE_FIRST = 14_000
-UP_BASE_LAST = 19_700
-UP_BASE_STEP = 10
 
 
 def run_meshchat(arguments: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -130,28 +125,6 @@ def test_a_second_node_on_a_data_dir_exits_2_and_the_first_keeps_serving(
     # of suspicion on a busy machine would not).
     wait_for(lambda: cluster.states("n1") == seen_before, 20.0, cluster.describe)
     send_and_read(owner, first, body="after the second process")
-
-
-def free_base_port(nodes: int) -> int:
-    """A `meshchat up --base-port` whose client, peer and HTTP ports are all free now."""
-    span = (UP_BASE_LAST - UP_BASE_FIRST) // UP_BASE_STEP
-    start = UP_BASE_FIRST + (os.getpid() % span) * UP_BASE_STEP  # runs side by side differ
-    for step in range(span):
-        base = UP_BASE_FIRST + (start - UP_BASE_FIRST + step * UP_BASE_STEP) % (span * UP_BASE_STEP)
-        planned = plan_mesh(nodes, base, Path("unused"), HOST)
-        ports = [p for n in planned for p in (n.client_port, n.peer_port, n.http_port) if p]
-        if all(_bindable(port) for port in ports):
-            return base
-    raise RuntimeError(f"no free base port in {UP_BASE_FIRST}..{UP_BASE_LAST}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def test_a_second_up_on_a_data_root_exits_2_at_once_and_the_first_mesh_is_untouched(
