@@ -9,7 +9,7 @@ from collections import deque
 
 from router.effects import Acked, Complete, Outcome, Refused, SendPeer, Store, StoreHint
 from router.error_codes import ErrorCode
-from router.internal_events import Publish, Repair, Step
+from router.internal_events import Publish, Repair, StateAcknowledged, Step
 from router.limits import (
     BUSY_WAIT_S_MAX,
     BUSY_WAIT_S_MIN,
@@ -18,6 +18,7 @@ from router.limits import (
 )
 from router.records import RoomMessage
 from router.role_context import RoleContext
+from router.room_state import STATE_KINDS
 from router.wire import ForwardReply, Posted, Replicate
 from router.writes import LocalOrigin, Origin, SendRequest, Write, request_problem, same_event
 
@@ -229,11 +230,13 @@ class Coordinator:
         return steps
 
     def _settle(self, write: Write, outcome: Outcome) -> list[Step]:
+        steps: list[Step] = []
         if isinstance(outcome, Acked):
             self._stats.writes_acknowledged += 1
+            if outcome.message.kind in STATE_KINDS:
+                steps.append(StateAcknowledged(outcome.message))
         else:
             self._stats.writes_failed += 1
-        steps: list[Step] = []
         for origin in write.origins:
             steps += _answer(origin, outcome)
         return steps + self._publish_in_order(write.message.room)

@@ -93,6 +93,7 @@ from router.internal_events import (
     ReadWanted,
     RegisterHere,
     Repair,
+    StateAcknowledged,
     Step,
     WithdrawHere,
 )
@@ -165,6 +166,7 @@ INTERNAL_EVENTS = (
     AnnounceLate,
     DeliverHere,
     Repair,
+    StateAcknowledged,
     ReadWanted,
     ReadDone,
     RegisterHere,
@@ -337,6 +339,8 @@ class RoomEngine:
             case DeliverHere(event, caught_up):
                 delivered = self._subscriptions.deliver_here(event, caught_up=caught_up)
                 return self._run(_Role.OTHER, delivered, now)
+            case StateAcknowledged(message):
+                self._room_states.stored(message)
             case Repair(node, messages):
                 repaired = self._replica.repair(node, messages, now)
                 return self._run(_Role.REPLICA, repaired, now)

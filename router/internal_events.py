@@ -42,6 +42,14 @@ class Repair(msgspec.Struct, frozen=True):
     messages: tuple[RoomMessage, ...]
 
 
+class StateAcknowledged(msgspec.Struct, frozen=True):
+    """A room state event this node coordinated reached its write quorum (→ room states):
+    folded in at once, as the next write of the room may come before this node's own
+    copy is on disk (W copies may be made elsewhere first)."""
+
+    message: RoomMessage
+
+
 class AnnounceLate(msgspec.Struct, frozen=True):
     """A recent message reached this replica only by repair: have it pushed (→ fan-out)."""
 
@@ -106,6 +114,7 @@ InternalEvent = (
     | DeliverHere
     | Repair
     | AnnounceLate
+    | StateAcknowledged
     | ReadWanted
     | ReadDone
     | RegisterHere

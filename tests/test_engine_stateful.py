@@ -674,3 +674,54 @@ def test_a_stale_or_illegal_event_changes_nothing(name: str) -> None:
     follow_up(touched)
     follow_up(twin)
     assert touched.log == twin.log, first_difference(touched.log, twin.log)
+
+
+def test_an_acknowledged_state_event_counts_before_the_coordinators_own_copy_is_on_disk() -> None:
+    # W=2 copies may be made by two other replicas while the coordinator's own disk is
+    # slow: the room's owner, told "created", invites at once and must not be refused.
+    mesh = EngineMesh()
+    coordinator = mesh.engine("n1").coordinator("club")
+    assert coordinator is not None
+    gateway = next(node for node in NODE_IDS if node != coordinator)  # forwarded, as usual
+    created = _submit(mesh, gateway, SendRequest("club", "ann", "c1", "invite", "create"))
+    held = _drain_holding(mesh, coordinator, "c1")
+    assert isinstance(mesh.outcomes.get(created), Acked), mesh.outcomes.get(created)
+    assert held, "the coordinator's own copy was on disk first: nothing was tested"
+    invite = SendRequest("club", "ann", "i1", "", "invite", subject="bob")
+    invited = _submit(mesh, gateway, invite)
+    _drain_holding(mesh, coordinator, "c1")
+    assert isinstance(mesh.outcomes.get(invited), Acked), mesh.outcomes.get(invited)
+
+
+def _submit(mesh: EngineMesh, node_id: str, request: SendRequest) -> int:
+    ticket = next(mesh._tickets)
+    mesh.requests[ticket] = Request(node_id, mesh.nodes[node_id].incarnation, request)
+    mesh.handle(node_id, SendMessage(ticket, request))
+    return ticket
+
+
+def _drain_holding(mesh: EngineMesh, node_id: str, client_msg_id: str) -> bool:
+    """Drain everything but `node_id`'s store of that send; whether one was held."""
+    for _ in range(DRAIN_STEPS_MAX):
+        if mesh.flights:
+            mesh.deliver(0)
+            continue
+        for node in mesh.nodes.values():
+            ready = [
+                index
+                for index, effect in enumerate(node.pending)
+                if not (
+                    node.node_id == node_id
+                    and isinstance(effect, Store)
+                    and effect.message.client_msg_id == client_msg_id
+                )
+            ]
+            if ready:
+                mesh.complete(node.node_id, ready[0])
+                break
+        else:
+            return any(
+                isinstance(effect, Store) and effect.message.client_msg_id == client_msg_id
+                for effect in mesh.nodes[node_id].pending
+            )
+    raise AssertionError("still busy")
