@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.cli.exit_codes import EXIT_UNAUTHORIZED
 from mesh.node.doors.auth import issue_token
 from mesh.node.doors.token_scope import TokenScope
 from mesh.node.storage import DATABASE_FILE
@@ -98,7 +99,7 @@ def test_only_a_token_that_names_operate_takes_a_copy(cluster: Cluster, tmp_path
     assert refused.returncode == 1 and "forbidden" in refused.stderr, refused.stderr
     assert not copy.exists()
     nobody = run_cli("backup", "--server", server, "--token", "ann", "--out", str(copy))
-    assert nobody.returncode == 1 and "unauthorized" in nobody.stderr, nobody.stderr
+    assert nobody.returncode == EXIT_UNAUTHORIZED and "unauthorized" in nobody.stderr, nobody.stderr
 
     not_drained = run_cli("drain", "--server", server, "--token", user, "--over", "0")
     assert not_drained.returncode == 1 and "forbidden" in not_drained.stderr, not_drained.stderr

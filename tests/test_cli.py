@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.cli.exit_codes import EXIT_UNREACHABLE
 from tests.processes import (
     HOST,
     Cluster,
@@ -88,8 +89,9 @@ def test_status_prints_the_membership_as_json_and_as_a_table(cluster: Cluster) -
 def test_status_of_a_node_that_is_not_there_fails_clearly() -> None:
     (nowhere,) = free_ports(1)
     result = run_cli("status", "--server", f"{HOST}:{nowhere}", "--timeout", "1")
-    assert result.returncode == 3
-    assert result.stderr.startswith("meshchat status: no node answered")
+    assert result.returncode == EXIT_UNREACHABLE
+    assert result.stderr.startswith("meshchat status: no node could be reached")
+    assert f"{HOST}:{nowhere}: connection refused" in result.stderr
 
 
 def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path) -> None:
@@ -145,7 +147,8 @@ def test_up_starts_a_mesh_stops_it_on_sigterm_and_reuses_its_data(tmp_path: Path
                 up.kill()
                 up.wait()
     # Every node stopped with `up`, and the second run used the same data dirs.
-    assert run_cli("status", "--server", f"{HOST}:{base_port}", "--timeout", "1").returncode == 3
+    stopped = run_cli("status", "--server", f"{HOST}:{base_port}", "--timeout", "1")
+    assert stopped.returncode == EXIT_UNREACHABLE
     assert all(incarnations[1][i] > incarnations[0][i] for i in ("n1", "n2", "n3"))
     # Node data dirs, and the key pairs and trusted directory `up` made once and reused.
     assert sorted(p.name for p in data.iterdir()) == ["keys", "n1", "n2", "n3", "trusted"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from mesh.cli.exit_codes import EXIT_UNREACHABLE
 from mesh.client import runtime
 from mesh.client.chat_client import ChatClient
 from mesh.client.connection import NodeConnection, parse_servers
@@ -185,7 +186,7 @@ def test_send_history_status_and_chat_plain_work_with_the_ca_file(
     assert where.returncode == 0 and "coordinator n1" in where.stdout, where.stderr
     # Without TLS the same commands are refused: the port speaks nothing else.
     plain = run_cli("status", *server, "--timeout", "2")
-    assert plain.returncode == 3, plain.stderr
+    assert plain.returncode == EXIT_UNREACHABLE and "--tls" in plain.stderr, plain.stderr
 
 
 def test_curl_with_the_ca_reads_the_https_api(cluster: Cluster, ca: CertificateFiles) -> None:

@@ -208,6 +208,8 @@ class ChatApp(App[None]):
                     self._refresh_typing()
                 case ConnectionChanged(state=connection, node=node, reason=reason):
                     self.connection = connection
+                    if connection == "connected" and self.client.user:
+                        self.state.user = self.client.user  # a token's user, not a guess
                     if connection == "disconnected":
                         self.state.notice(None, f"lost {node}: {reason}; reconnecting", now_ms())
                     elif connection == "connected" and self.client.reconnects:

@@ -1,32 +1,17 @@
 """The chat commands of the `meshchat` command line: send, history, tail, chat."""
 
 import argparse
-import asyncio
-import collections
 import datetime
 import json
-import os
-import ssl
 import sys
-from pathlib import Path
 
+from mesh.cli.client_options import acting_user, add_client_options, open_client
+from mesh.cli.send_stream import send_stream
 from mesh.client import runtime
-from mesh.client.chat_client import ChatClient, ClientSettings
-from mesh.client.connection import NodeError, parse_servers
-from mesh.client.tls import client_context
+from mesh.client.connection import NodeError
 from mesh.wire.display_text import json_safe, terminal_safe
-from mesh.wire.names import ROOM_NAME_RULE, USER_NAME_RULE, is_room_name, is_user_name
+from mesh.wire.names import ROOM_NAME_RULE, is_room_name
 from mesh.wire.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
-
-# Sends from stdin in flight at once: enough to fill the node's commit batches.
-SEND_WINDOW = 512
-
-
-def user_name(text: str) -> str:
-    """An argparse type: a name the node would accept, refused here with the rule."""
-    if not is_user_name(text):
-        raise argparse.ArgumentTypeError(f"not a user name: {text!r} ({USER_NAME_RULE})")
-    return text
 
 
 def room_name(text: str) -> str:
@@ -39,7 +24,11 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     send = commands.add_parser("send", help="send a message, or each line of stdin with -")
     add_client_options(send)
     send.add_argument("room", type=room_name)
-    send.add_argument("text", help="the message, or - to send each line of stdin")
+    send.add_argument(
+        "text",
+        help="the message, or - to send each line of stdin as it arrives "
+        "(its id printed once acknowledged)",
+    )
 
     history = commands.add_parser("history", help="print a room's messages, oldest first")
     add_client_options(history)
@@ -53,7 +42,16 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     tail = commands.add_parser("tail", help="print a room's messages live, until interrupted")
     add_client_options(tail)
     tail.add_argument("room", type=room_name)
-    tail.add_argument("--since", metavar="ID", help="first every message after this id")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"first the room's last N messages (at most {HISTORY_LIMIT_MAX}; default %(default)s)",
+    )
+    start.add_argument("--since", metavar="ID", help="first every message after this id")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
 
     chat = commands.add_parser("chat", help="the terminal chat tool")
@@ -70,55 +68,6 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         "--plain",
         action="store_true",
         help="line mode: stdin lines are sent, messages printed one per line",
-    )
-
-
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="nodes to use, in order of preference",
-    )
-    parser.add_argument("--user", required=True, type=user_name, help="who you are")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("MESHCHAT_TOKEN"),
-        help="a signed token (default $MESHCHAT_TOKEN; without a cluster "
-        "secret the user name is enough)",
-    )
-    add_tls_client_options(parser)
-
-
-def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
-    """--tls and --ca-file, for every command that connects to a node's client port."""
-    ca_file = os.environ.get("MESHCHAT_CA_FILE") or None
-    parser.add_argument(
-        "--tls", action="store_true", help="connect with TLS, verifying the node's host name"
-    )
-    parser.add_argument(
-        "--ca-file",
-        type=Path,
-        default=None if ca_file is None else Path(ca_file),
-        metavar="FILE",
-        help="trust the nodes' certificates this CA signed (implies --tls; "
-        "default $MESHCHAT_CA_FILE, else the system's CAs)",
-    )
-
-
-def tls_client_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The client side of --tls / --ca-file: None for plaintext."""
-    if not args.tls and args.ca_file is None:
-        return None
-    return client_context(args.ca_file)
-
-
-def open_client(args: argparse.Namespace) -> ChatClient:
-    return ChatClient(
-        parse_servers(args.server),
-        token=args.token or args.user,
-        settings=ClientSettings(client_name=f"meshchat-{args.command}"),
-        ssl_context=tls_client_context(args),
     )
 
 
@@ -172,25 +121,17 @@ def format_message(message: Message, as_json: bool) -> str:
 
 async def run_send(args: argparse.Namespace) -> int:
     async with open_client(args) as client:
-        if args.text != "-":
-            sent = await client.send(args.room, args.text)
-            write_line(sent.id)
-            return 0
-        window: collections.deque[asyncio.Task[object]] = collections.deque()
-        try:
-            for line in sys.stdin:
-                text = line.rstrip("\n")
-                if not text:
-                    continue
-                window.append(asyncio.ensure_future(client.send(args.room, text)))
-                while len(window) >= SEND_WINDOW or (window and window[0].done()):
-                    write_line((await window.popleft()).id)  # type: ignore[attr-defined]
-            while window:
-                write_line((await window.popleft()).id)  # type: ignore[attr-defined]
-        finally:
-            for task in window:
-                task.cancel()
+        if args.text == "-":
+            return await send_stream(client, args.room, sys.stdin.fileno(), _write_id)
+        sent = await client.send(args.room, args.text)
+        write_line(sent.id)
     return 0
+
+
+def _write_id(message_id: str) -> None:
+    """Flushed at once: a reader of the pipe learns each line is stored when it is."""
+    write_line(message_id)
+    sys.stdout.flush()
 
 
 async def run_history(args: argparse.Namespace) -> int:
@@ -217,8 +158,17 @@ async def run_history(args: argparse.Namespace) -> int:
 
 
 async def run_tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise ValueError("-n must be 0 or more")
     async with open_client(args) as client:
-        await client.join(args.room, since=args.since)
+        since = args.since
+        if args.lines and since is None:  # the last N first, then everything after them
+            page = await client.history(args.room, limit=min(args.lines, HISTORY_LIMIT_MAX))
+            for message in page.messages:
+                write_line(format_message(message, args.json))
+            since = page.messages[-1].id if page.messages else None
+        sys.stdout.flush()
+        await client.join(args.room, since=since)
         async for event in client.events():
             if isinstance(event, MessageEvent):
                 write_line(format_message(event.message, args.json))
@@ -231,12 +181,17 @@ def run_chat(args: argparse.Namespace) -> int:
     if args.plain:
         from tools.chat_plain import run_plain  # noqa: PLC0415 - only the chat tool needs it
 
-        return runtime.run(run_plain(open_client(args), rooms))
+        return runtime.run(run_plain(open_client(args, fail_fast=False), rooms))
     from tools.chat_app import ChatApp  # noqa: PLC0415 - Textual loads only for the chat tool
 
-    ChatApp(open_client(args), args.user, rooms).run()
+    ChatApp(open_client(args, fail_fast=False), acting_user(args), rooms).run()
     return 0
 
 
 def report_node_error(command: str, error: NodeError) -> str:
-    return f"meshchat {command}: {error.code}: {terminal_safe(error.message)}"
+    return f"meshchat {command}: {node_error_text(error)}"
+
+
+def node_error_text(error: NodeError) -> str:
+    """A node's refusal for a terminal: its code, then its sentence."""
+    return f"{error.code}: {terminal_safe(error.message)}"

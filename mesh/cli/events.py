@@ -3,7 +3,8 @@
 import argparse
 import re
 
-from mesh.cli.chat import add_client_options, open_client, room_name, write_line
+from mesh.cli.chat import room_name, write_line
+from mesh.cli.client_options import add_client_options, open_client
 from mesh.wire.protocol import REACTION_KEY_LENGTH_MAX, REACTION_KEY_PATTERN
 from router.message_ids import is_message_id
 

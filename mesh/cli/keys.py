@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from mesh.cli.exit_codes import EXIT_USAGE
 from peers.keys import (
     PUBLIC_SUFFIX,
     NodeKeyError,
@@ -20,8 +21,6 @@ from peers.keys import (
     load_trusted,
     read_public_key,
 )
-
-EXIT_USAGE = 2
 
 
 def add_peer_options(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import datetime
+import importlib.metadata
 import json
 import logging
 import os
@@ -17,14 +18,22 @@ from pathlib import Path
 import msgspec
 
 from mesh.cli import chat as cli_chat
+from mesh.cli import client_options, node_config, node_ops, node_options
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
-from mesh.cli import node_config, node_ops, node_options
 from mesh.cli import room as cli_room
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
+from mesh.cli.exit_codes import (
+    EXIT_DATA_DIR_LOST,
+    EXIT_UNAVAILABLE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    exit_code_of,
+)
 from mesh.client import runtime
 from mesh.client.connection import NodeError, parse_servers
+from mesh.client.reach import UnreachableError
 from mesh.client.status import ask_first, fetch_status
 from mesh.local.certificates import prepare_local_tls
 from mesh.local.launcher import (
@@ -44,25 +53,11 @@ from mesh.node.logs import configure_logging
 from mesh.node.node import Node
 from mesh.node.peer_security import parse_seed
 from mesh.node.storage import StorageError, StorageLostError
-from mesh.wire.errors import ErrorCode
-from mesh.wire.protocol import (
-    Placement,
-    Where,
-)
+from mesh.wire.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, Placement, Where
 from peers.keys import NodeKeyError
 from peers.limits import NODE_ID_LENGTH_MAX
 from peers.records import NODE_ID_PATTERN
 from peers.transport import PortInUseError
-
-# The node refused the request itself (forbidden, not_found, conflict, ...): a retry
-# would be refused too.
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-# What EXIT_UNAVAILABLE means: the mesh could not do it now; the same command may later.
-RETRY_LATER_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL})
-# A node whose database was deleted or replaced under it stopped rather than acknowledge.
-EXIT_DATA_DIR_LOST = 4
 
 
 def _out(line: str = "") -> None:
@@ -84,7 +79,16 @@ def _add_operator_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
-    cli_chat.add_tls_client_options(parser)
+    client_options.add_tls_client_options(parser)
+
+
+def version_line() -> str:
+    """This installation's version and the client protocol it speaks."""
+    try:
+        installed = importlib.metadata.version("meshchat")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        installed = "unknown"
+    return f"meshchat {installed} (client protocol {PROTOCOL_VERSION}.{PROTOCOL_MINOR})"
 
 
 def _run_config(args: argparse.Namespace, arguments: Sequence[str]) -> int:
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     node = commands.add_parser("node", help="run one node in the foreground", allow_abbrev=False)
@@ -271,7 +276,9 @@ def _run_node(args: argparse.Namespace) -> int:
 
 
 def _run_client_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The command reports its own failure in one line: the library's warnings would say
+    # it a second time.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     commands = {
         "send": cli_chat.run_send,
         "history": cli_chat.run_history,
@@ -287,9 +294,11 @@ def _run_client_command(args: argparse.Namespace) -> int:
         return runtime.run(commands[args.command](args))
     except KeyboardInterrupt:
         return 0
+    except UnreachableError as error:
+        return _unreachable(args.command, error)
     except NodeError as error:
         sys.stderr.write(cli_chat.report_node_error(args.command, error) + "\n")
-        return EXIT_UNAVAILABLE if error.code in RETRY_LATER_CODES else EXIT_REFUSED
+        return exit_code_of(error.code)
     except ssl.SSLCertVerificationError as error:
         message = f"the node's certificate is not trusted: {error.verify_message}"
         return _fail(args.command, message, EXIT_USAGE)
@@ -297,6 +306,13 @@ def _run_client_command(args: argparse.Namespace) -> int:
         return _fail(
             args.command, f"no node answered: {error or type(error).__name__}", EXIT_UNAVAILABLE
         )
+
+
+def _unreachable(command: str, error: UnreachableError) -> int:
+    sys.stderr.write(f"meshchat {command}: no node could be reached:\n")
+    for address, reason in error.reasons.items():
+        sys.stderr.write(f"  {address}: {reason}\n")
+    return EXIT_UNREACHABLE
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -336,15 +352,19 @@ def _run_where(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     servers = parse_servers(args.server)
     room = args.room
-    tls = cli_chat.tls_client_context(args)
+    tls = client_options.tls_client_context(args)
     try:
         reply = runtime.run(
             ask_first(
                 servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room), tls
             )
         )
-    except (ConnectionError, TimeoutError, NodeError) as error:
-        return _fail("where", str(error), EXIT_UNAVAILABLE)
+    except UnreachableError as error:
+        return _unreachable("where", error)
+    except (ConnectionError, TimeoutError) as error:
+        return _fail("where", str(error) or type(error).__name__, EXIT_UNAVAILABLE)
+    except NodeError as error:
+        return _fail("where", cli_chat.node_error_text(error), exit_code_of(error.code))
     assert isinstance(reply, Placement)
     if args.json:
         document = {
@@ -368,12 +388,14 @@ def _run_status(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     servers = parse_servers(args.server)
     try:
-        tls = cli_chat.tls_client_context(args)
+        tls = client_options.tls_client_context(args)
         reply = runtime.run(fetch_status(servers, args.token, args.timeout, tls))
+    except UnreachableError as error:
+        return _unreachable("status", error)
     except (ConnectionError, TimeoutError) as error:
-        return _fail("status", str(error), EXIT_UNAVAILABLE)
+        return _fail("status", str(error) or type(error).__name__, EXIT_UNAVAILABLE)
     except NodeError as error:
-        return _fail("status", str(error), EXIT_UNAVAILABLE)
+        return _fail("status", cli_chat.node_error_text(error), exit_code_of(error.code))
     if args.json:
         document = {
             "node": reply.node,

@@ -18,15 +18,14 @@ import json
 import os
 import shutil
 import sys
+from http import HTTPStatus
 from pathlib import Path
 
-from mesh.cli.chat import add_tls_client_options, tls_client_context
+from mesh.cli.client_options import add_tls_client_options, tls_client_context
+from mesh.cli.exit_codes import EXIT_REFUSED, EXIT_UNAUTHORIZED, EXIT_UNAVAILABLE, EXIT_USAGE
 from mesh.client.connection import parse_servers
 from mesh.node.backup import BackupError, BackupSummary, restore, summarize
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 COPY_CHUNK_BYTES = 1 << 20
 BACKUP_TIMEOUT_S = 600.0  # a large database takes a while to copy and to send
 DRAIN_ANSWER_MARGIN_S = 60.0  # past the drain's window: its sessions' last goodbyes
@@ -173,8 +172,9 @@ def _refused(command: str, status: int, body: bytes) -> int:
         reason = f"{error['code']}: {error['message']}"
     except (ValueError, KeyError, TypeError):
         reason = f"HTTP {status}"
-    code = EXIT_UNAVAILABLE if status >= 500 else EXIT_REFUSED
-    return _say(command, reason, code)
+    if status == HTTPStatus.UNAUTHORIZED:
+        return _say(command, reason, EXIT_UNAUTHORIZED)
+    return _say(command, reason, EXIT_UNAVAILABLE if status >= 500 else EXIT_REFUSED)
 
 
 def _say(command: str, message: str, code: int) -> int:

@@ -5,7 +5,8 @@ import json
 
 import msgspec
 
-from mesh.cli.chat import add_client_options, open_client, room_name, user_name, write_line
+from mesh.cli.chat import room_name, write_line
+from mesh.cli.client_options import add_client_options, open_client, user_name
 from mesh.wire.display_text import json_safe, terminal_safe
 from mesh.wire.protocol import RoomInfo, RoomOp
 

@@ -8,7 +8,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from mesh.cli.chat import user_name, write_line
+from mesh.cli.chat import write_line
+from mesh.cli.client_options import user_name
 from mesh.node.doors.auth import SigningKey, issue_token, load_secret, parse_duration
 from mesh.node.doors.token_scope import OPERATIONS, ScopeError, TokenScope
 

@@ -3,7 +3,8 @@
 import argparse
 import json
 
-from mesh.cli.chat import add_client_options, open_client, room_name, write_line
+from mesh.cli.chat import room_name, write_line
+from mesh.cli.client_options import add_client_options, open_client
 from mesh.cli.events import message_id
 from mesh.wire.display_text import json_safe
 from mesh.wire.protocol import UnreadCount

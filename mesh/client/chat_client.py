@@ -20,6 +20,7 @@ import itertools
 import logging
 import random
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,11 +28,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from mesh.client.connection import NodeError, NodeFrames, open_stream, read_node_frame
+from mesh.client.connection import NodeError, NodeFrames, open_stream
+from mesh.client.reach import CLOSED_AT_HELLO, UnreachableError, read_first_frame, reason_in_words
 from mesh.client.room_cursor import RoomCursor
 from mesh.client.send_window import SendWindow
 from mesh.client.unread_book import UnreadBook
 from mesh.wire import protocol
+from mesh.wire.bodies import body_problem
 from mesh.wire.errors import ErrorCode
 from mesh.wire.framing import encode_frame
 from mesh.wire.message_keys import new_client_msg_id
@@ -114,6 +117,9 @@ class _Pending:
 class ClientSettings:
     client_name: str = "meshchat"
     connect_timeout_s: float = 3.0
+    # A command line's client: if no server can be reached at the first attempt, fail at
+    # once with each one's reason (UnreachableError) instead of retrying until a timeout.
+    fail_fast_unreachable: bool = False
     request_timeout_s: float = 30.0
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
@@ -133,13 +139,16 @@ class ChatClient:
         token: str,
         settings: ClientSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        user_expected: str | None = None,
     ) -> None:
         """With `ssl_context`, every connection is on TLS and each node's certificate must
-        name the host it is reached at; a certificate that no node passes is fatal."""
+        name the host it is reached at; a certificate that no node passes is fatal. With
+        `user_expected`, a token the node reads as another user's is fatal."""
         if not servers:
             raise ValueError("at least one server is needed")
         self.servers = list(servers)
         self.token = token
+        self.user_expected = user_expected
         self.settings = settings or ClientSettings()
         self.node: str | None = None
         self.user: str | None = None
@@ -156,7 +165,8 @@ class ChatClient:
         self._events: asyncio.Queue[ClientEvent] = asyncio.Queue(self.settings.events_max)
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
-        self._fatal: NodeError | ssl.SSLCertVerificationError | None = None
+        self._fatal: NodeError | ssl.SSLCertVerificationError | UnreachableError | None = None
+        self._ever_connected = False
         self.ssl_context = ssl_context
         self._closing = False
         self._next_server = 0
@@ -245,6 +255,7 @@ class ChatClient:
         and kept within its send window, so the node stores them in that order and rarely
         has to refuse one as too fast.
         """
+        self._check_body(body)
         key = client_msg_id or new_client_msg_id()
         return await self._write_event(
             lambda i: Send(request_id=i, room=room, client_msg_id=key, body=body, reply_to=reply_to)
@@ -254,6 +265,7 @@ class ChatClient:
         self, room: str, message_id: str, body: str, client_msg_id: str | None = None
     ) -> Sent:
         """Give one of our messages a new body (the latest edit wins everywhere)."""
+        self._check_body(body, "edit")
         key = client_msg_id or new_client_msg_id()
         return await self._write_event(
             lambda i: Edit(request_id=i, room=room, client_msg_id=key, id=message_id, body=body)
@@ -287,6 +299,13 @@ class ChatClient:
                 remove=remove,
             )
         )
+
+    def _check_body(self, body: str, kind: str = "message") -> None:
+        """Refused here as the node would refuse it: never sent, so never resent."""
+        limit = int(self.limits.get("body_bytes_max", 0)) or sys.maxsize  # before a welcome
+        problem = body_problem(body, limit, kind)
+        if problem is not None:
+            raise NodeError(*problem)
 
     async def _write_event(self, build: Callable[[int], protocol.ClientMessage]) -> Sent:
         async with self._send_order:
@@ -455,7 +474,9 @@ class ChatClient:
                     self._fail_all(self._fatal)
                     await self._emit(ConnectionChanged("failed", None, None, str(self._fatal)))
                     return
-                await asyncio.sleep(backoff_s)
+                # Jittered: clients that failed together (their node stopped, the next
+                # one overloaded) must not all try again at the same instant.
+                await asyncio.sleep(self._jitter.uniform(backoff_s / 2, backoff_s))
                 backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
                 continue
             backoff_s = self.settings.backoff_initial_s
@@ -483,7 +504,7 @@ class ChatClient:
                 if error.code in FATAL_CODES:
                     self._fatal = error
                 else:
-                    pause_s = self.settings.backoff_max_s
+                    pause_s = self._jitter.uniform(0.5, 1.0) * self.settings.backoff_max_s
             finally:
                 self._writer = None
                 self._connected.clear()
@@ -500,6 +521,7 @@ class ChatClient:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
         """Try each server once, starting after the last one used; None if none would do."""
         untrusted = 0  # servers whose certificate failed verification: retrying cannot help
+        reasons: dict[str, str] = {}
         for _ in range(len(self.servers)):
             host, port = self.servers[self._next_server % len(self.servers)]
             self._next_server += 1
@@ -527,11 +549,24 @@ class ChatClient:
                 continue
             except (OSError, TimeoutError, ConnectionError) as error:
                 log.debug("cannot reach %s: %r", address, error)
+                reasons[address] = reason_in_words(error, self.settings.connect_timeout_s)
                 continue
+            if self.user_expected not in {None, welcome.user}:
+                writer.close()
+                self._fatal = NodeError(
+                    ErrorCode.UNAUTHORIZED,
+                    f"the token is {welcome.user}'s, not {self.user_expected}'s: "
+                    f"give {self.user_expected}'s token, or do not name a user",
+                )
+                return None
             self.node, self.user, self.address = welcome.node, welcome.user, address
             self.limits = dict(welcome.limits)
             self._next_server -= 1  # stay with this node next time, if it comes back first
+            self._ever_connected = True
             return reader, writer, address
+        everywhere = len(reasons) == len(set(self.servers))  # no node even refused us
+        if self.settings.fail_fast_unreachable and not self._ever_connected and everywhere:
+            self._fatal = UnreachableError(reasons)
         return None
 
     async def _handshake(
@@ -544,9 +579,9 @@ class ChatClient:
             token=self.token,
         )
         writer.write(encode_frame(protocol.encode(hello)))
-        payload = await read_node_frame(reader)
+        payload = await read_first_frame(reader)
         if payload is None:
-            raise ConnectionError("the node closed the connection during the handshake")
+            raise ConnectionError(CLOSED_AT_HELLO)
         reply = protocol.decode_node_message(payload)
         if isinstance(reply, ErrorReply):
             raise NodeError(reply.code, reply.message)

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Self
 
+from mesh.client.reach import CLOSED_AT_HELLO, read_first_frame
 from mesh.wire import protocol
 from mesh.wire.errors import ErrorCode
 from mesh.wire.framing import (
@@ -75,7 +76,7 @@ class NodeConnection:
                     token=token,
                 )
                 writer.write(encode_frame(protocol.encode(hello)))
-                reply = await _read_reply(reader)
+                reply = await _read_reply(reader, first=True)
                 if not isinstance(reply, Welcome):
                     raise NodeError(ErrorCode.INTERNAL, f"expected welcome, got {reply!r}")
             except BaseException:
@@ -160,10 +161,11 @@ async def read_node_frame(reader: asyncio.StreamReader) -> bytes | None:
         raise protocol.NodeReplyError(f"the node sent an invalid frame: {error}") from error
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> NodeMessage:
-    payload = await read_node_frame(reader)
+async def _read_reply(reader: asyncio.StreamReader, *, first: bool = False) -> NodeMessage:
+    """The next reply; the `first` of a connection is also checked for another kind of port."""
+    payload = await (read_first_frame(reader) if first else read_node_frame(reader))
     if payload is None:
-        raise ConnectionError("the node closed the connection")
+        raise ConnectionError(CLOSED_AT_HELLO if first else "the node closed the connection")
     reply = protocol.decode_node_message(payload)
     if isinstance(reply, ErrorReply):
         raise NodeError(reply.code, reply.message, reply.retry_after_s)

@@ -4,6 +4,7 @@ import ssl
 from collections.abc import Callable
 
 from mesh.client.connection import NodeConnection
+from mesh.client.reach import UnreachableError, reason_in_words
 from mesh.wire.protocol import ClientMessage, NodeMessage, StatusReply, StatusRequest
 
 
@@ -29,7 +30,7 @@ async def ask_first(
     ssl_context: ssl.SSLContext | None = None,
 ) -> NodeMessage:
     """One request, answered by the first node in `servers` that can be reached."""
-    errors = []
+    reasons: dict[str, str] = {}
     for host, port in servers:
         try:
             connection = await NodeConnection.open(
@@ -41,10 +42,10 @@ async def ask_first(
                 ssl_context=ssl_context,
             )
         except (OSError, TimeoutError) as error:
-            errors.append(f"{host}:{port}: {error or type(error).__name__}")
+            reasons[f"{host}:{port}"] = reason_in_words(error, timeout_s)
             continue
         try:
             return await connection.request(build, timeout_s)
         finally:
             await connection.close()
-    raise ConnectionError("no node answered: " + "; ".join(errors))
+    raise UnreachableError(reasons)

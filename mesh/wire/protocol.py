@@ -17,6 +17,7 @@ from mesh.wire.names import (
     USER_NAME_LENGTH_MAX,
     USER_NAME_PATTERN,
 )
+from mesh.wire.validation_words import in_words
 from router.message_ids import MESSAGE_ID_PATTERN
 
 PROTOCOL_VERSION: Final = 1
@@ -462,7 +463,7 @@ def decode_client_message(payload: bytes) -> ClientMessage:
     try:
         return _client_decoder.decode(payload)
     except msgspec.ValidationError as error:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, str(error)) from error
+        raise ProtocolError(ErrorCode.BAD_REQUEST, in_words(str(error))) from error
     except msgspec.DecodeError as error:
         message = f"undecodable frame: {error}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, close=True) from error

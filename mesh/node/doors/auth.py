@@ -103,7 +103,11 @@ class Authenticator:
     def principal_of(self, token: str, now_s: float) -> Principal:
         """Who a token names and what it lets them do, or AuthError saying why not."""
         if not token:
-            raise AuthError("a token is required")
+            raise AuthError(
+                "a token is required: this mesh takes only signed tokens"
+                if self.checks_tokens
+                else "a user name is required (given as the token)"
+            )
         if self.secret is None and self.keys is None:
             principal = Principal(token)
         else:
@@ -135,7 +139,7 @@ class Authenticator:
             )
             scope = TokenScope.from_claims(claims)
         except (jwt.InvalidTokenError, ScopeError) as error:
-            raise AuthError(f"invalid token: {error}") from error
+            raise AuthError(f"invalid token: {_in_words(error)}") from error
         _check_times(claims, now_s)
         subject = claims["sub"]
         if not isinstance(subject, str):
@@ -155,10 +159,30 @@ class Authenticator:
         return key, key.algorithm_name
 
 
+def _in_words(error: jwt.InvalidTokenError | ScopeError) -> str:
+    """What was wrong with a token, in a sentence rather than the JWT library's words."""
+    if isinstance(error, jwt.InvalidSignatureError):  # a DecodeError too: first
+        return "its signature matches none of this mesh's keys (made for another mesh?)"
+    if isinstance(error, jwt.DecodeError):
+        return (
+            "it is not a signed token (JWT): this mesh checks tokens, so ask its operator "
+            "for one (`meshchat token`)"
+        )
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"it has no {error.claim!r} claim"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return "it is meant for another audience (aud)"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return "another issuer made it (iss)"
+    if isinstance(error, jwt.InvalidAlgorithmError):
+        return "it is signed with an algorithm this mesh does not take"
+    return str(error)
+
+
 def _check_times(claims: dict[str, Any], now_s: float) -> None:
     times = {name: _claim_time(claims, name) for name in TIME_CLAIMS if name in claims}
     if times["exp"] <= now_s:
-        raise AuthError("token expired")
+        raise AuthError("the token expired: ask for a new one")
     if times.get("nbf", now_s) > now_s + CLOCK_LEEWAY_S:
         raise AuthError("token not valid yet (nbf)")
     if times.get("iat", now_s) > now_s + CLOCK_LEEWAY_S:

@@ -36,6 +36,7 @@ from mesh.node.doors.token_scope import Operation
 from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError
 from mesh.wire import protocol
+from mesh.wire.bodies import body_problem
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.errors import ErrorCode, ProtocolError
 from mesh.wire.framing import (
@@ -204,8 +205,8 @@ class Gateway:
         try:
             async with asyncio.timeout(self.limits.handshake_timeout_s):
                 first = await self._read(read_frame(reader, self.limits.frame_bytes_max))
-            if first is None:
-                return None
+            if first is None or reader.at_eof():
+                return None  # gone before its hello was read: a storm's abandoned attempt
             hello = protocol.decode_client_message(first)
             if not isinstance(hello, Hello):
                 raise ProtocolError(
@@ -417,7 +418,7 @@ class Gateway:
             # The replies and events of one would not decode in an older client.
             raise ProtocolError(ErrorCode.BAD_REQUEST, "edits and reactions need protocol 1.4")
         write = relation_request(session.user, request)
-        self._check_body(write.body)
+        self._check_body(write.body, write.kind)
         # Taken before the target is read: a refused edit costs a read, and counts.
         if not self._take_send_token(session, request):
             return
@@ -427,13 +428,10 @@ class Gateway:
             raise ProtocolError(error.code, error.message) from error
         await self._write(session, request, write, token_taken=True)
 
-    def _check_body(self, body: str) -> None:
-        size = len(body.encode())
-        if size > self.limits.body_bytes_max:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE,
-                f"body of {size} bytes exceeds the limit of {self.limits.body_bytes_max}",
-            )
+    def _check_body(self, body: str, kind: str = "message") -> None:
+        problem = body_problem(body, self.limits.body_bytes_max, kind)
+        if problem is not None:
+            raise ProtocolError(*problem)
 
     def _take_send_token(
         self, session: Session, request: Writing | MarkRead | GetUnread | ChangeRoom

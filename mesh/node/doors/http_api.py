@@ -53,6 +53,7 @@ from mesh.node.metrics import CONTENT_TYPE
 from mesh.node.room_requests import FINAL_CODES, RoomUnavailableError
 from mesh.wire.errors import ErrorCode
 from mesh.wire.protocol import MemberStatus
+from mesh.wire.validation_words import in_words
 
 API_VERSION = "1"
 
@@ -66,6 +67,9 @@ ALLOWED_METHODS = (
 )
 
 BODY_TOO_DEEP = "the body is nested too deeply"
+# An answer's list of validation problems is cut to a few: they may quote what was sent.
+PROBLEMS_SHOWN_MAX = 5
+PROBLEM_TEXT_MAX = 200
 
 # A request body may spell each character of a message as a 6-byte JSON escape (\u0001);
 # the JSON object around the body gets 4 KiB.
@@ -225,8 +229,21 @@ def _handle_http_error(request: Request[Any, Any, Any], error: HTTPException) ->
             message = f"API version {version.group(1)} does not exist; this node serves v1"
     extra = getattr(error, "extra", None)
     if extra:
-        message = f"{message}: {extra}"
+        message = f"{message}: {_problems_in_words(extra)}"
     return _answer_error(request, status_code, code, message, headers=dict(error.headers or {}))
+
+
+def _problems_in_words(extra: object) -> str:
+    """Litestar's list of validation problems ({key, message, source}) as sentences."""
+    if not isinstance(extra, list):
+        return str(extra)[:PROBLEM_TEXT_MAX]
+    sentences = []
+    for problem in extra[:PROBLEMS_SHOWN_MAX]:
+        if isinstance(problem, dict):
+            key = problem.get("key")
+            text = str(problem.get("message", ""))
+            sentences.append(in_words(text, field=str(key) if key else None))
+    return "; ".join(sentences)
 
 
 def _handle_unavailable(

@@ -27,6 +27,7 @@ from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.token_scope import Operation
 from mesh.node.metrics import NodeMetrics
 from mesh.node.storage import SendResult, StorageError, StorageOverloadedError, StoredMessage
+from mesh.wire.bodies import TEXT_PATTERN, body_problem
 from mesh.wire.errors import ErrorCode
 from mesh.wire.names import ROOM_NAME_PATTERN, ROOM_NAME_RULE
 from mesh.wire.protocol import StatusReply
@@ -45,6 +46,12 @@ DOCS = "docs/api.md#errors"
 class DeletionOut(msgspec.Struct, frozen=True):
     by: str
     at: str  # ISO 8601, UTC, milliseconds
+
+
+# What a person writes (a message, an edit): not empty, not only spaces.
+MessageText = Annotated[
+    str, msgspec.Meta(pattern=TEXT_PATTERN, description="text, not only spaces")
+]
 
 
 class MessageOut(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -281,7 +288,7 @@ async def store_event(
 ) -> SendResult:
     """Store a message or a relation as a send: within the user's rate and the node's
     admission, answered once W replicas hold it."""
-    check_body(backend, write.body)
+    check_body(backend, write.body, write.kind)
     if not token_taken:
         take_send_token(backend, write.sender)
     await _admit_send(backend.admission)
@@ -310,10 +317,7 @@ async def store_event(
     return result
 
 
-def check_body(backend: HttpBackend, body: str) -> None:
-    size = len(body.encode())
-    if size > backend.limits.body_bytes_max:
-        raise ApiError(
-            ErrorCode.TOO_LARGE,
-            f"body of {size} bytes exceeds the limit of {backend.limits.body_bytes_max}",
-        )
+def check_body(backend: HttpBackend, body: str, kind: str = "message") -> None:
+    problem = body_problem(body, backend.limits.body_bytes_max, kind)
+    if problem is not None:
+        raise ApiError(*problem)

@@ -19,6 +19,7 @@ from mesh.node.doors.http_common import (
     UNAUTHORIZED,
     ApiError,
     MessageOut,
+    MessageText,
     RoomParameter,
     backend_of,
     check_body,
@@ -81,7 +82,7 @@ REFUSED = {
 
 
 class MessageEdit(msgspec.Struct, frozen=True):
-    body: str
+    body: MessageText
 
 
 async def _relate(
@@ -100,7 +101,7 @@ async def _relate(
     check_room(room)
     client_msg_id = idempotency_key or new_client_msg_id()
     write = SendRequest(room, user, client_msg_id, body, kind, message_id, reaction_key=key)
-    check_body(backend, body)
+    check_body(backend, body, kind)
     take_send_token(backend, user)  # before the read: a refused edit counts too
     try:
         target = await checked_target(backend.chat, write)

@@ -20,6 +20,7 @@ from mesh.node.doors.http_common import (
     UNAUTHORIZED,
     ApiError,
     MessageOut,
+    MessageText,
     RoomParameter,
     backend_of,
     check_cursor,
@@ -46,7 +47,7 @@ class MessagePage(msgspec.Struct, frozen=True):
 
 
 class NewMessage(msgspec.Struct, frozen=True):
-    body: str
+    body: MessageText
     # The id of the message this one answers.
     reply_to: Annotated[str, msgspec.Meta(pattern=MESSAGE_ID_PATTERN)] | None = None
 
