@@ -7,6 +7,7 @@ acknowledged."""
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -37,12 +38,20 @@ class StdinLines:
     """The lines of a file descriptor, read by a thread of their own: stdin may be a pipe,
     a terminal or a file, and none of them may block the event loop. The thread reads
     the descriptor itself (os.read), never sys.stdin's buffer, so that a read still
-    blocked at exit holds no lock the interpreter's shutdown waits for."""
+    blocked at exit holds no lock the interpreter's shutdown waits for.
+
+    `stop()` ends the lines without losing one already read: those of the chunk in hand
+    are still handed over, and no further chunk is read."""
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         self._fd = fd
         self._loop = loop
         self._lines: asyncio.Queue[str | None] = asyncio.Queue(LINES_AHEAD_MAX)
+        self.read = 0  # lines taken from the descriptor (blank ones are not counted)
+        self._state = threading.Lock()  # stopping and in_read change together
+        self._stopping = False
+        self._in_read = False
+        self._ended = asyncio.Event()  # stopped while the thread waits in os.read
         # A daemon: a read blocked on a terminal or an idle pipe must not hold up the exit.
         self._thread = threading.Thread(target=self._read, name="stdin-lines", daemon=True)
         self._thread.start()
@@ -50,7 +59,7 @@ class StdinLines:
     def _read(self) -> None:
         pending = b""
         try:
-            while chunk := os.read(self._fd, READ_CHUNK_BYTES):
+            while chunk := self._next_chunk():
                 *lines, pending = (pending + chunk).split(b"\n")
                 if len(pending) > LINE_BYTES_MAX:  # sent as it is: refused as too large
                     lines.append(pending)
@@ -64,13 +73,47 @@ class StdinLines:
         finally:
             self._hand_over(None)
 
+    def _next_chunk(self) -> bytes:
+        with self._state:
+            if self._stopping:
+                return b""
+            self._in_read = True
+        try:
+            return os.read(self._fd, READ_CHUNK_BYTES)
+        finally:
+            with self._state:
+                self._in_read = False
+
     def _hand_over(self, line: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody reads any more
+        if line is not None:
+            if not line.strip():
+                return  # a blank line is no message
+            self.read += 1
+        # The loop closed (RuntimeError), or the put was cancelled with it: nobody reads.
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
             asyncio.run_coroutine_threadsafe(self._lines.put(line), self._loop).result()
 
+    def stop(self) -> None:
+        with self._state:
+            self._stopping = True
+            waiting_in_read = self._in_read
+        if waiting_in_read:  # nothing in hand: the lines end once the queue is empty
+            self._ended.set()
+
     async def next(self) -> str | None:
-        """The next line, None at the end of the stream."""
-        return await self._lines.get()
+        """The next line, None at the end of the stream (or once stopped)."""
+        if not self._lines.empty() or not self._ended.is_set():
+            getting = asyncio.ensure_future(self._lines.get())
+            ended = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait({getting, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                if not getting.done():
+                    getting.cancel()
+            if getting.done() and not getting.cancelled():
+                return getting.result()
+        return self._lines.get_nowait() if not self._lines.empty() else None
 
 
 @dataclass(slots=True)
@@ -85,18 +128,24 @@ async def send_stream(
 ) -> int:
     """Send each line read from `fd` to `room`; the exit code."""
     loop = asyncio.get_running_loop()
-    sender = _LineSender(client, room, StdinLines(fd, loop), write_id)
+    lines = StdinLines(fd, loop)
+    sender = _LineSender(client, room, lines, write_id)
     reading = asyncio.create_task(sender.read_and_send())
     acknowledging = asyncio.create_task(sender.acknowledge(reading))
 
+    interrupts = 0
+
     def interrupted() -> None:
-        if not reading.done():
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
             sys.stderr.write(
                 "meshchat send: interrupted: sending the lines already read "
                 "(Ctrl-C again to stop waiting)\n"
             )
-            reading.cancel()
+            lines.stop()
         else:
+            reading.cancel()
             acknowledging.cancel()
 
     loop.add_signal_handler(signal.SIGINT, interrupted)
@@ -108,6 +157,8 @@ async def send_stream(
         reading.cancel()
         for send in sender.sends:
             send.cancel()
+        await asyncio.gather(*sender.sends, return_exceptions=True)  # every error seen
+    sender.outcome.read = lines.read
     return _report(sender.outcome)
 
 
@@ -126,8 +177,8 @@ class _LineSender:
         self._slots = asyncio.Semaphore(SEND_WINDOW)
 
     async def read_and_send(self) -> None:
-        """A slot before a line: cancelled (Ctrl-C) while waiting for either, no line read
-        is left unsent."""
+        """A slot before a line: cancelled while waiting for either, no line taken from
+        the queue is left unsent (what is left in it is counted as not acknowledged)."""
         try:
             while True:
                 await self._slots.acquire()
@@ -138,10 +189,6 @@ class _LineSender:
                     raise
                 if text is None:
                     return
-                if not text.strip():
-                    self._slots.release()  # a blank line is no message
-                    continue
-                self.outcome.read += 1
                 self.sends.append(asyncio.ensure_future(self.client.send(self.room, text)))
                 self._queued.set()
         finally:

@@ -167,6 +167,7 @@ class ChatClient:
         self._connected = asyncio.Event()
         self._fatal: NodeError | ssl.SSLCertVerificationError | UnreachableError | None = None
         self._ever_connected = False
+        self._first_round_failed = False  # fail-fast judges the first round only
         self.ssl_context = ssl_context
         self._closing = False
         self._next_server = 0
@@ -565,8 +566,10 @@ class ChatClient:
             self._ever_connected = True
             return reader, writer, address
         everywhere = len(reasons) == len(set(self.servers))  # no node even refused us
-        if self.settings.fail_fast_unreachable and not self._ever_connected and everywhere:
+        first_round = not self._ever_connected and not self._first_round_failed
+        if self.settings.fail_fast_unreachable and first_round and everywhere:
             self._fatal = UnreachableError(reasons)
+        self._first_round_failed = True
         return None
 
     async def _handshake(

@@ -64,19 +64,33 @@ async def read_first_frame(reader: asyncio.StreamReader) -> bytes | None:
         check_client_port(error.partial)
         raise protocol.NodeReplyError("the node closed the connection inside a frame") from error
     except ConnectionResetError as error:
-        # A node's peer port (ZeroMQ) resets at our hello, its greeting sent or not (the
-        # reset hides a greeting from readexactly, but the stream may still hold it).
-        check_client_port(bytes(getattr(reader, "_buffer", b""))[: HEADER.size])
-        raise WrongPortError(
-            "the server reset the connection at our hello: not a client port "
-            "(a node's peer port does this; clients use 7100 by default)"
-        ) from error
+        return _frame_before_reset(reader, error)
     check_client_port(header)
     (length,) = HEADER.unpack(header)
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError as error:
         raise protocol.NodeReplyError("the node closed the connection inside a frame") from error
+    except ConnectionResetError as error:
+        return _frame_before_reset(reader, error, header)
+
+
+def _frame_before_reset(
+    reader: asyncio.StreamReader, reset: ConnectionResetError, header: bytes = b""
+) -> bytes:
+    """What came before a reset, which readexactly hides though the stream holds it: a
+    whole frame (a node refusing us, draining, may close before reading our hello), or
+    a ZeroMQ greeting; a reset with neither is what a node's peer port does at a hello."""
+    held = header + bytes(getattr(reader, "_buffer", b""))
+    check_client_port(held[: HEADER.size])
+    if len(held) >= HEADER.size:
+        (length,) = HEADER.unpack(held[: HEADER.size])
+        if len(held) >= HEADER.size + length:
+            return held[HEADER.size : HEADER.size + length]
+    raise WrongPortError(
+        "the server reset the connection at our hello: not a client port "
+        "(a node's peer port does this; clients use 7100 by default)"
+    ) from reset
 
 
 def reason_in_words(error: BaseException, connect_timeout_s: float) -> str:
