@@ -57,6 +57,9 @@ class MembershipConfig:
     dead_after_s: float = 5.0
     # How far ahead of this node's wall clock another node's incarnation may be.
     clock_skew_max_s: float = 60.0
+    # A peer the data dir remembers, silent this long, is forgotten: it was removed, or
+    # moved; were it only down, it finds the mesh again through its own seeds and book.
+    remembered_peer_window_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s <= 0:
@@ -66,6 +69,8 @@ class MembershipConfig:
         DetectorConfig(self.suspect_after_s, self.dead_after_s)  # validates the pair
         if self.clock_skew_max_s <= 0:
             raise ValueError("clock_skew_max_s must be positive")
+        if self.remembered_peer_window_s < self.dead_after_s:
+            raise ValueError("remembered_peer_window_s must be at least dead_after_s")
 
     @property
     def detector(self) -> DetectorConfig:
@@ -104,11 +109,22 @@ class SeedUnanswered:
     address: str
     attempts: int
     retry_in_s: float
+    remembered: bool = False  # only the data dir's peer book names it
 
     @property
     def worth_a_warning(self) -> bool:
-        # The first attempts fail routinely while the mesh starts together.
-        return self.attempts >= 3
+        # The first attempts fail routinely while the mesh starts together; a remembered
+        # peer may be gone for good, and is forgotten after a window instead.
+        return self.attempts >= 3 and not self.remembered
+
+
+@dataclass(frozen=True, slots=True)
+class RememberedPeerForgotten:
+    """A peer the book remembered did not answer for the whole window: no longer probed,
+    and left out of the book."""
+
+    address: str
+    silent_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +134,7 @@ class Anomaly:
     reason: str
 
 
-Effect = SendTo | StateChanged | SeedUnanswered | Anomaly
+Effect = SendTo | StateChanged | SeedUnanswered | RememberedPeerForgotten | Anomaly
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +175,8 @@ class _Learned(enum.Enum):
 class _SeedProbe:
     attempts: int = 0
     next_at: float = 0.0
+    remembered: bool = False
+    silent_since: float = 0.0
 
 
 @dataclass(slots=True)
@@ -187,6 +205,8 @@ class Membership:
     wall_offset_ms: int = 0
     # The node ids that may be members; None admits any (insecure development mode).
     trusted: frozenset[str] | None = None
+    # The seeds only the data dir's peer book names (not configured): forgotten when silent.
+    remembered: frozenset[str] = frozenset()
     _peers: dict[str, _Peer] = field(default_factory=dict, init=False)
     _seed_probes: dict[str, _SeedProbe] = field(default_factory=dict, init=False)
     _sequence: int = field(default=0, init=False)
@@ -201,7 +221,10 @@ class Membership:
         self._next_heartbeat_at = self.now
         for address in self.seeds:
             if address != self.own.address:
-                self._seed_probes[address] = _SeedProbe(next_at=self.now)
+                remembered = address in self.remembered
+                self._seed_probes[address] = _SeedProbe(
+                    next_at=self.now, remembered=remembered, silent_since=self.now
+                )
 
     # ---- events ----
 
@@ -323,9 +346,15 @@ class Membership:
     def records(self) -> list[MemberRecord]:
         return [self.own, *(peer.record for peer in self._peers.values())]
 
-    def peer_addresses(self) -> list[str]:
-        """Where every known peer was last reached: seeds for this node's next start."""
-        return sorted({peer.record.address for peer in self._peers.values()})
+    def records_to_remember(self, now: float) -> list[MemberRecord]:
+        """The peers worth a place in the data dir's book: all but those silent for the
+        remembered-peer window (gossip of a long-dead member must not keep it there)."""
+        window_s = self.config.remembered_peer_window_s
+        return [peer.record for peer in self._peers.values() if peer.silence_s(now) < window_s]
+
+    def peer_addresses(self, now: float) -> list[str]:
+        """Where the peers to remember were last reached: seeds for this node's next start."""
+        return sorted({record.address for record in self.records_to_remember(now)})
 
     # ---- internals ----
 
@@ -486,10 +515,15 @@ class Membership:
         if not self._seed_probes:
             return
         answered = set(self._heard_addresses())
-        for address, probe in self._seed_probes.items():
+        for address, probe in list(self._seed_probes.items()):
             if address in answered:
                 probe.attempts = 0
-                probe.next_at = now
+                probe.next_at = probe.silent_since = now
+                continue
+            silent_s = now - probe.silent_since
+            if probe.remembered and silent_s >= self.config.remembered_peer_window_s:
+                del self._seed_probes[address]
+                effects.append(RememberedPeerForgotten(address, silent_s))
                 continue
             if now < probe.next_at:
                 continue
@@ -503,4 +537,6 @@ class Membership:
             probe.next_at = now + delay_s
             self._send_heartbeat(address, False, effects)
             if probe.attempts > 1:
-                effects.append(SeedUnanswered(address, probe.attempts - 1, delay_s))
+                effects.append(
+                    SeedUnanswered(address, probe.attempts - 1, delay_s, probe.remembered)
+                )

@@ -11,6 +11,7 @@ from peers.membership import (
     Membership,
     MembershipConfig,
     MemberState,
+    RememberedPeerForgotten,
     SeedUnanswered,
     SendTo,
     StateChanged,
@@ -187,6 +188,68 @@ def test_an_unanswered_seed_is_retried_with_doubling_delays() -> None:
     # Once the seed answers, it is a member like any other and probing stops.
     membership.handle_message(heartbeat(record("n9")), 40.0)
     assert [s.address for s in sends(membership.tick(41.0))] == ["127.0.0.1:7209"]
+
+
+WINDOW_CONFIG = MembershipConfig(
+    heartbeat_interval_s=1.0, suspect_after_s=3.0, dead_after_s=6.0, remembered_peer_window_s=60.0
+)
+
+
+def test_a_remembered_peer_silent_for_the_window_is_forgotten_and_a_seed_never() -> None:
+    seed, remembered = "127.0.0.1:7209", "127.0.0.1:7208"
+    membership = Membership(
+        own=record("n1"),
+        seeds=(seed, remembered),
+        config=WINDOW_CONFIG,
+        now=0.0,
+        remembered=frozenset({remembered}),
+    )
+    effects: list[Effect] = []
+    now = 0.0
+    while now < 200.0:
+        effects += membership.tick(now)
+        now = round(now + 0.5, 1)
+    probed = {send.address for send in sends(effects)}
+    assert probed == {seed, remembered}
+    unanswered = [e for e in effects if isinstance(e, SeedUnanswered)]
+    # The configured seed warns once it keeps failing; the remembered peer never does.
+    assert any(e.worth_a_warning for e in unanswered if e.address == seed)
+    assert not any(e.worth_a_warning for e in unanswered if e.address == remembered)
+    forgotten = [e for e in effects if isinstance(e, RememberedPeerForgotten)]
+    assert [(e.address, e.silent_s) for e in forgotten] == [(remembered, 60.0)]
+    later = sends(membership.tick(300.0)) + sends(membership.tick(400.0))
+    assert {send.address for send in later} == {seed}
+
+
+def test_a_remembered_peer_that_answers_is_kept() -> None:
+    remembered = record("n8")
+    membership = Membership(
+        own=record("n1"),
+        seeds=(remembered.address,),
+        config=WINDOW_CONFIG,
+        now=0.0,
+        remembered=frozenset({remembered.address}),
+    )
+    membership.tick(0.0)
+    membership.handle_message(heartbeat(remembered), 1.0)
+    effects: list[Effect] = []
+    for second in range(2, 200):
+        effects += membership.tick(float(second))
+        if second < 150:  # it stays in touch, then goes quiet for good
+            membership.handle_message(heartbeat(remembered), float(second))
+    assert not [e for e in effects if isinstance(e, RememberedPeerForgotten)]
+    assert membership.peer_addresses(199.0) == [remembered.address]
+
+
+def test_the_book_leaves_out_a_member_silent_for_the_window_even_if_gossip_names_it() -> None:
+    membership = Membership(own=record("n1"), seeds=(), config=WINDOW_CONFIG, now=0.0)
+    # n2 is alive and gossips n3, which no one has heard for a long time.
+    for second in range(0, 100):
+        membership.handle_message(heartbeat(record("n2"), record("n3")), float(second))
+        membership.tick(float(second))
+    assert states(membership, 99.0)["n3"][0] == "dead"
+    assert membership.peer_addresses(99.0) == [record("n2").address]
+    assert [r.id for r in membership.records_to_remember(30.0)] == ["n2", "n3"]
 
 
 def test_a_full_table_rejects_new_members_and_says_so() -> None:

@@ -45,6 +45,7 @@ from peers.membership import (
     Effect,
     Membership,
     MemberState,
+    RememberedPeerForgotten,
     SeedUnanswered,
     SendTo,
     StateChanged,
@@ -226,7 +227,9 @@ class Node:
         """Start membership from the seeds and the peer book, and say how the node runs."""
         config = self.config
         remembered = load_peer_addresses(config.data_dir)
-        seeds = self._seed_addresses(remembered)
+        configured = self._seed_addresses(list(config.seeds))
+        from_book = [a for a in self._seed_addresses(remembered) if a not in configured]
+        seeds = [*configured, *from_book]
         # A book it cannot use (plain addresses from before CURVE) still says the node was
         # part of a mesh: it must not act alone, and its peers will find it.
         self.engine.expect_peers(bool(config.seeds or remembered))
@@ -234,6 +237,7 @@ class Node:
         self.membership = Membership(
             own=MemberRecord(config.node_id, config.peer_address, self.incarnation),
             seeds=tuple(dict.fromkeys(seeds)),
+            remembered=frozenset(from_book),
             config=config.membership,
             now=time.monotonic(),
             wall_offset_ms=_wall_offset_ms(),
@@ -327,7 +331,8 @@ class Node:
                 break
             await asyncio.sleep(0.02)
         for address, _, _ in pending:
-            log.warning("could not tell %s that we are leaving; it will detect it", address)
+            # Routine when the whole mesh stops at once; the peer notices our silence.
+            log.info("could not tell %s that we are leaving; it will notice", address)
 
     def status(self, request_id: int) -> StatusReply:
         membership = self.membership
@@ -513,13 +518,13 @@ class Node:
         if address is not None:
             self.transport.send(address, frame, self.peer_keys.key_for_node(node))
 
-    def _seed_addresses(self, remembered: list[str]) -> list[str]:
-        """Configured seeds, then remembered peers, as addresses; their node ids (written
+    def _seed_addresses(self, texts: list[str]) -> list[str]:
+        """Seeds (configured, or remembered peers) as addresses; their node ids (written
         ID@HOST:PORT) are noted for the keys the links need. A remembered entry that is
         unusable is skipped: the book is a shortcut, never a reason not to start."""
         addresses = []
         skipped = []
-        for text in [*self.config.seeds, *remembered]:
+        for text in texts:
             try:
                 node_id, address = parse_seed(text)
             except ValueError:
@@ -542,11 +547,8 @@ class Node:
     def _peer_book(self) -> list[str]:
         """The peers to remember, as ID@HOST:PORT."""
         assert self.membership is not None
-        return sorted(
-            f"{record.id}@{record.address}"
-            for record in self.membership.records()
-            if record.id != self.config.node_id
-        )
+        records = self.membership.records_to_remember(time.monotonic())
+        return sorted(f"{record.id}@{record.address}" for record in records)
 
     async def _reload_trusted_keys(self) -> None:
         """Re-read the trusted directory every second: a new key joins, a removed one is
@@ -609,11 +611,18 @@ class Node:
                     )
                 case SeedUnanswered(address, attempts, retry_in_s) as unanswered:
                     log.log(
-                        logging.WARNING if unanswered.worth_a_warning else logging.INFO,
+                        logging.WARNING if unanswered.worth_a_warning else logging.DEBUG,
                         "seed %s has not answered %d attempt(s); retrying in %.1fs",
                         address,
                         attempts,
                         retry_in_s,
+                    )
+                case RememberedPeerForgotten(address, silent_s):
+                    self._peer_book_dirty = True
+                    log.info(
+                        "forgetting remembered peer %s: silent for %.0fs since this start",
+                        address,
+                        silent_s,
                     )
                 case Anomaly(reason):
                     self.anomalies += 1

@@ -75,6 +75,7 @@ class SimulatedMesh(SimulatedWorld):
         node.membership = Membership(
             own=MemberRecord(node_id, node.address, node.incarnation),
             seeds=tuple(dict.fromkeys(node.seeds + node.remembered)),
+            remembered=frozenset(node.remembered) - frozenset(node.seeds),
             config=self.config,
             now=self.now,
         )
@@ -85,7 +86,7 @@ class SimulatedMesh(SimulatedWorld):
     def crash(self, node_id: str) -> None:
         node = self.nodes[node_id]
         if node.membership is not None:
-            node.remembered = tuple(node.membership.peer_addresses())
+            node.remembered = tuple(node.membership.peer_addresses(self.now))
         node.membership = None
         node.paused = False
         node.held.clear()
@@ -108,7 +109,7 @@ class SimulatedMesh(SimulatedWorld):
         assert node.membership is not None
         self.note(f"leave {node_id}")
         self._send_all(node_id, node.membership.leave(self.now))
-        node.remembered = tuple(node.membership.peer_addresses())
+        node.remembered = tuple(node.membership.peer_addresses(self.now))
         node.left = True
 
     # ---- running ----

@@ -189,6 +189,7 @@ class SimulatedRooms(SimulatedWorld):
         node.membership = Membership(
             own=MemberRecord(node_id, node.address, node.incarnation),
             seeds=tuple(dict.fromkeys(node.seeds + node.remembered)),
+            remembered=frozenset(node.remembered) - frozenset(node.seeds),
             config=MEMBERSHIP,
             now=self.now,
         )
@@ -244,7 +245,7 @@ class SimulatedRooms(SimulatedWorld):
         node = self.nodes[node_id]
         if node.membership is not None:
             # As the node's peer book: a start that met nobody keeps the old book.
-            node.remembered = tuple(node.membership.peer_addresses()) or node.remembered
+            node.remembered = tuple(node.membership.peer_addresses(self.now)) or node.remembered
         node.membership = None
         node.engine = node.driver = node.disk = None
         node.paused = False
