@@ -19,6 +19,7 @@ from mesh.client import runtime
 from mesh.client.status import fetch_status
 from mesh.node.doors.auth import issue_token
 from mesh.node.doors.token_scope import OPERATIONS, TokenScope
+from router.error_codes import ErrorCode
 from tests.chat_helpers import client_for
 from tests.processes import HOST, Cluster, NodeProcess, free_ports, run_async, wait_for
 
@@ -128,7 +129,28 @@ def test_every_endpoint(node: NodeProcess) -> None:
         "/v1/node/backup",
         "/v1/node/drain",
         "/v1/ready",
+        "/v1/docs/errors",
     }
+
+
+def test_error_bodies_link_to_their_code_on_a_page_the_node_serves(node: NodeProcess) -> None:
+    missing = get(node, "/v1/no/such/path")
+    assert error_of(missing) == "not_found"
+    assert missing.json()["error"]["docs"] == "/v1/docs/errors#not_found"
+    page = httpx.get(f"{node.http_url}/v1/docs/errors", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for code in ErrorCode:
+        assert f'<section id="{code.value}">' in page.text, code
+    assert "What to do" in page.text
+
+
+def test_error_bodies_link_to_the_docs_url_the_node_is_given(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = start(cluster, tmp_path, "--errors-docs-url", "https://docs.example.com/chat/errors")
+    refused = httpx.get(f"{node.http_url}/v1/rooms/lobby/messages", timeout=10)
+    assert error_of(refused) == "unauthorized"
+    assert refused.json()["error"]["docs"] == "https://docs.example.com/chat/errors#unauthorized"
 
 
 def test_walking_prev_to_the_start_returns_every_message_once_in_order(node: NodeProcess) -> None:

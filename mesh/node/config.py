@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.node.doors.error_docs import ERRORS_DOCS_PATH
 from mesh.node.doors.send_admission import ADMISSION_WAIT_MAX_S, SENDS_IN_FLIGHT_MAX
 from mesh.wire.protocol import CLIENT_FRAME_BYTES_MAX
 from mesh.wire.tls import CertificateFiles
@@ -90,6 +91,7 @@ class NodeConfig:
     token_audience: str | None = None
     token_issuer: str | None = None
     http_port: int | None = None  # None: no HTTP API
+    errors_docs_url: str = ERRORS_DOCS_PATH  # HTTP error bodies link to URL#CODE
     router: RouterConfig = field(default_factory=RouterConfig)  # N, W, R and timeouts
     tls: CertificateFiles | None = None  # None: client port and HTTP API in plaintext
     # Peer links: CURVE with this node's key (None: made in DATA/keys) and the keys in

@@ -268,6 +268,7 @@ class Node:
             data_dir=config.data_dir,
             drain=partial(drain, self.gateway),
             not_ready=self._not_ready,
+            errors_docs_url=config.errors_docs_url,
         )
         tls = None if self.client_tls is None else self.client_tls.context
         scheme = "http" if tls is None else "https"

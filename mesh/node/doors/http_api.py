@@ -29,9 +29,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from mesh.node.doors.error_docs import ERRORS_DOCS_PATH, docs_link, errors_page
 from mesh.node.doors.http_common import (
     BAD_REQUEST,
-    DOCS,
     FORBIDDEN,
     UNAUTHORIZED,
     ApiError,
@@ -122,14 +122,16 @@ class StatusOut(msgspec.Struct, frozen=True):
 
 
 def _error_response(
+    docs_url: str,
     status: int,
     code: ErrorCode,
     message: str,
+    *,
     headers: dict[str, str] | None = None,
     retry_after_s: float | None = None,
 ) -> Response[ErrorOut]:
     return Response(
-        ErrorOut(ErrorDetail(code.value, message, DOCS, retry_after_s)),
+        ErrorOut(ErrorDetail(code.value, message, docs_link(docs_url, code), retry_after_s)),
         status_code=status,
         headers=headers,
         media_type=MediaType.JSON,
@@ -156,6 +158,10 @@ async def health(request: Request[Any, Any, Any]) -> HealthOut:
 
 async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return with_links(request.app.openapi_schema.to_schema())
+
+
+async def error_codes_page() -> Response[str]:
+    return Response(errors_page(), media_type=MediaType.HTML)
 
 
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -189,8 +195,21 @@ def _operation_routes() -> list[HTTPRouteHandler]:
         security=[{}],
         media_type=MediaType.JSON,
     )
+    error_codes = get(
+        ERRORS_DOCS_PATH,
+        summary="Every error code: what it means and what to do (HTML)",
+        tags=["operations"],
+        security=[{}],
+        media_type=MediaType.HTML,
+    )
     exposition = get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE)
-    return [mesh_status(status), liveness(health), document(openapi), exposition(metrics)]
+    return [
+        mesh_status(status),
+        liveness(health),
+        document(openapi),
+        error_codes(error_codes_page),
+        exposition(metrics),
+    ]
 
 
 def _answer_error(
@@ -202,8 +221,16 @@ def _answer_error(
     headers: dict[str, str] | None = None,
     retry_after_s: float | None = None,
 ) -> Response[ErrorOut]:
-    backend_of(request).errors_by_code[code.value] += 1  # counted like the TCP port's errors
-    return _error_response(status_code, code, message, headers, retry_after_s)
+    backend = backend_of(request)
+    backend.errors_by_code[code.value] += 1  # counted like the TCP port's errors
+    return _error_response(
+        backend.errors_docs_url,
+        status_code,
+        code,
+        message,
+        headers=headers,
+        retry_after_s=retry_after_s,
+    )
 
 
 def _handle_api_error(request: Request[Any, Any, Any], error: ApiError) -> Response[ErrorOut]:

@@ -22,6 +22,7 @@ from mesh.node.config import ClientLimits
 from mesh.node.doors.auth import Authenticator, AuthError, Principal
 from mesh.node.doors.chat import ChatService
 from mesh.node.doors.drain import DrainOutcome
+from mesh.node.doors.error_docs import ERRORS_DOCS_PATH, docs_link
 from mesh.node.doors.rate_limit import UserSendLimits
 from mesh.node.doors.send_admission import SendAdmission
 from mesh.node.doors.token_scope import Operation
@@ -39,8 +40,6 @@ from router.writes import SendRequest
 ROOM_PATTERN = re.compile(ROOM_NAME_PATTERN)
 
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
-
-DOCS = "docs/api.md#errors"
 
 
 class DeletionOut(msgspec.Struct, frozen=True):
@@ -95,7 +94,7 @@ class ApiError(Exception):
 
 
 def error_spec(description: str, code: ErrorCode, message: str) -> ResponseSpec:
-    example = ErrorOut(ErrorDetail(code.value, message, DOCS))
+    example = ErrorOut(ErrorDetail(code.value, message, docs_link(ERRORS_DOCS_PATH, code)))
     return ResponseSpec(
         ErrorOut,
         description=description,
@@ -187,6 +186,7 @@ class HttpBackend:
     drain: Callable[[float], Awaitable[DrainOutcome]] | None = None  # over so many seconds
     # Why the node takes no client sessions now (joining, draining); None: it does.
     not_ready: Callable[[], str | None] = lambda: None
+    errors_docs_url: str = ERRORS_DOCS_PATH  # error bodies link to their code's section here
 
 
 def backend_of(request: Request[Any, Any, Any]) -> HttpBackend:
