@@ -30,6 +30,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 # The last commit before protocol 1.6 (room state): its nodes and clients speak 1.5.
 OLD_COMMIT = "afa2321439f929ff27ddec6bc3f4bcaf63e9a033"
 OLD_INSTALL_TIMEOUT_S = 900.0
+OLD_FETCH_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -48,18 +49,49 @@ class UpgradeReport(ChaosReport):
 def old_meshchat(cache: Path) -> Path | str:
     """The old version's `meshchat`, installed once under `cache`; or, when this checkout
     has not the commit, why not. An install that fails raises: that is a failure."""
-    known = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{OLD_COMMIT}^{{commit}}"],
-        capture_output=True,
-        check=False,
-    )
-    if known.returncode != 0:
-        return f"commit {OLD_COMMIT[:12]} is not in this checkout's history (a shallow clone?)"
+    if not _have_old_commit() and not _fetch_old_commit():
+        return (
+            f"commit {OLD_COMMIT[:12]} is not in this checkout's history (a shallow clone?), "
+            "and fetching it from the origin remote failed"
+        )
     home = cache / f"meshchat-{OLD_COMMIT[:12]}"
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"meshchat-{OLD_COMMIT[:12]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one install at a time, whoever else runs this
         return _install(home)
+
+
+def _have_old_commit() -> bool:
+    known = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{OLD_COMMIT}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    return known.returncode == 0
+
+
+def _fetch_old_commit() -> bool:
+    """A shallow clone lacks the old commit: fetch that one commit from where it was cloned."""
+    try:
+        fetched = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPOSITORY),
+                "fetch",
+                "--quiet",
+                "--depth",
+                "1",
+                "origin",
+                OLD_COMMIT,
+            ],
+            capture_output=True,
+            timeout=OLD_FETCH_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return fetched.returncode == 0 and _have_old_commit()
 
 
 def _install(home: Path) -> Path:
