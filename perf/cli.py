@@ -21,15 +21,50 @@ from perf.workload import TARGET_NAMES, TargetName, Workload
 COMPARE_TARGETS_DEFAULT = "meshchat,redis,nats"
 
 
+def examples(*lines: str) -> str:
+    """An epilog of example lines, as mesh/cli/help_format.py writes them (perf/ may not
+    import mesh/cli/: tests/test_architecture.py)."""
+    return "\n".join(["examples:", *(f"  {line}" for line in lines)])
+
+
+PERF_EXAMPLES = {
+    "run": (
+        "meshchat perf run --nodes 3 --clients 16 --rate 1000 --duration 30",
+        "meshchat perf run --nodes 3 --kill-node-at 5 --restart-at 10   # a node dies",
+        "meshchat perf run --servers 10.0.0.1:7100,10.0.0.2:7100 --rate 500",
+        "meshchat perf run --target nats --rate 5000",
+    ),
+    "sweep": (
+        "meshchat perf sweep --nodes 3 --rate 500 --p99-bound-ms 50",
+        "meshchat perf sweep --rate 100 --step 2 --max-steps 8 --duration 5",
+    ),
+    "compare": (
+        "meshchat perf compare",
+        "meshchat perf compare --targets meshchat,meshchat-plain --rate 500",
+        "meshchat perf compare --sweep --fanout --out perf-results/compare",
+    ),
+}
+
+
 def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    perf = commands.add_parser("perf", help="measure meshchat (and Redis, NATS) under load")
-    actions = perf.add_subparsers(dest="perf_command", required=True)
+    perf = commands.add_parser(
+        "perf",
+        help="measure meshchat (and Redis, NATS) under load",
+        epilog=examples(
+            "meshchat perf run --nodes 3 --rate 1000",
+            "meshchat perf sweep --nodes 3 --p99-bound-ms 50",
+            "meshchat perf compare --targets meshchat,redis,nats",
+        ),
+    )
+    actions = perf.add_subparsers(
+        dest="perf_command", required=True, metavar="ACTION", help="what to measure"
+    )
     for name, text in (
         ("run", "one run"),
         ("sweep", "raise the rate to the highest that keeps p99 delivery under a bound"),
         ("compare", "the same workload against several targets"),
     ):
-        action = actions.add_parser(name, help=text)
+        action = actions.add_parser(name, help=text, epilog=examples(*PERF_EXAMPLES[name]))
         if name == "compare":
             action.add_argument(
                 "--targets",
@@ -38,21 +73,36 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
                 "the first (default %(default)s)",
             )
         else:
-            action.add_argument("--target", choices=TARGET_NAMES, default="meshchat")
-        group = action.add_mutually_exclusive_group()
-        group.add_argument("--nodes", type=int, default=1, help="local meshchat nodes to start")
-        group.add_argument("--servers", help="use running meshchat nodes: HOST:PORT,...")
-        action.add_argument("--clients", type=int, default=8)
-        action.add_argument("--rooms", type=int, default=2)
+            action.add_argument(
+                "--target", choices=TARGET_NAMES, default="meshchat", help="what to load"
+            )
+        _add_target_options(action)
+        action.add_argument("--clients", type=int, default=8, help="client connections in all")
+        action.add_argument("--rooms", type=int, default=2, help="rooms the clients share")
         action.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
-        action.add_argument("--duration", type=float, default=10.0, metavar="S")
-        action.add_argument("--warmup", type=float, default=1.0, metavar="S")
-        action.add_argument("--body-size", type=int, default=64, metavar="B")
-        action.add_argument("--workers", type=int, help="load processes (default: cores)")
-        action.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
+        action.add_argument(
+            "--duration", type=float, default=10.0, metavar="S", help="seconds measured"
+        )
+        action.add_argument(
+            "--warmup", type=float, default=1.0, metavar="S", help="seconds sent before that"
+        )
+        action.add_argument(
+            "--body-size", type=int, default=64, metavar="B", help="bytes of each message body"
+        )
+        _add_workers_and_out(action, "load processes")
         if name == "run":
-            action.add_argument("--kill-node-at", type=float, metavar="S")
-            action.add_argument("--restart-at", type=float, metavar="S")
+            action.add_argument(
+                "--kill-node-at",
+                type=float,
+                metavar="S",
+                help="kill a node this many seconds in (default: no node is killed)",
+            )
+            action.add_argument(
+                "--restart-at",
+                type=float,
+                metavar="S",
+                help="start it again this many seconds in (default: it stays down)",
+            )
         if name == "compare":
             action.add_argument(
                 "--sweep",
@@ -74,21 +124,66 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         if name in ("sweep", "compare"):
             _add_sweep_options(action)
     _add_fanout_command(actions)
-    idle = actions.add_parser("idle", help="memory a node spends per idle client connection")
-    idle.add_argument("--connections", type=int, default=2_000)
-    idle.add_argument("--join", action="store_true", help="each connection joins a room")
-    idle.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
-    rebuild = actions.add_parser(
-        "rebuild", help="time to rebuild a room's read model from a log of N events"
+    idle = actions.add_parser(
+        "idle",
+        help="memory a node spends per idle client connection",
+        epilog=examples(
+            "meshchat perf idle --connections 2000",
+            "meshchat perf idle --connections 10000 --join --out perf-results/idle",
+        ),
     )
-    rebuild.add_argument("--events", type=int, default=100_000)
-    rebuild.add_argument("--seed", type=int, default=1)
-    rebuild.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
+    idle.add_argument("--connections", type=int, default=2_000, help="idle connections to open")
+    idle.add_argument("--join", action="store_true", help="each connection joins a room")
+    _add_out(idle)
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="time to rebuild a room's read model from a log of N events",
+        epilog=examples(
+            "meshchat perf rebuild --events 100000",
+            "meshchat perf rebuild --events 1000000 --seed 7",
+        ),
+    )
+    rebuild.add_argument("--events", type=int, default=100_000, help="events in the room's log")
+    rebuild.add_argument("--seed", type=int, default=1, help="seed of the random events")
+    _add_out(rebuild)
+
+
+def _add_target_options(action: argparse.ArgumentParser) -> None:
+    group = action.add_mutually_exclusive_group()
+    group.add_argument("--nodes", type=int, default=1, help="local meshchat nodes to start")
+    group.add_argument(
+        "--servers",
+        metavar="HOST:PORT,...",
+        help="use running meshchat nodes (default: start --nodes local ones)",
+    )
+
+
+def _add_workers_and_out(action: argparse.ArgumentParser, workers: str) -> None:
+    action.add_argument(
+        "--workers", type=int, help=f"{workers} (default: one per core, at most one per client)"
+    )
+    _add_out(action)
+
+
+def _add_out(action: argparse.ArgumentParser) -> None:
+    action.add_argument(
+        "--out",
+        type=Path,
+        default=Path("perf-results"),
+        metavar="DIR",
+        help="where the results and plots are written",
+    )
 
 
 def _add_fanout_command(actions: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     action = actions.add_parser(
-        "fanout", help="rooms of members, one publisher bursting with a window of sends"
+        "fanout",
+        help="rooms of members, one publisher bursting with a window of sends",
+        epilog=examples(
+            "meshchat perf fanout --rooms 10 --members 5 --messages 100000",
+            "meshchat perf fanout --targets meshchat,nats --rounds 3",
+            "meshchat perf fanout --nodes 3 --window 5000",
+        ),
     )
     action.add_argument(
         "--targets",
@@ -96,28 +191,35 @@ def _add_fanout_command(actions: "argparse._SubParsersAction[argparse.ArgumentPa
         help=f"comma-separated, of {', '.join(TARGET_NAMES)}; run in turn, each round "
         "(ratios are against nats when it is one of them)",
     )
-    group = action.add_mutually_exclusive_group()
-    group.add_argument("--nodes", type=int, default=1, help="local meshchat nodes to start")
-    group.add_argument("--servers", help="use running meshchat nodes: HOST:PORT,...")
-    action.add_argument("--rooms", type=int, default=10)
+    _add_target_options(action)
+    action.add_argument("--rooms", type=int, default=10, help="rooms, one publisher each")
     action.add_argument("--members", type=int, default=5, help="subscriber connections per room")
-    action.add_argument("--messages", type=int, default=100_000)
+    action.add_argument("--messages", type=int, default=100_000, help="messages in all")
     action.add_argument("--window", type=int, default=1_000, help="sends in flight")
-    action.add_argument("--body-size", type=int, default=100, metavar="B")
-    action.add_argument("--rounds", type=int, default=1)
-    action.add_argument("--workers", type=int, help="subscriber processes (default: cores)")
-    action.add_argument("--out", type=Path, default=Path("perf-results"), metavar="DIR")
+    action.add_argument(
+        "--body-size", type=int, default=100, metavar="B", help="bytes of each message body"
+    )
+    action.add_argument("--rounds", type=int, default=1, help="times each target is run")
+    _add_workers_and_out(action, "subscriber processes")
 
 
 def _add_sweep_options(action: argparse.ArgumentParser) -> None:
-    action.add_argument("--p99-bound-ms", type=float, default=50.0)
+    action.add_argument(
+        "--p99-bound-ms",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="the highest p99 delivery latency a sustainable rate may have",
+    )
     action.add_argument(
         "--step",
         type=float,
         default=1.5,
         help="rate multiplier per step (default %(default)s)",
     )
-    action.add_argument("--max-steps", type=int, default=12)
+    action.add_argument(
+        "--max-steps", type=int, default=12, help="steps at most, however low p99 stays"
+    )
 
 
 def _target_name(text: str) -> TargetName:

@@ -1,6 +1,7 @@
 """`meshchat perf run`: start the target, spread users over worker processes, inject faults,
 show progress, and write the report."""
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -11,10 +12,10 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from perf.invite_rooms import prepare_invite_rooms
+from perf.progress import ProgressLine
 from perf.report import summarize, table_rows, write
 from perf.targets import ExternalMesh, LocalMesh, OsServer, Target, TargetUnavailableError
 from perf.worker import WorkerPlan, worker_main
@@ -23,6 +24,8 @@ from perf.workload import MESHCHAT_TARGETS, RELATION_SHARE, TargetName, Workload
 READY_TIMEOUT_S = 90.0
 # Time the run may take beyond its schedule: answers, late deliveries, slow exits.
 OVERRUN_S = 120.0
+# The figures each worker reports once a second (worker.py), in ProgressLine.update's order.
+PROGRESS_KEYS = ("sent", "acks", "errors")
 
 
 @dataclass(frozen=True)
@@ -179,13 +182,10 @@ def _follow(  # noqa: PLR0917 - the run's parts, each used once
     progress: dict[int, dict[str, int]] = {}
     finished: list[dict[str, Any]] = []
     deadline = time.monotonic() + workload.warmup_s + workload.duration_s + OVERRUN_S
-    with Live(
-        _progress_table(progress, 0.0),
-        console=console,
-        refresh_per_second=2,
-        transient=True,
-        auto_refresh=options.live,
-    ) as live:
+    line = ProgressLine(
+        console.file, f"{workload.target} {workload.rate:g}/s", on_terminal=console.is_terminal
+    )
+    try:
         while len(finished) < workers:
             if time.monotonic() > deadline:
                 raise TimeoutError("the run took too long; workers did not finish")
@@ -194,27 +194,21 @@ def _follow(  # noqa: PLR0917 - the run's parts, each used once
                 at, action = pending_faults.pop(0)
                 node = target.kill_node() if action == "kill" else target.restart_node()
                 faults.append({"second": at, "event": f"{action} {node}"})
-            try:
+            with contextlib.suppress(queue.Empty):
                 kind, index, payload = results.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if kind == "progress":
-                progress[index] = payload
-            elif kind == "done":
-                finished.append(payload)
+                if kind == "progress":
+                    progress[index] = payload
+                elif kind == "done":
+                    finished.append(payload)
             if options.live:
-                live.update(_progress_table(progress, max(0.0, elapsed)))
+                sent, acknowledged, errors = (
+                    sum(p.get(key, 0) for p in progress.values()) for key in PROGRESS_KEYS
+                )
+                since_start_s = (time.monotonic_ns() - start_ns) / 1e9
+                line.update(max(0.0, since_start_s), sent, acknowledged, errors)
+    finally:
+        line.close()
     return faults, finished
-
-
-def _progress_table(progress: dict[int, dict[str, int]], elapsed: float) -> Table:
-    table = Table(title=f"meshchat perf: {elapsed:.0f}s")
-    for column in ("acknowledged", "delivered", "errors"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(f"{sum(p[key] for p in progress.values()):,}" for key in ("acks", "deliveries", "errors"))
-    )
-    return table
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:

@@ -75,6 +75,7 @@ class WorkerState:
         }
         self.last_delivery_ns = 0
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.sent = 0  # sends started, shed ones not counted
 
     def second_of(self, moment_ns: int) -> int:
         return (moment_ns - self.start_ns) // 1_000_000_000
@@ -127,11 +128,13 @@ class WorkerState:
                 self.errors["shed_by_generator"] += 1
                 continue
             task = asyncio.create_task(self.send_one(driver, client, sequence, due))
+            self.sent += 1
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
     def progress(self) -> dict[str, Any]:
         return {
+            "sent": self.sent,
             "acks": sum(b.acks for b in self.seconds.values()),
             "deliveries": sum(b.deliveries for b in self.seconds.values()),
             "errors": sum(self.errors.values()),

@@ -5,7 +5,9 @@ import datetime
 import json
 import sys
 
+from mesh.cli import tables
 from mesh.cli.client_options import acting_user, add_client_options, open_client
+from mesh.cli.help_format import examples
 from mesh.cli.send_stream import send_stream
 from mesh.client import runtime
 from mesh.client.connection import NodeError
@@ -21,27 +23,57 @@ def room_name(text: str) -> str:
 
 
 def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    send = commands.add_parser("send", help="send a message, or each line of stdin with -")
+    send = commands.add_parser(
+        "send",
+        help="send a message, or each line of stdin with -",
+        epilog=examples(
+            "meshchat send lobby 'hello, world'",
+            "meshchat send lobby hi --server 10.0.0.1:7100,10.0.0.2:7100 --user ann",
+            "tail -f build.log | meshchat send builds -   # one message per line",
+        ),
+    )
     add_client_options(send)
-    send.add_argument("room", type=room_name)
+    send.add_argument("room", type=room_name, help="the room to send to")
     send.add_argument(
         "text",
         help="the message, or - to send each line of stdin as it arrives "
         "(its id printed once acknowledged)",
     )
 
-    history = commands.add_parser("history", help="print a room's messages, oldest first")
+    history = commands.add_parser(
+        "history",
+        help="print a room's messages, oldest first",
+        epilog=examples(
+            "meshchat history lobby",
+            "meshchat history lobby --limit 500 --json | jq -r .body",
+            "meshchat history lobby --after 0193a5c2e4f80000.n1   # what came next",
+        ),
+    )
     add_client_options(history)
-    history.add_argument("room", type=room_name)
-    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    history.add_argument("room", type=room_name, help="the room to read")
+    history.add_argument("--limit", type=int, default=50, help="how many messages, at most")
     position = history.add_mutually_exclusive_group()
-    position.add_argument("--before", metavar="ID", help="only messages before this id")
-    position.add_argument("--after", metavar="ID", help="only messages after this id")
-    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    position.add_argument(
+        "--before", metavar="ID", help="only messages before this id (default: the newest)"
+    )
+    position.add_argument(
+        "--after", metavar="ID", help="only messages after this id (default: the newest)"
+    )
+    history.add_argument(
+        "--json", action="store_true", help="one JSON object per line, even on a terminal"
+    )
 
-    tail = commands.add_parser("tail", help="print a room's messages live, until interrupted")
+    tail = commands.add_parser(
+        "tail",
+        help="print a room's messages live, until interrupted",
+        epilog=examples(
+            "meshchat tail lobby",
+            "meshchat tail lobby -n 20            # the last 20 first, then live",
+            "meshchat tail lobby --json | jq -r '.sender + \": \" + .body'",
+        ),
+    )
     add_client_options(tail)
-    tail.add_argument("room", type=room_name)
+    tail.add_argument("room", type=room_name, help="the room to follow")
     start = tail.add_mutually_exclusive_group()
     start.add_argument(
         "-n",
@@ -51,10 +83,22 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         metavar="N",
         help=f"first the room's last N messages (at most {HISTORY_LIMIT_MAX}; default %(default)s)",
     )
-    start.add_argument("--since", metavar="ID", help="first every message after this id")
+    start.add_argument(
+        "--since",
+        metavar="ID",
+        help="first every message after this id (default: only new messages)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    chat = commands.add_parser("chat", help="the terminal chat tool")
+    chat = commands.add_parser(
+        "chat",
+        help="the terminal chat tool",
+        epilog=examples(
+            "meshchat chat",
+            "meshchat chat --room lobby --room ops --user ann",
+            "meshchat chat --plain --room lobby < notes.txt",
+        ),
+    )
     add_client_options(chat)
     chat.add_argument(
         "--room",
@@ -103,20 +147,8 @@ def format_message(message: Message, as_json: bool) -> str:
             ensure_ascii=False,
         )
         return json_safe(document)
-    moment = datetime.datetime.fromtimestamp(message.time_ms / 1000, tz=datetime.UTC)
     sender = terminal_safe(message.sender)
-    if message.deleted is not None:
-        by = terminal_safe(message.deleted.by)
-        return f"{moment:%Y-%m-%d %H:%M:%S} {sender}: (deleted by {by})"
-    line = f"{moment:%Y-%m-%d %H:%M:%S} {sender}: {terminal_safe(message.body)}"
-    if message.edited_at_ms is not None:
-        line += " (edited)"
-    if message.reactions:
-        counts = ", ".join(
-            f"{terminal_safe(key)} {len(users)}" for key, users in message.reactions.items()
-        )
-        line += f" [{counts}]"
-    return line
+    return f"{tables.message_time(message)} {sender}: {tables.shown_body(message)}"
 
 
 async def run_send(args: argparse.Namespace) -> int:
@@ -152,6 +184,10 @@ async def run_history(args: argparse.Namespace) -> int:
                 before = page.cursor
             if page.cursor is None:
                 break
+    console = None if args.json else tables.terminal_console()
+    if console is not None:
+        console.print(tables.history_table(collected))
+        return 0
     for message in collected:
         write_line(format_message(message, args.json))
     return 0

@@ -29,7 +29,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("MESHCHAT_SERVER") or DEFAULT_SERVER,
         metavar="HOST:PORT[,HOST:PORT...]",
         help="nodes' client ports, in order of preference "
-        "(default $MESHCHAT_SERVER, else %(default)s)",
+        f"(default $MESHCHAT_SERVER, else {DEFAULT_SERVER})",
     )
     parser.add_argument(
         "--user",

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mesh.cli.exit_codes import EXIT_USAGE
+from mesh.cli.help_format import examples
 from peers.keys import (
     PUBLIC_SUFFIX,
     NodeKeyError,
@@ -61,19 +62,67 @@ def peer_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    keys = commands.add_parser("keys", help="make, list, trust and revoke node keys")
-    actions = keys.add_subparsers(dest="keys_command", required=True)
-    new = actions.add_parser("new", help="make a node's key pair")
+    keys = commands.add_parser(
+        "keys",
+        help="make, list, trust and revoke node keys",
+        epilog=examples(
+            "meshchat keys new --id n4 --out /etc/meshchat/keys",
+            "meshchat keys trust /tmp/n4.key --trusted /var/lib/meshchat/trusted",
+            "meshchat keys revoke --id n4 --trusted /var/lib/meshchat/trusted",
+        ),
+    )
+    actions = keys.add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION", help="what to do with keys"
+    )
+    new = actions.add_parser(
+        "new",
+        help="make a node's key pair",
+        epilog=examples(
+            "meshchat keys new --id n4 --out /etc/meshchat/keys",
+            "meshchat keys new --id n4 --out . && scp n4.key ops@n1:/tmp/",
+        ),
+    )
     new.add_argument("--id", required=True, help="the node's id")
-    new.add_argument("--out", type=Path, required=True, metavar="DIR")
-    listing = actions.add_parser("list", help="the nodes a trusted directory accepts")
-    listing.add_argument("directory", type=Path, metavar="DIR")
-    trust = actions.add_parser("trust", help="accept a node: copy its public certificate")
-    trust.add_argument("certificate", type=Path, metavar="FILE")
-    trust.add_argument("--trusted", type=Path, required=True, metavar="DIR")
-    revoke = actions.add_parser("revoke", help="stop accepting a node")
+    new.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="where ID.key and ID.key_secret go"
+    )
+    listing = actions.add_parser(
+        "list",
+        help="the nodes a trusted directory accepts",
+        epilog=examples(
+            "meshchat keys list /var/lib/meshchat/trusted",
+            "meshchat keys list .meshchat/trusted   # a local mesh's, made by `up`",
+        ),
+    )
+    listing.add_argument(
+        "directory", type=Path, metavar="DIR", help="a trusted directory of ID.key files"
+    )
+    trust = actions.add_parser(
+        "trust",
+        help="accept a node: copy its public certificate",
+        epilog=examples(
+            "meshchat keys trust /tmp/n4.key --trusted /var/lib/meshchat/trusted",
+            "meshchat keys trust n4.key --trusted .meshchat/trusted",
+        ),
+    )
+    trust.add_argument(
+        "certificate", type=Path, metavar="FILE", help="the node's public certificate ID.key"
+    )
+    trust.add_argument(
+        "--trusted", type=Path, required=True, metavar="DIR", help="the trusted directory"
+    )
+    revoke = actions.add_parser(
+        "revoke",
+        help="stop accepting a node",
+        epilog=examples(
+            "meshchat keys revoke --id n4 --trusted /var/lib/meshchat/trusted",
+            "meshchat keys revoke --id n4 --trusted .meshchat/trusted",
+        ),
+    )
     revoke.add_argument("--id", required=True, help="the node's id")
-    revoke.add_argument("--trusted", type=Path, required=True, metavar="DIR")
+    revoke.add_argument(
+        "--trusted", type=Path, required=True, metavar="DIR", help="the trusted directory"
+    )
 
 
 def run_keys(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ import argparse
 import asyncio
 import datetime
 import importlib.metadata
-import json
 import logging
 import os
 import re
@@ -15,34 +14,33 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import msgspec
-
 from mesh.cli import chat as cli_chat
-from mesh.cli import client_options, node_config, node_ops, node_options
+from mesh.cli import completion, node_config, node_ops, node_options
 from mesh.cli import events as cli_events
 from mesh.cli import keys as cli_keys
 from mesh.cli import room as cli_room
+from mesh.cli import status as cli_status
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
 from mesh.cli.exit_codes import (
     EXIT_DATA_DIR_LOST,
     EXIT_UNAVAILABLE,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
     exit_code_of,
 )
+from mesh.cli.help_format import CommandParser, examples
+from mesh.cli.up_hints import UP_EXAMPLES, try_lines
 from mesh.client import runtime
-from mesh.client.connection import NodeError, parse_servers
+from mesh.client.connection import NodeError
 from mesh.client.reach import UnreachableError
-from mesh.client.status import ask_first, fetch_status
 from mesh.local.certificates import prepare_local_tls
 from mesh.local.launcher import (
     LocalNode,
     check_data_dirs_free,
     plan_mesh,
-    run_mesh,
     with_peer_keys,
 )
+from mesh.local.supervisor import Supervisor
 from mesh.node.allocator import bound_allocator_growth
 from mesh.node.collector import tune_collector
 from mesh.node.data_lock import DataDirInUseError, DataDirLock
@@ -53,7 +51,7 @@ from mesh.node.logs import configure_logging
 from mesh.node.node import Node
 from mesh.node.peer_security import parse_seed
 from mesh.node.storage import StorageError, StorageLostError
-from mesh.wire.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, Placement, Where
+from mesh.wire.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION
 from peers.keys import NodeKeyError
 from peers.limits import NODE_ID_LENGTH_MAX
 from peers.records import NODE_ID_PATTERN
@@ -67,19 +65,6 @@ def _out(line: str = "") -> None:
 def _fail(command: str, message: str, code: int) -> int:
     sys.stderr.write(f"meshchat {command}: {message}\n")
     return code
-
-
-def _add_operator_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the commands that ask one node a question (status, where)."""
-    parser.add_argument("--server", required=True, metavar="HOST:PORT[,HOST:PORT...]")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("MESHCHAT_TOKEN", "operator"),
-        help="token or, without a cluster secret, user name",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
-    client_options.add_tls_client_options(parser)
 
 
 def version_line() -> str:
@@ -111,29 +96,102 @@ def _problems(command: str, lines: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meshchat", description="A fault-tolerant chat mesh of equal nodes."
+    parser: argparse.ArgumentParser = CommandParser(
+        prog="meshchat",
+        description="A fault-tolerant chat mesh of equal nodes.",
+        epilog=examples(
+            "meshchat up                          # a local mesh of 3 nodes",
+            "meshchat send lobby hello && meshchat history lobby",
+            "meshchat status --server 127.0.0.1:7100",
+            "meshchat COMMAND --help              # each command's options and examples",
+        ),
     )
     parser.add_argument("--version", action="version", version=version_line())
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    node = commands.add_parser("node", help="run one node in the foreground", allow_abbrev=False)
-    node_options.add_node_command_options(node)
-    config = commands.add_parser("config", help="check a node's configuration, or show it")
-    config_actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_actions.add_parser("check", help="check a TOML file of node options")
-    check.add_argument("file", type=Path)
-    show = config_actions.add_parser(
-        "show", help="print the effective configuration of `meshchat node` with these options"
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
     )
-    show.add_argument("node_arguments", nargs=argparse.REMAINDER, metavar="NODE OPTIONS")
 
-    up = commands.add_parser("up", help="run a local mesh in the foreground")
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--base-port", type=int, default=7100)
-    up.add_argument("--data", type=Path, default=Path(".meshchat"))
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    node = commands.add_parser(
+        "node",
+        help="run one node in the foreground",
+        allow_abbrev=False,
+        epilog=examples(
+            "meshchat node --id n1 --peer-port 7200 --client-port 7100 --data /var/lib/meshchat",
+            "meshchat node --id n2 --peer-port 7201 --client-port 7101 --data n2 "
+            "--seed n1@127.0.0.1:7200",
+            "meshchat node --config /etc/meshchat/node.toml",
+        ),
+    )
+    node_options.add_node_command_options(node)
+    config = commands.add_parser(
+        "config",
+        help="check a node's configuration, or show it",
+        epilog=examples(
+            "meshchat config check /etc/meshchat/node.toml",
+            "meshchat config show --config /etc/meshchat/node.toml --log-level DEBUG",
+        ),
+    )
+    config_actions = config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", help="check or show"
+    )
+    check = config_actions.add_parser(
+        "check",
+        help="check a TOML file of node options",
+        epilog=examples(
+            "meshchat config check /etc/meshchat/node.toml",
+            "meshchat config check node.toml || exit 2   # before a restart",
+        ),
+    )
+    check.add_argument("file", type=Path, help="the TOML file")
+    show = config_actions.add_parser(
+        "show",
+        help="print the effective configuration of `meshchat node` with these options",
+        epilog=examples(
+            "meshchat config show --config /etc/meshchat/node.toml",
+            "MESHCHAT_CLIENT_PORT=7101 meshchat config show --id n2",
+        ),
+    )
+    show.add_argument(
+        "node_arguments",
+        nargs=argparse.REMAINDER,
+        metavar="NODE OPTIONS",
+        help="as `meshchat node` takes them (default: only the file and MESHCHAT_* variables)",
+    )
+
+    up = commands.add_parser(
+        "up",
+        help="run a local mesh in the foreground, restarting nodes that die",
+        epilog=UP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=7100,
+        help="node i's client port is BASE+i-1, peer port BASE+100+i-1, HTTP BASE+200+i-1 "
+        "(default 7100)",
+    )
+    up.add_argument(
+        "--data",
+        type=Path,
+        default=Path(".meshchat"),
+        help="node i keeps its data in DATA/n<i> (default .meshchat)",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="the nodes' log level (default INFO)",
+    )
+    up.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="leave a node that dies stopped (by default it is started again, after 1 s, "
+        "then twice as long each time it dies within a minute, up to 30 s)",
+    )
     up.add_argument(
         "--tls",
         action="store_true",
@@ -141,13 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node_options.add_node_options(up)
 
-    status = commands.add_parser("status", help="show the membership as one node sees it")
-    _add_operator_options(status)
-
-    where = commands.add_parser("where", help="which nodes hold a room, and which are alive")
-    where.add_argument("room")
-    _add_operator_options(where)
-
+    cli_status.add_status_commands(commands)
     cli_token.add_token_command(commands)
     cli_chat.add_chat_commands(commands)
     cli_events.add_event_commands(commands)
@@ -156,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_keys.add_keys_command(commands)
     node_ops.add_node_ops_commands(commands)
     _add_perf_commands(commands)
+    completion.add_completion_command(commands)
     return parser
 
 
@@ -163,7 +216,11 @@ def _add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     try:
         from perf.cli import add_perf_commands  # noqa: PLC0415 - needs the `perf` extra
     except ImportError:
-        perf = commands.add_parser("perf", help="measure meshchat (needs meshchat[perf])")
+        perf = commands.add_parser(
+            "perf",
+            help="measure meshchat (needs meshchat[perf])",
+            epilog=examples("pip install 'meshchat[perf]'", "meshchat perf run --help"),
+        )
         perf.set_defaults(perf_missing=True)
         return
     add_perf_commands(commands)
@@ -171,10 +228,11 @@ def _add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     if arguments[:2] == ["config", "show"]:
-        args, _ = build_parser().parse_known_args(arguments)
+        args, _ = parser.parse_known_args(arguments)
     else:
-        args = build_parser().parse_args(arguments)
+        args = parser.parse_args(arguments)
     try:
         match args.command:
             case "node":
@@ -184,9 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "up":
                 return _run_up(args)
             case "status":
-                return _run_status(args)
+                return cli_status.run_status(args)
             case "where":
-                return _run_where(args)
+                return cli_status.run_where(args)
             case "keys":
                 return cli_keys.run_keys(args)
             case "token":
@@ -220,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "chat":
                 logging.basicConfig(level=logging.CRITICAL)  # the screen is the chat's
                 return cli_chat.run_chat(args)
+            case "completion":
+                _out(completion.completion_script(parser, args.shell).rstrip("\n"))
+                return 0
     except node_config.ConfigError as error:
         return _problems(args.command, error.problems)
     except ValueError as error:
@@ -295,7 +356,7 @@ def _run_client_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except UnreachableError as error:
-        return _unreachable(args.command, error)
+        return cli_status.report_unreachable(args.command, error)
     except NodeError as error:
         sys.stderr.write(cli_chat.report_node_error(args.command, error) + "\n")
         return exit_code_of(error.code)
@@ -306,13 +367,6 @@ def _run_client_command(args: argparse.Namespace) -> int:
         return _fail(
             args.command, f"no node answered: {error or type(error).__name__}", EXIT_UNAVAILABLE
         )
-
-
-def _unreachable(command: str, error: UnreachableError) -> int:
-    sys.stderr.write(f"meshchat {command}: no node could be reached:\n")
-    for address, reason in error.reasons.items():
-        sys.stderr.write(f"  {address}: {reason}\n")
-    return EXIT_UNREACHABLE
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -330,91 +384,30 @@ def _run_up(args: argparse.Namespace) -> int:
         return _fail("up", str(error), EXIT_USAGE)
     if not args.insecure_peers:
         mesh = with_peer_keys(args.data, mesh)
-    return run_mesh(_with_tls(args, mesh), node_options.node_arguments(args), _out)
+    mesh, ca_file = _with_tls(args, mesh)
+    supervisor = Supervisor(
+        mesh,
+        node_options.node_arguments(args),
+        _out,
+        restart=args.restart,
+        hints=try_lines(mesh[0], ca_file, args.secret_file),
+        permanent_exits=frozenset({EXIT_USAGE, EXIT_DATA_DIR_LOST}),
+    )
+    return supervisor.run()
 
 
-def _with_tls(args: argparse.Namespace, mesh: list[LocalNode]) -> list[LocalNode]:
+def _with_tls(
+    args: argparse.Namespace, mesh: list[LocalNode]
+) -> tuple[list[LocalNode], Path | None]:
     """`up`'s nodes with their certificates: made and kept by --tls, or --tls-cert/--tls-key
-    for every node."""
+    for every node; and the CA file clients need, when `up` made it."""
     files = node_options.tls_files(args)
     if args.tls and files is not None:
         raise ValueError("--tls makes its own certificates: give --tls-cert/--tls-key or --tls")
     if not args.tls:
-        return mesh if files is None else [replace(node, tls=files) for node in mesh]
+        return (mesh if files is None else [replace(node, tls=files) for node in mesh]), None
     now = datetime.datetime.now(datetime.UTC)
     node_ids = [node.node_id for node in mesh]
     ca, certificates = prepare_local_tls(args.data / "tls", node_ids, args.host, now)
     _out(f"TLS: clients need --ca-file {ca.cert}")
-    return [replace(node, tls=certificates[node.node_id]) for node in mesh]
-
-
-def _run_where(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
-    servers = parse_servers(args.server)
-    room = args.room
-    tls = client_options.tls_client_context(args)
-    try:
-        reply = runtime.run(
-            ask_first(
-                servers, args.token, args.timeout, lambda i: Where(request_id=i, room=room), tls
-            )
-        )
-    except UnreachableError as error:
-        return _unreachable("where", error)
-    except (ConnectionError, TimeoutError) as error:
-        return _fail("where", str(error) or type(error).__name__, EXIT_UNAVAILABLE)
-    except NodeError as error:
-        return _fail("where", cli_chat.node_error_text(error), exit_code_of(error.code))
-    assert isinstance(reply, Placement)
-    if args.json:
-        document = {
-            "room": reply.room,
-            "replicas_wanted": reply.replicas_wanted,
-            "coordinator": reply.coordinator,
-            "replicas": msgspec.to_builtins(reply.replicas),
-        }
-        _out(json.dumps(document, indent=2))
-        return 0
-    _out(
-        f"room {reply.room}: {len(reply.replicas)} of {reply.replicas_wanted} replicas, "
-        f"coordinator {reply.coordinator or 'none alive'}"
-    )
-    for position, replica in enumerate(reply.replicas, start=1):
-        _out(f"  {position}. {replica.id:<12} {replica.state}")
-    return 0
-
-
-def _run_status(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
-    servers = parse_servers(args.server)
-    try:
-        tls = client_options.tls_client_context(args)
-        reply = runtime.run(fetch_status(servers, args.token, args.timeout, tls))
-    except UnreachableError as error:
-        return _unreachable("status", error)
-    except (ConnectionError, TimeoutError) as error:
-        return _fail("status", str(error) or type(error).__name__, EXIT_UNAVAILABLE)
-    except NodeError as error:
-        return _fail("status", cli_chat.node_error_text(error), exit_code_of(error.code))
-    if args.json:
-        document = {
-            "node": reply.node,
-            "members": msgspec.to_builtins(reply.members),
-            "counters": reply.counters,
-        }
-        _out(json.dumps(document, indent=2))
-        return 0
-    _out(f"node {reply.node} sees {len(reply.members)} member(s)")
-    _out(
-        f"{'ID':<12} {'ADDRESS':<22} {'STATE':<8} {'INCARNATION':>14} {'HEARD':>8} "
-        f"{'DROPPED':>8} {'HINTS':>7} {'OLDEST':>8}"
-    )
-    for member in reply.members:
-        heard = "-" if member.last_heard_s is None else f"{member.last_heard_s:.1f}s"
-        oldest = "-" if member.oldest_hint_s is None else f"{member.oldest_hint_s:.0f}s"
-        _out(
-            f"{member.id:<12} {member.address:<22} {member.state:<8} "
-            f"{member.incarnation:>14} {heard:>8} {member.dropped:>8} "
-            f"{member.hints:>7} {oldest:>8}"
-        )
-    return 0
+    return [replace(node, tls=certificates[node.node_id]) for node in mesh], ca.cert

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mesh.cli.client_options import add_tls_client_options, tls_client_context
 from mesh.cli.exit_codes import EXIT_REFUSED, EXIT_UNAUTHORIZED, EXIT_UNAVAILABLE, EXIT_USAGE
+from mesh.cli.help_format import examples
 from mesh.client.connection import parse_servers
 from mesh.node.backup import BackupError, BackupSummary, restore, summarize
 
@@ -35,14 +36,22 @@ def add_node_ops_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     backup = commands.add_parser(
         "backup",
         help="copy a running node's database (a consistent snapshot) to a file",
-        epilog="example: meshchat backup --server 10.0.0.1:7300 --token $T --out n1.sqlite3",
+        epilog=examples(
+            'meshchat backup --server 10.0.0.1:7300 --token "$OPS_TOKEN" --out n1.sqlite3',
+            "meshchat backup --out n1-$(date +%F).sqlite3   # a local mesh's first node",
+        ),
     )
     _add_http_options(backup)
-    backup.add_argument("--out", type=Path, required=True, metavar="FILE", help="the copy")
+    backup.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the copy (replaced if there)"
+    )
     drain = commands.add_parser(
         "drain",
         help="hand a node's client sessions to other nodes and take no new ones (before a restart)",
-        epilog="example: meshchat drain --server 10.0.0.1:7300 --token $T --over 10",
+        epilog=examples(
+            'meshchat drain --server 10.0.0.1:7300 --token "$OPS_TOKEN" --over 10',
+            "meshchat drain --server 10.0.0.1:7300 && systemctl restart meshchat",
+        ),
     )
     _add_http_options(drain)
     drain.add_argument(
@@ -55,7 +64,10 @@ def add_node_ops_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     restore_command = commands.add_parser(
         "restore",
         help="put a backup in place as a data dir's database (the node stopped)",
-        epilog="example: meshchat restore n1.sqlite3 --data /var/lib/meshchat",
+        epilog=examples(
+            "meshchat restore n1.sqlite3 --data /var/lib/meshchat",
+            "meshchat restore n1-2026-01-31.sqlite3 --data .meshchat/n1",
+        ),
     )
     restore_command.add_argument("file", type=Path, help="a file `meshchat backup` wrote")
     restore_command.add_argument(
@@ -73,9 +85,15 @@ def _add_http_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("MESHCHAT_TOKEN", "operator"),
-        help="a token whose ops name operate (default $MESHCHAT_TOKEN)",
+        help="a token whose ops name operate (default $MESHCHAT_TOKEN, else operator)",
     )
-    parser.add_argument("--timeout", type=float, default=BACKUP_TIMEOUT_S, metavar="S")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=BACKUP_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for the node's answer",
+    )
     add_tls_client_options(parser)
 
 

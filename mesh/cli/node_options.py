@@ -3,6 +3,7 @@ variables they settle from (node_config.py), and the NodeConfig they make."""
 
 import argparse
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from mesh.cli import keys as cli_keys
 from mesh.cli import node_config
 from mesh.node.config import ClientLimits, NodeConfig
 from mesh.node.doors.auth import load_secret
+from mesh.node.doors.error_docs import ERRORS_DOCS_PATH
 from mesh.node.tls import server_context
 from mesh.wire.tls import CertificateFiles
 from peers.membership import MembershipConfig
@@ -52,8 +54,18 @@ LIMIT_OPTIONS = (
 
 def add_tls_server_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("TLS for the client port and the HTTP API")
-    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate (chain)")
-    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its PEM private key")
+    group.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate (chain) (default: none, clients and HTTP on plaintext)",
+    )
+    group.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="its PEM private key (required with --tls-cert)",
+    )
 
 
 def tls_files(args: argparse.Namespace) -> CertificateFiles | None:
@@ -146,17 +158,46 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         "--secret-file",
         type=Path,
         metavar="FILE",
-        help="cluster secret: clients then need signed tokens (meshchat token)",
+        help="cluster secret: clients then need signed tokens (meshchat token); "
+        "default: none, and without --token-keys a user name is enough",
     )
     parser.add_argument(
         "--token-keys",
         type=Path,
         metavar="FILE",
-        help="a JWK Set of keys tokens may be signed with, by kid (re-read when it changes)",
+        help="a JWK Set of keys tokens may be signed with, by kid (re-read when it changes; "
+        "default: none, tokens naming a kid are refused)",
     )
-    parser.add_argument("--token-audience", metavar="NAME", help="tokens' aud must name this")
-    parser.add_argument("--token-issuer", metavar="NAME", help="tokens' iss must be this")
+    parser.add_argument(
+        "--token-audience",
+        metavar="NAME",
+        help="tokens' aud must name this (default: aud is not checked)",
+    )
+    parser.add_argument(
+        "--token-issuer",
+        metavar="NAME",
+        help="tokens' iss must be this (default: iss is not checked)",
+    )
+    parser.add_argument(
+        "--errors-docs-url",
+        type=docs_url,
+        default=ERRORS_DOCS_PATH,
+        metavar="URL",
+        help="HTTP error bodies link to URL#CODE: your own copy of the error codes' page "
+        f"(default {ERRORS_DOCS_PATH}, which the node serves itself)",
+    )
     add_client_limit_options(parser)
+
+
+def docs_url(text: str) -> str:
+    """An error docs URL: absolute http(s), or a path on the node itself."""
+    parts = urllib.parse.urlsplit(text)
+    absolute = parts.scheme in {"http", "https"} and bool(parts.netloc)
+    if not (absolute or (not parts.scheme and text.startswith("/"))) or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"not an http(s) URL or a path starting with /, without a #fragment: {text!r}"
+        )
+    return text
 
 
 def client_limits(args: argparse.Namespace) -> ClientLimits:
@@ -198,6 +239,7 @@ def node_arguments(args: argparse.Namespace) -> list[str]:
         arguments += ["--token-audience", args.token_audience]
     if args.token_issuer is not None:
         arguments += ["--token-issuer", args.token_issuer]
+    arguments += ["--errors-docs-url", args.errors_docs_url]
     return arguments + cli_keys.peer_arguments(args)
 
 
@@ -214,7 +256,9 @@ def add_node_command_options(node: argparse.ArgumentParser) -> None:
     node.add_argument("--id", help="this node's id, unique in the mesh (required)")
     node.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     node.add_argument(
-        "--bind", metavar="ADDRESS", help="address to bind instead of --host (0.0.0.0: all)"
+        "--bind",
+        metavar="ADDRESS",
+        help="address to bind instead of --host (0.0.0.0: all; default: --host)",
     )
     node.add_argument("--peer-port", type=int, help="ZeroMQ port for peers (required)")
     node.add_argument("--client-port", type=int, help="TCP port for clients (required)")
@@ -224,10 +268,15 @@ def add_node_command_options(node: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="HOST:PEER_PORT",
-        help="a node to join through (repeatable)",
+        help="a node to join through (repeatable; default: none, a new mesh of one)",
     )
     node.add_argument("--http-port", type=int, help="HTTP API port (default: no HTTP API)")
-    node.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    node.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="log this level and above to stderr",
+    )
     add_node_options(node)
 
 
@@ -277,6 +326,7 @@ def make_node_config(args: argparse.Namespace) -> NodeConfig:
         token_audience=args.token_audience,
         token_issuer=args.token_issuer,
         http_port=args.http_port,
+        errors_docs_url=args.errors_docs_url,
         tls=tls_files(args),
         node_key=args.node_key,
         trusted_keys=args.trusted_keys,

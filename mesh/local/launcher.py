@@ -1,4 +1,4 @@
-"""`meshchat up`: a local mesh of node processes in the foreground."""
+"""`meshchat up`: the plan of a local mesh, its nodes' command lines and keys."""
 
 import logging
 import shutil
@@ -6,10 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 
 from mesh.node.data_lock import DataDirLock
 from mesh.wire.tls import CertificateFiles
@@ -21,8 +19,6 @@ log = logging.getLogger(__name__)
 LOCAL_KEYS_DIR = "keys"
 LOCAL_TRUSTED_DIR = "trusted"
 
-# A node that exits this soon after start failed to start (a port in use, a bad data dir).
-STARTUP_GRACE_S = 2.0
 STOP_TIMEOUT_S = 5.0
 
 
@@ -110,51 +106,8 @@ def node_command(node: LocalNode, mesh: list[LocalNode], extra: list[str]) -> li
     return command + extra
 
 
-def run_mesh(mesh: list[LocalNode], extra: list[str], out: Callable[[str], None]) -> int:
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    started_at = time.monotonic()
-    for node in mesh:
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        processes[node.node_id] = subprocess.Popen(node_command(node, mesh, extra))
-        out(
-            f"{node.node_id}  client {node.host}:{node.client_port}  "
-            f"peer {node.host}:{node.peer_port}  "
-            f"http {'http' if node.tls is None else 'https'}://{node.host}:{node.http_port}  "
-            f"data {node.data_dir}"
-        )
-    out(f"mesh of {len(mesh)} node(s) running; Ctrl-C stops it")
-    exit_code = 0
-    running = dict(processes)
-    while running and not stopping:
-        time.sleep(0.2)
-        for node_id, process in list(running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            del running[node_id]
-            log.log(
-                logging.INFO if code == 0 else logging.WARNING,
-                "node %s exited with code %d",
-                node_id,
-                code,
-            )
-            if time.monotonic() - started_at < STARTUP_GRACE_S and code != 0:
-                exit_code = code
-                stopping = True
-    _stop_all(list(running.values()))
-    return exit_code
-
-
-def _stop_all(processes: list["subprocess.Popen[bytes]"]) -> None:
+def stop_all(processes: list["subprocess.Popen[bytes]"]) -> None:
+    """SIGTERM to each; a process still running after STOP_TIMEOUT_S is killed."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
