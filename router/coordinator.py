@@ -52,7 +52,17 @@ class Coordinator:
         """`behind`: the room's member node furthest behind on pushes, and by how many."""
         placement = self._placement
         if not placement.joined:
-            return _answer(origin, Refused(ErrorCode.UNAVAILABLE, placement.why_no_replica()))
+            refused = Refused(ErrorCode.UNAVAILABLE, placement.why_no_replica())
+            if isinstance(origin, LocalOrigin):
+                return _answer(origin, refused)
+            # Told how long, the gateway routes past this node until then, at once.
+            joining = ForwardReply(
+                origin.forward_id,
+                error=refused.code,
+                reason=refused.reason,
+                joining_for_s=placement.joining_for_s(now),
+            )
+            return [SendPeer(origin.node, joining)]
         if (problem := request_problem(request)) is not None:
             return _answer(origin, Refused(ErrorCode.BAD_REQUEST, problem))
         write_id = self._write_by_key.get((request.sender, request.client_msg_id))

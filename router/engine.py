@@ -506,8 +506,11 @@ class RoomEngine:
                     message.subject,
                 )
                 return _Role.OTHER, [Coordinate(RemoteOrigin(sender, forward_id), request)]
+            case ForwardReply(joining_for_s=float() as joining_for_s):
+                passed_over = self._pass_over(sender, joining_for_s, now)
+                return _Role.OTHER, [*passed_over, *self._forwarding.replied(message, now)]
             case ForwardReply():
-                return _Role.OTHER, self._forwarding.replied(message)
+                return _Role.OTHER, self._forwarding.replied(message, now)
             case Replicate():
                 return _Role.REPLICA, self._replica.replicate(sender, message, now)
             case ReplicaAck(write_id, kept_id) if self.handoff.owns_write(write_id):
@@ -578,6 +581,13 @@ class RoomEngine:
         changed = self._subscriptions.members_changed(before, gone, returned, now)
         return self._run(_Role.OTHER, changed, now)
 
+    def _pass_over(self, node: str, joining_for_s: float, now: float) -> list[Step]:
+        """A peer refused a send as coordinator, still joining: route past it until then."""
+        before = self._subscriptions.placed()
+        if not self._placement.pass_over(node, joining_for_s, now):
+            return []
+        return self._subscriptions.members_changed(before, set(), set(), now)
+
     def _tick(self, now: float) -> list[Effect]:
         if self._last_tick is not None and now < self._last_tick:
             return []  # a stale tick: timers only move forward
@@ -585,6 +595,12 @@ class RoomEngine:
         if self._placement.settle(now):
             # Rooms can be placed now: register interest and catch up as for any change.
             effects += self._members_changed(dict(self._placement.members), now)
+        if self._placement.joined_peers_due(now):
+            # Peers that said they were joining have had the time: they coordinate again.
+            before = self._subscriptions.placed()
+            self._placement.peers_joined(now)
+            changed = self._subscriptions.members_changed(before, set(), set(), now)
+            effects += self._run(_Role.OTHER, changed, now)
         ran_until = self._last_tick if self._last_tick is not None else now
         self._last_tick = self._clock.latest_now = now
         steps: list[Step] = []

@@ -42,10 +42,20 @@ class Forwarding:
         self._stats.forwards_sent += 1
         return [SendPeer(coordinator, forward_message(forward_id, request))]
 
-    def replied(self, reply: ForwardReply) -> list[Step]:
+    def replied(self, reply: ForwardReply, now: float) -> list[Step]:
         forward = self._forwards.pop(reply.forward_id, None)
         if forward is None:
             return []
+        if reply.joining_for_s is not None:
+            # The coordinator is still joining and has been passed over: on to the next.
+            coordinator = self._placement.coordinator(forward.request.room)
+            if coordinator == self._placement.node_id:
+                return [Coordinate(LocalOrigin(forward.ticket), forward.request)]
+            if coordinator is not None and coordinator != forward.target:
+                self._forwards[reply.forward_id] = forward
+                forward.target, forward.sent_at = coordinator, now
+                self._stats.forwards_sent += 1
+                return [SendPeer(coordinator, forward_message(reply.forward_id, forward.request))]
         outcome: Outcome
         if reply.message is not None:
             self._clock.observe(reply.message.id)

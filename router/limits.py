@@ -62,6 +62,8 @@ BUSY_WAIT_S_MIN: Final = 0.05
 BUSY_WAIT_S_MAX: Final = 5.0
 # The longest wait a peer may tell a gateway to pass on.
 RETRY_AFTER_S_MAX: Final = 60.0
+# The longest a peer may say it is still joining (it is asked again after).
+JOINING_FOR_S_MAX: Final = 60.0
 # Events arriving ahead of a gap, held until it fills (later ones are retransmitted anyway).
 EARLY_EVENTS_MAX: Final = 4096
 # Rooms whose state (router/room_state.py) a coordinator holds folded in memory, the

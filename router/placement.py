@@ -10,6 +10,9 @@ from router.config import RouterConfig
 from router.events import Health
 from router.ring import HashRing
 
+# The shortest "still joining" a node tells its peers: they ask again after it.
+JOINING_FOR_S_MIN = 0.001
+
 
 class Placement:
     def __init__(self, node_id: str, config: RouterConfig, *, alone: bool) -> None:
@@ -24,6 +27,9 @@ class Placement:
         self.joined = alone
         self._first_peer_at: float | None = None
         self.members: dict[str, Health] = {}  # the latest view, for the join to replay
+        # Peers that said they are still joining, each until when (by this node's clock):
+        # passed over as coordinator until then, on their own word, not on a guess.
+        self._joining_until: dict[str, float] = {}
 
     def preference_list(self, room: str) -> list[str]:
         return self.ring.preference_list(room, self._replicas)
@@ -33,7 +39,33 @@ class Placement:
 
     def coordinator(self, room: str) -> str | None:
         live = self.live_replicas(room)
-        return live[0] if live and self.joined else None
+        if not live or not self.joined:
+            return None
+        serving = [node for node in live if node not in self._joining_until]
+        return (serving or live)[0]
+
+    def joining_for_s(self, now: float) -> float:
+        """How much longer this node's join settles, as it tells peers that ask too early."""
+        first = self._first_peer_at
+        left_s = self._settle_s if first is None else first + self._settle_s - now
+        return max(JOINING_FOR_S_MIN, min(self._settle_s, left_s))
+
+    def pass_over(self, node: str, joining_for_s: float, now: float) -> bool:
+        """`node` says it is joining for so long: pass it over as coordinator until then,
+        for no longer than this node's own settle. True if placement changed."""
+        if node == self.node_id or node not in self.alive:
+            return False
+        was = node in self._joining_until
+        self._joining_until[node] = now + min(joining_for_s, self._settle_s)
+        return not was
+
+    def joined_peers_due(self, now: float) -> bool:
+        return any(now >= until for until in self._joining_until.values())
+
+    def peers_joined(self, now: float) -> None:
+        """Peers whose join has had its time coordinate their rooms again."""
+        for node in [n for n, until in self._joining_until.items() if now >= until]:
+            del self._joining_until[node]
 
     def why_no_replica(self) -> str:
         if not self.joined:
@@ -59,6 +91,8 @@ class Placement:
             # the mesh: placing rooms on a partial ring would write them to the wrong
             # nodes. settle() completes the join.
             self._first_peer_at = now
+        for node in set(self._joining_until) - alive:
+            del self._joining_until[node]  # it coordinates nothing now anyway
         gone = self.reachable - reachable - {self.node_id}
         returned = alive - self.alive
         self.alive, self.reachable = alive, reachable | {self.node_id}

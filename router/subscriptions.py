@@ -139,10 +139,12 @@ class Subscriptions:
                 steps.append(RegisterHere(room))
             else:
                 steps.append(SendPeer(node, Interest(request_id, rooms=[room])))
-        if live[0] == self._placement.node_id:
+        # The coordinator's ack: a replica still joining (passed over) is not it.
+        coordinator = self._placement.coordinator(room) or live[0]
+        if coordinator == self._placement.node_id:
             local.registration = local.awaiting = None
             return steps + self._ready(local)
-        local.registration, local.awaiting = request_id, live[0]
+        local.registration, local.awaiting = request_id, coordinator
         local.deadline = now + self._config.read_timeout_s
         return steps
 

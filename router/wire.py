@@ -10,7 +10,7 @@ import msgspec
 
 from router.digest import BUCKET_DIGITS
 from router.event_rules import Relations
-from router.limits import RETRY_AFTER_S_MAX
+from router.limits import JOINING_FOR_S_MAX, RETRY_AFTER_S_MAX
 from router.records import (
     EventKind,
     MembershipChange,
@@ -61,6 +61,9 @@ class ForwardReply(msgspec.Struct, frozen=True, tag="forward_reply"):
     error: Annotated[str, msgspec.Meta(max_length=64)] = ""
     reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
     retry_after_s: Annotated[float, msgspec.Meta(ge=0.001, le=RETRY_AFTER_S_MAX)] | None = None
+    # Refused because the coordinator is still joining, for about so long: pass it over
+    # until then (older nodes leave it out, and are retried as before).
+    joining_for_s: Annotated[float, msgspec.Meta(ge=0.001, le=JOINING_FOR_S_MAX)] | None = None
 
 
 class Replicate(msgspec.Struct, frozen=True, tag="replicate"):

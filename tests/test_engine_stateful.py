@@ -725,3 +725,30 @@ def _drain_holding(mesh: EngineMesh, node_id: str, client_msg_id: str) -> bool:
                 for effect in mesh.nodes[node_id].pending
             )
     raise AssertionError("still busy")
+
+
+def test_a_coordinator_still_joining_is_passed_over_on_its_word_until_its_join_has_settled() -> (
+    None
+):
+    # A restarted replica is alive in its peers' views before its join settles; it tells
+    # them how long it still needs, and they send its rooms' writes to the next replica
+    # at once (no client retry), then route to it again once that time is over.
+    mesh = EngineMesh()
+    room = "lobby"
+    restarted = mesh.engine("n1").coordinator(room)
+    assert restarted is not None
+    mesh.crash(restarted, "dead")
+    mesh.tick(1.0)
+    mesh.start(restarted)
+    gateway = next(node for node in NODE_IDS if node != restarted)
+    assert mesh.engine(gateway).coordinator(room) == restarted
+    sent = _submit(mesh, gateway, SendRequest(room, "ann", "j1", "while it joins"))
+    mesh.drain()  # no time passes: no retry timer could have carried it
+    assert isinstance(mesh.outcomes.get(sent), Acked), mesh.outcomes.get(sent)
+    assert mesh.engine(gateway).coordinator(room) != restarted
+    mesh.tick(CONFIG.join_settle_s)
+    mesh.drain()
+    assert mesh.engine(gateway).coordinator(room) == restarted
+    again = _submit(mesh, gateway, SendRequest(room, "ann", "j2", "once it has joined"))
+    mesh.drain()
+    assert isinstance(mesh.outcomes.get(again), Acked), mesh.outcomes.get(again)

@@ -167,7 +167,7 @@ def test_a_busy_room_s_refusal_tells_how_long_writes_take_now_through_a_forward_
     gateway = alone_engine()._forwarding
     gateway._forwards[7] = PendingForward(11, request, 10.0, "n1", 0.0)
     (answered,) = gateway.replied(
-        msgspec.msgpack.decode(msgspec.msgpack.encode(sent.message), type=ForwardReply)
+        msgspec.msgpack.decode(msgspec.msgpack.encode(sent.message), type=ForwardReply), 2.0
     )
     assert isinstance(answered, Complete) and isinstance(answered.outcome, Refused)
     assert answered.outcome.retry_after_s == 1.5
