@@ -98,6 +98,7 @@ def test_an_oversize_or_empty_body_is_refused_once_with_its_code(node: NodeProce
     large, took_s = timed_cli("send", "lobby", "x" * (16 * 1024 + 1), *server)
     assert large.returncode == EXIT_REFUSED, large.stderr
     assert large.stderr.startswith("meshchat send: too_large: the message is 16385 bytes")
+    assert large.stderr.rstrip().endswith("; send less, or split it"), large.stderr
     assert took_s < FAIL_FAST_S, took_s  # refused, never resent
     for body in ("", "   "):
         empty = run_cli("send", "lobby", body, *server)

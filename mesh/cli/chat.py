@@ -12,6 +12,7 @@ from mesh.cli.send_stream import send_stream
 from mesh.client import runtime
 from mesh.client.connection import NodeError
 from mesh.wire.display_text import json_safe, terminal_safe
+from mesh.wire.error_advice import with_advice
 from mesh.wire.names import ROOM_NAME_RULE, is_room_name
 from mesh.wire.protocol import HISTORY_LIMIT_MAX, Message, MessageEvent
 
@@ -229,5 +230,5 @@ def report_node_error(command: str, error: NodeError) -> str:
 
 
 def node_error_text(error: NodeError) -> str:
-    """A node's refusal for a terminal: its code, then its sentence."""
-    return f"{error.code}: {terminal_safe(error.message)}"
+    """A node's refusal for a terminal: its code, then its sentence and what to do."""
+    return f"{error.code}: {with_advice(error.code, terminal_safe(error.message))}"
