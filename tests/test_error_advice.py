@@ -20,6 +20,8 @@ def test_advice_is_left_out_when_the_node_said_what_to_do() -> None:
     told = "invalid token: it is not a signed token: ask its operator for one (`meshchat token`)"
     assert with_advice("unauthorized", told) == told
     assert with_advice("forbidden", "join room lobby first") == "join room lobby first"
+    only = "only ann, who sent it, may edit it"
+    assert with_advice("forbidden", only) == only  # no moderator can help there
     assert with_advice("bad_request", "room must be at most 64 characters long") == (
         "room must be at most 64 characters long"
     )

@@ -11,7 +11,7 @@ _ADVICE: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
         "give a token with --token or $MESHCHAT_TOKEN (the mesh's operator issues them)",
         ("meshchat token", "--token", "token is"),
     ),
-    "forbidden": ("ask the room's owner or a moderator", ("first", "scope", "owner")),
+    "forbidden": ("ask the room's owner or a moderator", ("first", "scope", "owner", "only")),
     "not_found": ("check the room's name and the message id", ()),
     "too_large": ("send less, or split it", ()),
     "rate_limited": ("wait a moment, then send again", ()),
