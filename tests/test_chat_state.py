@@ -1,10 +1,27 @@
 """The chat tool's state, driven directly: ordering, unread counts, pending sends, completion."""
 
-import msgspec
+from pathlib import Path
 
-from mesh.wire.protocol import Deletion, Message, RelationEvent
-from tools.chat_render import NEW_MESSAGES_MARKER, room_text
-from tools.chat_state import ChatState, Command, Delivery, colour_of, parse_command
+import msgspec
+import pytest
+
+from mesh.client.chat_client import ChatClient
+from mesh.client.connection import NodeError
+from mesh.client.rejoin import RejoinRefused, refused_rejoin
+from mesh.wire.errors import ErrorCode
+from mesh.wire.names import is_room_name
+from mesh.wire.protocol import Deletion, ErrorReply, Message, RelationEvent
+from tools.chat_direct import direct_room_name
+from tools.chat_keys import bound_keys, config_path, default_key_map, key_problem, load_key_map
+from tools.chat_render import (
+    HIGHLIGHT_STYLE,
+    NEW_MESSAGES_MARKER,
+    line_text,
+    room_label,
+    room_text,
+    status_line,
+)
+from tools.chat_state import ChatState, Command, Delivery, colour_of, mentions, parse_command
 
 
 def message(n: int, room: str = "lobby", sender: str = "bob", client_msg_id: str = "") -> Message:
@@ -213,3 +230,140 @@ def test_the_node_s_count_replaces_ours_and_a_replayed_backlog_is_not_counted_tw
     assert (view.unread, view.unread_capped) == (1000, True)
     state.switch_to("random")
     assert (view.unread, view.unread_capped) == (0, False)
+
+
+def test_a_message_naming_the_user_is_highlighted_and_marks_its_room_elsewhere() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.open_room("random")
+    for n, room, sender, body in (
+        (1, "random", "bob", "ANN, lunch?"),  # any case, at the start
+        (2, "random", "bob", "the annex is closed"),  # part of a word: no
+        (3, "lobby", "bob", "thanks @ann"),  # the current room: no mark on its tab
+        (4, "random", "ann", "ann here"),  # our own: never
+    ):
+        state.add_message(msgspec.structs.replace(message(n, room, sender), body=body))
+    highlighted = {line.body: line.highlight for line in state.rooms["random"].lines.values()}
+    assert highlighted == {"ANN, lunch?": True, "the annex is closed": False, "ann here": False}
+    assert state.rooms["lobby"].lines[message(3).id].highlight
+    assert (state.rooms["random"].highlighted, state.rooms["lobby"].highlighted) == (True, False)
+    assert room_label(state, state.rooms["random"], 2).plain == " 2 random (2) !"
+    (line,) = [line for line in state.rooms["random"].lines.values() if line.highlight]
+    assert any(span.style == HIGHLIGHT_STYLE for span in line_text(line).spans)
+    state.leave_view()
+    state.switch_to("random")
+    assert not state.rooms["random"].highlighted
+    assert room_label(state, state.rooms["random"], 2).plain == ">2 random"
+
+
+def test_mentions_match_whole_names_in_any_case() -> None:
+    assert mentions("hi Ann!", "ann") and mentions("ann: x", "ann") and mentions("(ann)", "ann")
+    assert not mentions("annex", "ann") and not mentions("joanne", "ann")
+    assert mentions("ping [/]mallory now", "[/]mallory")  # a name with markup characters
+
+
+def test_a_message_ends_its_sender_s_typing_line_at_once() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.typing("lobby", "bob", now_s=10.0)
+    state.typing("lobby", "cy", now_s=10.0)
+    state.add_message(message(1, sender="bob"))
+    assert state.typing_line(10.5) == "cy is typing…"
+
+
+def test_retry_takes_the_newest_failed_send_once() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.open_room("random")
+    state.add_pending("lobby", "c1", "first", now_ms=1)
+    state.add_pending("random", "c2", "second", now_ms=2, reply_to=message(1).id)
+    state.add_pending("lobby", "c3", "fine", now_ms=3)
+    state.fail("c1", "forbidden: read-only")
+    state.fail("c2", "forbidden: read-only")
+    room, line = state.take_last_failed() or ("", None)
+    assert (room, line and line.body, line and line.reply_to) == ("random", "second", message(1).id)
+    assert bodies(state, "random") == []  # taken off the screen: the resend shows instead
+    assert (state.take_last_failed() or ("", None))[0] == "lobby"
+    assert state.take_last_failed() is None
+
+
+def test_notices_without_a_room_are_kept_for_the_screen() -> None:
+    state = ChatState("ann")
+    state.notice(None, "not a room name: 'bad room!'", now_ms=1)
+    assert "bad room!" in room_text(state.no_room).plain
+
+
+def test_direct_room_names_are_one_per_pair_and_valid_room_names() -> None:
+    assert direct_room_name("bob", "ann") == direct_room_name("ann", "bob") == "dm#ann#bob"
+    long_name = "x" * 64
+    for pair in (("ann", long_name), ("ann", "björn"), ("a#b", "c"), ("ann", "[/]mallory")):
+        name = direct_room_name(*pair)
+        assert is_room_name(name) and name.startswith("dm##") and len(name) == 36, name
+        assert name == direct_room_name(*reversed(pair))
+    # Names that would read alike joined by a separator stay apart.
+    assert direct_room_name("a", "b c") != direct_room_name("a b", "c")
+    assert direct_room_name("a.b", "c") != direct_room_name("a", "b.c")
+
+
+def test_tab_completes_a_user_after_msg() -> None:
+    state = ChatState("ann")
+    state.open_room("lobby")
+    state.set_members("lobby", ["ann", "bob"])
+    assert state.complete("/msg b") == "/msg bob "
+    assert state.complete("/msg a") == "/msg a"  # not ourselves
+
+
+def test_a_keys_file_maps_actions_and_tells_its_mistakes_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    assert load_key_map(path) == default_key_map()  # no file: the defaults, no word
+    path.write_text('next_room = "ctrl+b"\nprevious_room = ["ctrl+o", "alt+left"]\n')
+    assert load_key_map(path).keys["next_room"] == ("ctrl+b",)
+    assert load_key_map(path).problem is None
+    path.write_text('bogus = "x"\nquit = "ctrl+"\nhelp = 3\nnext_room = "ctrl+b"\n')
+    loaded = load_key_map(path)
+    assert loaded.keys["quit"] == ("ctrl+q",) and loaded.keys["next_room"] == ("ctrl+b",)
+    assert loaded.problem is not None and "\n" not in loaded.problem
+    for said in ("unknown action 'bogus'", "quit: 'ctrl+'", "help: give a key"):
+        assert said in loaded.problem
+    path.write_text("next_room = [")
+    broken = load_key_map(path)
+    assert broken.keys == default_key_map().keys and "not read" in (broken.problem or "")
+    assert key_problem("ctrl+shift+pageup") is None and key_problem("slash") is None
+    assert key_problem("hyper+zz") and key_problem("cmd+a")
+
+
+def test_the_keys_file_lives_in_the_xdg_config_home() -> None:
+    assert config_path({"XDG_CONFIG_HOME": "/x"}) == Path("/x/meshchat/keys.toml")
+    assert config_path({"HOME": "/home/ann"}) == Path("/home/ann/.config/meshchat/keys.toml")
+
+
+def test_alt_digits_are_bound_as_tmux_sends_them_too() -> None:
+    # tmux sends Alt-1 as ESC 1, which Textual reads as the key for "¡".
+    assert bound_keys(("alt+1",)).split(",") == ["alt+1", "inverted_exclamation_mark"]
+    assert bound_keys(("ctrl+n",)) == "ctrl+n"
+
+
+def test_a_rejoin_refused_for_good_is_news_and_one_that_may_pass_reconnects() -> None:
+    for code in (ErrorCode.BAD_REQUEST, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND):
+        refused = refused_rejoin("club", ErrorReply(code=code, message="no", request_id=7))
+        assert refused == RejoinRefused("club", code, "no")
+    with pytest.raises(NodeError, match="unavailable"):
+        refused_rejoin("club", ErrorReply(code=ErrorCode.UNAVAILABLE, message="settling"))
+
+
+def test_the_status_line_says_why_not_connected_and_when_it_retries() -> None:
+    client = ChatClient([("127.0.0.1", 1)], token="ann")
+    assert status_line("ann", client, 0.0) == "ann · connecting…"
+    reasons = client.attempts.start_round()
+    reasons["127.0.0.1:1"] = "connection refused: nothing listens on that port"
+    client.attempts.retry_at_monotonic_s = 12.5
+    shown = status_line("ann", client, 10.0)
+    assert shown == (
+        "ann · not connected: connection refused: nothing listens on that port · retrying in 2s"
+    )
+    assert "retrying in 0.5s" in status_line("ann", client, 12.0)
+    assert "trying again now" in status_line("ann", client, 13.0)
+    client.attempts.refused["127.0.0.1:2"] = "unavailable: this node is still joining the mesh"
+    assert "127.0.0.1:2: unavailable" in status_line("ann", client, 13.0)
+    gave_up = status_line("ann", client, 13.0, given_up="unauthorized: bad token")
+    assert gave_up == "ann · not connected: unauthorized: bad token · not retrying"

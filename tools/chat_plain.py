@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from mesh.client.chat_client import ChatClient, ConnectionChanged
 from mesh.client.connection import NodeError
+from mesh.client.rejoin import RejoinRefused
 from mesh.wire.display_text import terminal_safe
 from mesh.wire.protocol import (
     Message,
@@ -96,6 +97,8 @@ class PlainChat:
                 self.write(f"! {problem}")
             case "join", room if room:
                 await self._join(room)
+            case "leave", room if room and (problem := room_name_problem(room)):
+                self.write(f"! {problem}")
             case "leave", room:
                 target = room or self.current
                 if target:
@@ -170,6 +173,9 @@ class PlainChat:
                     self.write(f"-- lost {node}: {reason}; reconnecting")
                 case ConnectionChanged(state="connected", node=node) if self.client.reconnects:
                     self.write(f"-- connected to {node}; resumed")
+                case RejoinRefused(room=room, code=code, reason=reason):
+                    said = f"not rejoined after reconnecting: {code}: {terminal_safe(reason)}"
+                    self.write(f"[{room}] -- {said}")
 
     def _show(self, message: Message) -> None:
         if message.id not in self._shown:

@@ -8,10 +8,14 @@ import datetime
 
 from rich.text import Text
 
+from mesh.client.chat_client import ChatClient
 from mesh.wire.display_text import terminal_safe
 from tools.chat_state import ACTION_PREFIX, ChatState, Delivery, Line, RoomView, colour_of
 
 NEW_MESSAGES_MARKER = "──── new since you last read ────"
+# A message naming the user, and the mark on its room's tab while the user looks elsewhere.
+HIGHLIGHT_STYLE = "bold black on yellow"
+HIGHLIGHT_MARK = "!"
 
 
 def clock(time_ms: int) -> str:
@@ -57,7 +61,8 @@ def line_text(line: Line) -> Text:
         )
     else:
         text.append(sender, style=f"bold {colour_of(line.sender)}")
-        text.append(f": {terminal_safe(line.body)}")
+        body_style = HIGHLIGHT_STYLE if line.highlight else ""
+        text.append(f": {terminal_safe(line.body)}", style=body_style)
     if line.delivery is Delivery.PENDING:
         text.stylize("dim")
         text.append("  (sending…)", style="dim")
@@ -103,4 +108,29 @@ def room_label(state: ChatState, room: RoomView, position: int) -> Text:
     if room.unread:
         count = f"{room.unread}+" if room.unread_capped else str(room.unread)
         label.append(f" ({count})", style="bold yellow")
+    if room.highlighted and room.name != state.current:
+        label.append(f" {HIGHLIGHT_MARK}", style=HIGHLIGHT_STYLE)
     return label
+
+
+def status_line(
+    user: str, client: ChatClient, now_monotonic_s: float, given_up: str | None = None
+) -> str:
+    """The bottom line: who, where, and when not connected, why and when it retries."""
+    if client.connected:
+        rtt_s = client.round_trip_s
+        rtt = "" if rtt_s is None else f" · rtt {rtt_s * 1000:.1f} ms"
+        return terminal_safe(f"{user} @ {client.node} ({client.address}) · connected{rtt}")
+    attempts = client.attempts
+    if given_up is not None:  # unauthorized, a certificate nobody trusts: retrying is no use
+        return terminal_safe(f"{user} · not connected: {given_up} · not retrying")
+    reason, retry_in_s = attempts.reason(), attempts.retry_in_s(now_monotonic_s)
+    if not reason:
+        return terminal_safe(f"{user} · connecting…")
+    if retry_in_s is None:
+        retry = ""
+    elif retry_in_s <= 0:
+        retry = " · trying again now"
+    else:  # tenths below a second: a test's or a fast backoff's wait is not "0s"
+        retry = f" · retrying in {retry_in_s:.{1 if retry_in_s < 1 else 0}f}s"
+    return terminal_safe(f"{user} · not connected: {reason}{retry}")

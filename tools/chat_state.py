@@ -7,6 +7,7 @@ terminal.
 """
 
 import enum
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ class Line:
     notice: bool = False
     reply_to: str | None = None  # the id of the message this one answers
     changes: Changes = field(default_factory=Changes)  # edits, a delete, reactions
+    highlight: bool = False  # someone else's message that names the user
 
     @property
     def is_action(self) -> bool:
@@ -77,6 +79,7 @@ class RoomView:
     lines: "SortedDict[str, Line]" = field(default_factory=SortedDict)
     unread: int = 0
     unread_capped: bool = False  # the node counted more than it tells ("1000+")
+    highlighted: bool = False  # a message naming the user arrived while looking elsewhere
     first_unread: str | None = None  # where the "new since you last read" line goes
     read_up_to: str | None = None  # the user's read marker, as the node keeps it
     counted_through: str | None = None  # the newest message the node's count read
@@ -92,8 +95,11 @@ class ChatState:
         self.rooms: dict[str, RoomView] = {}
         self.current: str | None = None
         self._pending: dict[str, tuple[str, str]] = {}  # client_msg_id -> (room, line key)
+        self._failed: list[tuple[str, str]] = []  # (room, line key) of failed sends, oldest first
         self._notices = 0
         self.sent_lines: list[str] = []  # what the user typed, for Up/Down recall
+        # Where notices go while no room is open (a bad first /join), so none is lost.
+        self.no_room = RoomView("")
 
     # ---- rooms ----
 
@@ -121,6 +127,7 @@ class ChatState:
         room = self.rooms[name]
         room.unread = 0
         room.unread_capped = False
+        room.highlighted = False
         # The marker stays until the user leaves the room again; it is cleared on arrival
         # elsewhere so the next visit starts fresh.
 
@@ -159,13 +166,15 @@ class ChatState:
         )
         if pending is not None:
             room.lines.pop(pending[1], None)
-        room.lines[message.id] = _line_of(message)
+        line = room.lines[message.id] = self._line_of(message)
+        room.typing.pop(message.sender, None)  # what they typed is here: no longer typing
         if message.sender != self.user and message.room != self.current:
             if room.counted_through is None or message.id > room.counted_through:
                 self._count_unread(room, 1)  # the node's count did not read it yet
             after_marker = room.read_up_to is None or message.id > room.read_up_to
             if after_marker and (room.first_unread is None or message.id < room.first_unread):
                 room.first_unread = message.id
+            room.highlighted = room.highlighted or (after_marker and line.highlight)
         if room.oldest_loaded is None or message.id < room.oldest_loaded:
             room.oldest_loaded = message.id
         self._trim(room)
@@ -220,7 +229,7 @@ class ChatState:
         added = 0
         for message in messages:
             if message.id not in room.lines:
-                room.lines[message.id] = _line_of(message)
+                room.lines[message.id] = self._line_of(message)
                 added += 1
             if room.oldest_loaded is None or message.id < room.oldest_loaded:
                 room.oldest_loaded = message.id
@@ -258,13 +267,24 @@ class ChatState:
                 return line
         return None
 
-    def add_pending(self, room_name: str, client_msg_id: str, body: str, now_ms: int) -> None:
+    def add_pending(
+        self,
+        room_name: str,
+        client_msg_id: str,
+        body: str,
+        now_ms: int,
+        reply_to: str | None = None,
+        *,
+        recalled: bool = True,
+    ) -> None:
+        """`recalled`: the line joins what Up recalls (a retry is there already)."""
         room = self.open_room(room_name)
         # Sorts after every stored id ("~" > hex digits), so pending lines sit at the bottom.
         key = f"~{now_ms:016d}{client_msg_id}"
-        room.lines[key] = Line(key, self.user, now_ms, body, Delivery.PENDING)
+        room.lines[key] = Line(key, self.user, now_ms, body, Delivery.PENDING, reply_to=reply_to)
         self._pending[client_msg_id] = (room_name, key)
-        self.sent_lines.append(body)
+        if recalled:
+            self.sent_lines.append(body)
 
     def confirm(self, client_msg_id: str, message: Message) -> None:
         """Our send was acknowledged: its line becomes the stored message."""
@@ -280,13 +300,24 @@ class ChatState:
         if line is not None:
             line.delivery = Delivery.FAILED
             line.error = error
+            self._failed.append(pending)
+
+    def take_last_failed(self) -> tuple[str, Line] | None:
+        """The newest failed send still on screen, taken off it (for /retry): its room
+        and line; None if there is none."""
+        while self._failed:
+            room_name, key = self._failed.pop()
+            room = self.rooms.get(room_name)
+            line = None if room is None else room.lines.get(key)
+            if room is not None and line is not None and line.delivery is Delivery.FAILED:
+                del room.lines[key]
+                return room_name, line
+        return None
 
     def notice(self, room_name: str | None, text: str, now_ms: int) -> None:
         """A line from the tool itself (joins, errors, command output)."""
         target = room_name or self.current
-        if target is None:
-            return
-        room = self.open_room(target)
+        room = self.no_room if target is None else self.open_room(target)
         self._notices += 1
         key = self._notice_key(room)
         room.lines[key] = Line(key, "", now_ms, text, notice=True)
@@ -306,7 +337,23 @@ class ChatState:
             first = room.lines.keys()[0]
             room.oldest_loaded = first if not first.startswith(("~", "!")) else room.oldest_loaded
 
+    def _line_of(self, message: Message) -> Line:
+        return Line(
+            message.id,
+            message.sender,
+            message.time_ms,
+            message.body,
+            reply_to=message.reply_to,
+            changes=changes_of(message),
+            highlight=message.sender != self.user and mentions(message.body, self.user),
+        )
+
     # ---- presence and typing ----
+
+    def known_users(self) -> list[str]:
+        """Everyone in any of our rooms but us, for completing /msg."""
+        members = {member for room in self.rooms.values() for member in room.members}
+        return sorted(members - {self.user})
 
     def set_members(self, room_name: str, members: list[str]) -> None:
         self.open_room(room_name).members = sorted(set(members))
@@ -348,6 +395,8 @@ class ChatState:
             candidates = [f"/{name}" for name in COMMANDS]
         elif head in ("/join", "/leave"):
             candidates = list(self.rooms)
+        elif head == "/msg":
+            candidates = self.known_users()
         else:
             room = self.rooms.get(self.current or "")
             candidates = room.members if room else []
@@ -374,15 +423,10 @@ def _counts_as_unread(line: Line, user: str) -> bool:
     return stored and line.sender != user and line.changes.deleted_by is None
 
 
-def _line_of(message: Message) -> Line:
-    return Line(
-        message.id,
-        message.sender,
-        message.time_ms,
-        message.body,
-        reply_to=message.reply_to,
-        changes=changes_of(message),
-    )
+def mentions(body: str, user: str) -> bool:
+    """`body` names `user` as a word, in any case: "ann:", "@Ann", not "annex"."""
+    pattern = rf"(?<!\w){re.escape(user)}(?!\w)"
+    return re.search(pattern, body, re.IGNORECASE) is not None
 
 
 COMMANDS = {
@@ -396,13 +440,18 @@ COMMANDS = {
     "who": "/who: who is in this room",
     "history": "/history N: load N older messages",
     "rooms": "/rooms: your rooms",
+    "msg": "/msg USER TEXT: say TEXT to USER alone, in your direct room",
+    "retry": "/retry: send again the last line that was not sent",
     **MODERATION_COMMANDS,
     "help": "/help: this list",
     "quit": "/quit: leave the chat",
 }
 
 
-KEYS_HELP = "Tab completes; Up/Down recall; Ctrl-N/Ctrl-P or Alt-1..9 switch rooms"
+KEYS_HELP = (
+    "Tab completes; Up/Down recall; Ctrl-N/Ctrl-P, Alt-Left/Right or Alt-1..9 switch rooms; "
+    "PageUp/PageDown, Home/End (on an empty line) scroll; F1 the keys; Esc closes it"
+)
 
 
 @dataclass(frozen=True, slots=True)

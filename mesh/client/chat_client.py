@@ -30,6 +30,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from mesh.client.connection import NodeError, NodeFrames, open_stream
 from mesh.client.reach import CLOSED_AT_HELLO, UnreachableError, read_first_frame, reason_in_words
+from mesh.client.rejoin import ConnectAttempts, RejoinRefused, refused_rejoin
 from mesh.client.room_cursor import RoomCursor
 from mesh.client.send_window import SendWindow
 from mesh.client.unread_book import UnreadBook
@@ -104,6 +105,7 @@ ClientEvent = (
     | PresenceEvent
     | TypingEvent
     | ConnectionChanged
+    | RejoinRefused
 )
 
 
@@ -157,6 +159,7 @@ class ChatClient:
         self._send_window = SendWindow()  # within the announced send_window_max
         self.round_trip_s: float | None = None
         self.reconnects = 0
+        self.attempts = ConnectAttempts()  # why we are not connected, and when we retry
         self._request_ids = itertools.count(1)
         self._rejoins: dict[int, str] = {}  # request id -> room, of the joins a reconnect sent
         self._pending: dict[int, _Pending] = {}
@@ -225,8 +228,8 @@ class ChatClient:
             reply = await self._request(
                 lambda i: Join(request_id=i, room=room, since=start), Joined
             )
-        except NodeError:
-            if new:  # a refused join leaves nothing to rejoin after a reconnect
+        except (NodeError, TimeoutError):
+            if new:  # a failed join leaves nothing to rejoin after a reconnect
                 self._rooms.pop(room, None)
             raise
         # Without a cursor yet, resume from the room's newest message at the time of joining
@@ -238,8 +241,8 @@ class ChatClient:
         return reply.members
 
     async def leave(self, room: str) -> None:
-        self._rooms.pop(room, None)
         await self._request(lambda i: LeaveRoom(request_id=i, room=room))
+        self._rooms.pop(room, None)  # only now: a refused leave keeps the room rejoined
 
     async def send(
         self,
@@ -475,9 +478,9 @@ class ChatClient:
                     self._fail_all(self._fatal)
                     await self._emit(ConnectionChanged("failed", None, None, str(self._fatal)))
                     return
-                # Jittered: clients that failed together (their node stopped, the next
-                # one overloaded) must not all try again at the same instant.
-                await asyncio.sleep(self._jitter.uniform(backoff_s / 2, backoff_s))
+                # Jittered: clients that failed together must not all retry at one instant.
+                self.attempts.retry_in(wait_s := self._jitter.uniform(backoff_s / 2, backoff_s))
+                await asyncio.sleep(wait_s)
                 backoff_s = min(backoff_s * 2, self.settings.backoff_max_s)
                 continue
             backoff_s = self.settings.backoff_initial_s
@@ -513,16 +516,16 @@ class ChatClient:
             self.reconnects += 1
             log.info("disconnected from %s: %s; reconnecting", address, reason)
             await self._emit(ConnectionChanged("disconnected", self.node, address, reason))
-            await asyncio.sleep(
-                pause_s or self._jitter.uniform(0, self.settings.reconnect_spread_s)
-            )
+            pause_s = pause_s or self._jitter.uniform(0, self.settings.reconnect_spread_s)
+            self.attempts.retry_in(pause_s, lost=reason)
+            await asyncio.sleep(pause_s)
 
     async def _open_any(
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
         """Try each server once, starting after the last one used; None if none would do."""
         untrusted = 0  # servers whose certificate failed verification: retrying cannot help
-        reasons: dict[str, str] = {}
+        reasons = self.attempts.start_round()
         for _ in range(len(self.servers)):
             host, port = self.servers[self._next_server % len(self.servers)]
             self._next_server += 1
@@ -537,6 +540,7 @@ class ChatClient:
                         raise
             except NodeError as error:
                 log.warning("node %s refused us: %s", address, error)
+                self.attempts.refused[address] = str(error)
                 if error.code in FATAL_CODES:
                     self._fatal = error
                     return None
@@ -564,6 +568,7 @@ class ChatClient:
             self.limits = dict(welcome.limits)
             self._next_server -= 1  # stay with this node next time, if it comes back first
             self._ever_connected = True
+            self.attempts.connected()
             return reader, writer, address
         everywhere = len(reasons) == len(set(self.servers))  # no node even refused us
         first_round = not self._ever_connected and not self._first_round_failed
@@ -645,17 +650,12 @@ class ChatClient:
                 case ErrorReply(request_id=None):
                     # Said just before the node closes this session.
                     raise NodeError(message.code, message.message)
-                case ErrorReply(request_id=request_id, code=ErrorCode.FORBIDDEN) if (
-                    request_id in self._rejoins
-                ):
-                    # The room's state no longer lets us in: that is final, not a fault.
-                    room = self._rejoins.pop(request_id)
-                    self._rooms.pop(room, None)
-                    log.warning("not rejoining %s: %s", room, message.message)
                 case ErrorReply(request_id=request_id) if request_id in self._rejoins:
-                    # A room that cannot be rejoined now: connect again (after a pause)
-                    # rather than carry on without it.
-                    raise NodeError(message.code, f"could not rejoin: {message.message}")
+                    # Final (the room's name or state): dropped and told. Else raised:
+                    # connect again (after a pause) rather than carry on without it.
+                    room = self._rejoins.pop(request_id)
+                    await self._emit(refused_rejoin(room, message))
+                    self._rooms.pop(room, None)
                 case ErrorReply(request_id=request_id):
                     pending = self._pending.get(request_id)  # type: ignore[arg-type]
                     if pending is not None and not pending.future.done():
