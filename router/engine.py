@@ -506,7 +506,9 @@ class RoomEngine:
                     message.subject,
                 )
                 return _Role.OTHER, [Coordinate(RemoteOrigin(sender, forward_id), request)]
-            case ForwardReply(joining_for_s=float() as joining_for_s):
+            case ForwardReply(joining_for_s=float() as joining_for_s, message=None):
+                if not self._forwarding.awaits(message.forward_id, sender):
+                    return _Role.OTHER, []  # a repeat, or from a node no longer asked
                 passed_over = self._pass_over(sender, joining_for_s, now)
                 return _Role.OTHER, [*passed_over, *self._forwarding.replied(message, now)]
             case ForwardReply():

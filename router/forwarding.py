@@ -8,6 +8,7 @@ coordinator's reply, or the deadline, ends it.
 from router.effects import Acked, Complete, Outcome, Refused, SendPeer
 from router.error_codes import ErrorCode
 from router.internal_events import Coordinate, Step
+from router.limits import RETRY_AFTER_S_MAX
 from router.role_context import RoleContext
 from router.wire import Forward, ForwardReply
 from router.writes import LocalOrigin, PendingForward, SendRequest
@@ -42,26 +43,35 @@ class Forwarding:
         self._stats.forwards_sent += 1
         return [SendPeer(coordinator, forward_message(forward_id, request))]
 
+    def awaits(self, forward_id: int, node: str) -> bool:
+        """Is that forward open, and sent to `node` last?"""
+        forward = self._forwards.get(forward_id)
+        return forward is not None and forward.target == node
+
     def replied(self, reply: ForwardReply, now: float) -> list[Step]:
         forward = self._forwards.pop(reply.forward_id, None)
         if forward is None:
             return []
+        retry_after_s = reply.retry_after_s
         if reply.joining_for_s is not None:
             # The coordinator is still joining and has been passed over: on to the next.
-            coordinator = self._placement.coordinator(forward.request.room)
-            if coordinator == self._placement.node_id:
+            placement = self._placement
+            coordinator = placement.coordinator(forward.request.room)
+            if coordinator == placement.node_id:
                 return [Coordinate(LocalOrigin(forward.ticket), forward.request)]
-            if coordinator is not None and coordinator != forward.target:
+            if coordinator is not None and not placement.passed_over(coordinator):
                 self._forwards[reply.forward_id] = forward
                 forward.target, forward.sent_at = coordinator, now
                 self._stats.forwards_sent += 1
                 return [SendPeer(coordinator, forward_message(reply.forward_id, forward.request))]
+            # Every live replica is joining: the client may try again once this one has.
+            retry_after_s = min(reply.joining_for_s, RETRY_AFTER_S_MAX)
         outcome: Outcome
         if reply.message is not None:
             self._clock.observe(reply.message.id)
             outcome = Acked(reply.message, reply.duplicate)
         else:
-            outcome = Refused(ErrorCode.from_peer(reply.error), reply.reason, reply.retry_after_s)
+            outcome = Refused(ErrorCode.from_peer(reply.error), reply.reason, retry_after_s)
         return [Complete(forward.ticket, outcome)]
 
     def tick(self, now: float) -> list[Step]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from router.config import RouterConfig
 from router.events import Health
+from router.limits import JOINING_FOR_S_MAX
 from router.ring import HashRing
 
 # The shortest "still joining" a node tells its peers: they ask again after it.
@@ -48,7 +49,7 @@ class Placement:
         """How much longer this node's join settles, as it tells peers that ask too early."""
         first = self._first_peer_at
         left_s = self._settle_s if first is None else first + self._settle_s - now
-        return max(JOINING_FOR_S_MIN, min(self._settle_s, left_s))
+        return max(JOINING_FOR_S_MIN, min(self._settle_s, JOINING_FOR_S_MAX, left_s))
 
     def pass_over(self, node: str, joining_for_s: float, now: float) -> bool:
         """`node` says it is joining for so long: pass it over as coordinator until then,
@@ -58,6 +59,9 @@ class Placement:
         was = node in self._joining_until
         self._joining_until[node] = now + min(joining_for_s, self._settle_s)
         return not was
+
+    def passed_over(self, node: str) -> bool:
+        return node in self._joining_until
 
     def joined_peers_due(self, now: float) -> bool:
         return any(now >= until for until in self._joining_until.values())

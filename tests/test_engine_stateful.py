@@ -752,3 +752,38 @@ def test_a_coordinator_still_joining_is_passed_over_on_its_word_until_its_join_h
     again = _submit(mesh, gateway, SendRequest(room, "ann", "j2", "once it has joined"))
     mesh.drain()
     assert isinstance(mesh.outcomes.get(again), Acked), mesh.outcomes.get(again)
+
+
+def test_a_repeated_still_joining_reply_does_not_fail_the_send_sent_on_to_the_next() -> None:
+    # The network doubles the joining node's refusal: the second copy comes after the
+    # send went on to the next replica, and must not end the send while that one stores it.
+    mesh = EngineMesh()
+    room = "lobby"
+    restarted = mesh.engine("n1").coordinator(room)
+    assert restarted is not None
+    mesh.crash(restarted, "dead")
+    mesh.tick(1.0)
+    mesh.start(restarted)
+    # A gateway holding no copy of the room forwards even to the next replica.
+    replicas = mesh.engine("n1")._placement.preference_list(room)
+    gateway = next(node for node in NODE_IDS if node not in replicas)
+    sent = _submit(mesh, gateway, SendRequest(room, "ann", "d1", "refused twice"))
+    for _ in range(DRAIN_STEPS_MAX):
+        replies = [
+            f for f in mesh.flights if f.sender == restarted and isinstance(f.message, ForwardReply)
+        ]
+        if replies:
+            break
+        if mesh.flights:
+            mesh.deliver(0)
+        else:
+            busy = next(node for node in mesh.nodes.values() if node.pending)
+            mesh.complete(busy.node_id, 0)
+    (refusal,) = replies
+    assert refusal.message.joining_for_s is not None, refusal  # type: ignore[union-attr]
+    mesh.flights.append(Flight(refusal.sender, refusal.receiver, refusal.message))
+    mesh.drain()
+    assert isinstance(mesh.outcomes.get(sent), Acked), mesh.outcomes.get(sent)
+    mesh.tick(CONFIG.join_settle_s)
+    mesh.drain()
+    assert mesh.engine(gateway).coordinator(room) == restarted
