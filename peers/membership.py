@@ -352,9 +352,20 @@ class Membership:
         window_s = self.config.remembered_peer_window_s
         return [peer.record for peer in self._peers.values() if peer.silence_s(now) < window_s]
 
+    def remembered_addresses(self) -> list[str]:
+        """The remembered peers not yet heard and not yet forgotten: kept in the book
+        until their window ends, though no record of them exists yet."""
+        answered = set(self._heard_addresses())
+        return sorted(
+            address
+            for address, probe in self._seed_probes.items()
+            if probe.remembered and address not in answered
+        )
+
     def peer_addresses(self, now: float) -> list[str]:
         """Where the peers to remember were last reached: seeds for this node's next start."""
-        return sorted({record.address for record in self.records_to_remember(now)})
+        heard = {record.address for record in self.records_to_remember(now)}
+        return sorted(heard | set(self.remembered_addresses()))
 
     # ---- internals ----
 

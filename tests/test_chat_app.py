@@ -467,6 +467,13 @@ def test_a_room_refused_on_rejoin_is_dropped_with_a_notice_not_a_reconnect_loop(
                 await type_line(pilot, "still here")
                 await until(pilot, lambda: "ann: still here" in app.shown_text, what="lobby")
                 await until(pilot, lambda: "sending" not in app.shown_text, what="stored")
+                # Let back in, /join on the tab still open joins again (not only switches).
+                await owner.change_room("club", "unban", user="ann")
+                with contextlib.suppress(NodeError):  # the ban may have kept the invitation
+                    await owner.change_room("club", "invite", user="ann")
+                await type_line(pilot, "/join club")
+                await until(pilot, lambda: app.client.in_room("club"), what="club joined again")
+                assert app.client.in_room("club") and app.state.current == "club"
                 await link.cut()
 
     run_async(scenario(), timeout_s=90.0)

@@ -21,7 +21,15 @@ from tools.chat_render import (
     room_text,
     status_line,
 )
-from tools.chat_state import ChatState, Command, Delivery, colour_of, mentions, parse_command
+from tools.chat_state import (
+    ChatState,
+    Command,
+    Delivery,
+    client_msg_id_of,
+    colour_of,
+    mentions,
+    parse_command,
+)
 
 
 def message(n: int, room: str = "lobby", sender: str = "bob", client_msg_id: str = "") -> Message:
@@ -285,6 +293,20 @@ def test_retry_takes_the_newest_failed_send_once() -> None:
     assert bodies(state, "random") == []  # taken off the screen: the resend shows instead
     assert (state.take_last_failed() or ("", None))[0] == "lobby"
     assert state.take_last_failed() is None
+
+
+def test_a_failed_send_stored_after_all_replaces_its_failed_line_and_retries_under_its_id() -> None:
+    state = ChatState("ann")
+    state.add_pending("lobby", "c1", "maybe stored", now_ms=1)
+    state.fail("c1", "no reply within 10s")
+    stored = message(5, sender="ann", client_msg_id="c1")
+    late = msgspec.structs.replace(stored, body="maybe stored")
+    state.add_message(late)  # the node had stored it: its copy arrives
+    assert bodies(state, "lobby") == ["maybe stored"] and state.take_last_failed() is None
+    state.add_pending("lobby", "c2", "lost", now_ms=2)
+    state.fail("c2", "no reply within 10s")
+    _, line = state.take_last_failed() or ("", None)
+    assert line is not None and client_msg_id_of(line.key) == "c2"
 
 
 def test_notices_without_a_room_are_kept_for_the_screen() -> None:

@@ -204,6 +204,8 @@ def test_a_remembered_peer_silent_for_the_window_is_forgotten_and_a_seed_never()
         now=0.0,
         remembered=frozenset({remembered}),
     )
+    # Not heard yet, it keeps its place in the book until its window ends.
+    assert membership.peer_addresses(0.0) == [remembered]
     effects: list[Effect] = []
     now = 0.0
     while now < 200.0:
@@ -217,6 +219,7 @@ def test_a_remembered_peer_silent_for_the_window_is_forgotten_and_a_seed_never()
     assert not any(e.worth_a_warning for e in unanswered if e.address == remembered)
     forgotten = [e for e in effects if isinstance(e, RememberedPeerForgotten)]
     assert [(e.address, e.silent_s) for e in forgotten] == [(remembered, 60.0)]
+    assert membership.peer_addresses(200.0) == []  # no longer kept in the book
     later = sends(membership.tick(300.0)) + sends(membership.tick(400.0))
     assert {send.address for send in later} == {seed}
 

@@ -163,3 +163,16 @@ def test_a_mesh_that_cannot_start_never_says_it_runs(tmp_path: Path) -> None:
     finally:
         blocker.close()
         up.clean_up()
+
+
+def test_a_killed_up_takes_its_nodes_with_it(tmp_path: Path) -> None:
+    with running_up(tmp_path) as (up, _):
+        up.line_with("now try")
+        nodes = [up.node_pid("n1"), up.node_pid("n2")]
+        up.process.kill()  # no chance to stop them itself
+        up.process.wait(timeout=10.0)
+        wait_for(
+            lambda: not any(pid_alive(pid) for pid in nodes),
+            20.0,
+            lambda: f"nodes outlived up: {[pid for pid in nodes if pid_alive(pid)]}",
+        )

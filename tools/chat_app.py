@@ -124,6 +124,7 @@ class ChatApp(App[None]):
             self.state.notice(None, f"not connected: {error}", now_ms())
             self.refresh_all()
             return
+        self.state.user = self.client.user or self.state.user  # a token's user, first
         for room in self.initial_rooms:
             await self._join(room)
         async for event in self.client.events():
@@ -208,7 +209,7 @@ class ChatApp(App[None]):
     async def open_and_join_now(self, room: str) -> bool:
         """/join: the room's tab opens, current, once the node let us in; a failed join
         changes nothing but a notice. True once in the room."""
-        if room in self.state.rooms:
+        if room in self.state.rooms and self.client.in_room(room):
             self._switch(self.state.jump(list(self.state.rooms).index(room) + 1))
             return True
         self.state.notice(None, f"joining {room}…", now_ms())
@@ -219,7 +220,7 @@ class ChatApp(App[None]):
             self.state.notice(None, f"could not join {room}: {error}", now_ms())
             self.refresh_all()
             return False
-        self.state.open_room(room)
+        self.state.open_room(room)  # a tab kept after a kick or a refused rejoin: in again
         self.state.leave_view()
         self.state.switch_to(room)
         self._joined(room, members, page)
@@ -313,14 +314,16 @@ class ChatApp(App[None]):
         room: str | None = None,
         *,
         recalled: bool = True,
+        client_msg_id: str | None = None,
     ) -> None:
-        """Send `body` to `room` (the current one by default), shown pending until stored."""
+        """Send `body` to `room` (the current one by default), shown pending until stored;
+        `client_msg_id`: a retry's, the same as the first try's."""
         room = room or self.state.current
         if room is None:
             self.state.notice(None, "join a room first: /join ROOM", now_ms())
             self.refresh_all()
             return
-        client_msg_id = new_client_msg_id()
+        client_msg_id = client_msg_id or new_client_msg_id()
         self.state.add_pending(room, client_msg_id, body, now_ms(), reply_to, recalled=recalled)
         self.refresh_room(room)
         self.start(self._send(room, body, client_msg_id, reply_to))

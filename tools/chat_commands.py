@@ -15,7 +15,14 @@ from mesh.wire.names import USER_NAME_RULE, is_user_name
 from tools.chat_direct import direct_room_name
 from tools.chat_keys import keys_help
 from tools.chat_moderation import MODERATION_COMMANDS, parse_moderation
-from tools.chat_state import ACTION_PREFIX, COMMANDS, KEYS_HELP, parse_command, room_name_problem
+from tools.chat_state import (
+    ACTION_PREFIX,
+    COMMANDS,
+    KEYS_HELP,
+    client_msg_id_of,
+    parse_command,
+    room_name_problem,
+)
 
 if TYPE_CHECKING:
     from tools.chat_app import ChatApp
@@ -100,7 +107,13 @@ class ChatCommands:
     async def _left(self, room: str) -> None:
         try:
             await self.client.leave(room)
-        except REQUEST_ERRORS as error:  # a failed leave changes nothing: the tab stays
+        except NodeError as error:
+            if error.code != ErrorCode.NOT_FOUND:  # a refused leave changes nothing
+                self._notice(f"could not leave {room}: {error}", room)
+                self.app.refresh_all()
+                return
+            self.state.close_room(room)  # not in it any more (kicked, or not rejoined)
+        except REQUEST_ERRORS as error:
             self._notice(f"could not leave {room}: {error}", room)
         else:
             self.state.close_room(room)
@@ -159,7 +172,16 @@ class ChatCommands:
             return
         room, line = failed
         self._notice(f"sending again: {terminal_safe(line.body)}", room)
-        self.app.post(line.body, reply_to=line.reply_to, room=room, recalled=False)
+        # The same client message id: if the first try was stored after all, the node
+        # answers with that message instead of storing it twice.
+        client_msg_id = client_msg_id_of(line.key)
+        self.app.post(
+            line.body,
+            reply_to=line.reply_to,
+            room=room,
+            recalled=False,
+            client_msg_id=client_msg_id,
+        )
 
     async def _who(self, room: str) -> None:
         try:

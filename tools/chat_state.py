@@ -47,6 +47,19 @@ def colour_of(user: str) -> str:
     return USER_COLOURS[zlib.crc32(user.encode()) % len(USER_COLOURS)]
 
 
+def pending_key(now_ms: int, client_msg_id: str) -> str:
+    """A pending line's key: it sorts after every stored id ("~" > hex digits), so pending
+    lines sit at the bottom, and it ends with the send's client message id."""
+    return f"~{now_ms:016d}{client_msg_id}"
+
+
+def client_msg_id_of(key: str) -> str:
+    return key[PENDING_KEY_PREFIX_LENGTH:]
+
+
+PENDING_KEY_PREFIX_LENGTH = 17  # "~" and 16 digits of milliseconds
+
+
 class Delivery(enum.Enum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
@@ -279,8 +292,7 @@ class ChatState:
     ) -> None:
         """`recalled`: the line joins what Up recalls (a retry is there already)."""
         room = self.open_room(room_name)
-        # Sorts after every stored id ("~" > hex digits), so pending lines sit at the bottom.
-        key = f"~{now_ms:016d}{client_msg_id}"
+        key = pending_key(now_ms, client_msg_id)
         room.lines[key] = Line(key, self.user, now_ms, body, Delivery.PENDING, reply_to=reply_to)
         self._pending[client_msg_id] = (room_name, key)
         if recalled:
@@ -292,7 +304,9 @@ class ChatState:
         self._pending.pop(client_msg_id, None)
 
     def fail(self, client_msg_id: str, error: str) -> None:
-        pending = self._pending.pop(client_msg_id, None)
+        # Kept pending: a send that timed out may be stored yet, and its copy then
+        # arriving replaces the failed line.
+        pending = self._pending.get(client_msg_id)
         if pending is None:
             return
         room_name, key = pending
@@ -311,6 +325,7 @@ class ChatState:
             line = None if room is None else room.lines.get(key)
             if room is not None and line is not None and line.delivery is Delivery.FAILED:
                 del room.lines[key]
+                self._pending.pop(client_msg_id_of(key), None)
                 return room_name, line
         return None
 

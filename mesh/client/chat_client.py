@@ -228,7 +228,7 @@ class ChatClient:
             reply = await self._request(
                 lambda i: Join(request_id=i, room=room, since=start), Joined
             )
-        except (NodeError, TimeoutError):
+        except (NodeError, TimeoutError, ConnectionError):
             if new:  # a failed join leaves nothing to rejoin after a reconnect
                 self._rooms.pop(room, None)
             raise
@@ -241,8 +241,20 @@ class ChatClient:
         return reply.members
 
     async def leave(self, room: str) -> None:
-        await self._request(lambda i: LeaveRoom(request_id=i, room=room))
-        self._rooms.pop(room, None)  # only now: a refused leave keeps the room rejoined
+        try:
+            await self._request(lambda i: LeaveRoom(request_id=i, room=room))
+        except NodeError as error:
+            if error.code == ErrorCode.NOT_FOUND:
+                self._rooms.pop(room, None)  # not in it: nothing to rejoin either
+            raise  # refused: still in the room, and rejoined after a reconnect
+        except (TimeoutError, ConnectionError):
+            self._rooms.pop(room, None)  # the node may have done it: never undo a leave
+            raise
+        self._rooms.pop(room, None)
+
+    def in_room(self, room: str) -> bool:
+        """Is `room` one this client is in (joined, and rejoined after reconnects)?"""
+        return room in self._rooms
 
     async def send(
         self,

@@ -1,12 +1,13 @@
 """`meshchat up` keeps its nodes running: it says the mesh runs once every node is ready,
 restarts a node that dies (after a doubling wait), and stops them all on Ctrl-C."""
 
-import enum
+import ctypes
 import http.client
 import logging
 import signal
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +25,7 @@ RESTART_STABLE_AFTER_S = 60.0
 READY_WARN_AFTER_S = 30.0
 READY_PROBE_TIMEOUT_S = 1.0
 POLL_INTERVAL_S = 0.2
-
-
-class _Phase(enum.Enum):
-    STARTING = "starting"  # until every node has been ready once
-    RUNNING = "running"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -43,8 +40,13 @@ class _Child:
     restart_at: float | None = None  # set while dead and waiting to be started again
 
     def start(self, now: float) -> None:
-        # Its own session: the terminal's Ctrl-C reaches `up` alone, which stops the nodes.
-        self.process = subprocess.Popen(self.command, start_new_session=True)
+        # Its own session: the terminal's Ctrl-C reaches `up` alone, which stops the nodes;
+        # and a SIGTERM when `up` dies without stopping them (killed), never an orphan.
+        self.process = subprocess.Popen(
+            self.command,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509 - `up` runs no threads
+        )
         self.started_at, self.ready, self.restart_at = now, False, None
 
 
@@ -64,10 +66,10 @@ class Supervisor:
             signal.signal(signum, self._request_stop)
         children = [_Child(node, node_command(node, self.mesh, self.extra)) for node in self.mesh]
         now = time.monotonic()
-        for child in children:
-            child.node.data_dir.mkdir(parents=True, exist_ok=True)
-            child.start(now)
         try:
+            for child in children:
+                child.node.data_dir.mkdir(parents=True, exist_ok=True)
+                child.start(now)
             code = self._start_all(children)
             if code is None:
                 self._announce(children)
@@ -96,7 +98,7 @@ class Supervisor:
                         child.node.node_id,
                         code,
                     )
-                    return code or 1
+                    return shell_status(code) or 1
                 child.ready = child.ready or node_ready(child.node)
             if all(child.ready for child in children):
                 return None
@@ -151,10 +153,13 @@ class Supervisor:
         """A node's process ended: schedule its restart, or say why not. Its exit code."""
         node_id, ran_s = child.node.node_id, now - child.started_at
         child.process = None
+        if code == 0:
+            log.info("node %s stopped cleanly; not restarted", node_id)
+            return 0
         if not self.restart or code in self.permanent_exits:
             why = "--no-restart" if not self.restart else "a restart cannot mend this"
             log.error("node %s exited with code %d; not restarted (%s)", node_id, code, why)
-            return code
+            return shell_status(code)
         if ran_s >= RESTART_STABLE_AFTER_S:
             child.delay_s = RESTART_DELAY_FIRST_S
         log.warning(
@@ -167,6 +172,18 @@ class Supervisor:
         child.restart_at = now + child.delay_s
         child.delay_s = min(RESTART_DELAY_MAX_S, child.delay_s * 2)
         return 0
+
+
+def shell_status(returncode: int) -> int:
+    """A child's status as a shell gives it: 128 + the signal for one killed by a signal."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when `up` dies (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def node_ready(node: LocalNode) -> bool:

@@ -155,6 +155,7 @@ class Node:
         self.http_backend: HttpBackend | None = None  # made in run() when there is an HTTP port
         self.anomalies = 0
         self._peer_book_dirty = False
+        self._remembered_texts: dict[str, str] = {}  # address -> ID@HOST:PORT, from the book
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then leave the mesh cleanly."""
@@ -229,6 +230,7 @@ class Node:
         remembered = load_peer_addresses(config.data_dir)
         configured = self._seed_addresses(list(config.seeds))
         from_book = [a for a in self._seed_addresses(remembered) if a not in configured]
+        self._remembered_texts = _texts_by_address(remembered)
         seeds = [*configured, *from_book]
         # A book it cannot use (plain addresses from before CURVE) still says the node was
         # part of a mesh: it must not act alone, and its peers will find it.
@@ -549,7 +551,11 @@ class Node:
         """The peers to remember, as ID@HOST:PORT."""
         assert self.membership is not None
         records = self.membership.records_to_remember(time.monotonic())
-        return sorted(f"{record.id}@{record.address}" for record in records)
+        book = {f"{record.id}@{record.address}" for record in records}
+        # Remembered peers not heard yet keep their place until their window ends.
+        for address in self.membership.remembered_addresses():
+            book.add(self._remembered_texts.get(address, address))
+        return sorted(book)
 
     async def _reload_trusted_keys(self) -> None:
         """Re-read the trusted directory every second: a new key joins, a removed one is
@@ -630,6 +636,18 @@ class Node:
                     log.warning("membership: %s", reason)
         if members_changed:
             self._members_changed()
+
+
+def _texts_by_address(texts: list[str]) -> dict[str, str]:
+    """The book's entries by address: how each is written back while it is remembered."""
+    by_address = {}
+    for text in texts:
+        try:
+            _, address = parse_seed(text)
+        except ValueError:
+            continue  # skipped at start already, and said so
+        by_address[address] = text
+    return by_address
 
 
 def _call_soon(callback: Callable[[], None]) -> None:
