@@ -65,87 +65,9 @@ def add_perf_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         ("compare", "the same workload against several targets"),
     ):
         action = actions.add_parser(name, help=text, epilog=examples(*PERF_EXAMPLES[name]))
-        if name == "compare":
-            action.add_argument(
-                "--targets",
-                default=COMPARE_TARGETS_DEFAULT,
-                help=f"comma-separated, of {', '.join(TARGET_NAMES)}; ratios are against "
-                "the first (default %(default)s)",
-            )
-        else:
-            action.add_argument(
-                "--target", choices=TARGET_NAMES, default="meshchat", help="what to load"
-            )
-        _add_target_options(action)
-        action.add_argument("--clients", type=int, default=8, help="client connections in all")
-        action.add_argument("--rooms", type=int, default=2, help="rooms the clients share")
-        action.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
-        action.add_argument(
-            "--duration", type=float, default=10.0, metavar="S", help="seconds measured"
-        )
-        action.add_argument(
-            "--warmup", type=float, default=1.0, metavar="S", help="seconds sent before that"
-        )
-        action.add_argument(
-            "--body-size", type=int, default=64, metavar="B", help="bytes of each message body"
-        )
-        _add_workers_and_out(action, "load processes")
-        if name == "run":
-            action.add_argument(
-                "--kill-node-at",
-                type=float,
-                metavar="S",
-                help="kill a node this many seconds in (default: no node is killed)",
-            )
-            action.add_argument(
-                "--restart-at",
-                type=float,
-                metavar="S",
-                help="start it again this many seconds in (default: it stays down)",
-            )
-        if name == "compare":
-            action.add_argument(
-                "--sweep",
-                action="store_true",
-                help="also sweep every target from --rate up and compare the highest rates",
-            )
-            action.add_argument(
-                "--fanout",
-                action="store_true",
-                help="also run the fan-out workload (as `perf fanout`) against every target",
-            )
-            action.add_argument(
-                "--fanout-messages",
-                type=int,
-                default=100_000,
-                metavar="N",
-                help="messages of that fan-out run (default %(default)s)",
-            )
-        if name in ("sweep", "compare"):
-            _add_sweep_options(action)
+        _add_load_options(action, name)
     _add_fanout_command(actions)
-    idle = actions.add_parser(
-        "idle",
-        help="memory a node spends per idle client connection",
-        epilog=examples(
-            "meshchat perf idle --connections 2000",
-            "meshchat perf idle --connections 10000 --join --out perf-results/idle",
-        ),
-    )
-    idle.add_argument("--connections", type=int, default=2_000, help="idle connections to open")
-    idle.add_argument("--join", action="store_true", help="each connection joins a room")
-    _add_out(idle)
-    rebuild = actions.add_parser(
-        "rebuild",
-        help="time to rebuild a room's read model from a log of N events",
-        epilog=examples(
-            "meshchat perf rebuild --events 100000",
-            "meshchat perf rebuild --events 1000000 --seed 7",
-        ),
-    )
-    rebuild.add_argument("--events", type=int, default=100_000, help="events in the room's log")
-    rebuild.add_argument("--seed", type=int, default=1, help="seed of the random events")
-    _add_out(rebuild)
+    _add_idle_and_rebuild_commands(actions)
 
 
 def _add_target_options(action: argparse.ArgumentParser) -> None:
@@ -364,3 +286,92 @@ def _run_fanouts(
             results.append(summary)
             out.print(fanout_line(summary))
     return results
+
+
+def _add_load_options(action: argparse.ArgumentParser, name: str) -> None:
+    """The options of `perf run`, `sweep` and `compare`: the workload and its target."""
+    if name == "compare":
+        action.add_argument(
+            "--targets",
+            default=COMPARE_TARGETS_DEFAULT,
+            help=f"comma-separated, of {', '.join(TARGET_NAMES)}; ratios are against "
+            "the first (default %(default)s)",
+        )
+    else:
+        action.add_argument(
+            "--target", choices=TARGET_NAMES, default="meshchat", help="what to load"
+        )
+    _add_target_options(action)
+    action.add_argument("--clients", type=int, default=8, help="client connections in all")
+    action.add_argument("--rooms", type=int, default=2, help="rooms the clients share")
+    action.add_argument("--rate", type=float, default=200.0, help="messages/s in all")
+    action.add_argument(
+        "--duration", type=float, default=10.0, metavar="S", help="seconds measured"
+    )
+    action.add_argument(
+        "--warmup", type=float, default=1.0, metavar="S", help="seconds sent before that"
+    )
+    action.add_argument(
+        "--body-size", type=int, default=64, metavar="B", help="bytes of each message body"
+    )
+    _add_workers_and_out(action, "load processes")
+    if name == "run":
+        action.add_argument(
+            "--kill-node-at",
+            type=float,
+            metavar="S",
+            help="kill a node this many seconds in (default: no node is killed)",
+        )
+        action.add_argument(
+            "--restart-at",
+            type=float,
+            metavar="S",
+            help="start it again this many seconds in (default: it stays down)",
+        )
+    if name == "compare":
+        action.add_argument(
+            "--sweep",
+            action="store_true",
+            help="also sweep every target from --rate up and compare the highest rates",
+        )
+        action.add_argument(
+            "--fanout",
+            action="store_true",
+            help="also run the fan-out workload (as `perf fanout`) against every target",
+        )
+        action.add_argument(
+            "--fanout-messages",
+            type=int,
+            default=100_000,
+            metavar="N",
+            help="messages of that fan-out run (default %(default)s)",
+        )
+    if name in ("sweep", "compare"):
+        _add_sweep_options(action)
+
+
+def _add_idle_and_rebuild_commands(
+    actions: "argparse._SubParsersAction[argparse.ArgumentParser]",
+) -> None:
+    idle = actions.add_parser(
+        "idle",
+        help="memory a node spends per idle client connection",
+        epilog=examples(
+            "meshchat perf idle --connections 2000",
+            "meshchat perf idle --connections 10000 --join --out perf-results/idle",
+        ),
+    )
+    idle.add_argument("--connections", type=int, default=2_000, help="idle connections to open")
+    idle.add_argument("--join", action="store_true", help="each connection joins a room")
+    _add_out(idle)
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="time to rebuild a room's read model from a log of N events",
+        epilog=examples(
+            "meshchat perf rebuild --events 100000",
+            "meshchat perf rebuild --events 1000000 --seed 7",
+        ),
+    )
+    rebuild.add_argument("--events", type=int, default=100_000, help="events in the room's log")
+    rebuild.add_argument("--seed", type=int, default=1, help="seed of the random events")
+    _add_out(rebuild)

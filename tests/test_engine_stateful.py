@@ -733,13 +733,8 @@ def test_a_coordinator_still_joining_is_passed_over_on_its_word_until_its_join_h
     # A restarted replica is alive in its peers' views before its join settles; it tells
     # them how long it still needs, and they send its rooms' writes to the next replica
     # at once (no client retry), then route to it again once that time is over.
-    mesh = EngineMesh()
-    room = "lobby"
-    restarted = mesh.engine("n1").coordinator(room)
-    assert restarted is not None
-    mesh.crash(restarted, "dead")
-    mesh.tick(1.0)
-    mesh.start(restarted)
+    mesh, room = EngineMesh(), "lobby"
+    restarted = _restart_coordinator_of(mesh, room)
     gateway = next(node for node in NODE_IDS if node != restarted)
     assert mesh.engine(gateway).coordinator(room) == restarted
     sent = _submit(mesh, gateway, SendRequest(room, "ann", "j1", "while it joins"))
@@ -757,13 +752,8 @@ def test_a_coordinator_still_joining_is_passed_over_on_its_word_until_its_join_h
 def test_a_repeated_still_joining_reply_does_not_fail_the_send_sent_on_to_the_next() -> None:
     # The network doubles the joining node's refusal: the second copy comes after the
     # send went on to the next replica, and must not end the send while that one stores it.
-    mesh = EngineMesh()
-    room = "lobby"
-    restarted = mesh.engine("n1").coordinator(room)
-    assert restarted is not None
-    mesh.crash(restarted, "dead")
-    mesh.tick(1.0)
-    mesh.start(restarted)
+    mesh, room = EngineMesh(), "lobby"
+    restarted = _restart_coordinator_of(mesh, room)
     # A gateway holding no copy of the room forwards even to the next replica.
     replicas = mesh.engine("n1")._placement.preference_list(room)
     gateway = next(node for node in NODE_IDS if node not in replicas)
@@ -787,3 +777,13 @@ def test_a_repeated_still_joining_reply_does_not_fail_the_send_sent_on_to_the_ne
     mesh.tick(CONFIG.join_settle_s)
     mesh.drain()
     assert mesh.engine(gateway).coordinator(room) == restarted
+
+
+def _restart_coordinator_of(mesh: EngineMesh, room: str) -> str:
+    """Crash the room's coordinator and start it again: alive to its peers, still joining."""
+    restarted = mesh.engine("n1").coordinator(room)
+    assert restarted is not None
+    mesh.crash(restarted, "dead")
+    mesh.tick(1.0)
+    mesh.start(restarted)
+    return restarted

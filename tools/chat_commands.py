@@ -4,6 +4,7 @@ a command the node refuses changes nothing on screen but a notice saying why.
 The commands drive the app (chat_app.py): its state, its client, and its workers.
 """
 
+import contextlib
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
@@ -145,9 +146,9 @@ class ChatCommands:
         """The direct room is invite-only, made by one of the two, with the other invited;
         why not, if another user holds the name (nothing is said there then)."""
         try:
-            await self.client.change_room(room, "create", value="invite")
-        except NodeError:  # made already (by either of us, or someone else): read who
-            pass
+            # Refused when made already (by either of us, or someone else): read who, below.
+            with contextlib.suppress(NodeError):
+                await self.client.change_room(room, "create", value="invite")
         except (TimeoutError, ConnectionError) as error:
             return f"could not open {room}: {error}"
         try:

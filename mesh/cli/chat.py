@@ -24,6 +24,11 @@ def room_name(text: str) -> str:
 
 
 def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    _add_send_and_history(commands)
+    _add_tail_and_chat(commands)
+
+
+def _add_send_and_history(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     send = commands.add_parser(
         "send",
         help="send a message, or each line of stdin with -",
@@ -64,6 +69,8 @@ def add_chat_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         "--json", action="store_true", help="one JSON object per line, even on a terminal"
     )
 
+
+def _add_tail_and_chat(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     tail = commands.add_parser(
         "tail",
         help="print a room's messages live, until interrupted",

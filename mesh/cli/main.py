@@ -22,6 +22,7 @@ from mesh.cli import room as cli_room
 from mesh.cli import status as cli_status
 from mesh.cli import token as cli_token
 from mesh.cli import unread as cli_unread
+from mesh.cli import up as cli_up
 from mesh.cli.exit_codes import (
     EXIT_DATA_DIR_LOST,
     EXIT_UNAVAILABLE,
@@ -29,7 +30,7 @@ from mesh.cli.exit_codes import (
     exit_code_of,
 )
 from mesh.cli.help_format import CommandParser, examples
-from mesh.cli.up_hints import UP_EXAMPLES, try_lines
+from mesh.cli.up import try_lines
 from mesh.client import runtime
 from mesh.client.connection import NodeError
 from mesh.client.reach import UnreachableError
@@ -123,81 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     node_options.add_node_command_options(node)
-    config = commands.add_parser(
-        "config",
-        help="check a node's configuration, or show it",
-        epilog=examples(
-            "meshchat config check /etc/meshchat/node.toml",
-            "meshchat config show --config /etc/meshchat/node.toml --log-level DEBUG",
-        ),
-    )
-    config_actions = config.add_subparsers(
-        dest="config_command", required=True, metavar="ACTION", help="check or show"
-    )
-    check = config_actions.add_parser(
-        "check",
-        help="check a TOML file of node options",
-        epilog=examples(
-            "meshchat config check /etc/meshchat/node.toml",
-            "meshchat config check node.toml || exit 2   # before a restart",
-        ),
-    )
-    check.add_argument("file", type=Path, help="the TOML file")
-    show = config_actions.add_parser(
-        "show",
-        help="print the effective configuration of `meshchat node` with these options",
-        epilog=examples(
-            "meshchat config show --config /etc/meshchat/node.toml",
-            "MESHCHAT_CLIENT_PORT=7101 meshchat config show --id n2",
-        ),
-    )
-    show.add_argument(
-        "node_arguments",
-        nargs=argparse.REMAINDER,
-        metavar="NODE OPTIONS",
-        help="as `meshchat node` takes them (default: only the file and MESHCHAT_* variables)",
-    )
-
-    up = commands.add_parser(
-        "up",
-        help="run a local mesh in the foreground, restarting nodes that die",
-        epilog=UP_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    up.add_argument(
-        "--base-port",
-        type=int,
-        default=7100,
-        help="node i's client port is BASE+i-1, peer port BASE+100+i-1, HTTP BASE+200+i-1 "
-        "(default 7100)",
-    )
-    up.add_argument(
-        "--data",
-        type=Path,
-        default=Path(".meshchat"),
-        help="node i keeps its data in DATA/n<i> (default .meshchat)",
-    )
-    up.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
-    up.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING"],
-        help="the nodes' log level (default INFO)",
-    )
-    up.add_argument(
-        "--no-restart",
-        dest="restart",
-        action="store_false",
-        help="leave a node that dies stopped (by default it is started again, after 1 s, "
-        "then twice as long each time it dies within a minute, up to 30 s)",
-    )
-    up.add_argument(
-        "--tls",
-        action="store_true",
-        help="serve clients on TLS with a local CA and node certificates kept in DATA/tls",
-    )
-    node_options.add_node_options(up)
+    node_config.add_config_command(commands)
+    cli_up.add_up_command(commands)
 
     cli_status.add_status_commands(commands)
     cli_token.add_token_command(commands)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from mesh.cli.help_format import examples
 from mesh.node.doors.auth import load_secret
 from mesh.node.doors.token_keys import read_key_set
 from mesh.node.tls import server_context
@@ -272,3 +273,40 @@ def _readable_dir(path: Path) -> None:
     if not path.is_dir():
         raise ValueError(f"{path}: not a directory")
     next(path.iterdir(), None)
+
+
+def add_config_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    config = commands.add_parser(
+        "config",
+        help="check a node's configuration, or show it",
+        epilog=examples(
+            "meshchat config check /etc/meshchat/node.toml",
+            "meshchat config show --config /etc/meshchat/node.toml --log-level DEBUG",
+        ),
+    )
+    config_actions = config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", help="check or show"
+    )
+    check = config_actions.add_parser(
+        "check",
+        help="check a TOML file of node options",
+        epilog=examples(
+            "meshchat config check /etc/meshchat/node.toml",
+            "meshchat config check node.toml || exit 2   # before a restart",
+        ),
+    )
+    check.add_argument("file", type=Path, help="the TOML file")
+    show = config_actions.add_parser(
+        "show",
+        help="print the effective configuration of `meshchat node` with these options",
+        epilog=examples(
+            "meshchat config show --config /etc/meshchat/node.toml",
+            "MESHCHAT_CLIENT_PORT=7101 meshchat config show --id n2",
+        ),
+    )
+    show.add_argument(
+        "node_arguments",
+        nargs=argparse.REMAINDER,
+        metavar="NODE OPTIONS",
+        help="as `meshchat node` takes them (default: only the file and MESHCHAT_* variables)",
+    )
